@@ -1,0 +1,1 @@
+//! `local://` backend: the embedded erasure-coded store, in process.

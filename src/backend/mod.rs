@@ -1,0 +1,287 @@
+//! The storage backend interface.
+//!
+//! Every object store bucketfs can mount (the embedded erasure-coded store, S3,
+//! GCS, Azure) implements [`StorageBackend`]. The trait is deliberately close to
+//! the S3 object model (flat keys, prefix listings, ranged GETs, multipart
+//! uploads) because that is the lowest common denominator of the stores we
+//! target; richer features are advertised through [`Capabilities`] and the
+//! filesystem adapts to them instead of asking which backend it talks to.
+//!
+//! Keys are always relative to the mounted root: a mount of `bucket:some/prefix`
+//! wraps its backend in [`prefixed::PrefixedBackend`], so the filesystem never
+//! sees the prefix.
+//!
+//! Errors are a single [`BackendError`] enum whose variants carry enough
+//! meaning for the filesystem to choose an errno (`NotFound` -> ENOENT,
+//! `PreconditionFailed` -> EEXIST/ESTALE, `InvalidKey` -> EINVAL/ENAMETOOLONG,
+//! anything transient -> EIO). Messages never contain credentials.
+
+pub mod local;
+pub mod memory;
+pub mod prefixed;
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+/// What a backend can do; the filesystem consults this instead of the backend's name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Short name for logs and `statfs` ("local", "s3", "gcs", "azure").
+    pub name: &'static str,
+    /// `get_ranges` is served by one request (or an equally cheap parallel fan-out)
+    /// rather than a sequential loop of single-range requests.
+    pub multi_range: bool,
+    /// The store has real directories (not just key prefixes).
+    pub native_directories: bool,
+    /// Parts of one multipart upload may be uploaded concurrently.
+    pub parallel_multipart: bool,
+    /// Smallest allowed part, except the last one.
+    pub min_part_size: u64,
+    /// Largest allowed part.
+    pub max_part_size: u64,
+    /// Largest allowed part number (and so number of parts).
+    pub max_parts: u32,
+    /// `rename` is implemented natively (cheaper than copy + delete).
+    pub rename: bool,
+    /// `PutOptions::if_none_match_any` / `if_match` are honoured atomically.
+    pub conditional_put: bool,
+}
+
+/// Metadata of one stored object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub key: String,
+    pub size: u64,
+    /// Opaque version tag, without surrounding quotes.
+    pub etag: String,
+    pub last_modified: SystemTime,
+    pub content_type: Option<String>,
+    /// User metadata (S3 `x-amz-meta-*`), names lower-case without the prefix.
+    pub user_metadata: BTreeMap<String, String>,
+}
+
+/// One page of a listing request.
+#[derive(Clone, Debug, Default)]
+pub struct ListRequest {
+    pub prefix: String,
+    /// Usually `Some("/")`; `None` lists recursively.
+    pub delimiter: Option<String>,
+    /// Opaque token from a previous page's `next_continuation`.
+    pub continuation: Option<String>,
+    /// Upper bound on `objects.len() + common_prefixes.len()`; 0 means backend default (1000).
+    pub max_keys: usize,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ListPage {
+    /// Objects directly matching, in lexicographic key order.
+    pub objects: Vec<ObjectMeta>,
+    /// Rolled-up prefixes (each ends with the delimiter), in lexicographic order.
+    pub common_prefixes: Vec<String>,
+    /// Present when more results follow.
+    pub next_continuation: Option<String>,
+}
+
+/// Options of a write (`put`, `create_multipart`, `copy`).
+#[derive(Clone, Debug, Default)]
+pub struct PutOptions {
+    pub content_type: Option<String>,
+    pub user_metadata: BTreeMap<String, String>,
+    /// Fail with `PreconditionFailed` if the key already exists (`If-None-Match: *`).
+    pub if_none_match_any: bool,
+    /// Fail with `PreconditionFailed` unless the current ETag equals this.
+    pub if_match: Option<String>,
+}
+
+/// Options of a read.
+#[derive(Clone, Debug, Default)]
+pub struct GetOptions {
+    /// Fail with `PreconditionFailed` unless the object's ETag equals this; used to pin
+    /// a file's version across the many ranged reads of one open file.
+    pub if_match: Option<String>,
+}
+
+/// Result of a single-range read.
+#[derive(Clone, Debug)]
+pub struct GetResult {
+    pub meta: ObjectMeta,
+    /// The requested bytes; shorter than asked only when the range passed the end of the object.
+    pub data: Bytes,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CompletedPart {
+    pub part_number: u32,
+    pub etag: String,
+    pub size: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MultipartUploadInfo {
+    pub key: String,
+    pub upload_id: String,
+    pub initiated: SystemTime,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("bucket does not exist: {0}")]
+    NoSuchBucket(String),
+    #[error("precondition failed: {0}")]
+    PreconditionFailed(String),
+    #[error("invalid key {key:?}: {reason}")]
+    InvalidKey { key: String, reason: String },
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    #[error("no such multipart upload: {0}")]
+    NoSuchUpload(String),
+    #[error("part too small: {0}")]
+    EntityTooSmall(String),
+    #[error("operation not supported by this backend: {0}")]
+    NotSupported(String),
+    #[error("access denied: {0}")]
+    AccessDenied(String),
+    #[error("no space left on the storage: {0}")]
+    NoSpace(String),
+    /// Not enough healthy drives or replicas to satisfy a read or write quorum.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// Stored data failed its integrity check and could not be reconstructed.
+    #[error("data corruption: {0}")]
+    Corrupt(String),
+    #[error("I/O error: {0}")]
+    Io(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl BackendError {
+    /// The errno the filesystem reports for this error.
+    pub fn errno(&self) -> i32 {
+        match self {
+            BackendError::NotFound(_) | BackendError::NoSuchBucket(_) => libc::ENOENT,
+            BackendError::PreconditionFailed(_) => libc::EEXIST,
+            BackendError::InvalidKey { reason, .. } if reason.contains("long") => libc::ENAMETOOLONG,
+            BackendError::InvalidKey { .. } | BackendError::InvalidArgument(_) => libc::EINVAL,
+            BackendError::NotSupported(_) => libc::ENOTSUP,
+            BackendError::AccessDenied(_) => libc::EACCES,
+            BackendError::NoSpace(_) => libc::ENOSPC,
+            BackendError::NoSuchUpload(_)
+            | BackendError::EntityTooSmall(_)
+            | BackendError::Unavailable(_)
+            | BackendError::Corrupt(_)
+            | BackendError::Io(_)
+            | BackendError::Other(_) => libc::EIO,
+        }
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, BackendError::NotFound(_))
+    }
+}
+
+pub type BackendResult<T> = Result<T, BackendError>;
+
+/// An object store the filesystem can mount. All keys are relative to the mounted root.
+#[async_trait]
+pub trait StorageBackend: Send + Sync + 'static {
+    fn capabilities(&self) -> Capabilities;
+
+    /// Checks at mount time that the bucket exists and is reachable with our credentials.
+    async fn check_bucket(&self) -> BackendResult<()>;
+
+    async fn head(&self, key: &str) -> BackendResult<ObjectMeta>;
+
+    async fn list(&self, req: &ListRequest) -> BackendResult<ListPage>;
+
+    /// Reads `range` of the object (`None` = whole object). A range past the end is clamped.
+    async fn get_range(
+        &self,
+        key: &str,
+        range: Option<Range<u64>>,
+        opts: &GetOptions,
+    ) -> BackendResult<GetResult>;
+
+    /// Reads several ranges of one object, returning each range's bytes in request order.
+    /// Backends without native multi-range support inherit this loop; those with it
+    /// (see `Capabilities::multi_range`) override it with one request.
+    async fn get_ranges(
+        &self,
+        key: &str,
+        ranges: &[Range<u64>],
+        opts: &GetOptions,
+    ) -> BackendResult<Vec<Bytes>> {
+        let mut out = Vec::with_capacity(ranges.len());
+        for r in ranges {
+            out.push(self.get_range(key, Some(r.clone()), opts).await?.data);
+        }
+        Ok(out)
+    }
+
+    async fn put(&self, key: &str, data: Bytes, opts: &PutOptions) -> BackendResult<ObjectMeta>;
+
+    /// Deletes `key`; deleting a missing key succeeds (S3 semantics).
+    async fn delete(&self, key: &str) -> BackendResult<()>;
+
+    /// Deletes many keys; returns the keys that failed with their errors.
+    async fn delete_many(&self, keys: &[String]) -> BackendResult<Vec<(String, BackendError)>> {
+        let mut failed = Vec::new();
+        for k in keys {
+            if let Err(e) = self.delete(k).await {
+                failed.push((k.clone(), e));
+            }
+        }
+        Ok(failed)
+    }
+
+    /// Server-side copy. `metadata: Some` replaces content type and user metadata,
+    /// `None` keeps the source's.
+    async fn copy(&self, src: &str, dst: &str, metadata: Option<&PutOptions>) -> BackendResult<ObjectMeta>;
+
+    /// Native rename; only called when `Capabilities::rename` is true.
+    async fn rename(&self, src: &str, dst: &str) -> BackendResult<()> {
+        let _ = (src, dst);
+        Err(BackendError::NotSupported("rename".into()))
+    }
+
+    async fn create_multipart(&self, key: &str, opts: &PutOptions) -> BackendResult<String>;
+
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        data: Bytes,
+    ) -> BackendResult<CompletedPart>;
+
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[CompletedPart],
+    ) -> BackendResult<ObjectMeta>;
+
+    async fn abort_multipart(&self, key: &str, upload_id: &str) -> BackendResult<()>;
+
+    /// In-progress multipart uploads whose key starts with `prefix`.
+    async fn list_multipart(&self, prefix: &str) -> BackendResult<Vec<MultipartUploadInfo>>;
+
+    /// Aborts every in-progress upload under `prefix`; returns how many were aborted.
+    async fn abort_multipart_under(&self, prefix: &str) -> BackendResult<usize> {
+        let uploads = self.list_multipart(prefix).await?;
+        let n = uploads.len();
+        for u in uploads {
+            match self.abort_multipart(&u.key, &u.upload_id).await {
+                Ok(()) | Err(BackendError::NoSuchUpload(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(n)
+    }
+}

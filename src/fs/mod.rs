@@ -1,0 +1,2 @@
+//! The FUSE filesystem.
+pub mod handle;

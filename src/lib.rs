@@ -1,0 +1,17 @@
+//! bucketfs: mount object-storage buckets as a directory.
+//!
+//! Layers, top to bottom (see docs/ARCHITECTURE.md):
+//! - [`cli`]: argument parsing, fstab option translation, daemonizing (anyhow lives here only).
+//! - [`fs`]: the FUSE filesystem: inodes, directories, file handles.
+//! - [`read`] and [`upload`]: read-ahead and streaming multipart writes used by file handles.
+//! - [`backend`]: the `StorageBackend` trait and one module per object store.
+//! - [`store`]: the embedded erasure-coded object store behind `local://`.
+
+pub mod backend;
+pub mod cli;
+pub mod fs;
+pub mod memory;
+pub mod metrics;
+pub mod read;
+pub mod store;
+pub mod upload;

@@ -1,0 +1,1 @@
+//! Read-ahead for file handles.

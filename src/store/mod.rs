@@ -1,0 +1,1 @@
+//! The embedded erasure-coded object store (see issue "Embedded erasure-coded object store").

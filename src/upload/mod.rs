@@ -1,0 +1,1 @@
+//! Streaming multipart uploads for file handles.
