@@ -1,5 +1,84 @@
-//! Command-line edge: parses arguments, builds the backend, mounts.
+//! The command-line edge: argument parsing, subcommands, logging, exit codes.
+//! `anyhow` is used here and nowhere below.
+
+pub mod args;
+pub mod daemon;
+pub mod fstab;
+pub mod mount;
+pub mod source;
+pub mod tools;
+
+use std::collections::HashSet;
+use std::ffi::OsString;
+
+use clap::{CommandFactory, Parser};
+use tracing_subscriber::EnvFilter;
+
+use args::{Cli, Command};
+
+/// Long flag names (and aliases) of the mount command, for `-o` translation.
+fn known_long_flags() -> HashSet<String> {
+    let cmd = Cli::command();
+    let mut set = HashSet::new();
+    for a in cmd.get_arguments() {
+        if let Some(l) = a.get_long() {
+            set.insert(l.to_string());
+        }
+        for al in a.get_all_aliases().unwrap_or_default() {
+            set.insert(al.to_string());
+        }
+    }
+    set
+}
+
+/// Logging goes to stderr; RUST_LOG overrides the default of warnings only.
+pub fn init_logging(debug_fuse: bool, debug_s3: bool) {
+    let mut filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,bucketfs=info".into());
+    if debug_fuse {
+        filter.push_str(",bucketfs::fs=debug");
+    }
+    if debug_s3 {
+        filter.push_str(",bucketfs::backend=debug,bucketfs::store=debug,bucketfs::read=debug,bucketfs::upload=debug");
+    }
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_target(true)
+        .try_init();
+}
+
 pub fn main() -> i32 {
-    eprintln!("bucketfs: not built yet");
-    2
+    // mount(8) runs us with a reset PATH, and some helpers (fusermount3) are looked up on it.
+    if std::env::var_os("PATH").map(|p| p.is_empty()).unwrap_or(true) {
+        std::env::set_var("PATH", "/usr/local/bin:/usr/local/sbin:/usr/bin:/usr/sbin:/bin:/sbin");
+    }
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let argv = match fstab::expand_mount_options(argv, &known_long_flags()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("bucketfs: {e}");
+            return 2;
+        }
+    };
+    let cli = match Cli::try_parse_from(argv) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 2 } else { 0 };
+        }
+    };
+    let result = match cli.command {
+        Some(Command::Mb(a)) => tools::make_bucket(a),
+        Some(Command::Heal(a)) => tools::heal(a),
+        Some(Command::Stats(a)) => tools::stats(a),
+        Some(Command::Serve(_)) => Err(anyhow::anyhow!("`bucketfs serve` is not built yet")),
+        None => mount::run(cli.mount),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("bucketfs: {e:#}");
+            1
+        }
+    }
 }

@@ -1,0 +1,58 @@
+# bucketfs: the two commands a fresh machine needs are `make run` and `make test`.
+SHELL := /bin/bash
+CARGO ?= cargo
+PREFIX ?= /usr/local
+DEMO ?= $(CURDIR)/demo
+BIN := target/debug/bucketfs
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+DEB_PACKAGES := fuse3 libfuse3-dev pkg-config
+
+.PHONY: all build deps run test bench install uninstall clean fmt lint
+
+all: build
+
+# Debian packages the mount and the tests need; installed only when missing.
+deps:
+	@if ! dpkg -s $(DEB_PACKAGES) >/dev/null 2>&1; then \
+		echo "installing $(DEB_PACKAGES)"; \
+		$(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEB_PACKAGES); \
+	fi
+	@$(CARGO) nextest --version >/dev/null 2>&1 || $(CARGO) install --locked cargo-nextest
+
+build: deps
+	$(CARGO) build --bins
+
+# A 4-drive embedded store under ./demo, a demo bucket mounted in the foreground; Ctrl-C unmounts.
+run: build
+	@mkdir -p $(DEMO)/mnt $(DEMO)/drives
+	@$(BIN) mb --exist-ok --drives '$(DEMO)/drives/d{1...4}' local://demo
+	@echo "mounting local://demo (4 drives under $(DEMO)/drives) on $(DEMO)/mnt; try another shell: cp /etc/hosts $(DEMO)/mnt/ && ls -l $(DEMO)/mnt"
+	$(BIN) -f --drives '$(DEMO)/drives/d{1...4}' local://demo $(DEMO)/mnt
+
+# Unit and integration tests share one dev build (integration tests use the same binary).
+test: deps
+	$(CARGO) nextest run --no-fail-fast
+
+bench: deps
+	$(CARGO) bench --bench store
+	$(CARGO) build --release --bins
+	scripts/bench-mount.sh target/release/bucketfs
+
+install:
+	$(CARGO) build --release --bins
+	$(SUDO) install -D -m 0755 target/release/bucketfs $(DESTDIR)$(PREFIX)/bin/bucketfs
+
+uninstall:
+	$(SUDO) rm -f $(DESTDIR)$(PREFIX)/bin/bucketfs
+
+fmt:
+	$(CARGO) fmt
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+clean:
+	-fusermount3 -u -z $(DEMO)/mnt 2>/dev/null
+	rm -rf $(DEMO)
+	$(CARGO) clean

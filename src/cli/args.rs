@@ -1,0 +1,242 @@
+//! Command-line arguments.
+//!
+//! Flag names follow goofys where the two overlap (`--file-mode`, `--stat-cache-ttl`,
+//! `--debug_fuse`, ...) so existing fstab lines and scripts carry over; each also has a
+//! dash-only spelling. Sizes accept `K`/`M`/`G`/`T` suffixes (binary units), durations
+//! accept `ms`/`s`/`m`/`h` suffixes.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "bucketfs",
+    version,
+    about = "Mount an object-storage bucket (S3, GCS, Azure, or the embedded erasure-coded store) as a directory",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true,
+    after_help = "SOURCE is bucket[:prefix], s3://bucket[/prefix], gs://bucket[/prefix], \
+wasb://container[/prefix] or local://bucket[/prefix] (embedded store, needs --drives).\n\
+Mount options may also be given as -o opt[,opt...] (fstab style)."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub mount: MountArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create a bucket in the embedded store.
+    Mb(MbArgs),
+    /// Rebuild missing or corrupt shards and metadata of the embedded store.
+    Heal(HealArgs),
+    /// Print the counters of a live mount.
+    Stats(StatsArgs),
+    /// Serve the embedded store over the S3 API (not built yet).
+    Serve(ServeArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct DrivesArg {
+    /// Drive directories of the embedded store: `/d1,/d2,...` or `/data/d{1...6}`.
+    #[arg(long, env = "BUCKETFS_DRIVES", value_name = "SPEC")]
+    pub drives: Option<String>,
+    /// Parity shards per object (default by number of drives: 1:0, 2-3:1, 4-5:2, 6-7:3, 8+:4).
+    #[arg(long)]
+    pub parity: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+pub struct MbArgs {
+    #[command(flatten)]
+    pub drives: DrivesArg,
+    /// Bucket name, optionally as local://bucket.
+    pub bucket: String,
+    /// Succeed if the bucket already exists.
+    #[arg(long = "exist-ok")]
+    pub exist_ok: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct HealArgs {
+    #[command(flatten)]
+    pub drives: DrivesArg,
+    /// Verify every shard's checksums, not only presence and metadata.
+    #[arg(long)]
+    pub deep: bool,
+    /// Only this bucket (default: all).
+    pub bucket: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct StatsArgs {
+    pub mountpoint: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub drives: DrivesArg,
+    #[arg(long, default_value = "127.0.0.1:9000")]
+    pub address: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct MountArgs {
+    /// What to mount (see below).
+    #[arg(required = true)]
+    pub source: Option<String>,
+    /// Existing directory to mount on.
+    #[arg(required = true)]
+    pub mountpoint: Option<PathBuf>,
+
+    /// Stay in the foreground (default: daemonize once the mount is live).
+    #[arg(short = 'f', long)]
+    pub foreground: bool,
+    /// Mount options, fstab style: -o allow_other,--file-mode=0666,ro
+    #[arg(short = 'o', value_name = "OPTS")]
+    pub options: Vec<String>,
+
+    // --- embedded store ---
+    #[arg(long, env = "BUCKETFS_DRIVES", value_name = "SPEC", help = "Drive directories for local:// (see `bucketfs mb --help`)")]
+    pub drives: Option<String>,
+    #[arg(long, help = "Parity shards per object for local://")]
+    pub parity: Option<usize>,
+
+    // --- ownership and permissions ---
+    #[arg(long, help = "Owner of all files (default: the mounting user)")]
+    pub uid: Option<u32>,
+    #[arg(long, help = "Group of all files (default: the mounting user's group)")]
+    pub gid: Option<u32>,
+    #[arg(long = "file-mode", alias = "file_mode", value_parser = parse_mode, default_value = "0644")]
+    pub file_mode: u16,
+    #[arg(long = "dir-mode", alias = "dir_mode", value_parser = parse_mode, default_value = "0755")]
+    pub dir_mode: u16,
+    #[arg(long = "enable-perms", alias = "enable_perms", help = "Keep chmod/chown/mtime as object metadata")]
+    pub enable_perms: bool,
+    #[arg(long = "allow-other", alias = "allow_other", help = "Let users other than the mounter access the mount")]
+    pub allow_other: bool,
+    #[arg(long = "read-only", alias = "read_only", visible_alias = "ro")]
+    pub read_only: bool,
+
+    // --- remote ---
+    #[arg(long, help = "Endpoint URL of an S3-compatible server")]
+    pub endpoint: Option<String>,
+    #[arg(long)]
+    pub region: Option<String>,
+    #[arg(long)]
+    pub profile: Option<String>,
+
+    // --- caching and memory ---
+    #[arg(long = "stat-cache-ttl", alias = "stat_cache_ttl", value_parser = parse_duration, default_value = "1m")]
+    pub stat_cache_ttl: Duration,
+    #[arg(long = "type-cache-ttl", alias = "type_cache_ttl", value_parser = parse_duration, default_value = "1m")]
+    pub type_cache_ttl: Duration,
+    #[arg(long = "memory-limit", alias = "memory_limit", value_parser = parse_size, default_value = "1G",
+          help = "Upper bound on write buffers and read-ahead")]
+    pub memory_limit: u64,
+    #[arg(long = "part-size", alias = "part_size", value_parser = parse_size, default_value = "8M",
+          help = "First multipart part size (grows for large files)")]
+    pub part_size: u64,
+    #[arg(long = "read-ahead", alias = "read_ahead", value_parser = parse_size, default_value = "64M",
+          help = "Largest sequential read-ahead window per file")]
+    pub read_ahead: u64,
+    #[arg(long = "cache-dir", alias = "cache_dir", help = "Where random writes are spooled (default: $TMPDIR/bucketfs-spool)")]
+    pub cache_dir: Option<PathBuf>,
+
+    // --- multi-range reads (wired by the sparse-read work) ---
+    #[arg(long = "enable-multi-range", alias = "enable_multi_range")]
+    pub enable_multi_range: bool,
+    #[arg(long = "multi-range-batch-size", alias = "multi_range_batch_size", default_value = "5")]
+    pub multi_range_batch_size: usize,
+    #[arg(long = "multi-range-threshold", alias = "multi_range_threshold", value_parser = parse_size, default_value = "1M")]
+    pub multi_range_threshold: u64,
+
+    // --- logging ---
+    #[arg(long = "debug_fuse", alias = "debug-fuse", help = "Log every FUSE operation")]
+    pub debug_fuse: bool,
+    #[arg(long = "debug_s3", alias = "debug-s3", help = "Log every backend request")]
+    pub debug_s3: bool,
+    #[arg(long = "log-file", alias = "log_file", help = "Where a daemonized mount writes its log (default: discarded)")]
+    pub log_file: Option<PathBuf>,
+}
+
+/// Parses `1024`, `64K`, `8M`, `1G`, `2T` (binary units; `KiB`/`MB`-style suffixes accepted too).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("invalid size {s:?} (examples: 4096, 64K, 8M, 1G)"))?;
+    let mult: u64 = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        "T" | "TB" | "TIB" => 1 << 40,
+        _ => return Err(format!("invalid size unit in {s:?} (use K, M, G or T)")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("size {s:?} is too large"))
+}
+
+/// Parses `0`, `30s`, `500ms`, `1m`, `2h`; a bare number is seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?} (examples: 0, 500ms, 30s, 1m)"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("invalid duration unit in {s:?} (use ms, s, m or h)")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Parses an octal permission mode like `0644` or `644`.
+pub fn parse_mode(s: &str) -> Result<u16, String> {
+    let m = u16::from_str_radix(s.trim().trim_start_matches("0o"), 8)
+        .map_err(|_| format!("invalid mode {s:?} (octal, e.g. 0644)"))?;
+    if m > 0o7777 {
+        return Err(format!("invalid mode {s:?}: larger than 07777"));
+    }
+    Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("64K"), Ok(64 << 10));
+        assert_eq!(parse_size("8MiB"), Ok(8 << 20));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        assert!(parse_size("12X").is_err());
+        assert!(parse_size("").is_err());
+        assert!(parse_size("99999999999T").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("1d").is_err());
+    }
+
+    #[test]
+    fn modes() {
+        assert_eq!(parse_mode("0644"), Ok(0o644));
+        assert_eq!(parse_mode("755"), Ok(0o755));
+        assert!(parse_mode("0999").is_err());
+        assert!(parse_mode("77777").is_err());
+    }
+}

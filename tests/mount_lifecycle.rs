@@ -1,0 +1,154 @@
+//! Daemon lifecycle: readiness, clear errors for bad input, clean stop, crash and
+//! remount, and mounting from fstab through mount(8).
+
+mod common;
+
+use std::fs;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+#[test]
+fn bad_input_fails_fast_with_a_clear_message() {
+    let drives = Drives::new(4);
+    drives.make_bucket("exists");
+    let tmp = tempfile::tempdir_in(test_root()).unwrap();
+    let mnt = tmp.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let file = tmp.path().join("file");
+    fs::write(&file, b"").unwrap();
+    let m = mnt.to_str().unwrap();
+    let bad_drives = format!("{}/sub/d{{1...4}}", file.display());
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--drives", &drives.spec, "local://missing", m], "missing"),
+        (vec!["--drives", &drives.spec, "local://exists", "/no/such/dir"], "does not exist"),
+        (vec!["--drives", &drives.spec, "local://exists", file.to_str().unwrap()], "not a directory"),
+        (vec!["--drives", &bad_drives, "local://exists", m], "sub"),
+        (vec!["--bogus-flag", "--drives", &drives.spec, "local://exists", m], "--bogus-flag"),
+        (vec!["-o", "allow_othr", "--drives", &drives.spec, "local://exists", m], "allow_othr"),
+        (vec!["local://exists", m], "--drives"),
+        (vec!["--drives", &drives.spec, "s3://bucket", m], "not built yet"),
+        (vec!["--drives", &drives.spec, "--part-size", "8Q", "local://exists", m], "8Q"),
+    ];
+    for (args, needle) in cases {
+        let (code, stderr, took) = run_bucketfs(&args);
+        assert_ne!(code, 0, "{args:?} should fail");
+        assert!(stderr.contains(needle), "{args:?}: stderr {stderr:?} should mention {needle:?}");
+        assert!(took < Duration::from_secs(5), "{args:?} took {took:?}");
+        assert!(!is_mounted(&mnt));
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+#[test]
+fn daemon_exits_zero_once_live_and_external_umount_ends_it() {
+    let drives = Drives::new(4);
+    drives.make_bucket("daemon");
+    let tmp = tempfile::tempdir_in(test_root()).unwrap();
+    let mnt = tmp.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let (code, stderr, _) = run_bucketfs(&["--drives", &drives.spec, "local://daemon", mnt.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    // live as soon as the parent returned
+    assert!(is_mounted(&mnt));
+    fs::write(mnt.join("hello"), b"world").unwrap();
+    assert_eq!(fs::read(mnt.join("hello")).unwrap(), b"world");
+    // a second mount of the same drives is refused (the store is locked) with the holder named
+    let mnt2 = tmp.path().join("mnt2");
+    fs::create_dir(&mnt2).unwrap();
+    let (code, stderr, _) = run_bucketfs(&["--drives", &drives.spec, "local://daemon", mnt2.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(stderr.to_lowercase().contains("lock") || stderr.contains("in use"), "{stderr}");
+    sh(&format!("umount {}", mnt.display()));
+    // the daemon notices and exits, releasing the drives
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, _, _) = run_bucketfs(&["--drives", &drives.spec, "local://daemon", mnt2.to_str().unwrap()]);
+        if code == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "drives still locked after umount");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(fs::read(mnt2.join("hello")).unwrap(), b"world");
+    sh(&format!("umount {}", mnt2.display()));
+}
+
+#[test]
+fn sigterm_commits_files_still_open_and_leaves_no_dead_mount() {
+    let drives = Drives::new(4);
+    drives.make_bucket("term");
+    let mut m = Mount::start(&drives, "term", &[]);
+    let data = pattern(3 << 20, 5);
+    let mut f = fs::File::create(m.path("open-at-stop")).unwrap();
+    f.write_all(&data).unwrap();
+    // the file is still open when the daemon is asked to stop
+    m.stop();
+    assert!(!is_mounted(&m.mnt), "mountpoint left behind");
+    assert!(fs::metadata(&m.mnt).unwrap().is_dir(), "mountpoint not usable after stop");
+    drop(f);
+    let m2 = Mount::start(&drives, "term", &[]);
+    assert!(fs::read(m2.path("open-at-stop")).unwrap() == data);
+}
+
+#[test]
+fn kill_9_mid_write_then_remount_keeps_committed_files_and_no_partial_one() {
+    let drives = Drives::new(4);
+    drives.make_bucket("crash");
+    let mut m = Mount::start(&drives, "crash", &[]);
+    let committed = pattern(9 << 20, 1);
+    fs::write(m.path("committed"), &committed).unwrap();
+    let target = m.path("interrupted");
+    let writer = std::thread::spawn(move || {
+        let mut f = match fs::File::create(&target) {
+            Ok(f) => f,
+            Err(_) => return,
+        };
+        let chunk = pattern(1 << 20, 2);
+        for _ in 0..400 {
+            if f.write_all(&chunk).is_err() {
+                return;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    m.kill9();
+    let _ = writer.join();
+    let m2 = Mount::start(&drives, "crash", &[]);
+    assert!(fs::read(m2.path("committed")).unwrap() == committed);
+    match fs::metadata(m2.path("interrupted")) {
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::NotFound),
+        // the file may exist only if it was committed whole (e.g. empty at create)
+        Ok(md) => assert!(md.len() == 0 || md.len() == 400 << 20, "partial file of {} bytes", md.len()),
+    }
+}
+
+#[test]
+fn fstab_entry_mounts_with_mount_t() {
+    let drives = Drives::new(4);
+    drives.make_bucket("fstab");
+    let tmp = tempfile::tempdir_in(test_root()).unwrap();
+    let mnt = tmp.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let fstab = tmp.path().join("fstab");
+    // the goofys-style `prog#source` form of type fuse; mount.fuse3 strips _netdev/nofail
+    fs::write(
+        &fstab,
+        format!(
+            "{BIN}#local://fstab {} fuse _netdev,nofail,allow_other,--file-mode=0666,uid=1234,--drives={},stat_cache_ttl=5s 0 0\n",
+            mnt.display(),
+            drives.spec
+        ),
+    )
+    .unwrap();
+    sh(&format!("mount -T {} {}", fstab.display(), mnt.display()));
+    assert!(is_mounted(&mnt));
+    fs::write(mnt.join("x"), b"via fstab").unwrap();
+    let md = fs::metadata(mnt.join("x")).unwrap();
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    assert_eq!(md.permissions().mode() & 0o777, 0o666);
+    assert_eq!(md.uid(), 1234);
+    sh(&format!("umount {}", mnt.display()));
+    assert!(!is_mounted(&mnt));
+}
