@@ -1,0 +1,344 @@
+//! Sequential read-ahead for one open file, pinned to one object version.
+//!
+//! # Design
+//!
+//! The prefetcher keeps a queue of *chunks*: contiguous, ascending byte ranges
+//! of the object, each either a running ranged GET (a spawned task, so chunks
+//! download in parallel) or the bytes it returned. Every read is classified:
+//!
+//! - **Sequential**: it starts within [`SEQUENTIAL_SLACK`] of where the previous
+//!   read ended, or inside the chunks already queued (the kernel may reorder
+//!   or skip a little). Chunks wholly behind the read (by more than
+//!   [`KEEP_BEHIND`], which absorbs small backward reorders) are dropped, and
+//!   when less than half a window is queued ahead of the read, the queue is
+//!   topped up to one window past the read and the window doubles, from
+//!   `initial_window` (1 MiB) up to `max_window` (`--read-ahead`). A top-up is
+//!   split into requests of at most `request_size` (8 MiB) that run
+//!   concurrently, so a large window becomes several parallel ranged GETs.
+//! - **Random**: anything else. The queue is dropped, the window goes back to
+//!   its initial size, and exactly the requested range is fetched. If the next
+//!   read continues where this one ended, read-ahead starts again from there.
+//!
+//! Objects no larger than the initial window are fetched whole on first read.
+//!
+//! Read-ahead memory is reserved from the mount's [`MemoryLimiter`] with
+//! `try_reserve` only: when the budget is used up we read ahead less (down to
+//! just the bytes the current read needs, which are fetched without a
+//! reservation), and never wait, so readers can never deadlock with writers
+//! or with each other. Reservations live as long as their chunk.
+//!
+//! Every GET carries `If-Match` with the ETag seen at open: if the object is
+//! replaced while the file is open, reads fail with an I/O error instead of
+//! returning a mix of two versions. Reads at or past the end return nothing.
+//! Dropping the prefetcher cancels its running requests and frees its buffers.
+
+use std::collections::VecDeque;
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+use crate::backend::{BackendError, BackendResult, GetOptions, StorageBackend};
+use crate::memory::{MemoryLimiter, Reservation};
+use crate::metrics::Metrics;
+
+const TARGET: &str = "bucketfs::read";
+const MIB: u64 = 1024 * 1024;
+
+/// How far from the previous read's end a read still counts as sequential.
+pub const SEQUENTIAL_SLACK: u64 = 256 * 1024;
+/// Consumed bytes kept behind the read position, so reordered reads still hit.
+pub const KEEP_BEHIND: u64 = MIB;
+
+#[derive(Clone, Debug)]
+pub struct PrefetchConfig {
+    /// Read-ahead after the first sequential read; also the "small object" size.
+    pub initial_window: u64,
+    /// Largest read-ahead window (`--read-ahead`).
+    pub max_window: u64,
+    /// Largest single ranged GET; larger windows are split into concurrent requests.
+    pub request_size: u64,
+}
+
+impl Default for PrefetchConfig {
+    fn default() -> Self {
+        PrefetchConfig { initial_window: MIB, max_window: 64 * MIB, request_size: 8 * MIB }
+    }
+}
+
+impl PrefetchConfig {
+    /// The defaults with the maximum window from `--read-ahead`.
+    pub fn with_max_window(max_window: u64) -> Self {
+        let d = Self::default();
+        PrefetchConfig { max_window: max_window.max(d.initial_window), ..d }
+    }
+}
+
+enum ChunkState {
+    Pending(JoinHandle<BackendResult<Bytes>>),
+    Ready(Bytes),
+}
+
+struct Chunk {
+    range: Range<u64>,
+    state: ChunkState,
+    _reservation: Option<Reservation>,
+}
+
+impl Chunk {
+    async fn data(&mut self) -> BackendResult<Bytes> {
+        if let ChunkState::Pending(handle) = &mut self.state {
+            let data = handle.await.map_err(|e| BackendError::Other(format!("read task failed: {e}")))??;
+            if data.len() as u64 != self.range.end - self.range.start {
+                // with a pinned ETag this means a misbehaving server: never return a hole as data
+                return Err(BackendError::Io(format!(
+                    "short read: {} of {} bytes",
+                    data.len(),
+                    self.range.end - self.range.start
+                )));
+            }
+            self.state = ChunkState::Ready(data);
+        }
+        match &self.state {
+            ChunkState::Ready(d) => Ok(d.clone()),
+            ChunkState::Pending(_) => Err(BackendError::Other("chunk not ready".into())),
+        }
+    }
+}
+
+impl Drop for Chunk {
+    fn drop(&mut self) {
+        if let ChunkState::Pending(h) = &self.state {
+            h.abort();
+        }
+    }
+}
+
+/// Read-ahead state of one open file.
+pub struct Prefetcher {
+    backend: Arc<dyn StorageBackend>,
+    memory: MemoryLimiter,
+    metrics: Arc<Metrics>,
+    key: String,
+    size: u64,
+    etag: Option<String>,
+    cfg: PrefetchConfig,
+    window: u64,
+    /// End of the previous read; None before the first read.
+    last_end: Option<u64>,
+    /// Contiguous ascending ranges.
+    chunks: VecDeque<Chunk>,
+}
+
+impl Prefetcher {
+    /// Reads of `key`, `size` bytes long, pinned to `etag` (empty = not pinned).
+    pub fn new(
+        backend: Arc<dyn StorageBackend>,
+        memory: MemoryLimiter,
+        metrics: Arc<Metrics>,
+        key: String,
+        size: u64,
+        etag: String,
+        cfg: PrefetchConfig,
+    ) -> Self {
+        let etag = (!etag.is_empty()).then_some(etag);
+        let window = cfg.initial_window.max(1);
+        Prefetcher {
+            backend,
+            memory,
+            metrics,
+            key,
+            size,
+            etag,
+            cfg,
+            window,
+            last_end: None,
+            chunks: VecDeque::new(),
+        }
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Current read-ahead window (for tests and debugging).
+    pub fn window(&self) -> u64 {
+        self.window
+    }
+
+    /// Bytes queued or downloaded ahead of (and just behind) the read position.
+    pub fn buffered_bytes(&self) -> u64 {
+        self.chunks.iter().map(|c| c.range.end - c.range.start).sum()
+    }
+
+    /// Up to `len` bytes at `offset`; empty at or past the end.
+    pub async fn read(&mut self, offset: u64, len: u64) -> BackendResult<Bytes> {
+        if offset >= self.size || len == 0 {
+            return Ok(Bytes::new());
+        }
+        let end = offset.saturating_add(len).min(self.size);
+        let res = self.read_inner(offset, end).await;
+        if res.is_err() {
+            // forget everything: a retry starts from scratch instead of hitting a failed chunk
+            self.chunks.clear();
+            self.window = self.cfg.initial_window.max(1);
+            self.last_end = None;
+        } else {
+            self.last_end = Some(end);
+        }
+        res
+    }
+
+    fn is_sequential(&self, offset: u64) -> bool {
+        let buffered = match (self.chunks.front(), self.chunks.back()) {
+            (Some(f), Some(b)) => f.range.start <= offset && offset < b.range.end,
+            _ => false,
+        };
+        let near_last = match self.last_end {
+            None => offset == 0,
+            Some(l) => offset.abs_diff(l) <= SEQUENTIAL_SLACK,
+        };
+        buffered || near_last
+    }
+
+    async fn read_inner(&mut self, offset: u64, end: u64) -> BackendResult<Bytes> {
+        if self.size <= self.cfg.initial_window && self.chunks.is_empty() {
+            let reservation = self.memory.try_reserve(self.size);
+            self.spawn_chunk(0..self.size, reservation);
+        } else if self.is_sequential(offset) {
+            while self.chunks.front().is_some_and(|c| c.range.end.saturating_add(KEEP_BEHIND) <= offset) {
+                self.chunks.pop_front();
+            }
+            if self.chunks.back().is_some_and(|c| c.range.end < offset) {
+                // skipped forward past everything queued
+                self.chunks.clear();
+            }
+            self.top_up(offset, end);
+        } else {
+            tracing::debug!(target: TARGET, key = %self.key, offset, "random read: read-ahead reset");
+            self.chunks.clear();
+            self.window = self.cfg.initial_window.max(1);
+            self.spawn_chunk(offset..end, None);
+        }
+        self.assemble(offset, end).await
+    }
+
+    /// Queues requests so that at least `end` and, memory allowing, one window past it are covered.
+    fn top_up(&mut self, offset: u64, end: u64) {
+        let queued_end = self.chunks.back().map_or(offset, |c| c.range.end);
+        if queued_end >= end && queued_end - end >= self.window / 2 {
+            return;
+        }
+        let target = end.saturating_add(self.window).min(self.size);
+        let total = target.saturating_sub(queued_end);
+        if total == 0 {
+            return;
+        }
+        let request_size = self.cfg.request_size.max(1);
+        let pieces = total.div_ceil(request_size);
+        let piece = total.div_ceil(pieces);
+        let mut start = queued_end;
+        let mut complete = true;
+        while start < target {
+            let stop = (start + piece).min(target);
+            match self.memory.try_reserve(stop - start) {
+                Some(r) => self.spawn_chunk(start..stop, Some(r)),
+                None if start < end => {
+                    // memory is short: fetch only what this read needs, and stop reading ahead
+                    self.spawn_chunk(start..end, None);
+                    complete = false;
+                    break;
+                }
+                None => {
+                    complete = false;
+                    break;
+                }
+            }
+            start = stop;
+        }
+        self.window = if complete {
+            self.window.saturating_mul(2).min(self.cfg.max_window.max(self.cfg.initial_window))
+        } else {
+            self.cfg.initial_window.max(1)
+        };
+    }
+
+    fn spawn_chunk(&mut self, range: Range<u64>, reservation: Option<Reservation>) {
+        let handle = self.fetch(range.clone());
+        self.chunks.push_back(Chunk { range, state: ChunkState::Pending(handle), _reservation: reservation });
+    }
+
+    /// Starts one pinned ranged GET in the background.
+    fn fetch(&self, range: Range<u64>) -> JoinHandle<BackendResult<Bytes>> {
+        let backend = self.backend.clone();
+        let metrics = self.metrics.clone();
+        let key = self.key.clone();
+        let opts = GetOptions { if_match: self.etag.clone() };
+        let r = range.clone();
+        let span =
+            tracing::debug_span!(target: TARGET, "get_range", key = %key, start = r.start, end = r.end);
+        let task = async move {
+            Metrics::inc(&metrics.requests_get);
+            match backend.get_range(&key, Some(r), &opts).await {
+                Ok(res) => {
+                    Metrics::add(&metrics.bytes_read, res.data.len() as u64);
+                    Ok(res.data)
+                }
+                Err(e) => {
+                    Metrics::inc(&metrics.requests_failed);
+                    Err(match e {
+                        BackendError::PreconditionFailed(_) => {
+                            BackendError::Io(format!("{key} changed on the server while open"))
+                        }
+                        e => e,
+                    })
+                }
+            }
+        };
+        tokio::spawn(task.instrument(span))
+    }
+
+    /// Copies `offset..end` out of the queued chunks, fetching directly what lies before them.
+    async fn assemble(&mut self, offset: u64, end: u64) -> BackendResult<Bytes> {
+        let mut pieces: Vec<Bytes> = Vec::new();
+        let mut pos = offset;
+        let front = self.chunks.front().map_or(end, |c| c.range.start);
+        if pos < front {
+            // a read just before the queue (reordered backwards): fetch it on its own
+            let stop = front.min(end);
+            let handle = self.fetch(pos..stop);
+            let mut chunk =
+                Chunk { range: pos..stop, state: ChunkState::Pending(handle), _reservation: None };
+            pieces.push(chunk.data().await?);
+            pos = stop;
+        }
+        for chunk in self.chunks.iter_mut() {
+            if pos >= end {
+                break;
+            }
+            if chunk.range.end <= pos {
+                continue;
+            }
+            if chunk.range.start > pos {
+                break;
+            }
+            let data = chunk.data().await?;
+            let stop = chunk.range.end.min(end);
+            pieces.push(data.slice((pos - chunk.range.start) as usize..(stop - chunk.range.start) as usize));
+            pos = stop;
+        }
+        if pos < end {
+            return Err(BackendError::Other(format!("read-ahead gap at {pos} in {}", self.key)));
+        }
+        if pieces.len() == 1 {
+            return Ok(pieces.pop().unwrap_or_default());
+        }
+        let mut out = BytesMut::with_capacity((end - offset) as usize);
+        for p in pieces {
+            out.extend_from_slice(&p);
+        }
+        Ok(out.freeze())
+    }
+}
