@@ -1,15 +1,59 @@
 //! Open file handles: reads through read-ahead, writes streamed or spooled, committed on flush.
 //!
-//! INTERFACE CONTRACT (used by src/fs/mod.rs; bodies are written in the handles work):
+//! # Design
+//!
+//! A handle's content is in one of three states ([`Content`]):
+//!
+//! - **Remote**: no local copy. Reads go through a [`Prefetcher`] pinned to the
+//!   ETag of the committed object (`base`), or return nothing when the content
+//!   is empty (new file, `O_TRUNC`, `set_len(0)`).
+//! - **Streaming**: the content was empty and every write so far landed exactly
+//!   at its end. Writes go to a [`StreamingUpload`] (parts uploaded in the
+//!   background) *and* are teed to a [`SpoolFile`]. The tee costs local disk
+//!   but makes every fallback lossless: a write elsewhere, a `set_len`, a
+//!   failed background part, a rename while open or upload options that differ
+//!   at commit all abort the multipart upload and continue from the spool,
+//!   which already holds every byte. Reads see the handle's own writes from it.
+//! - **Spooled**: the whole content is in a local spool file. Entered on the
+//!   first write or `set_len` that is not a plain stream from an empty file;
+//!   an existing object's content is fetched into the spool at that moment
+//!   (pinned to its ETag, several ranged GETs at a time), so appends and
+//!   in-place overwrites work. Committed with `put` or a part-by-part multipart
+//!   upload read from disk.
+//!
+//! Nothing is visible on the backend until [`FileHandle::commit`]. A failed
+//! commit aborts its multipart upload and leaves the content dirty in the
+//! spool, so a later commit (another fsync, or release) can retry. After a
+//! successful commit the spool stays as the handle's clean copy: further writes
+//! start a new dirty generation on top of it without refetching anything.
+//!
+//! Multipart uploads take their content type and user metadata when they are
+//! created, before the commit's [`PutOptions`] are known: streaming uploads use
+//! the options set with [`FileHandle::set_upload_options`] (default: those of
+//! the object opened, then those of the last commit). If `commit` is given
+//! different options, the streamed upload is aborted and the spool uploaded
+//! with the right ones: correct, but it sends the file twice.
+//!
+//! Locking: one `tokio::sync::Mutex` per handle guards the state across backend
+//! calls; `size`, `is_dirty` and `set_key` are synchronous, so they use atomics
+//! and a std mutex that is never held across an `.await`.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures::StreamExt;
+use tracing::Instrument;
 
-use crate::backend::{BackendResult, ObjectMeta, PutOptions, StorageBackend};
+use crate::backend::{BackendError, BackendResult, ObjectMeta, PutOptions, StorageBackend};
 use crate::memory::MemoryLimiter;
 use crate::metrics::Metrics;
+use crate::read::{get_pinned, PrefetchConfig, Prefetcher};
+use crate::upload::{SpoolFile, StreamingUpload, UploadParams};
+
+/// Size of the ranged GETs that copy an existing object into a spool file.
+const SPOOL_FETCH_SIZE: u64 = 8 * 1024 * 1024;
 
 /// Tunables of file handles, from the command line.
 #[derive(Clone, Debug)]
@@ -42,52 +86,325 @@ pub struct OpenMode {
     pub append: bool,
 }
 
+/// Where a handle's current content lives (see the module docs).
+enum Content {
+    Remote,
+    Streaming { upload: StreamingUpload, spool: SpoolFile },
+    Spooled(SpoolFile),
+}
+
+struct State {
+    content: Content,
+    /// The object shown while `Remote`; None means empty content.
+    base: Option<ObjectMeta>,
+    /// The object last known to be stored under the key; restored by `discard`.
+    committed: Option<ObjectMeta>,
+    prefetcher: Option<Prefetcher>,
+    /// Options streaming uploads are created with.
+    upload_opts: PutOptions,
+}
+
 /// One open file. All methods take `&self`: FUSE calls arrive on several threads.
 pub struct FileHandle {
-    _private: (),
+    ctx: Arc<HandleContext>,
+    mode: OpenMode,
+    upload: UploadParams,
+    key: std::sync::Mutex<String>,
+    size: AtomicU64,
+    dirty: AtomicBool,
+    state: tokio::sync::Mutex<State>,
+}
+
+/// Metadata-only options (conditions apply to one commit, not to later generations).
+fn metadata_of(opts: &PutOptions) -> PutOptions {
+    PutOptions {
+        content_type: opts.content_type.clone(),
+        user_metadata: opts.user_metadata.clone(),
+        ..Default::default()
+    }
+}
+
+fn same_options(a: &PutOptions, b: &PutOptions) -> bool {
+    a.content_type == b.content_type
+        && a.user_metadata == b.user_metadata
+        && a.if_match == b.if_match
+        && a.if_none_match_any == b.if_none_match_any
 }
 
 impl FileHandle {
     /// `existing`: the object's metadata when it exists (None for a new file).
     pub fn open(ctx: Arc<HandleContext>, key: String, existing: Option<ObjectMeta>, mode: OpenMode) -> Self {
-        let _ = (ctx, key, existing, mode);
-        todo!()
+        let upload = UploadParams::new(
+            ctx.backend.clone(),
+            ctx.memory.clone(),
+            ctx.metrics.clone(),
+            ctx.cfg.part_size,
+            ctx.cfg.max_parts_in_flight,
+        );
+        let base = if mode.truncate { None } else { existing.clone() };
+        // a new file, or a truncation of a non-empty one, must be stored even if nothing is written
+        let dirty = mode.write && existing.as_ref().is_none_or(|m| mode.truncate && m.size > 0);
+        let upload_opts = existing.as_ref().map_or_else(PutOptions::default, |m| PutOptions {
+            content_type: m.content_type.clone(),
+            user_metadata: m.user_metadata.clone(),
+            ..Default::default()
+        });
+        FileHandle {
+            size: AtomicU64::new(base.as_ref().map_or(0, |m| m.size)),
+            dirty: AtomicBool::new(dirty),
+            key: std::sync::Mutex::new(key),
+            state: tokio::sync::Mutex::new(State {
+                content: Content::Remote,
+                base,
+                committed: existing,
+                prefetcher: None,
+                upload_opts,
+            }),
+            ctx,
+            mode,
+            upload,
+        }
     }
+
+    fn current_key(&self) -> String {
+        self.key.lock().map(|k| k.clone()).unwrap_or_else(|p| p.into_inner().clone())
+    }
+
     /// Reads up to `size` bytes at `offset`; sees this handle's own unflushed writes.
     pub async fn read(&self, offset: u64, size: u32) -> BackendResult<Bytes> {
-        let _ = (offset, size);
-        todo!()
+        let mut st = self.state.lock().await;
+        let st = &mut *st;
+        match &st.content {
+            Content::Streaming { spool, .. } | Content::Spooled(spool) => {
+                spool.read_at(offset, size as u64).await
+            }
+            Content::Remote => {
+                let Some(base) = &st.base else { return Ok(Bytes::new()) };
+                let key = self.current_key();
+                let prefetcher = match &mut st.prefetcher {
+                    Some(p) if p.key() == key => p,
+                    slot => slot.insert(Prefetcher::new(
+                        self.ctx.backend.clone(),
+                        self.ctx.memory.clone(),
+                        self.ctx.metrics.clone(),
+                        key,
+                        base.size,
+                        base.etag.clone(),
+                        PrefetchConfig::with_max_window(self.ctx.cfg.read_ahead),
+                    )),
+                };
+                prefetcher.read(offset, size as u64).await
+            }
+        }
     }
+
     /// Writes `data` at `offset` (ignored for append mode, which writes at the end); returns bytes written.
     pub async fn write(&self, offset: u64, data: &[u8]) -> BackendResult<u32> {
-        let _ = (offset, data);
-        todo!()
+        let len = u32::try_from(data.len())
+            .map_err(|_| BackendError::InvalidArgument("write larger than 4 GiB".into()))?;
+        let mut st = self.state.lock().await;
+        let st = &mut *st;
+        let offset = if self.mode.append { self.size.load(Ordering::SeqCst) } else { offset };
+        let end = offset
+            .checked_add(data.len() as u64)
+            .ok_or_else(|| BackendError::InvalidArgument("write past the maximum offset".into()))?;
+        if data.is_empty() {
+            return Ok(0);
+        }
+        if matches!(st.content, Content::Remote) {
+            if st.base.is_none() && offset == 0 {
+                let spool = SpoolFile::create(&self.ctx.cfg.spool_dir).await?;
+                let upload =
+                    StreamingUpload::new(self.upload.clone(), self.current_key(), st.upload_opts.clone());
+                st.content = Content::Streaming { upload, spool };
+            } else {
+                self.load_spool(st, u64::MAX).await?;
+            }
+        }
+        let stream_failed = match &mut st.content {
+            Content::Streaming { upload, spool } if offset == upload.len() => {
+                spool.write_at(offset, data).await?;
+                match upload.write(data).await {
+                    Ok(()) => false,
+                    Err(e) => {
+                        tracing::debug!(target: "bucketfs::upload", error = %e,
+                            "streaming upload failed; continuing from the spool file");
+                        true
+                    }
+                }
+            }
+            Content::Streaming { .. } => {
+                self.stop_streaming(st).await;
+                false
+            }
+            _ => false,
+        };
+        if stream_failed {
+            self.stop_streaming(st).await;
+        } else if let Content::Spooled(spool) = &mut st.content {
+            spool.write_at(offset, data).await?;
+        }
+        self.size.fetch_max(end, Ordering::SeqCst);
+        self.dirty.store(true, Ordering::SeqCst);
+        Ok(len)
     }
+
+    /// Aborts the streaming upload; the spool tee becomes the content.
+    async fn stop_streaming(&self, st: &mut State) {
+        if let Content::Streaming { upload, spool } = std::mem::replace(&mut st.content, Content::Remote) {
+            upload.abort().await;
+            st.content = Content::Spooled(spool);
+        }
+    }
+
+    /// Moves a `Remote` content into a new spool file, copying the first `limit` bytes of `base`.
+    async fn load_spool(&self, st: &mut State, limit: u64) -> BackendResult<()> {
+        // our own read-ahead buffers would only compete with the copy for memory
+        st.prefetcher = None;
+        let mut spool = SpoolFile::create(&self.ctx.cfg.spool_dir).await?;
+        if let Some(base) = &st.base {
+            let len = base.size.min(limit);
+            let key = self.current_key();
+            let etag = (!base.etag.is_empty()).then(|| base.etag.clone());
+            let span = tracing::debug_span!(target: "bucketfs::read", "load_spool", key = %key, len);
+            let ranges = (0..len.div_ceil(SPOOL_FETCH_SIZE))
+                .map(|i| i * SPOOL_FETCH_SIZE..((i + 1) * SPOOL_FETCH_SIZE).min(len));
+            let fetches = futures::stream::iter(ranges).map(|r| {
+                let (backend, metrics) = (self.ctx.backend.clone(), self.ctx.metrics.clone());
+                let (memory, key, etag) = (self.ctx.memory.clone(), key.clone(), etag.clone());
+                async move {
+                    let reservation = memory.reserve(r.end - r.start).await;
+                    let data = get_pinned(backend, metrics, key, r.clone(), etag).await?;
+                    if data.len() as u64 != r.end - r.start {
+                        return Err(BackendError::Io(format!(
+                            "short read at {} while copying to spool",
+                            r.start
+                        )));
+                    }
+                    Ok::<_, BackendError>((r.start, data, reservation))
+                }
+            });
+            let mut fetches = fetches.buffered(self.ctx.cfg.max_parts_in_flight.clamp(1, 8));
+            async {
+                while let Some(res) = fetches.next().await {
+                    let (offset, data, _reservation) = res?;
+                    spool.write_at(offset, &data).await?;
+                }
+                spool.set_len(len).await
+            }
+            .instrument(span)
+            .await?;
+        }
+        st.content = Content::Spooled(spool);
+        Ok(())
+    }
+
     /// ftruncate through this handle.
     pub async fn set_len(&self, size: u64) -> BackendResult<()> {
-        let _ = size;
-        todo!()
+        let mut st = self.state.lock().await;
+        let st = &mut *st;
+        if size == self.size.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        if size == 0 {
+            // nothing to keep: back to an empty content that a sequential writer can stream again
+            if let Content::Streaming { upload, .. } = std::mem::replace(&mut st.content, Content::Remote) {
+                upload.abort().await;
+            }
+            st.base = None;
+            st.prefetcher = None;
+        } else {
+            match &st.content {
+                Content::Remote => self.load_spool(st, size).await?,
+                Content::Streaming { .. } => self.stop_streaming(st).await,
+                Content::Spooled(_) => {}
+            }
+            if let Content::Spooled(spool) = &mut st.content {
+                spool.set_len(size).await?;
+            }
+        }
+        self.size.store(size, Ordering::SeqCst);
+        self.dirty.store(true, Ordering::SeqCst);
+        Ok(())
     }
+
     /// Current logical size, including unflushed writes.
     pub fn size(&self) -> u64 {
-        todo!()
+        self.size.load(Ordering::SeqCst)
     }
+
     pub fn is_dirty(&self) -> bool {
-        todo!()
+        self.dirty.load(Ordering::SeqCst)
     }
+
     /// The key this handle writes to (changes when the file is renamed while open).
     pub fn set_key(&self, key: String) {
-        let _ = key;
-        todo!()
+        match self.key.lock() {
+            Ok(mut k) => *k = key,
+            Err(p) => *p.into_inner() = key,
+        }
     }
+
+    /// Content type and user metadata for multipart uploads this handle starts from now
+    /// on; pass the options the next `commit` will get so streamed uploads need no redo.
+    pub async fn set_upload_options(&self, opts: &PutOptions) {
+        self.state.lock().await.upload_opts = opts.clone();
+    }
+
     /// Makes the written content durable and visible (flush, fsync, release). No-op when clean.
     /// Returns the new object's metadata when something was committed.
     pub async fn commit(&self, opts: &PutOptions) -> BackendResult<Option<ObjectMeta>> {
-        let _ = opts;
-        todo!()
+        let mut st = self.state.lock().await;
+        let st = &mut *st;
+        if !self.is_dirty() {
+            return Ok(None);
+        }
+        let key = self.current_key();
+        let meta = match std::mem::replace(&mut st.content, Content::Remote) {
+            Content::Remote => {
+                // dirty without local content: the content is empty
+                let m = &self.ctx.metrics;
+                Metrics::inc(&m.requests_put);
+                let span = tracing::debug_span!(target: "bucketfs::upload", "put", key = %key, size = 0);
+                let res = self.ctx.backend.put(&key, Bytes::new(), opts).instrument(span).await;
+                res.inspect_err(|_| Metrics::inc(&m.requests_failed))?
+            }
+            Content::Streaming { upload, spool } => {
+                let res = if upload.key() == key && same_options(upload.options(), opts) {
+                    upload.finish().await
+                } else {
+                    tracing::info!(target: "bucketfs::upload", key = %key,
+                        "renamed or options changed since the upload started: uploading again from the spool");
+                    upload.abort().await;
+                    spool.upload(&self.upload, &key, opts).await
+                };
+                st.content = Content::Spooled(spool);
+                res?
+            }
+            Content::Spooled(spool) => {
+                let res = spool.upload(&self.upload, &key, opts).await;
+                st.content = Content::Spooled(spool);
+                res?
+            }
+        };
+        st.committed = Some(meta.clone());
+        st.base = Some(meta.clone());
+        st.prefetcher = None;
+        st.upload_opts = metadata_of(opts);
+        self.dirty.store(false, Ordering::SeqCst);
+        Ok(Some(meta))
     }
+
     /// Drops unflushed content and aborts any in-progress upload.
     pub async fn discard(&self) {
-        todo!()
+        let mut st = self.state.lock().await;
+        let st = &mut *st;
+        if let Content::Streaming { upload, .. } = std::mem::replace(&mut st.content, Content::Remote) {
+            upload.abort().await;
+        }
+        st.base = st.committed.clone();
+        st.prefetcher = None;
+        self.size.store(st.base.as_ref().map_or(0, |m| m.size), Ordering::SeqCst);
+        self.dirty.store(false, Ordering::SeqCst);
     }
 }

@@ -7,4 +7,4 @@
 
 pub mod prefetcher;
 
-pub use prefetcher::{PrefetchConfig, Prefetcher};
+pub use prefetcher::{get_pinned, PrefetchConfig, Prefetcher};

@@ -163,6 +163,10 @@ impl Prefetcher {
         self.size
     }
 
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
     /// Current read-ahead window (for tests and debugging).
     pub fn window(&self) -> u64 {
         self.window
@@ -272,32 +276,14 @@ impl Prefetcher {
 
     /// Starts one pinned ranged GET in the background.
     fn fetch(&self, range: Range<u64>) -> JoinHandle<BackendResult<Bytes>> {
-        let backend = self.backend.clone();
-        let metrics = self.metrics.clone();
-        let key = self.key.clone();
-        let opts = GetOptions { if_match: self.etag.clone() };
-        let r = range.clone();
-        let span =
-            tracing::debug_span!(target: TARGET, "get_range", key = %key, start = r.start, end = r.end);
-        let task = async move {
-            Metrics::inc(&metrics.requests_get);
-            match backend.get_range(&key, Some(r), &opts).await {
-                Ok(res) => {
-                    Metrics::add(&metrics.bytes_read, res.data.len() as u64);
-                    Ok(res.data)
-                }
-                Err(e) => {
-                    Metrics::inc(&metrics.requests_failed);
-                    Err(match e {
-                        BackendError::PreconditionFailed(_) => {
-                            BackendError::Io(format!("{key} changed on the server while open"))
-                        }
-                        e => e,
-                    })
-                }
-            }
-        };
-        tokio::spawn(task.instrument(span))
+        let task = get_pinned(
+            self.backend.clone(),
+            self.metrics.clone(),
+            self.key.clone(),
+            range,
+            self.etag.clone(),
+        );
+        tokio::spawn(task)
     }
 
     /// Copies `offset..end` out of the queued chunks, fetching directly what lies before them.
@@ -340,5 +326,35 @@ impl Prefetcher {
             out.extend_from_slice(&p);
         }
         Ok(out.freeze())
+    }
+}
+
+/// One ranged GET pinned to `etag` (when given), counted in the metrics. A changed
+/// object (`PreconditionFailed`) becomes an I/O error: for a reader the file went bad.
+pub async fn get_pinned(
+    backend: Arc<dyn StorageBackend>,
+    metrics: Arc<Metrics>,
+    key: String,
+    range: Range<u64>,
+    etag: Option<String>,
+) -> BackendResult<Bytes> {
+    let opts = GetOptions { if_match: etag };
+    let span =
+        tracing::debug_span!(target: TARGET, "get_range", key = %key, start = range.start, end = range.end);
+    Metrics::inc(&metrics.requests_get);
+    match backend.get_range(&key, Some(range), &opts).instrument(span).await {
+        Ok(res) => {
+            Metrics::add(&metrics.bytes_read, res.data.len() as u64);
+            Ok(res.data)
+        }
+        Err(e) => {
+            Metrics::inc(&metrics.requests_failed);
+            Err(match e {
+                BackendError::PreconditionFailed(_) => {
+                    BackendError::Io(format!("{key} changed on the server while open"))
+                }
+                e => e,
+            })
+        }
     }
 }
