@@ -6,9 +6,9 @@
 //! of the object, each either a running ranged GET (a spawned task, so chunks
 //! download in parallel) or the bytes it returned. Every read is classified:
 //!
-//! - **Sequential**: it starts within [`SEQUENTIAL_SLACK`] of where the previous
-//!   read ended, or inside the chunks already queued (the kernel may reorder
-//!   or skip a little). Chunks wholly behind the read (by more than
+//! - **Sequential**: it starts at most [`SEQUENTIAL_SLACK`] after where the
+//!   previous read ended, or inside the chunks already queued (the kernel may
+//!   reorder or skip a little). Chunks wholly behind the read (by more than
 //!   [`KEEP_BEHIND`], which absorbs small backward reorders) are dropped, and
 //!   when less than half a window is queued ahead of the read, the queue is
 //!   topped up to one window past the read and the window doubles, from
@@ -202,7 +202,8 @@ impl Prefetcher {
         };
         let near_last = match self.last_end {
             None => offset == 0,
-            Some(l) => offset.abs_diff(l) <= SEQUENTIAL_SLACK,
+            // forward only: a small backward step is served from KEEP_BEHIND or fetched exactly
+            Some(l) => offset >= l && offset - l <= SEQUENTIAL_SLACK,
         };
         buffered || near_last
     }
