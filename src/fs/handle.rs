@@ -31,8 +31,10 @@
 //! created, before the commit's [`PutOptions`] are known: streaming uploads use
 //! the options set with [`FileHandle::set_upload_options`] (default: those of
 //! the object opened, then those of the last commit). If `commit` is given
-//! different options, the streamed upload is aborted and the spool uploaded
-//! with the right ones: correct, but it sends the file twice.
+//! different options once the multipart upload exists, the streamed upload is
+//! aborted and the spool uploaded with the right ones: correct, but it sends
+//! the file twice. (Files smaller than a part are unaffected: they are only
+//! `put` at commit, with the commit's options and current key.)
 //!
 //! Locking: one `tokio::sync::Mutex` per handle guards the state across backend
 //! calls; `size`, `is_dirty` and `set_key` are synchronous, so they use atomics
@@ -369,8 +371,9 @@ impl FileHandle {
                 let res = self.ctx.backend.put(&key, Bytes::new(), opts).instrument(span).await;
                 res.inspect_err(|_| Metrics::inc(&m.requests_failed))?
             }
-            Content::Streaming { upload, spool } => {
-                let res = if upload.key() == key && same_options(upload.options(), opts) {
+            Content::Streaming { mut upload, spool } => {
+                let unchanged = upload.key() == key && same_options(upload.options(), opts);
+                let res = if unchanged || upload.retarget(&key, opts) {
                     upload.finish().await
                 } else {
                     tracing::info!(target: "bucketfs::upload", key = %key,
@@ -801,6 +804,46 @@ mod tests {
         h.commit(&PutOptions::default()).await.unwrap();
         assert_eq!(f.stored("new").await, data);
         assert!(f.backend.inner.head("old").await.is_err());
+        assert_eq!(f.pending(), 0);
+    }
+
+    #[tokio::test]
+    async fn commit_options_differing_from_streamed_upload_are_honoured() {
+        let part = 64 * KIB;
+        let f = fixture(part, 64 * MIB, 4);
+        let data = pattern(3 * part, 91);
+        let h = f.open("typed", None, new_file());
+        write_all(&h, 0, &data, 64 * 1024).await;
+        let opts = PutOptions { content_type: Some("video/mp4".into()), ..Default::default() };
+        h.commit(&opts).await.unwrap();
+        assert_eq!(f.stored("typed").await, data);
+        assert_eq!(f.backend.inner.head("typed").await.unwrap().content_type.as_deref(), Some("video/mp4"));
+        assert_eq!(f.pending(), 0);
+
+        // with the options announced up front the stream is used as is
+        let before = f.backend.parts.load(SeqCst);
+        let h = f.open("typed2", None, new_file());
+        h.set_upload_options(&opts).await;
+        write_all(&h, 0, &data, 64 * 1024).await;
+        h.commit(&opts).await.unwrap();
+        assert_eq!(f.backend.parts.load(SeqCst) - before, 3);
+        assert_eq!(f.backend.inner.head("typed2").await.unwrap().content_type.as_deref(), Some("video/mp4"));
+    }
+
+    #[tokio::test]
+    async fn dropping_a_streaming_handle_aborts_its_upload() {
+        let part = 64 * KIB;
+        let f = fixture(part, 64 * MIB, 4);
+        let h = f.open("dropped", None, new_file());
+        write_all(&h, 0, &pattern(4 * part, 92), 64 * 1024).await;
+        assert_eq!(f.pending(), 1);
+        drop(h);
+        for _ in 0..100 {
+            if f.pending() == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
         assert_eq!(f.pending(), 0);
     }
 

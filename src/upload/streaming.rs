@@ -72,6 +72,17 @@ impl StreamingUpload {
         &self.opts
     }
 
+    /// Changes the key and options while nothing has been sent yet; false once the
+    /// multipart upload exists (its key and options can no longer change).
+    pub fn retarget(&mut self, key: &str, opts: &PutOptions) -> bool {
+        if self.upload_id.is_some() {
+            return false;
+        }
+        self.key = key.to_string();
+        self.opts = opts.clone();
+        true
+    }
+
     /// Bytes accepted so far.
     pub fn len(&self) -> u64 {
         self.len
