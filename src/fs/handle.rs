@@ -91,7 +91,7 @@ pub struct OpenMode {
 /// Where a handle's current content lives (see the module docs).
 enum Content {
     Remote,
-    Streaming { upload: StreamingUpload, spool: SpoolFile },
+    Streaming { upload: Box<StreamingUpload>, spool: SpoolFile },
     Spooled(SpoolFile),
 }
 
@@ -218,7 +218,7 @@ impl FileHandle {
                 let spool = SpoolFile::create(&self.ctx.cfg.spool_dir).await?;
                 let upload =
                     StreamingUpload::new(self.upload.clone(), self.current_key(), st.upload_opts.clone());
-                st.content = Content::Streaming { upload, spool };
+                st.content = Content::Streaming { upload: Box::new(upload), spool };
             } else {
                 self.load_spool(st, u64::MAX).await?;
             }
