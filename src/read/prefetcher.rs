@@ -359,3 +359,81 @@ pub async fn get_pinned(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering::SeqCst;
+
+    use super::*;
+    use crate::backend::PutOptions;
+    use crate::upload::test_backend::InstrumentedBackend;
+
+    async fn setup(size: u64, memory: u64) -> (Arc<InstrumentedBackend>, Prefetcher, Vec<u8>, MemoryLimiter) {
+        let backend = InstrumentedBackend::with_min_part(MIB);
+        let data: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
+        let meta = backend.inner.put("o", Bytes::from(data.clone()), &PutOptions::default()).await.unwrap();
+        let memory = MemoryLimiter::new(memory);
+        let p = Prefetcher::new(
+            backend.clone(),
+            memory.clone(),
+            Arc::new(Metrics::default()),
+            "o".into(),
+            meta.size,
+            meta.etag,
+            PrefetchConfig::with_max_window(32 * MIB),
+        );
+        (backend, p, data, memory)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn window_grows_to_the_maximum_with_parallel_requests() {
+        let (backend, mut p, data, _memory) = setup(96 * MIB, 256 * MIB).await;
+        backend.get_delay_ms.store(10, SeqCst);
+        let mut pos = 0u64;
+        let mut windows = Vec::new();
+        while pos < 96 * MIB {
+            let b = p.read(pos, 128 * 1024).await.unwrap();
+            assert_eq!(&b[..], &data[pos as usize..][..b.len()]);
+            pos += b.len() as u64;
+            windows.push(p.window());
+        }
+        assert_eq!(windows[0], 2 * MIB, "starts at 1 MiB and doubles");
+        assert!(windows.windows(2).all(|w| w[0] <= w[1]));
+        assert_eq!(*windows.last().unwrap(), 32 * MIB);
+        assert!(backend.max_gets_running.load(SeqCst) >= 2, "large windows are fetched in parallel");
+        assert!(backend.gets.load(SeqCst) <= 24, "{} requests", backend.gets.load(SeqCst));
+        assert!(p.buffered_bytes() <= 32 * MIB + KEEP_BEHIND + 8 * MIB);
+    }
+
+    #[tokio::test]
+    async fn random_read_resets_the_window() {
+        let (backend, mut p, data, _memory) = setup(64 * MIB, 256 * MIB).await;
+        for i in 0..20u64 {
+            p.read(i * 128 * 1024, 128 * 1024).await.unwrap();
+        }
+        assert!(p.window() > MIB);
+        let before = backend.get_bytes.load(SeqCst);
+        let b = p.read(50 * MIB, 1000).await.unwrap();
+        assert_eq!(&b[..], &data[50 * MIB as usize..][..1000]);
+        assert_eq!(p.window(), MIB);
+        assert_eq!(p.buffered_bytes(), 1000, "older read-ahead dropped");
+        // let already-started read-ahead requests finish before counting
+        tokio::task::yield_now().await;
+        assert!(backend.get_bytes.load(SeqCst) - before <= 1000 + 16 * MIB);
+    }
+
+    #[tokio::test]
+    async fn no_memory_means_no_read_ahead_but_reads_work() {
+        let (backend, mut p, data, memory) = setup(8 * MIB, MIB).await;
+        let _all = memory.reserve(MIB).await;
+        let mut pos = 0u64;
+        while pos < 8 * MIB {
+            let b = p.read(pos, 128 * 1024).await.unwrap();
+            assert_eq!(&b[..], &data[pos as usize..][..b.len()]);
+            pos += b.len() as u64;
+        }
+        // one request per read: nothing beyond what was asked
+        assert_eq!(backend.get_bytes.load(SeqCst), 8 * MIB);
+        assert_eq!(backend.gets.load(SeqCst), 64);
+    }
+}

@@ -17,6 +17,10 @@ pub(crate) struct InstrumentedBackend {
     pub inner: MemoryBackend,
     pub gets: AtomicU64,
     pub get_bytes: AtomicU64,
+    pub gets_running: AtomicU64,
+    pub max_gets_running: AtomicU64,
+    /// Milliseconds each `get_range` sleeps, so that concurrency shows.
+    pub get_delay_ms: AtomicU64,
     pub puts: AtomicU64,
     pub creates: AtomicU64,
     pub parts: AtomicU64,
@@ -63,7 +67,15 @@ impl StorageBackend for InstrumentedBackend {
         opts: &GetOptions,
     ) -> BackendResult<GetResult> {
         self.gets.fetch_add(1, Ordering::SeqCst);
-        let r = self.inner.get_range(key, range, opts).await?;
+        let running = self.gets_running.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_gets_running.fetch_max(running, Ordering::SeqCst);
+        let delay = self.get_delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        let res = self.inner.get_range(key, range, opts).await;
+        self.gets_running.fetch_sub(1, Ordering::SeqCst);
+        let r = res?;
         self.get_bytes.fetch_add(r.data.len() as u64, Ordering::SeqCst);
         Ok(r)
     }
