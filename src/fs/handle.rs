@@ -959,6 +959,30 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn idle_read_ahead_cannot_starve_a_writer() {
+        let part = 512 * KIB;
+        // the budget is below the read-ahead window (16 MiB): without a share kept for
+        // writers, the reader's buffers could take all of it
+        let f = fixture(part, 8 * MIB, 2);
+        let data = pattern(32 * MIB, 106);
+        let meta = f.put("big", &data).await;
+        let reader = f.open("big", Some(meta), OpenMode { read: true, ..Default::default() });
+        for i in 0..32u64 {
+            reader.read(i * 128 * KIB, 128 * 1024).await.unwrap();
+        }
+        // the reader now sits on its read-ahead; a writer needing parts must still finish
+        let w = f.open("w", None, new_file());
+        let out = pattern(8 * part, 107);
+        tokio::time::timeout(std::time::Duration::from_secs(20), async {
+            write_all(&w, 0, &out, 128 * 1024).await;
+            w.commit(&PutOptions::default()).await.unwrap();
+        })
+        .await
+        .expect("writer starved by read-ahead");
+        assert_eq!(f.stored("w").await, out);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_writers_on_one_handle() {
         let f = fixture(64 * KIB, 64 * MIB, 4);
         let h = Arc::new(f.open("conc", None, new_file()));

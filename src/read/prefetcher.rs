@@ -25,7 +25,10 @@
 //! `try_reserve` only: when the budget is used up we read ahead less (down to
 //! just the bytes the current read needs, which are fetched without a
 //! reservation), and never wait, so readers can never deadlock with writers
-//! or with each other. Reservations live as long as their chunk.
+//! or with each other. Read-ahead also leaves [`WRITER_SHARE`] of the budget
+//! free, because writers *do* wait for memory and read-ahead buffers of files
+//! that are open but idle would otherwise be able to starve them forever.
+//! Reservations live as long as their chunk.
 //!
 //! Every GET carries `If-Match` with the ETag seen at open: if the object is
 //! replaced while the file is open, reads fail with an I/O error instead of
@@ -51,6 +54,8 @@ const MIB: u64 = 1024 * 1024;
 pub const SEQUENTIAL_SLACK: u64 = 256 * 1024;
 /// Consumed bytes kept behind the read position, so reordered reads still hit.
 pub const KEEP_BEHIND: u64 = MIB;
+/// Fraction (1/n) of the memory budget read-ahead never takes, so writers always progress.
+pub const WRITER_SHARE: u64 = 4;
 
 #[derive(Clone, Debug)]
 pub struct PrefetchConfig {
@@ -210,7 +215,7 @@ impl Prefetcher {
 
     async fn read_inner(&mut self, offset: u64, end: u64) -> BackendResult<Bytes> {
         if self.size <= self.cfg.initial_window && self.chunks.is_empty() {
-            let reservation = self.memory.try_reserve(self.size);
+            let reservation = self.reserve_read_ahead(self.size);
             self.spawn_chunk(0..self.size, reservation);
         } else if self.is_sequential(offset) {
             while self.chunks.front().is_some_and(|c| c.range.end.saturating_add(KEEP_BEHIND) <= offset) {
@@ -248,7 +253,7 @@ impl Prefetcher {
         let mut complete = true;
         while start < target {
             let stop = (start + piece).min(target);
-            match self.memory.try_reserve(stop - start) {
+            match self.reserve_read_ahead(stop - start) {
                 Some(r) => self.spawn_chunk(start..stop, Some(r)),
                 None if start < end => {
                     // memory is short: fetch only what this read needs, and stop reading ahead
@@ -268,6 +273,15 @@ impl Prefetcher {
         } else {
             self.cfg.initial_window.max(1)
         };
+    }
+
+    /// Memory for read-ahead, if available now without eating into the writers' share.
+    fn reserve_read_ahead(&self, bytes: u64) -> Option<Reservation> {
+        let headroom = self.memory.limit_bytes() / WRITER_SHARE;
+        if self.memory.available_bytes() < bytes.saturating_add(headroom) {
+            return None;
+        }
+        self.memory.try_reserve(bytes)
     }
 
     fn spawn_chunk(&mut self, range: Range<u64>, reservation: Option<Reservation>) {
@@ -435,5 +449,20 @@ mod tests {
         // one request per read: nothing beyond what was asked
         assert_eq!(backend.get_bytes.load(SeqCst), 8 * MIB);
         assert_eq!(backend.gets.load(SeqCst), 64);
+    }
+
+    #[tokio::test]
+    async fn read_ahead_leaves_the_writers_share_of_memory() {
+        let (_backend, mut p, data, memory) = setup(64 * MIB, 8 * MIB).await;
+        let mut pos = 0u64;
+        let mut min_available = u64::MAX;
+        while pos < 64 * MIB {
+            let b = p.read(pos, 128 * 1024).await.unwrap();
+            assert_eq!(&b[..], &data[pos as usize..][..b.len()]);
+            pos += b.len() as u64;
+            min_available = min_available.min(memory.available_bytes());
+        }
+        assert!(min_available >= 2 * MIB, "read-ahead left only {min_available} bytes");
+        assert!(min_available < 6 * MIB, "read-ahead should still use the rest: {min_available}");
     }
 }
