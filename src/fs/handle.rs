@@ -1,15 +1,61 @@
 //! Open file handles: reads through read-ahead, writes streamed or spooled, committed on flush.
 //!
-//! INTERFACE CONTRACT (used by src/fs/mod.rs; bodies are written in the handles work):
+//! # Design
+//!
+//! A handle's content is in one of three states ([`Content`]):
+//!
+//! - **Remote**: no local copy. Reads go through a [`Prefetcher`] pinned to the
+//!   ETag of the committed object (`base`), or return nothing when the content
+//!   is empty (new file, `O_TRUNC`, `set_len(0)`).
+//! - **Streaming**: the content was empty and every write so far landed exactly
+//!   at its end. Writes go to a [`StreamingUpload`] (parts uploaded in the
+//!   background) *and* are teed to a [`SpoolFile`]. The tee costs local disk
+//!   but makes every fallback lossless: a write elsewhere, a `set_len`, a
+//!   failed background part, a rename while open or upload options that differ
+//!   at commit all abort the multipart upload and continue from the spool,
+//!   which already holds every byte. Reads see the handle's own writes from it.
+//! - **Spooled**: the whole content is in a local spool file. Entered on the
+//!   first write or `set_len` that is not a plain stream from an empty file;
+//!   an existing object's content is fetched into the spool at that moment
+//!   (pinned to its ETag, several ranged GETs at a time), so appends and
+//!   in-place overwrites work. Committed with `put` or a part-by-part multipart
+//!   upload read from disk.
+//!
+//! Nothing is visible on the backend until [`FileHandle::commit`]. A failed
+//! commit aborts its multipart upload and leaves the content dirty in the
+//! spool, so a later commit (another fsync, or release) can retry. After a
+//! successful commit the spool stays as the handle's clean copy: further writes
+//! start a new dirty generation on top of it without refetching anything.
+//!
+//! Multipart uploads take their content type and user metadata when they are
+//! created, before the commit's [`PutOptions`] are known: streaming uploads use
+//! the options set with [`FileHandle::set_upload_options`] (default: those of
+//! the object opened, then those of the last commit). If `commit` is given
+//! different options once the multipart upload exists, the streamed upload is
+//! aborted and the spool uploaded with the right ones: correct, but it sends
+//! the file twice. (Files smaller than a part are unaffected: they are only
+//! `put` at commit, with the commit's options and current key.)
+//!
+//! Locking: one `tokio::sync::Mutex` per handle guards the state across backend
+//! calls; `size`, `is_dirty` and `set_key` are synchronous, so they use atomics
+//! and a std mutex that is never held across an `.await`.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures::StreamExt;
+use tracing::Instrument;
 
-use crate::backend::{BackendResult, ObjectMeta, PutOptions, StorageBackend};
+use crate::backend::{BackendError, BackendResult, ObjectMeta, PutOptions, StorageBackend};
 use crate::memory::MemoryLimiter;
 use crate::metrics::Metrics;
+use crate::read::{get_pinned, PrefetchConfig, Prefetcher};
+use crate::upload::{SpoolFile, StreamingUpload, UploadParams};
+
+/// Size of the ranged GETs that copy an existing object into a spool file.
+const SPOOL_FETCH_SIZE: u64 = 8 * 1024 * 1024;
 
 /// Tunables of file handles, from the command line.
 #[derive(Clone, Debug)]
@@ -42,52 +88,917 @@ pub struct OpenMode {
     pub append: bool,
 }
 
+/// Where a handle's current content lives (see the module docs).
+enum Content {
+    Remote,
+    Streaming { upload: Box<StreamingUpload>, spool: SpoolFile },
+    Spooled(SpoolFile),
+}
+
+struct State {
+    content: Content,
+    /// The object shown while `Remote`; None means empty content.
+    base: Option<ObjectMeta>,
+    /// The object last known to be stored under the key; restored by `discard`.
+    committed: Option<ObjectMeta>,
+    prefetcher: Option<Prefetcher>,
+    /// Options streaming uploads are created with.
+    upload_opts: PutOptions,
+}
+
 /// One open file. All methods take `&self`: FUSE calls arrive on several threads.
 pub struct FileHandle {
-    _private: (),
+    ctx: Arc<HandleContext>,
+    mode: OpenMode,
+    upload: UploadParams,
+    key: std::sync::Mutex<String>,
+    size: AtomicU64,
+    dirty: AtomicBool,
+    state: tokio::sync::Mutex<State>,
+}
+
+/// Metadata-only options (conditions apply to one commit, not to later generations).
+fn metadata_of(opts: &PutOptions) -> PutOptions {
+    PutOptions {
+        content_type: opts.content_type.clone(),
+        user_metadata: opts.user_metadata.clone(),
+        ..Default::default()
+    }
+}
+
+fn same_options(a: &PutOptions, b: &PutOptions) -> bool {
+    a.content_type == b.content_type
+        && a.user_metadata == b.user_metadata
+        && a.if_match == b.if_match
+        && a.if_none_match_any == b.if_none_match_any
 }
 
 impl FileHandle {
     /// `existing`: the object's metadata when it exists (None for a new file).
     pub fn open(ctx: Arc<HandleContext>, key: String, existing: Option<ObjectMeta>, mode: OpenMode) -> Self {
-        let _ = (ctx, key, existing, mode);
-        todo!()
+        let upload = UploadParams::new(
+            ctx.backend.clone(),
+            ctx.memory.clone(),
+            ctx.metrics.clone(),
+            ctx.cfg.part_size,
+            ctx.cfg.max_parts_in_flight,
+        );
+        let base = if mode.truncate { None } else { existing.clone() };
+        // a new file, or a truncation of a non-empty one, must be stored even if nothing is written
+        let dirty = mode.write && existing.as_ref().is_none_or(|m| mode.truncate && m.size > 0);
+        let upload_opts = existing.as_ref().map_or_else(PutOptions::default, |m| PutOptions {
+            content_type: m.content_type.clone(),
+            user_metadata: m.user_metadata.clone(),
+            ..Default::default()
+        });
+        FileHandle {
+            size: AtomicU64::new(base.as_ref().map_or(0, |m| m.size)),
+            dirty: AtomicBool::new(dirty),
+            key: std::sync::Mutex::new(key),
+            state: tokio::sync::Mutex::new(State {
+                content: Content::Remote,
+                base,
+                committed: existing,
+                prefetcher: None,
+                upload_opts,
+            }),
+            ctx,
+            mode,
+            upload,
+        }
     }
+
+    fn current_key(&self) -> String {
+        self.key.lock().map(|k| k.clone()).unwrap_or_else(|p| p.into_inner().clone())
+    }
+
     /// Reads up to `size` bytes at `offset`; sees this handle's own unflushed writes.
     pub async fn read(&self, offset: u64, size: u32) -> BackendResult<Bytes> {
-        let _ = (offset, size);
-        todo!()
+        let mut st = self.state.lock().await;
+        let st = &mut *st;
+        match &st.content {
+            Content::Streaming { spool, .. } | Content::Spooled(spool) => {
+                spool.read_at(offset, size as u64).await
+            }
+            Content::Remote => {
+                let Some(base) = &st.base else { return Ok(Bytes::new()) };
+                let key = self.current_key();
+                let prefetcher = match &mut st.prefetcher {
+                    Some(p) if p.key() == key => p,
+                    slot => slot.insert(Prefetcher::new(
+                        self.ctx.backend.clone(),
+                        self.ctx.memory.clone(),
+                        self.ctx.metrics.clone(),
+                        key,
+                        base.size,
+                        base.etag.clone(),
+                        PrefetchConfig::with_max_window(self.ctx.cfg.read_ahead),
+                    )),
+                };
+                prefetcher.read(offset, size as u64).await
+            }
+        }
     }
+
     /// Writes `data` at `offset` (ignored for append mode, which writes at the end); returns bytes written.
     pub async fn write(&self, offset: u64, data: &[u8]) -> BackendResult<u32> {
-        let _ = (offset, data);
-        todo!()
+        let len = u32::try_from(data.len())
+            .map_err(|_| BackendError::InvalidArgument("write larger than 4 GiB".into()))?;
+        let mut st = self.state.lock().await;
+        let st = &mut *st;
+        let offset = if self.mode.append { self.size.load(Ordering::SeqCst) } else { offset };
+        let end = offset
+            .checked_add(data.len() as u64)
+            .ok_or_else(|| BackendError::InvalidArgument("write past the maximum offset".into()))?;
+        if data.is_empty() {
+            return Ok(0);
+        }
+        if matches!(st.content, Content::Remote) {
+            if st.base.is_none() && offset == 0 {
+                let spool = SpoolFile::create(&self.ctx.cfg.spool_dir).await?;
+                let upload =
+                    StreamingUpload::new(self.upload.clone(), self.current_key(), st.upload_opts.clone());
+                st.content = Content::Streaming { upload: Box::new(upload), spool };
+            } else {
+                self.load_spool(st, u64::MAX).await?;
+            }
+        }
+        let stream_failed = match &mut st.content {
+            Content::Streaming { upload, spool } if offset == upload.len() => {
+                spool.write_at(offset, data).await?;
+                match upload.write(data).await {
+                    Ok(()) => false,
+                    Err(e) => {
+                        tracing::debug!(target: "bucketfs::upload", error = %e,
+                            "streaming upload failed; continuing from the spool file");
+                        true
+                    }
+                }
+            }
+            Content::Streaming { .. } => {
+                self.stop_streaming(st).await;
+                false
+            }
+            _ => false,
+        };
+        if stream_failed {
+            self.stop_streaming(st).await;
+        } else if let Content::Spooled(spool) = &mut st.content {
+            spool.write_at(offset, data).await?;
+        }
+        self.size.fetch_max(end, Ordering::SeqCst);
+        self.dirty.store(true, Ordering::SeqCst);
+        Ok(len)
     }
+
+    /// Aborts the streaming upload; the spool tee becomes the content.
+    async fn stop_streaming(&self, st: &mut State) {
+        if let Content::Streaming { upload, spool } = std::mem::replace(&mut st.content, Content::Remote) {
+            upload.abort().await;
+            st.content = Content::Spooled(spool);
+        }
+    }
+
+    /// Moves a `Remote` content into a new spool file, copying the first `limit` bytes of `base`.
+    async fn load_spool(&self, st: &mut State, limit: u64) -> BackendResult<()> {
+        // our own read-ahead buffers would only compete with the copy for memory
+        st.prefetcher = None;
+        let mut spool = SpoolFile::create(&self.ctx.cfg.spool_dir).await?;
+        if let Some(base) = &st.base {
+            let len = base.size.min(limit);
+            let key = self.current_key();
+            let etag = (!base.etag.is_empty()).then(|| base.etag.clone());
+            let span = tracing::debug_span!(target: "bucketfs::read", "load_spool", key = %key, len);
+            let ranges = (0..len.div_ceil(SPOOL_FETCH_SIZE))
+                .map(|i| i * SPOOL_FETCH_SIZE..((i + 1) * SPOOL_FETCH_SIZE).min(len));
+            let fetches = futures::stream::iter(ranges).map(|r| {
+                let (backend, metrics) = (self.ctx.backend.clone(), self.ctx.metrics.clone());
+                let (memory, key, etag) = (self.ctx.memory.clone(), key.clone(), etag.clone());
+                async move {
+                    let reservation = memory.reserve(r.end - r.start).await;
+                    let data = get_pinned(backend, metrics, key, r.clone(), etag).await?;
+                    if data.len() as u64 != r.end - r.start {
+                        return Err(BackendError::Io(format!(
+                            "short read at {} while copying to spool",
+                            r.start
+                        )));
+                    }
+                    Ok::<_, BackendError>((r.start, data, reservation))
+                }
+            });
+            let mut fetches = fetches.buffered(self.ctx.cfg.max_parts_in_flight.clamp(1, 8));
+            async {
+                while let Some(res) = fetches.next().await {
+                    let (offset, data, _reservation) = res?;
+                    spool.write_at(offset, &data).await?;
+                }
+                spool.set_len(len).await
+            }
+            .instrument(span)
+            .await?;
+        }
+        st.content = Content::Spooled(spool);
+        Ok(())
+    }
+
     /// ftruncate through this handle.
     pub async fn set_len(&self, size: u64) -> BackendResult<()> {
-        let _ = size;
-        todo!()
+        let mut st = self.state.lock().await;
+        let st = &mut *st;
+        if size == self.size.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        if size == 0 {
+            // nothing to keep: back to an empty content that a sequential writer can stream again
+            if let Content::Streaming { upload, .. } = std::mem::replace(&mut st.content, Content::Remote) {
+                upload.abort().await;
+            }
+            st.base = None;
+            st.prefetcher = None;
+        } else {
+            match &st.content {
+                Content::Remote => self.load_spool(st, size).await?,
+                Content::Streaming { .. } => self.stop_streaming(st).await,
+                Content::Spooled(_) => {}
+            }
+            if let Content::Spooled(spool) = &mut st.content {
+                spool.set_len(size).await?;
+            }
+        }
+        self.size.store(size, Ordering::SeqCst);
+        self.dirty.store(true, Ordering::SeqCst);
+        Ok(())
     }
+
     /// Current logical size, including unflushed writes.
     pub fn size(&self) -> u64 {
-        todo!()
+        self.size.load(Ordering::SeqCst)
     }
+
     pub fn is_dirty(&self) -> bool {
-        todo!()
+        self.dirty.load(Ordering::SeqCst)
     }
+
     /// The key this handle writes to (changes when the file is renamed while open).
     pub fn set_key(&self, key: String) {
-        let _ = key;
-        todo!()
+        match self.key.lock() {
+            Ok(mut k) => *k = key,
+            Err(p) => *p.into_inner() = key,
+        }
     }
+
+    /// Content type and user metadata for multipart uploads this handle starts from now
+    /// on; pass the options the next `commit` will get so streamed uploads need no redo.
+    pub async fn set_upload_options(&self, opts: &PutOptions) {
+        self.state.lock().await.upload_opts = opts.clone();
+    }
+
     /// Makes the written content durable and visible (flush, fsync, release). No-op when clean.
     /// Returns the new object's metadata when something was committed.
     pub async fn commit(&self, opts: &PutOptions) -> BackendResult<Option<ObjectMeta>> {
-        let _ = opts;
-        todo!()
+        let mut st = self.state.lock().await;
+        let st = &mut *st;
+        if !self.is_dirty() {
+            return Ok(None);
+        }
+        let key = self.current_key();
+        let meta = match std::mem::replace(&mut st.content, Content::Remote) {
+            Content::Remote => {
+                // dirty without local content: the content is empty
+                let m = &self.ctx.metrics;
+                Metrics::inc(&m.requests_put);
+                let span = tracing::debug_span!(target: "bucketfs::upload", "put", key = %key, size = 0);
+                let res = self.ctx.backend.put(&key, Bytes::new(), opts).instrument(span).await;
+                res.inspect_err(|_| Metrics::inc(&m.requests_failed))?
+            }
+            Content::Streaming { mut upload, spool } => {
+                let unchanged = upload.key() == key && same_options(upload.options(), opts);
+                let res = if unchanged || upload.retarget(&key, opts) {
+                    upload.finish().await
+                } else {
+                    tracing::info!(target: "bucketfs::upload", key = %key,
+                        "renamed or options changed since the upload started: uploading again from the spool");
+                    upload.abort().await;
+                    spool.upload(&self.upload, &key, opts).await
+                };
+                st.content = Content::Spooled(spool);
+                res?
+            }
+            Content::Spooled(spool) => {
+                let res = spool.upload(&self.upload, &key, opts).await;
+                st.content = Content::Spooled(spool);
+                res?
+            }
+        };
+        st.committed = Some(meta.clone());
+        st.base = Some(meta.clone());
+        st.prefetcher = None;
+        st.upload_opts = metadata_of(opts);
+        self.dirty.store(false, Ordering::SeqCst);
+        Ok(Some(meta))
     }
+
     /// Drops unflushed content and aborts any in-progress upload.
     pub async fn discard(&self) {
-        todo!()
+        let mut st = self.state.lock().await;
+        let st = &mut *st;
+        if let Content::Streaming { upload, .. } = std::mem::replace(&mut st.content, Content::Remote) {
+            upload.abort().await;
+        }
+        st.base = st.committed.clone();
+        st.prefetcher = None;
+        self.size.store(st.base.as_ref().map_or(0, |m| m.size), Ordering::SeqCst);
+        self.dirty.store(false, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering::SeqCst;
+
+    use super::*;
+    use crate::backend::memory::MemoryBackend;
+    use crate::backend::GetOptions;
+    use crate::upload::test_backend::InstrumentedBackend;
+
+    const KIB: u64 = 1024;
+    const MIB: u64 = 1024 * KIB;
+
+    struct Fixture {
+        backend: Arc<InstrumentedBackend>,
+        ctx: Arc<HandleContext>,
+        _spool: tempfile::TempDir,
+    }
+
+    fn fixture(part: u64, memory: u64, in_flight: usize) -> Fixture {
+        let backend = InstrumentedBackend::with_min_part(part);
+        let spool = tempfile::tempdir().unwrap();
+        let ctx = Arc::new(HandleContext {
+            backend: backend.clone(),
+            memory: MemoryLimiter::new(memory),
+            metrics: Arc::new(Metrics::default()),
+            cfg: HandleConfig {
+                part_size: part,
+                read_ahead: 16 * MIB,
+                max_parts_in_flight: in_flight,
+                // a missing directory must be created
+                spool_dir: spool.path().join("spool"),
+            },
+        });
+        Fixture { backend, ctx, _spool: spool }
+    }
+
+    /// Deterministic pseudo-random bytes (xorshift), different per seed.
+    fn pattern(len: u64, seed: u64) -> Vec<u8> {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    impl Fixture {
+        async fn stored(&self, key: &str) -> Vec<u8> {
+            self.backend.inner.get_range(key, None, &GetOptions::default()).await.unwrap().data.to_vec()
+        }
+        async fn put(&self, key: &str, data: &[u8]) -> ObjectMeta {
+            self.backend.inner.put(key, Bytes::copy_from_slice(data), &PutOptions::default()).await.unwrap()
+        }
+        fn open(&self, key: &str, existing: Option<ObjectMeta>, mode: OpenMode) -> FileHandle {
+            FileHandle::open(self.ctx.clone(), key.into(), existing, mode)
+        }
+        fn pending(&self) -> usize {
+            self.backend.inner.pending_uploads()
+        }
+    }
+
+    fn new_file() -> OpenMode {
+        OpenMode { read: true, write: true, truncate: true, append: false }
+    }
+
+    fn rw() -> OpenMode {
+        OpenMode { read: true, write: true, ..Default::default() }
+    }
+
+    async fn write_all(h: &FileHandle, mut offset: u64, data: &[u8], chunk: usize) {
+        for piece in data.chunks(chunk) {
+            assert_eq!(h.write(offset, piece).await.unwrap() as usize, piece.len());
+            offset += piece.len() as u64;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sequential_write_streams_parts_concurrently() {
+        let part = 64 * KIB;
+        let f = fixture(part, 64 * MIB, 4);
+        f.backend.part_delay_ms.store(20, SeqCst);
+        let data = pattern(20 * part + 1234, 1);
+        let h = f.open("big", None, new_file());
+        write_all(&h, 0, &data, 16 * 1024).await;
+        assert_eq!(h.size(), data.len() as u64);
+        assert!(h.is_dirty());
+        // streaming: most parts are already sent before the commit
+        assert!(f.backend.parts.load(SeqCst) >= 15, "parts before commit: {}", f.backend.parts.load(SeqCst));
+        // own writes are readable before the commit, which stays invisible
+        assert_eq!(&h.read(5 * part - 10, 100).await.unwrap()[..], &data[(5 * part - 10) as usize..][..100]);
+        assert!(f.backend.inner.head("big").await.is_err());
+        let meta = h.commit(&PutOptions::default()).await.unwrap().unwrap();
+        assert_eq!(meta.size, data.len() as u64);
+        assert_eq!(f.stored("big").await, data);
+        assert_eq!(f.backend.creates.load(SeqCst), 1);
+        assert_eq!(f.backend.puts.load(SeqCst), 0);
+        assert_eq!(f.backend.parts.load(SeqCst), 21);
+        let concurrent = f.backend.max_parts_running.load(SeqCst);
+        assert!((2..=4).contains(&concurrent), "max concurrent parts {concurrent}");
+        assert_eq!(f.pending(), 0);
+        assert!(!h.is_dirty());
+        assert_eq!(h.commit(&PutOptions::default()).await.unwrap(), None);
+        let m = &f.ctx.metrics;
+        assert_eq!(m.requests_multipart.load(SeqCst), 1 + 21 + 1);
+        assert_eq!(m.bytes_written.load(SeqCst), data.len() as u64);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn backend_without_parallel_multipart_gets_one_part_at_a_time() {
+        let part = 64 * KIB;
+        let backend = Arc::new(InstrumentedBackend {
+            inner: MemoryBackend::with_capabilities(crate::backend::Capabilities {
+                parallel_multipart: false,
+                ..crate::upload::test_backend::small_part_caps(part)
+            }),
+            ..Default::default()
+        });
+        backend.part_delay_ms.store(5, SeqCst);
+        let mut f = fixture(part, 64 * MIB, 8);
+        f.backend = backend.clone();
+        f.ctx = Arc::new(HandleContext {
+            backend,
+            memory: f.ctx.memory.clone(),
+            metrics: f.ctx.metrics.clone(),
+            cfg: f.ctx.cfg.clone(),
+        });
+        let data = pattern(8 * part, 2);
+        let h = f.open("serial", None, new_file());
+        write_all(&h, 0, &data, 64 * 1024).await;
+        h.commit(&PutOptions::default()).await.unwrap();
+        assert_eq!(f.stored("serial").await, data);
+        assert_eq!(f.backend.max_parts_running.load(SeqCst), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn memory_limit_bounds_part_buffers() {
+        let part = 512 * KIB;
+        let f = fixture(part, 3 * part, 8);
+        f.backend.part_delay_ms.store(10, SeqCst);
+        let data = pattern(20 * part, 3);
+        let h = f.open("bounded", None, new_file());
+        write_all(&h, 0, &data, 128 * 1024).await;
+        h.commit(&PutOptions::default()).await.unwrap();
+        assert_eq!(f.stored("bounded").await, data);
+        let max_bytes = f.backend.max_part_bytes_running.load(SeqCst);
+        assert!(max_bytes <= 3 * part, "{max_bytes} bytes of parts in flight");
+        assert!(max_bytes >= 2 * part, "parts should still overlap: {max_bytes}");
+        assert_eq!(f.ctx.memory.available_bytes(), 3 * part, "all reservations returned");
+    }
+
+    #[tokio::test]
+    async fn small_file_is_one_put() {
+        let f = fixture(64 * KIB, 64 * MIB, 4);
+        let h = f.open("small", None, new_file());
+        let data = pattern(64 * KIB, 4); // exactly one part: still a put
+        write_all(&h, 0, &data, 4096).await;
+        h.commit(&PutOptions { content_type: Some("text/plain".into()), ..Default::default() })
+            .await
+            .unwrap();
+        assert_eq!(f.stored("small").await, data);
+        assert_eq!(f.backend.puts.load(SeqCst), 1);
+        assert_eq!(f.backend.creates.load(SeqCst), 0);
+        assert_eq!(f.backend.inner.head("small").await.unwrap().content_type.as_deref(), Some("text/plain"));
+    }
+
+    #[tokio::test]
+    async fn new_empty_file_is_stored_on_commit() {
+        let f = fixture(64 * KIB, 64 * MIB, 4);
+        let h = f.open("empty", None, new_file());
+        assert!(h.is_dirty());
+        assert_eq!(h.commit(&PutOptions::default()).await.unwrap().unwrap().size, 0);
+        assert_eq!(f.stored("empty").await, Vec::<u8>::new());
+        assert!(h.read(0, 10).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn random_writes_are_spooled() {
+        let part = 64 * KIB;
+        let f = fixture(part, 64 * MIB, 4);
+        let h = f.open("random", None, new_file());
+        let mut model = vec![0u8; 0];
+        let writes = [(300 * KIB, 5000u64), (0, 100), (10 * KIB, 70 * KIB), (299 * KIB, 4000), (1, 1)];
+        for (i, (off, len)) in writes.into_iter().enumerate() {
+            let data = pattern(len, 10 + i as u64);
+            h.write(off, &data).await.unwrap();
+            let end = (off + len) as usize;
+            if model.len() < end {
+                model.resize(end, 0);
+            }
+            model[off as usize..end].copy_from_slice(&data);
+            assert_eq!(h.size(), model.len() as u64);
+        }
+        assert_eq!(&h.read(0, model.len() as u32 + 100).await.unwrap()[..], &model[..]);
+        h.commit(&PutOptions::default()).await.unwrap();
+        assert_eq!(f.stored("random").await, model);
+        // larger than a part: uploaded from the spool in parts
+        assert_eq!(f.backend.creates.load(SeqCst), 1);
+        assert_eq!(f.pending(), 0);
+    }
+
+    #[tokio::test]
+    async fn overwrite_middle_of_existing_object() {
+        let f = fixture(64 * KIB, 64 * MIB, 4);
+        let mut model = pattern(300 * KIB, 20);
+        let meta = f.put("obj", &model).await;
+        let h = f.open("obj", Some(meta), rw());
+        assert!(!h.is_dirty());
+        let patch = pattern(1000, 21);
+        h.write(100 * KIB, &patch).await.unwrap();
+        model[100 * KIB as usize..][..1000].copy_from_slice(&patch);
+        assert_eq!(h.size(), model.len() as u64);
+        assert_eq!(
+            &h.read(100 * KIB - 10, 1020).await.unwrap()[..],
+            &model[100 * KIB as usize - 10..][..1020]
+        );
+        // invisible until committed
+        assert_eq!(f.stored("obj").await, pattern(300 * KIB, 20));
+        h.commit(&PutOptions::default()).await.unwrap();
+        assert_eq!(f.stored("obj").await, model);
+    }
+
+    #[tokio::test]
+    async fn append_to_existing_object() {
+        let f = fixture(64 * KIB, 64 * MIB, 4);
+        let mut model = pattern(100 * KIB, 30);
+        let meta = f.put("log", &model).await;
+        let h = f.open("log", Some(meta), OpenMode { write: true, append: true, ..Default::default() });
+        let more = pattern(50 * KIB, 31);
+        // append mode ignores the offset
+        h.write(0, &more[..10 * 1024]).await.unwrap();
+        h.write(0, &more[10 * 1024..]).await.unwrap();
+        model.extend_from_slice(&more);
+        h.commit(&PutOptions::default()).await.unwrap();
+        assert_eq!(f.stored("log").await, model);
+        assert_eq!(h.size(), model.len() as u64);
+    }
+
+    #[tokio::test]
+    async fn sequential_append_at_end_of_existing_object() {
+        let f = fixture(64 * KIB, 64 * MIB, 4);
+        let mut model = pattern(10 * KIB, 32);
+        let meta = f.put("f", &model).await;
+        let h = f.open("f", Some(meta), rw());
+        let more = pattern(5 * KIB, 33);
+        h.write(10 * KIB, &more).await.unwrap();
+        model.extend_from_slice(&more);
+        h.commit(&PutOptions::default()).await.unwrap();
+        assert_eq!(f.stored("f").await, model);
+    }
+
+    #[tokio::test]
+    async fn truncate_shorter_and_longer() {
+        let f = fixture(64 * KIB, 64 * MIB, 4);
+        let orig = pattern(200 * KIB, 40);
+        let meta = f.put("t", &orig).await;
+
+        let h = f.open("t", Some(meta.clone()), rw());
+        h.set_len(50 * KIB).await.unwrap();
+        assert_eq!(h.size(), 50 * KIB);
+        assert!(h.read(60 * KIB, 10).await.unwrap().is_empty());
+        h.commit(&PutOptions::default()).await.unwrap();
+        assert_eq!(f.stored("t").await, orig[..50 * KIB as usize].to_vec());
+        // only what is kept was fetched
+        assert!(f.backend.get_bytes.load(SeqCst) <= 50 * KIB);
+
+        h.set_len(80 * KIB).await.unwrap();
+        h.commit(&PutOptions::default()).await.unwrap();
+        let mut model = orig[..50 * KIB as usize].to_vec();
+        model.resize(80 * KIB as usize, 0);
+        assert_eq!(f.stored("t").await, model);
+
+        // set_len(0) then a sequential rewrite streams again
+        h.set_len(0).await.unwrap();
+        let fresh = pattern(10 * KIB, 41);
+        h.write(0, &fresh).await.unwrap();
+        h.commit(&PutOptions::default()).await.unwrap();
+        assert_eq!(f.stored("t").await, fresh);
+    }
+
+    #[tokio::test]
+    async fn open_with_truncate_empties_the_object() {
+        let f = fixture(64 * KIB, 64 * MIB, 4);
+        let meta = f.put("t", &pattern(1000, 42)).await;
+        let h = f.open("t", Some(meta), new_file());
+        assert_eq!(h.size(), 0);
+        assert!(h.is_dirty());
+        h.commit(&PutOptions::default()).await.unwrap();
+        assert!(f.stored("t").await.is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn switch_from_streaming_to_spool_keeps_data() {
+        let part = 64 * KIB;
+        let f = fixture(part, 64 * MIB, 4);
+        let mut model = pattern(6 * part, 50);
+        let h = f.open("switch", None, new_file());
+        write_all(&h, 0, &model, 32 * 1024).await;
+        assert_eq!(f.backend.creates.load(SeqCst), 1);
+        assert_eq!(f.pending(), 1);
+        // a write in the middle: the multipart upload is abandoned, nothing is lost
+        let patch = pattern(100, 51);
+        h.write(10, &patch).await.unwrap();
+        model[10..110].copy_from_slice(&patch);
+        assert_eq!(f.pending(), 0);
+        let tail = pattern(3 * part, 52);
+        write_all(&h, model.len() as u64, &tail, 32 * 1024).await;
+        model.extend_from_slice(&tail);
+        assert_eq!(&h.read(0, 200).await.unwrap()[..], &model[..200]);
+        h.commit(&PutOptions::default()).await.unwrap();
+        assert_eq!(f.stored("switch").await, model);
+        assert_eq!(f.pending(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn failed_commit_returns_error_and_leaks_no_upload() {
+        let part = 64 * KIB;
+        let f = fixture(part, 64 * MIB, 4);
+        let data = pattern(5 * part + 7, 60);
+        let h = f.open("fail", None, new_file());
+        write_all(&h, 0, &data, 64 * 1024).await;
+        f.backend.fail_upload_part.store(true, SeqCst);
+        let err = h.commit(&PutOptions::default()).await.unwrap_err();
+        assert_eq!(err.errno(), libc::EIO);
+        assert_eq!(f.pending(), 0);
+        assert!(h.is_dirty());
+        assert!(f.backend.inner.head("fail").await.is_err());
+        // the content is still there: a later commit can succeed
+        f.backend.fail_upload_part.store(false, SeqCst);
+        h.commit(&PutOptions::default()).await.unwrap();
+        assert_eq!(f.stored("fail").await, data);
+        assert_eq!(f.pending(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn failing_parts_during_streaming_fall_back_to_spool() {
+        let part = 64 * KIB;
+        let f = fixture(part, 64 * MIB, 2);
+        f.backend.fail_upload_part.store(true, SeqCst);
+        let data = pattern(8 * part, 61);
+        let h = f.open("flaky", None, new_file());
+        write_all(&h, 0, &data, 64 * 1024).await;
+        assert_eq!(f.pending(), 0);
+        assert!(h.commit(&PutOptions::default()).await.is_err());
+        assert_eq!(f.pending(), 0);
+        f.backend.fail_upload_part.store(false, SeqCst);
+        h.commit(&PutOptions::default()).await.unwrap();
+        assert_eq!(f.stored("flaky").await, data);
+    }
+
+    #[tokio::test]
+    async fn discard_aborts_and_restores() {
+        let part = 64 * KIB;
+        let f = fixture(part, 64 * MIB, 4);
+        let h = f.open("d", None, new_file());
+        write_all(&h, 0, &pattern(4 * part, 70), 64 * 1024).await;
+        assert_eq!(f.pending(), 1);
+        h.discard().await;
+        assert_eq!(f.pending(), 0);
+        assert!(!h.is_dirty());
+        assert_eq!(h.size(), 0);
+        assert!(f.backend.inner.head("d").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn writes_after_commit_start_a_new_generation() {
+        let f = fixture(64 * KIB, 64 * MIB, 4);
+        let h = f.open("gen", None, new_file());
+        let mut model = pattern(100 * KIB, 80);
+        h.write(0, &model).await.unwrap();
+        h.commit(&PutOptions::default()).await.unwrap();
+        assert_eq!(f.stored("gen").await, model);
+        h.write(5, b"hello").await.unwrap();
+        model[5..10].copy_from_slice(b"hello");
+        assert!(h.is_dirty());
+        h.commit(&PutOptions::default()).await.unwrap();
+        assert_eq!(f.stored("gen").await, model);
+    }
+
+    #[tokio::test]
+    async fn rename_while_streaming_commits_under_new_key() {
+        let part = 64 * KIB;
+        let f = fixture(part, 64 * MIB, 4);
+        let data = pattern(3 * part, 90);
+        let h = f.open("old", None, new_file());
+        write_all(&h, 0, &data, 64 * 1024).await;
+        h.set_key("new".into());
+        h.commit(&PutOptions::default()).await.unwrap();
+        assert_eq!(f.stored("new").await, data);
+        assert!(f.backend.inner.head("old").await.is_err());
+        assert_eq!(f.pending(), 0);
+    }
+
+    #[tokio::test]
+    async fn commit_options_differing_from_streamed_upload_are_honoured() {
+        let part = 64 * KIB;
+        let f = fixture(part, 64 * MIB, 4);
+        let data = pattern(3 * part, 91);
+        let h = f.open("typed", None, new_file());
+        write_all(&h, 0, &data, 64 * 1024).await;
+        let opts = PutOptions { content_type: Some("video/mp4".into()), ..Default::default() };
+        h.commit(&opts).await.unwrap();
+        assert_eq!(f.stored("typed").await, data);
+        assert_eq!(f.backend.inner.head("typed").await.unwrap().content_type.as_deref(), Some("video/mp4"));
+        assert_eq!(f.pending(), 0);
+
+        // with the options announced up front the stream is used as is
+        let before = f.backend.parts.load(SeqCst);
+        let h = f.open("typed2", None, new_file());
+        h.set_upload_options(&opts).await;
+        write_all(&h, 0, &data, 64 * 1024).await;
+        h.commit(&opts).await.unwrap();
+        assert_eq!(f.backend.parts.load(SeqCst) - before, 3);
+        assert_eq!(f.backend.inner.head("typed2").await.unwrap().content_type.as_deref(), Some("video/mp4"));
+    }
+
+    #[tokio::test]
+    async fn dropping_a_streaming_handle_aborts_its_upload() {
+        let part = 64 * KIB;
+        let f = fixture(part, 64 * MIB, 4);
+        let h = f.open("dropped", None, new_file());
+        write_all(&h, 0, &pattern(4 * part, 92), 64 * 1024).await;
+        assert_eq!(f.pending(), 1);
+        drop(h);
+        for _ in 0..100 {
+            if f.pending() == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert_eq!(f.pending(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sequential_read_uses_read_ahead() {
+        let f = fixture(64 * KIB, 64 * MIB, 4);
+        let data = pattern(32 * MIB, 100);
+        let meta = f.put("r", &data).await;
+        let h = f.open("r", Some(meta), OpenMode { read: true, ..Default::default() });
+        let mut out = Vec::new();
+        let mut reads = 0;
+        loop {
+            let b = h.read(out.len() as u64, 128 * 1024).await.unwrap();
+            if b.is_empty() {
+                break;
+            }
+            reads += 1;
+            out.extend_from_slice(&b);
+        }
+        assert!(out == data);
+        let gets = f.backend.gets.load(SeqCst);
+        assert_eq!(reads, 256);
+        assert!(gets <= 16, "{gets} GETs for {reads} reads");
+        assert_eq!(f.backend.get_bytes.load(SeqCst), 32 * MIB, "nothing fetched twice");
+        assert_eq!(f.ctx.metrics.bytes_read.load(SeqCst), 32 * MIB);
+        assert_eq!(f.ctx.metrics.requests_get.load(SeqCst), gets);
+    }
+
+    #[tokio::test]
+    async fn random_reads_fetch_only_what_is_needed() {
+        let f = fixture(64 * KIB, 64 * MIB, 4);
+        let data = pattern(32 * MIB, 101);
+        let meta = f.put("r", &data).await;
+        let h = f.open("r", Some(meta), OpenMode { read: true, ..Default::default() });
+        let mut x = 12345u64;
+        let mut last_end = 0;
+        for _ in 0..50 {
+            let off = loop {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                let off = MIB + (x >> 33) % (30 * MIB);
+                // a read shortly after the previous one counts as sequential, by design
+                if !(last_end..=last_end + crate::read::prefetcher::SEQUENTIAL_SLACK).contains(&off) {
+                    break off;
+                }
+            };
+            last_end = off + 4096;
+            let b = h.read(off, 4096).await.unwrap();
+            assert_eq!(&b[..], &data[off as usize..][..4096]);
+        }
+        assert_eq!(f.backend.gets.load(SeqCst), 50);
+        assert_eq!(f.backend.get_bytes.load(SeqCst), 50 * 4096);
+    }
+
+    #[tokio::test]
+    async fn reads_past_end_and_small_objects() {
+        let f = fixture(64 * KIB, 64 * MIB, 4);
+        let data = pattern(100 * KIB, 102);
+        let meta = f.put("s", &data).await;
+        let h = f.open("s", Some(meta), OpenMode { read: true, ..Default::default() });
+        assert_eq!(&h.read(50 * KIB, 4096).await.unwrap()[..], &data[50 * KIB as usize..][..4096]);
+        assert_eq!(&h.read(0, 4096).await.unwrap()[..], &data[..4096]);
+        assert_eq!(&h.read(100 * KIB - 10, 4096).await.unwrap()[..], &data[100 * KIB as usize - 10..]);
+        assert!(h.read(100 * KIB, 4096).await.unwrap().is_empty());
+        assert!(h.read(1 << 40, 4096).await.unwrap().is_empty());
+        // small object: fetched whole, once
+        assert_eq!(f.backend.gets.load(SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn object_changed_mid_read_is_an_error() {
+        let f = fixture(64 * KIB, 64 * MIB, 4);
+        let data = pattern(16 * MIB, 103);
+        let meta = f.put("c", &data).await;
+        let h = f.open("c", Some(meta), OpenMode { read: true, ..Default::default() });
+        assert_eq!(&h.read(0, 4096).await.unwrap()[..], &data[..4096]);
+        f.put("c", &pattern(16 * MIB, 104)).await;
+        let mut failed = false;
+        for i in 0..128u64 {
+            match h.read(i * 128 * KIB, 128 * 1024).await {
+                Ok(b) => assert_eq!(&b[..], &data[(i * 128 * KIB) as usize..][..b.len()], "never a mix"),
+                Err(e) => {
+                    assert_eq!(e.errno(), libc::EIO);
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        assert!(failed);
+        // a random read of the changed object fails too
+        assert!(h.read(10 * MIB, 10).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn read_ahead_with_little_memory_still_works_and_frees_on_drop() {
+        let f = fixture(64 * KIB, 1024 * KIB, 4);
+        let data = pattern(8 * MIB, 105);
+        let meta = f.put("m", &data).await;
+        let h = f.open("m", Some(meta), OpenMode { read: true, ..Default::default() });
+        // someone else holds most of the budget
+        let held = f.ctx.memory.reserve(768 * KIB).await;
+        let mut out = Vec::new();
+        loop {
+            let b = h.read(out.len() as u64, 128 * 1024).await.unwrap();
+            if b.is_empty() {
+                break;
+            }
+            out.extend_from_slice(&b);
+        }
+        assert!(out == data);
+        drop(held);
+        drop(h);
+        assert_eq!(f.ctx.memory.available_bytes(), f.ctx.memory.limit_bytes());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn idle_read_ahead_cannot_starve_a_writer() {
+        let part = 512 * KIB;
+        // the budget is below the read-ahead window (16 MiB): without a share kept for
+        // writers, the reader's buffers could take all of it
+        let f = fixture(part, 8 * MIB, 2);
+        let data = pattern(32 * MIB, 106);
+        let meta = f.put("big", &data).await;
+        let reader = f.open("big", Some(meta), OpenMode { read: true, ..Default::default() });
+        for i in 0..32u64 {
+            reader.read(i * 128 * KIB, 128 * 1024).await.unwrap();
+        }
+        // the reader now sits on its read-ahead; a writer needing parts must still finish
+        let w = f.open("w", None, new_file());
+        let out = pattern(8 * part, 107);
+        tokio::time::timeout(std::time::Duration::from_secs(20), async {
+            write_all(&w, 0, &out, 128 * 1024).await;
+            w.commit(&PutOptions::default()).await.unwrap();
+        })
+        .await
+        .expect("writer starved by read-ahead");
+        assert_eq!(f.stored("w").await, out);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writers_on_one_handle() {
+        let f = fixture(64 * KIB, 64 * MIB, 4);
+        let h = Arc::new(f.open("conc", None, new_file()));
+        let block = 16 * KIB;
+        let tasks: Vec<_> = (0..8u64)
+            .map(|i| {
+                let h = h.clone();
+                tokio::spawn(async move { h.write(i * block, &pattern(block, 200 + i)).await.unwrap() })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        h.commit(&PutOptions::default()).await.unwrap();
+        let expected: Vec<u8> = (0..8u64).flat_map(|i| pattern(block, 200 + i)).collect();
+        assert_eq!(f.stored("conc").await, expected);
+        assert_eq!(f.pending(), 0);
     }
 }

@@ -1,0 +1,324 @@
+//! A multipart upload fed sequentially, with parts uploaded in the background.
+//!
+//! Bytes are appended to an in-memory part buffer whose full size is reserved
+//! from the mount's [`MemoryLimiter`](crate::memory::MemoryLimiter) *before*
+//! the first byte is buffered, so a writer that outruns the network waits for
+//! memory instead of growing without bound. A full part is only handed off when
+//! the next byte arrives (or on [`StreamingUpload::finish`]): that way a file of
+//! at most one part never creates a multipart upload and is stored with a
+//! single `put`, and `create_multipart` is only issued once a full part exists.
+//!
+//! Handed-off parts are uploaded by spawned tasks, at most
+//! `max_parts_in_flight` at a time (1 when the backend cannot take parallel
+//! parts); each task owns its part's memory reservation, so memory is returned
+//! as soon as the part is stored. The first failed part fails the upload: the
+//! caller then either [`abort`](StreamingUpload::abort)s or lets `finish`
+//! abort, so no multipart upload is left behind on the backend. Dropping an
+//! unfinished upload also aborts it, in a background task.
+
+use bytes::Bytes;
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use super::UploadParams;
+use crate::backend::{BackendError, BackendResult, CompletedPart, ObjectMeta, PutOptions};
+use crate::memory::Reservation;
+use crate::metrics::Metrics;
+
+const TARGET: &str = "bucketfs::upload";
+
+pub struct StreamingUpload {
+    params: UploadParams,
+    key: String,
+    opts: PutOptions,
+    upload_id: Option<String>,
+    /// Part number of the part being buffered (1-based).
+    next_part: u32,
+    buffer: Vec<u8>,
+    /// Reservation for the part being buffered; taken before buffering its first byte.
+    buffer_reservation: Option<Reservation>,
+    in_flight: JoinSet<BackendResult<CompletedPart>>,
+    completed: Vec<CompletedPart>,
+    /// Bytes accepted so far.
+    len: u64,
+    /// Finished or aborted: nothing left to clean up on drop.
+    done: bool,
+}
+
+impl StreamingUpload {
+    /// Nothing is sent to the backend until a full part has been buffered.
+    pub fn new(params: UploadParams, key: String, opts: PutOptions) -> Self {
+        StreamingUpload {
+            params,
+            key,
+            opts,
+            upload_id: None,
+            next_part: 1,
+            buffer: Vec::new(),
+            buffer_reservation: None,
+            in_flight: JoinSet::new(),
+            completed: Vec::new(),
+            len: 0,
+            done: false,
+        }
+    }
+
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The options the object will be stored with (fixed when the upload is created).
+    pub fn options(&self) -> &PutOptions {
+        &self.opts
+    }
+
+    /// Changes the key and options while nothing has been sent yet; false once the
+    /// multipart upload exists (its key and options can no longer change).
+    pub fn retarget(&mut self, key: &str, opts: &PutOptions) -> bool {
+        if self.upload_id.is_some() {
+            return false;
+        }
+        self.key = key.to_string();
+        self.opts = opts.clone();
+        true
+    }
+
+    /// Bytes accepted so far.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Whether a multipart upload exists on the backend.
+    pub fn is_started(&self) -> bool {
+        self.upload_id.is_some()
+    }
+
+    /// Size of the part that the next byte belongs to.
+    fn current_part_size(&self) -> BackendResult<u64> {
+        match self.params.plan.part_size(self.next_part) {
+            0 => Err(BackendError::InvalidArgument(format!(
+                "{}: file exceeds the backend's maximum object size ({} bytes)",
+                self.key,
+                self.params.plan.max_object_size()
+            ))),
+            n => Ok(n),
+        }
+    }
+
+    /// Appends `data`; waits for memory or for in-flight parts when needed.
+    pub async fn write(&mut self, mut data: &[u8]) -> BackendResult<()> {
+        while !data.is_empty() {
+            let part_size = self.current_part_size()?;
+            if self.buffer.len() as u64 >= part_size {
+                self.hand_off_buffer().await?;
+                continue;
+            }
+            if self.buffer_reservation.is_none() {
+                self.buffer_reservation = Some(self.params.memory.reserve(part_size).await);
+                // the pages are only touched as they are filled; reserving capacity avoids re-copies
+                self.buffer = Vec::with_capacity(part_size as usize);
+            }
+            let n = ((part_size - self.buffer.len() as u64) as usize).min(data.len());
+            self.buffer.extend_from_slice(&data[..n]);
+            self.len += n as u64;
+            data = &data[n..];
+        }
+        Ok(())
+    }
+
+    /// Size the next [`push_part`](Self::push_part) must have (unless it is the last).
+    pub fn next_part_size(&self) -> BackendResult<u64> {
+        self.current_part_size()
+    }
+
+    /// Uploads a whole part that the caller has already read and reserved memory for
+    /// (used to upload spool files). Only valid while nothing is buffered through `write`;
+    /// a part shorter than [`next_part_size`](Self::next_part_size) must be the last.
+    pub async fn push_part(&mut self, data: Bytes, reservation: Reservation) -> BackendResult<()> {
+        if !self.buffer.is_empty() {
+            return Err(BackendError::Other("push_part after buffered writes".into()));
+        }
+        let part_size = self.current_part_size()?;
+        if data.len() as u64 > part_size {
+            return Err(BackendError::Other(format!("part of {} bytes exceeds {part_size}", data.len())));
+        }
+        self.len += data.len() as u64;
+        self.start_part(data, reservation).await
+    }
+
+    async fn hand_off_buffer(&mut self) -> BackendResult<()> {
+        let data = Bytes::from(std::mem::take(&mut self.buffer));
+        let reservation = match self.buffer_reservation.take() {
+            Some(r) => r,
+            // unreachable in practice: buffered bytes always come with a reservation
+            None => self.params.memory.reserve(data.len() as u64).await,
+        };
+        self.start_part(data, reservation).await
+    }
+
+    async fn ensure_started(&mut self) -> BackendResult<String> {
+        if let Some(id) = &self.upload_id {
+            return Ok(id.clone());
+        }
+        let m = &self.params.metrics;
+        Metrics::inc(&m.requests_multipart);
+        let span = tracing::debug_span!(target: TARGET, "create_multipart", key = %self.key);
+        let id = self.params.backend.create_multipart(&self.key, &self.opts).instrument(span).await;
+        let id = id.inspect_err(|_| Metrics::inc(&m.requests_failed))?;
+        tracing::debug!(target: TARGET, key = %self.key, upload_id = %id, "multipart upload started");
+        self.upload_id = Some(id.clone());
+        Ok(id)
+    }
+
+    /// Spawns the upload of one part once fewer than `max_parts_in_flight` are running.
+    async fn start_part(&mut self, data: Bytes, reservation: Reservation) -> BackendResult<()> {
+        let upload_id = self.ensure_started().await?;
+        // surface failures early instead of buffering more parts for a dead upload
+        while let Some(res) = self.in_flight.try_join_next() {
+            self.record(res)?;
+        }
+        while self.in_flight.len() >= self.params.max_parts_in_flight {
+            self.join_one().await?;
+        }
+        let part_number = self.next_part;
+        self.next_part += 1;
+        let backend = self.params.backend.clone();
+        let metrics = self.params.metrics.clone();
+        let key = self.key.clone();
+        let size = data.len();
+        let span = tracing::debug_span!(target: TARGET, "upload_part", key = %key, part_number, size);
+        self.in_flight.spawn(
+            async move {
+                // the part's memory is returned when the upload ends, successful or not
+                let _reservation = reservation;
+                Metrics::inc(&metrics.requests_multipart);
+                let res = backend.upload_part(&key, &upload_id, part_number, data).await;
+                match &res {
+                    Ok(_) => Metrics::add(&metrics.bytes_written, size as u64),
+                    Err(e) => {
+                        Metrics::inc(&metrics.requests_failed);
+                        tracing::debug!(target: TARGET, error = %e, "part upload failed");
+                    }
+                }
+                res
+            }
+            .instrument(span),
+        );
+        Ok(())
+    }
+
+    async fn join_one(&mut self) -> BackendResult<()> {
+        match self.in_flight.join_next().await {
+            Some(res) => self.record(res),
+            None => Ok(()),
+        }
+    }
+
+    fn record(
+        &mut self,
+        res: Result<BackendResult<CompletedPart>, tokio::task::JoinError>,
+    ) -> BackendResult<()> {
+        let part = res.map_err(|e| BackendError::Other(format!("part upload task failed: {e}")))??;
+        self.completed.push(part);
+        Ok(())
+    }
+
+    /// Stores everything written: one `put` if the multipart upload never started,
+    /// else uploads the last part and completes. On error the upload is aborted.
+    pub async fn finish(mut self) -> BackendResult<ObjectMeta> {
+        let res = self.finish_inner().await;
+        if res.is_err() {
+            self.abort_inner().await;
+        }
+        self.done = true;
+        res
+    }
+
+    async fn finish_inner(&mut self) -> BackendResult<ObjectMeta> {
+        let m = self.params.metrics.clone();
+        if self.upload_id.is_none() {
+            let data = Bytes::from(std::mem::take(&mut self.buffer));
+            let size = data.len() as u64;
+            Metrics::inc(&m.requests_put);
+            let span = tracing::debug_span!(target: TARGET, "put", key = %self.key, size);
+            let res = self.params.backend.put(&self.key, data, &self.opts).instrument(span).await;
+            self.buffer_reservation = None;
+            let meta = res.inspect_err(|_| Metrics::inc(&m.requests_failed))?;
+            Metrics::add(&m.bytes_written, size);
+            return Ok(meta);
+        }
+        if !self.buffer.is_empty() {
+            self.hand_off_buffer().await?;
+        }
+        while !self.in_flight.is_empty() {
+            self.join_one().await?;
+        }
+        self.completed.sort_by_key(|p| p.part_number);
+        let upload_id = self.upload_id.clone().unwrap_or_default();
+        Metrics::inc(&m.requests_multipart);
+        let span = tracing::debug_span!(target: TARGET, "complete_multipart", key = %self.key, parts = self.completed.len());
+        let res = self
+            .params
+            .backend
+            .complete_multipart(&self.key, &upload_id, &self.completed)
+            .instrument(span)
+            .await;
+        let meta = res.inspect_err(|_| Metrics::inc(&m.requests_failed))?;
+        self.upload_id = None;
+        Ok(meta)
+    }
+
+    /// Cancels running part uploads and aborts the multipart upload, if any.
+    pub async fn abort(mut self) {
+        self.abort_inner().await;
+        self.done = true;
+    }
+
+    async fn abort_inner(&mut self) {
+        self.in_flight.abort_all();
+        // wait so that no part lands after the abort and recreates state on the server
+        while self.in_flight.join_next().await.is_some() {}
+        self.buffer = Vec::new();
+        self.buffer_reservation = None;
+        if let Some(id) = self.upload_id.take() {
+            let m = &self.params.metrics;
+            Metrics::inc(&m.requests_multipart);
+            let span =
+                tracing::debug_span!(target: TARGET, "abort_multipart", key = %self.key, upload_id = %id);
+            match self.params.backend.abort_multipart(&self.key, &id).instrument(span).await {
+                Ok(()) | Err(BackendError::NoSuchUpload(_)) => {}
+                Err(e) => {
+                    Metrics::inc(&m.requests_failed);
+                    tracing::warn!(target: TARGET, key = %self.key, upload_id = %id, error = %e,
+                        "could not abort multipart upload; it will be cleaned up by the mount's stale-upload sweep");
+                }
+            }
+        }
+    }
+}
+
+impl Drop for StreamingUpload {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let Some(id) = self.upload_id.take() else { return };
+        // dropped without finish/abort (e.g. a handle dropped mid-write): abort in the background
+        self.in_flight.abort_all();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let backend = self.params.backend.clone();
+            let metrics = self.params.metrics.clone();
+            let key = std::mem::take(&mut self.key);
+            rt.spawn(async move {
+                Metrics::inc(&metrics.requests_multipart);
+                if let Err(e) = backend.abort_multipart(&key, &id).await {
+                    tracing::debug!(target: TARGET, key = %key, error = %e, "background abort failed");
+                }
+            });
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! A [`MemoryBackend`] wrapper for tests of the handle layer: counts requests and
+//! bytes, measures how many parts are uploaded concurrently, and injects failures.
+
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::backend::memory::MemoryBackend;
+use crate::backend::*;
+
+#[derive(Default)]
+pub(crate) struct InstrumentedBackend {
+    pub inner: MemoryBackend,
+    pub gets: AtomicU64,
+    pub get_bytes: AtomicU64,
+    pub gets_running: AtomicU64,
+    pub max_gets_running: AtomicU64,
+    /// Milliseconds each `get_range` sleeps, so that concurrency shows.
+    pub get_delay_ms: AtomicU64,
+    pub puts: AtomicU64,
+    pub creates: AtomicU64,
+    pub parts: AtomicU64,
+    pub parts_running: AtomicU64,
+    pub max_parts_running: AtomicU64,
+    pub part_bytes_running: AtomicU64,
+    pub max_part_bytes_running: AtomicU64,
+    pub fail_upload_part: AtomicBool,
+    /// Milliseconds each `upload_part` sleeps, so that concurrency shows.
+    pub part_delay_ms: AtomicU64,
+}
+
+pub(crate) fn small_part_caps(min_part_size: u64) -> Capabilities {
+    Capabilities { min_part_size, ..MemoryBackend::new().capabilities() }
+}
+
+impl InstrumentedBackend {
+    pub fn with_min_part(min_part_size: u64) -> Arc<Self> {
+        Arc::new(InstrumentedBackend {
+            inner: MemoryBackend::with_capabilities(small_part_caps(min_part_size)),
+            ..Default::default()
+        })
+    }
+}
+
+#[async_trait]
+impl StorageBackend for InstrumentedBackend {
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    async fn check_bucket(&self) -> BackendResult<()> {
+        self.inner.check_bucket().await
+    }
+    async fn head(&self, key: &str) -> BackendResult<ObjectMeta> {
+        self.inner.head(key).await
+    }
+    async fn list(&self, req: &ListRequest) -> BackendResult<ListPage> {
+        self.inner.list(req).await
+    }
+    async fn get_range(
+        &self,
+        key: &str,
+        range: Option<Range<u64>>,
+        opts: &GetOptions,
+    ) -> BackendResult<GetResult> {
+        self.gets.fetch_add(1, Ordering::SeqCst);
+        let running = self.gets_running.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_gets_running.fetch_max(running, Ordering::SeqCst);
+        let delay = self.get_delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        let res = self.inner.get_range(key, range, opts).await;
+        self.gets_running.fetch_sub(1, Ordering::SeqCst);
+        let r = res?;
+        self.get_bytes.fetch_add(r.data.len() as u64, Ordering::SeqCst);
+        Ok(r)
+    }
+    async fn put(&self, key: &str, data: Bytes, opts: &PutOptions) -> BackendResult<ObjectMeta> {
+        self.puts.fetch_add(1, Ordering::SeqCst);
+        self.inner.put(key, data, opts).await
+    }
+    async fn delete(&self, key: &str) -> BackendResult<()> {
+        self.inner.delete(key).await
+    }
+    async fn copy(&self, src: &str, dst: &str, metadata: Option<&PutOptions>) -> BackendResult<ObjectMeta> {
+        self.inner.copy(src, dst, metadata).await
+    }
+    async fn create_multipart(&self, key: &str, opts: &PutOptions) -> BackendResult<String> {
+        self.creates.fetch_add(1, Ordering::SeqCst);
+        self.inner.create_multipart(key, opts).await
+    }
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        data: Bytes,
+    ) -> BackendResult<CompletedPart> {
+        self.parts.fetch_add(1, Ordering::SeqCst);
+        let size = data.len() as u64;
+        let running = self.parts_running.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_parts_running.fetch_max(running, Ordering::SeqCst);
+        let bytes = self.part_bytes_running.fetch_add(size, Ordering::SeqCst) + size;
+        self.max_part_bytes_running.fetch_max(bytes, Ordering::SeqCst);
+        let delay = self.part_delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        let res = if self.fail_upload_part.load(Ordering::SeqCst) {
+            Err(BackendError::Unavailable("injected upload_part failure".into()))
+        } else {
+            self.inner.upload_part(key, upload_id, part_number, data).await
+        };
+        self.parts_running.fetch_sub(1, Ordering::SeqCst);
+        self.part_bytes_running.fetch_sub(size, Ordering::SeqCst);
+        res
+    }
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[CompletedPart],
+    ) -> BackendResult<ObjectMeta> {
+        self.inner.complete_multipart(key, upload_id, parts).await
+    }
+    async fn abort_multipart(&self, key: &str, upload_id: &str) -> BackendResult<()> {
+        self.inner.abort_multipart(key, upload_id).await
+    }
+    async fn list_multipart(&self, prefix: &str) -> BackendResult<Vec<MultipartUploadInfo>> {
+        self.inner.list_multipart(prefix).await
+    }
+}
