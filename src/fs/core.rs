@@ -233,7 +233,7 @@ impl Fs {
         let path = self.child(parent, name)?;
         if let Some(f) = self.inodes.peek(&path).and_then(|ino| self.writer_of(ino)) {
             // a file being written here is visible before it is committed
-            let c = self.cache.stat(&path).unwrap_or_else(|| f.pending_cached(&path));
+            let c = self.cache.stat(&path).map(|c| f.overlay(c)).unwrap_or_else(|| f.pending_cached(&path));
             return Ok(self.entry(&path, &c, Some(f.handle.size())));
         }
         let c = self.resolve(&path).await?;
@@ -249,8 +249,12 @@ impl Fs {
         }
         let (path, kind) = self.inode(ino)?;
         if let Some(f) = self.writer_of(ino) {
-            let c =
-                self.cache.stat(&path).filter(|c| c.kind == kind).unwrap_or_else(|| f.pending_cached(&path));
+            let c = self
+                .cache
+                .stat(&path)
+                .filter(|c| c.kind == kind)
+                .map(|c| f.overlay(c))
+                .unwrap_or_else(|| f.pending_cached(&path));
             return Ok((self.attr_of(ino, &c, Some(f.handle.size())), ttl));
         }
         if !self.inodes.is_linked(ino) {

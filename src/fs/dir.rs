@@ -322,7 +322,7 @@ impl Fs {
             let path = child_path(&s.path, &e.name);
             let writer = self.inodes.peek(&path).and_then(|ino| self.writer_of(ino));
             let (c, size) = match (&writer, &e.cached) {
-                (Some(f), Some(c)) => (c.clone(), Some(f.handle.size())),
+                (Some(f), Some(c)) => (f.overlay(c.clone()), Some(f.handle.size())),
                 (Some(f), None) => (f.pending_cached(&path), Some(f.handle.size())),
                 (None, Some(c)) => (c.clone(), None),
                 // a local file closed since opendir: let the kernel look it up

@@ -51,6 +51,8 @@ struct OpenState {
     committed: bool,
     /// Last local modification, shown as mtime until committed.
     mtime: SystemTime,
+    /// Content changed through this handle since it was opened.
+    written: bool,
 }
 
 impl OpenFile {
@@ -79,6 +81,7 @@ impl OpenFile {
                 opts_dirty: false,
                 committed: false,
                 mtime: SystemTime::now(),
+                written: false,
             }),
         }
     }
@@ -103,11 +106,33 @@ impl OpenFile {
         Cached { kind: Kind::File, meta: Some(m), complete: true }
     }
 
+    /// `c` as this handle will commit it: with the metadata changes it holds
+    /// (chmod or setxattr while open), so `stat` shows them before the commit.
+    pub fn overlay(&self, mut c: Cached) -> Cached {
+        if let Some(m) = c.meta.as_mut() {
+            let st = self.lock();
+            m.user_metadata = st.opts.user_metadata.clone();
+            if st.written {
+                m.last_modified = st.mtime;
+            }
+        }
+        c
+    }
+
     /// Replaces user metadata to be written with the next commit.
     pub fn set_metadata(&self, f: impl FnOnce(&mut std::collections::BTreeMap<String, String>)) {
         let mut st = self.lock();
         f(&mut st.opts.user_metadata);
         st.opts_dirty = true;
+    }
+
+    /// Records a content change: the file's mtime becomes the commit's date, so a
+    /// stored `bucketfs-mtime` (from an earlier utimes) no longer applies.
+    fn touch(&self) {
+        let mut st = self.lock();
+        st.mtime = SystemTime::now();
+        st.written = true;
+        st.opts.user_metadata.remove(attr::META_MTIME);
     }
 
     pub fn metadata(&self) -> std::collections::BTreeMap<String, String> {
@@ -223,7 +248,7 @@ impl Fs {
             return Err(FsError::BadHandle(fh));
         }
         let n = f.handle.write(offset, data).await?;
-        f.lock().mtime = SystemTime::now();
+        f.touch();
         Ok(n)
     }
 
@@ -416,7 +441,7 @@ impl Fs {
         .or_else(|| self.writer_of(ino));
         if let Some(f) = writer {
             f.handle.set_len(size).await?;
-            f.lock().mtime = SystemTime::now();
+            f.touch();
             return Ok(());
         }
         let c = self.resolve_complete(path).await?;

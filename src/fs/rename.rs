@@ -74,12 +74,10 @@ impl Fs {
         match dst_kind {
             Some(Kind::Dir) if !src_is_dir => return Err(FsError::IsDir),
             Some(Kind::File | Kind::Symlink) if src_is_dir => return Err(FsError::NotDir),
-            Some(Kind::Dir) => {
-                if !self.dir_is_empty(&dst).await? {
-                    return Err(FsError::NotEmpty);
-                }
-            }
             _ => {}
+        }
+        if dst_kind == Some(Kind::Dir) && !self.dir_is_empty(&dst).await? {
+            return Err(FsError::NotEmpty);
         }
         if src_is_dir {
             self.rename_tree(&src, &dst).await?;
