@@ -1,0 +1,221 @@
+//! Attributes: mapping object metadata to `stat` results, and the user-metadata
+//! names bucketfs stores.
+//!
+//! Objects have a size, a Last-Modified date and user metadata; everything else
+//! in a `struct stat` is synthesised from the mount configuration. The user
+//! metadata names written by bucketfs all start with `bucketfs-`:
+//!
+//! | name             | value                                   | meaning |
+//! |------------------|-----------------------------------------|---------|
+//! | `bucketfs-type`  | `symlink`                               | the object is a symlink; its content is the target |
+//! | `bucketfs-mode`  | octal permission bits, e.g. `644`       | `chmod` (only with `--enable-perms`) |
+//! | `bucketfs-uid`   | decimal                                 | `chown` (only with `--enable-perms`) |
+//! | `bucketfs-gid`   | decimal                                 | `chgrp` (only with `--enable-perms`) |
+//! | `bucketfs-mtime` | `SECONDS.NANOSECONDS` since the epoch   | `touch`/`utimes` (only with `--enable-perms`) |
+//!
+//! Without `--enable-perms` these permission entries are ignored even when
+//! present, so a bucket shared by several mounts looks the same to all of them.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::{FileAttr, FileType, INodeNo};
+
+use super::cache::{Cached, Kind};
+use super::FsConfig;
+use crate::backend::ObjectMeta;
+
+pub const META_TYPE: &str = "bucketfs-type";
+pub const META_MODE: &str = "bucketfs-mode";
+pub const META_UID: &str = "bucketfs-uid";
+pub const META_GID: &str = "bucketfs-gid";
+pub const META_MTIME: &str = "bucketfs-mtime";
+pub const TYPE_SYMLINK: &str = "symlink";
+
+/// `st_blksize`: a hint for buffer sizes of tools like `cp`.
+const BLKSIZE: u32 = 4096;
+
+pub fn is_symlink(meta: &ObjectMeta) -> bool {
+    meta.user_metadata.get(META_TYPE).map(String::as_str) == Some(TYPE_SYMLINK)
+}
+
+pub fn format_mtime(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    format!("{}.{:09}", d.as_secs(), d.subsec_nanos())
+}
+
+pub fn parse_mtime(s: &str) -> Option<SystemTime> {
+    let (secs, nanos) = match s.split_once('.') {
+        Some((a, b)) => (a.parse::<u64>().ok()?, {
+            // accept fewer than 9 fractional digits ("1.5" = 1.5 s)
+            if b.is_empty() || b.len() > 9 || !b.bytes().all(|c| c.is_ascii_digit()) {
+                return None;
+            }
+            b.parse::<u32>().ok()? * 10u32.pow(9 - b.len() as u32)
+        }),
+        None => (s.parse::<u64>().ok()?, 0),
+    };
+    UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
+}
+
+pub fn parse_mode(s: &str) -> Option<u16> {
+    u16::from_str_radix(s, 8).ok().filter(|m| *m <= 0o7777)
+}
+
+/// Owner, group, permission bits and mtime of an object, honouring stored
+/// metadata only with `--enable-perms`.
+struct Perms {
+    perm: u16,
+    uid: u32,
+    gid: u32,
+    mtime: Option<SystemTime>,
+}
+
+fn perms(meta: Option<&ObjectMeta>, default_mode: u16, cfg: &FsConfig) -> Perms {
+    let mut p = Perms { perm: default_mode, uid: cfg.uid, gid: cfg.gid, mtime: None };
+    if cfg.enable_perms {
+        if let Some(m) = meta {
+            let um = &m.user_metadata;
+            if let Some(v) = um.get(META_MODE).and_then(|s| parse_mode(s)) {
+                p.perm = v;
+            }
+            if let Some(v) = um.get(META_UID).and_then(|s| s.parse().ok()) {
+                p.uid = v;
+            }
+            if let Some(v) = um.get(META_GID).and_then(|s| s.parse().ok()) {
+                p.gid = v;
+            }
+            p.mtime = um.get(META_MTIME).and_then(|s| parse_mtime(s));
+        }
+    }
+    p
+}
+
+/// The attributes the kernel sees for an entry. `size_override` is the current
+/// size of a file open for writing (unflushed writes count).
+pub fn to_attr(
+    ino: u64,
+    c: &Cached,
+    size_override: Option<u64>,
+    cfg: &FsConfig,
+    mount_time: SystemTime,
+) -> FileAttr {
+    let meta = c.meta.as_ref();
+    let (kind, default_mode, nlink) = match c.kind {
+        Kind::Dir => (FileType::Directory, cfg.dir_mode, 2),
+        Kind::File => (FileType::RegularFile, cfg.file_mode, 1),
+        Kind::Symlink => (FileType::Symlink, 0o777, 1),
+    };
+    let p = perms(meta, default_mode, cfg);
+    let size = match c.kind {
+        Kind::Dir => 4096,
+        _ => size_override.or(meta.map(|m| m.size)).unwrap_or(0),
+    };
+    let mtime = p.mtime.or(meta.map(|m| m.last_modified)).unwrap_or(mount_time);
+    FileAttr {
+        ino: INodeNo(ino),
+        size,
+        blocks: size.div_ceil(512),
+        atime: mtime,
+        mtime,
+        ctime: mtime,
+        crtime: mtime,
+        kind,
+        // symlink permissions are never checked by Linux; report the customary 0777
+        perm: if c.kind == Kind::Symlink { 0o777 } else { p.perm },
+        nlink,
+        uid: p.uid,
+        gid: p.gid,
+        rdev: 0,
+        blksize: BLKSIZE,
+        flags: 0,
+    }
+}
+
+pub fn file_type(k: Kind) -> FileType {
+    match k {
+        Kind::Dir => FileType::Directory,
+        Kind::File => FileType::RegularFile,
+        Kind::Symlink => FileType::Symlink,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn cfg(enable_perms: bool) -> FsConfig {
+        FsConfig {
+            uid: 1000,
+            gid: 100,
+            file_mode: 0o644,
+            dir_mode: 0o755,
+            stat_cache_ttl: Duration::from_secs(60),
+            type_cache_ttl: Duration::from_secs(60),
+            enable_perms,
+            read_only: false,
+        }
+    }
+
+    fn obj(size: u64, md: &[(&str, &str)]) -> ObjectMeta {
+        ObjectMeta {
+            key: "k".into(),
+            size,
+            etag: "e".into(),
+            last_modified: UNIX_EPOCH + Duration::from_secs(1_000_000),
+            content_type: None,
+            user_metadata: md.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect::<BTreeMap<_, _>>(),
+        }
+    }
+
+    #[test]
+    fn mtime_round_trips() {
+        let t = UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789);
+        assert_eq!(format_mtime(t), "1700000000.123456789");
+        assert_eq!(parse_mtime(&format_mtime(t)), Some(t));
+        assert_eq!(parse_mtime("5"), Some(UNIX_EPOCH + Duration::from_secs(5)));
+        assert_eq!(parse_mtime("1.5"), Some(UNIX_EPOCH + Duration::from_millis(1500)));
+        assert_eq!(parse_mtime("x"), None);
+        assert_eq!(parse_mtime("1.-5"), None);
+    }
+
+    #[test]
+    fn files_use_mount_defaults() {
+        let a = to_attr(7, &Cached::object(obj(1000, &[])), None, &cfg(false), UNIX_EPOCH);
+        assert_eq!(a.ino, INodeNo(7));
+        assert_eq!(
+            (a.kind, a.perm, a.uid, a.gid, a.size, a.nlink),
+            (FileType::RegularFile, 0o644, 1000, 100, 1000, 1)
+        );
+        assert_eq!(a.blocks, 2);
+        assert_eq!(a.mtime, UNIX_EPOCH + Duration::from_secs(1_000_000));
+        let grown = to_attr(7, &Cached::object(obj(1000, &[])), Some(5000), &cfg(false), UNIX_EPOCH);
+        assert_eq!(grown.size, 5000);
+    }
+
+    #[test]
+    fn perms_metadata_only_with_enable_perms() {
+        let md = [(META_MODE, "600"), (META_UID, "0"), (META_GID, "5"), (META_MTIME, "42.5")];
+        let c = Cached::object(obj(1, &md));
+        let off = to_attr(2, &c, None, &cfg(false), UNIX_EPOCH);
+        assert_eq!((off.perm, off.uid, off.gid), (0o644, 1000, 100));
+        let on = to_attr(2, &c, None, &cfg(true), UNIX_EPOCH);
+        assert_eq!((on.perm, on.uid, on.gid), (0o600, 0, 5));
+        assert_eq!(on.mtime, UNIX_EPOCH + Duration::from_millis(42_500));
+        // garbage is ignored, not trusted
+        let bad = Cached::object(obj(1, &[(META_MODE, "999999"), (META_UID, "-1")]));
+        let a = to_attr(2, &bad, None, &cfg(true), UNIX_EPOCH);
+        assert_eq!((a.perm, a.uid), (0o644, 1000));
+    }
+
+    #[test]
+    fn dirs_and_symlinks() {
+        let d = to_attr(1, &Cached::dir(None), None, &cfg(false), UNIX_EPOCH + Duration::from_secs(9));
+        assert_eq!((d.kind, d.perm, d.nlink), (FileType::Directory, 0o755, 2));
+        assert_eq!(d.mtime, UNIX_EPOCH + Duration::from_secs(9));
+        let s = Cached::object(obj(6, &[(META_TYPE, TYPE_SYMLINK)]));
+        assert_eq!(s.kind, Kind::Symlink);
+        let a = to_attr(3, &s, None, &cfg(false), UNIX_EPOCH);
+        assert_eq!((a.kind, a.perm, a.size), (FileType::Symlink, 0o777, 6));
+    }
+}

@@ -1,0 +1,257 @@
+//! Metadata caches: the stat cache and the type cache.
+//!
+//! Object stores charge a round trip (and often money) per request, and the
+//! kernel asks for attributes constantly, so the filesystem remembers what it
+//! learnt, keyed by path:
+//!
+//! - the **stat cache** keeps an entry's kind and object metadata for
+//!   `stat_cache_ttl`; listings prime it, so `ls -l` of a large directory costs
+//!   one LIST per 1000 entries rather than a HEAD per entry;
+//! - the **type cache** keeps only "file", "directory", "symlink" or "absent"
+//!   for `type_cache_ttl`: when the stat entry has expired, a known type lets a
+//!   lookup revalidate with one request (HEAD for a file, LIST for a directory)
+//!   instead of both, and a cached "absent" answers repeated misses (shells and
+//!   compilers probe many names that do not exist) without any request.
+//!
+//! Our own mutations invalidate the affected paths immediately; changes made by
+//! other clients become visible when the entries expire. A TTL of zero disables
+//! the corresponding cache. Both caches are LRUs of bounded size, behind
+//! `std::sync::Mutex`es that are never held across an `.await`.
+//!
+//! Listing entries are marked *incomplete*: S3-style listings return size,
+//! ETag and date but not user metadata, so they cannot tell a symlink (marked in
+//! user metadata) from a small file, nor carry `--enable-perms` attributes.
+//! Lookups trust an incomplete entry only when nothing it lacks could matter
+//! (see [`Cached::trustworthy`]) and otherwise issue a HEAD.
+
+use std::num::NonZeroUsize;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use lru::LruCache;
+
+use crate::backend::ObjectMeta;
+
+/// The largest symlink target we store (Linux PATH_MAX - 1); a listed object larger
+/// than this cannot be a symlink, so its listing entry is enough to answer `stat`.
+pub const SYMLINK_MAX: u64 = 4095;
+
+/// Entries kept per cache; enough for very large trees while bounding memory.
+const CAPACITY: usize = 256 * 1024;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    File,
+    Dir,
+    Symlink,
+}
+
+/// What we know about one path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cached {
+    pub kind: Kind,
+    /// The object (file, symlink) or the directory marker when one is known.
+    pub meta: Option<ObjectMeta>,
+    /// `meta` came with its user metadata (HEAD, our own writes), not from a listing.
+    pub complete: bool,
+}
+
+impl Cached {
+    pub fn dir(marker: Option<ObjectMeta>) -> Self {
+        Cached { kind: Kind::Dir, meta: marker, complete: true }
+    }
+
+    /// From a HEAD or a write: metadata is authoritative.
+    pub fn object(meta: ObjectMeta) -> Self {
+        let kind = if super::attr::is_symlink(&meta) { Kind::Symlink } else { Kind::File };
+        Cached { kind, meta: Some(meta), complete: true }
+    }
+
+    /// From a listing: user metadata may be missing. Backends that do return it in
+    /// listings (non-empty map) give complete entries.
+    pub fn listed(meta: ObjectMeta) -> Self {
+        let complete = !meta.user_metadata.is_empty();
+        let mut c = Cached::object(meta);
+        c.complete = complete;
+        c
+    }
+
+    /// Whether this entry can answer `stat` without a HEAD: complete, or a listed
+    /// object too large to be a symlink when permissions are not kept in metadata.
+    pub fn trustworthy(&self, enable_perms: bool) -> bool {
+        if self.complete || self.kind == Kind::Dir {
+            return true;
+        }
+        !enable_perms && self.meta.as_ref().is_some_and(|m| m.size > SYMLINK_MAX)
+    }
+}
+
+struct Ttl<V> {
+    ttl: Duration,
+    map: Mutex<LruCache<String, (V, Instant)>>,
+}
+
+impl<V: Clone> Ttl<V> {
+    fn new(ttl: Duration) -> Self {
+        Ttl { ttl, map: Mutex::new(LruCache::new(NonZeroUsize::new(CAPACITY).expect("non-zero"))) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<String, (V, Instant)>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn get(&self, k: &str) -> Option<V> {
+        let mut m = self.lock();
+        match m.get(k) {
+            Some((v, exp)) if *exp > Instant::now() => Some(v.clone()),
+            Some(_) => {
+                m.pop(k);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn put(&self, k: &str, v: V) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        self.lock().put(k.to_owned(), (v, Instant::now() + self.ttl));
+    }
+
+    fn remove(&self, k: &str) {
+        self.lock().pop(k);
+    }
+
+    fn remove_under(&self, prefix: &str) {
+        let mut m = self.lock();
+        let keys: Vec<String> =
+            m.iter().filter(|(k, _)| k.starts_with(prefix)).map(|(k, _)| k.clone()).collect();
+        for k in keys {
+            m.pop(&k);
+        }
+    }
+}
+
+/// The stat and type caches of one mount.
+pub struct MetaCache {
+    stats: Ttl<Cached>,
+    /// `None` = known absent (negative entry).
+    types: Ttl<Option<Kind>>,
+}
+
+impl MetaCache {
+    pub fn new(stat_ttl: Duration, type_ttl: Duration) -> Self {
+        MetaCache { stats: Ttl::new(stat_ttl), types: Ttl::new(type_ttl) }
+    }
+
+    pub fn stat(&self, path: &str) -> Option<Cached> {
+        self.stats.get(path)
+    }
+
+    /// `Some(Some(kind))`: known type; `Some(None)`: known absent; `None`: unknown.
+    pub fn kind(&self, path: &str) -> Option<Option<Kind>> {
+        self.types.get(path)
+    }
+
+    pub fn put(&self, path: &str, c: Cached) {
+        self.types.put(path, Some(c.kind));
+        self.stats.put(path, c);
+    }
+
+    pub fn put_absent(&self, path: &str) {
+        self.stats.remove(path);
+        self.types.put(path, None);
+    }
+
+    /// Forgets `path` (after we changed it).
+    pub fn invalidate(&self, path: &str) {
+        self.stats.remove(path);
+        self.types.remove(path);
+    }
+
+    /// Forgets `path` and everything below it (directory rename or removal).
+    pub fn invalidate_tree(&self, path: &str) {
+        self.invalidate(path);
+        let prefix = super::inode::dir_prefix(path);
+        self.stats.remove_under(&prefix);
+        self.types.remove_under(&prefix);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::time::SystemTime;
+
+    pub(crate) fn meta(key: &str, size: u64) -> ObjectMeta {
+        ObjectMeta {
+            key: key.into(),
+            size,
+            etag: "e".into(),
+            last_modified: SystemTime::UNIX_EPOCH,
+            content_type: None,
+            user_metadata: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn entries_expire() {
+        let c = MetaCache::new(Duration::from_millis(30), Duration::from_millis(30));
+        c.put("a", Cached::object(meta("a", 1)));
+        c.put_absent("b");
+        assert_eq!(c.stat("a").unwrap().meta.unwrap().size, 1);
+        assert_eq!(c.kind("a"), Some(Some(Kind::File)));
+        assert_eq!(c.kind("b"), Some(None));
+        assert_eq!(c.kind("c"), None);
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(c.stat("a").is_none());
+        assert_eq!(c.kind("b"), None);
+    }
+
+    #[test]
+    fn type_outlives_stat() {
+        let c = MetaCache::new(Duration::from_millis(10), Duration::from_secs(60));
+        c.put("a", Cached::dir(None));
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(c.stat("a").is_none());
+        assert_eq!(c.kind("a"), Some(Some(Kind::Dir)));
+    }
+
+    #[test]
+    fn zero_ttl_disables() {
+        let c = MetaCache::new(Duration::ZERO, Duration::ZERO);
+        c.put("a", Cached::object(meta("a", 1)));
+        c.put_absent("b");
+        assert!(c.stat("a").is_none());
+        assert_eq!(c.kind("b"), None);
+    }
+
+    #[test]
+    fn invalidation() {
+        let c = MetaCache::new(Duration::from_secs(60), Duration::from_secs(60));
+        for p in ["d", "d/x", "d/y/z", "dd"] {
+            c.put(p, Cached::object(meta(p, 1)));
+        }
+        c.invalidate_tree("d");
+        assert!(c.stat("d").is_none() && c.stat("d/x").is_none() && c.stat("d/y/z").is_none());
+        assert!(c.stat("dd").is_some());
+        c.invalidate("dd");
+        assert!(c.stat("dd").is_none() && c.kind("dd").is_none());
+    }
+
+    #[test]
+    fn listed_entries_are_trusted_only_when_safe() {
+        let small = Cached::listed(meta("s", 10));
+        assert!(!small.complete);
+        assert!(!small.trustworthy(false), "may be a symlink");
+        let big = Cached::listed(meta("b", SYMLINK_MAX + 1));
+        assert!(big.trustworthy(false));
+        assert!(!big.trustworthy(true), "permissions live in user metadata");
+        let mut m = meta("m", 10);
+        m.user_metadata.insert("bucketfs-type".into(), "symlink".into());
+        let with_meta = Cached::listed(m);
+        assert!(with_meta.complete && with_meta.kind == Kind::Symlink);
+    }
+}

@@ -1,0 +1,498 @@
+//! The filesystem operations, as async functions of paths and inode numbers.
+//!
+//! [`Fs`] holds everything one mount shares: the backend, the inode table, the
+//! metadata caches and the tables of open files and directories. Its methods
+//! return [`FsResult`] and know nothing about FUSE replies, so they can be unit
+//! tested against the in-memory backend; `mod.rs` only dispatches kernel
+//! requests to them and converts results into replies.
+//!
+//! This file has name resolution (lookup, getattr) and the namespace operations
+//! that touch one key (mkdir, rmdir, unlink, symlink, readlink). Open files are
+//! in `file.rs`, directory listings in `dir.rs`, renames in `rename.rs`, extended
+//! attributes in `xattr.rs`.
+//!
+//! Name resolution follows the key layout: the file `d/n` is the key `d/n`, the
+//! directory `d/n` exists when any key starts with `d/n/` (including its marker
+//! object `d/n/`). A lookup with nothing cached asks both questions at once
+//! (`tokio::join!` of a HEAD and a one-key LIST). When both a file `d/n` and keys
+//! under `d/n/` exist, the **directory wins** and the file is hidden, as in
+//! mountpoint-s3: hiding one object is better than hiding a whole tree.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use fuser::FileAttr;
+
+use super::attr::{self, to_attr};
+use super::cache::{Cached, Kind, MetaCache};
+use super::dir::DirStream;
+use super::file::OpenFile;
+use super::inode::{child_path, dir_prefix, validate_name, InodeTable, ROOT_INO};
+use super::{FsConfig, FsError, FsResult};
+use crate::backend::{ListRequest, ObjectMeta, PutOptions, StorageBackend};
+use crate::fs::handle::HandleContext;
+use crate::metrics::Metrics;
+
+/// The caller of an operation, for ownership of new entries under `--enable-perms`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// An entry handed to the kernel (it now holds one reference on `ino`).
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub attr: FileAttr,
+    /// How long the kernel may cache the entry and its attributes.
+    pub ttl: Duration,
+}
+
+pub struct Fs {
+    pub backend: Arc<dyn StorageBackend>,
+    pub cfg: FsConfig,
+    pub handles: Arc<HandleContext>,
+    pub inodes: InodeTable,
+    pub cache: MetaCache,
+    pub(super) files: Mutex<HashMap<u64, Arc<OpenFile>>>,
+    pub(super) dirs: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<DirStream>>>>,
+    next_fh: AtomicU64,
+    pub mount_time: SystemTime,
+}
+
+impl Fs {
+    pub fn new(backend: Arc<dyn StorageBackend>, cfg: FsConfig, handles: Arc<HandleContext>) -> Self {
+        Fs {
+            backend,
+            cache: MetaCache::new(cfg.stat_cache_ttl, cfg.type_cache_ttl),
+            cfg,
+            handles,
+            inodes: InodeTable::new(),
+            files: Mutex::default(),
+            dirs: Mutex::default(),
+            next_fh: AtomicU64::new(1),
+            mount_time: SystemTime::now(),
+        }
+    }
+
+    pub(super) fn next_fh(&self) -> u64 {
+        self.next_fh.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn metrics(&self) -> &Metrics {
+        &self.handles.metrics
+    }
+
+    pub(super) fn check_writable(&self) -> FsResult<()> {
+        if self.cfg.read_only {
+            Err(FsError::ReadOnly)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Path and kind of an inode the kernel gave us.
+    pub fn inode(&self, ino: u64) -> FsResult<(String, Kind)> {
+        self.inodes.get(ino).ok_or(FsError::StaleInode(ino))
+    }
+
+    /// Path of a directory inode.
+    pub(super) fn dir_path(&self, ino: u64) -> FsResult<String> {
+        match self.inode(ino)? {
+            (p, Kind::Dir) => Ok(p),
+            _ => Err(FsError::NotDir),
+        }
+    }
+
+    /// Validated path of `name` in directory `parent`.
+    pub(super) fn child(&self, parent: u64, name: &std::ffi::OsStr) -> FsResult<String> {
+        let dir = self.dir_path(parent)?;
+        let name = validate_name(name)?;
+        Ok(child_path(&dir, name))
+    }
+
+    pub(super) fn attr_of(&self, ino: u64, c: &Cached, size: Option<u64>) -> FileAttr {
+        to_attr(ino, c, size, &self.cfg, self.mount_time)
+    }
+
+    pub(super) fn ttl_for(&self, c: &Cached) -> Duration {
+        // Incomplete listing entries must come back to us (and get a HEAD) before
+        // the kernel relies on them.
+        if c.trustworthy(self.cfg.enable_perms) {
+            self.cfg.stat_cache_ttl
+        } else {
+            Duration::ZERO
+        }
+    }
+
+    /// Hands `path` to the kernel: takes an inode reference and builds the reply.
+    pub(super) fn entry(&self, path: &str, c: &Cached, size: Option<u64>) -> Entry {
+        let ino = self.inodes.remember(path, c.kind);
+        Entry { attr: self.attr_of(ino, c, size), ttl: self.cfg.stat_cache_ttl }
+    }
+
+    /// Finds out what `path` is, from the caches or the backend.
+    pub async fn resolve(&self, path: &str) -> FsResult<Cached> {
+        if path.is_empty() {
+            return Ok(Cached::dir(None));
+        }
+        if let Some(c) = self.cache.stat(path) {
+            if c.trustworthy(self.cfg.enable_perms) {
+                Metrics::inc(&self.metrics().stat_cache_hits);
+                return Ok(c);
+            }
+            // a listed small object: only a HEAD can tell a file from a symlink
+            if let Some(c) = self.revalidate_object(path).await? {
+                return Ok(c);
+            }
+        }
+        match self.cache.kind(path) {
+            Some(None) => {
+                Metrics::inc(&self.metrics().stat_cache_hits);
+                return Err(FsError::NotFound);
+            }
+            Some(Some(Kind::Dir)) => {
+                if let Some(c) = self.probe_dir(path).await? {
+                    return Ok(c);
+                }
+            }
+            Some(Some(_)) => {
+                if let Some(c) = self.revalidate_object(path).await? {
+                    return Ok(c);
+                }
+            }
+            None => {}
+        }
+        Metrics::inc(&self.metrics().stat_cache_misses);
+        let (head, dir) = tokio::join!(self.backend.head(path), self.probe_dir(path));
+        match (dir?, head) {
+            (Some(d), _) => Ok(d),
+            (None, Ok(m)) => {
+                let c = Cached::object(m);
+                self.cache.put(path, c.clone());
+                Ok(c)
+            }
+            (None, Err(e)) if e.is_not_found() => {
+                self.cache.put_absent(path);
+                Err(FsError::NotFound)
+            }
+            (None, Err(e)) => Err(e.into()),
+        }
+    }
+
+    /// HEADs a path believed to be an object. `None` when it is gone.
+    async fn revalidate_object(&self, path: &str) -> FsResult<Option<Cached>> {
+        match self.backend.head(path).await {
+            Ok(m) => {
+                let c = Cached::object(m);
+                self.cache.put(path, c.clone());
+                Ok(Some(c))
+            }
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Whether `path` is a directory (any key under `path/`); caches a positive answer.
+    async fn probe_dir(&self, path: &str) -> FsResult<Option<Cached>> {
+        let prefix = dir_prefix(path);
+        let req = ListRequest {
+            prefix: prefix.clone(),
+            delimiter: Some("/".into()),
+            max_keys: 1,
+            ..Default::default()
+        };
+        let page = self.backend.list(&req).await?;
+        if page.objects.is_empty() && page.common_prefixes.is_empty() {
+            return Ok(None);
+        }
+        let mut marker = page.objects.into_iter().find(|o| o.key == prefix);
+        if self.cfg.enable_perms && marker.as_ref().is_some_and(|m| m.user_metadata.is_empty()) {
+            // listings omit user metadata; the marker carries the directory's permissions
+            marker = Some(self.backend.head(&prefix).await?);
+        }
+        let c = Cached::dir(marker);
+        self.cache.put(path, c.clone());
+        Ok(Some(c))
+    }
+
+    /// Like [`Fs::resolve`], but an object's metadata is guaranteed to include its
+    /// user metadata (needed before rewriting it, which must preserve that metadata).
+    pub(super) async fn resolve_complete(&self, path: &str) -> FsResult<Cached> {
+        let c = self.resolve(path).await?;
+        if c.complete || c.kind == Kind::Dir {
+            return Ok(c);
+        }
+        self.revalidate_object(path).await?.ok_or(FsError::NotFound)
+    }
+
+    pub async fn lookup(&self, parent: u64, name: &std::ffi::OsStr) -> FsResult<Entry> {
+        let path = self.child(parent, name)?;
+        if let Some(f) = self.inodes.peek(&path).and_then(|ino| self.writer_of(ino)) {
+            // a file being written here is visible before it is committed
+            let c = self.cache.stat(&path).map(|c| f.overlay(c)).unwrap_or_else(|| f.pending_cached(&path));
+            return Ok(self.entry(&path, &c, Some(f.handle.size())));
+        }
+        let c = self.resolve(&path).await?;
+        let mut e = self.entry(&path, &c, None);
+        e.ttl = self.ttl_for(&c);
+        Ok(e)
+    }
+
+    pub async fn getattr(&self, ino: u64) -> FsResult<(FileAttr, Duration)> {
+        let ttl = self.cfg.stat_cache_ttl;
+        if ino == ROOT_INO {
+            return Ok((self.attr_of(ino, &Cached::dir(None), None), ttl));
+        }
+        let (path, kind) = self.inode(ino)?;
+        if let Some(f) = self.writer_of(ino) {
+            let c = self
+                .cache
+                .stat(&path)
+                .filter(|c| c.kind == kind)
+                .map(|c| f.overlay(c))
+                .unwrap_or_else(|| f.pending_cached(&path));
+            return Ok((self.attr_of(ino, &c, Some(f.handle.size())), ttl));
+        }
+        if !self.inodes.is_linked(ino) {
+            return Err(FsError::NotFound);
+        }
+        if kind == Kind::Dir {
+            // directory attributes are synthetic: no request needed to answer them
+            let c = self.cache.stat(&path).filter(|c| c.kind == Kind::Dir).unwrap_or(Cached::dir(None));
+            return Ok((self.attr_of(ino, &c, None), ttl));
+        }
+        let c = self.resolve(&path).await?;
+        if c.kind != kind {
+            // the name now refers to something else; the kernel will look it up again
+            return Err(FsError::NotFound);
+        }
+        Ok((self.attr_of(ino, &c, None), self.ttl_for(&c)))
+    }
+
+    pub fn forget(&self, ino: u64, n: u64) {
+        self.inodes.forget(ino, n);
+    }
+
+    /// User metadata recording who created an entry, under `--enable-perms`.
+    pub(super) fn owner_metadata(&self, mode: u32, umask: u32, who: Caller) -> BTreeMap<String, String> {
+        let mut md = BTreeMap::new();
+        if self.cfg.enable_perms {
+            md.insert(attr::META_MODE.into(), format!("{:o}", mode & !umask & 0o7777));
+            md.insert(attr::META_UID.into(), who.uid.to_string());
+            md.insert(attr::META_GID.into(), who.gid.to_string());
+        }
+        md
+    }
+
+    /// Fails with EEXIST when `path` exists here or in the backend.
+    pub(super) async fn ensure_absent(&self, path: &str) -> FsResult<()> {
+        if self.inodes.peek(path).and_then(|i| self.writer_of(i)).is_some() {
+            return Err(FsError::Exists);
+        }
+        match self.resolve(path).await {
+            Ok(_) => Err(FsError::Exists),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn mkdir(
+        &self,
+        parent: u64,
+        name: &std::ffi::OsStr,
+        mode: u32,
+        umask: u32,
+        who: Caller,
+    ) -> FsResult<Entry> {
+        self.check_writable()?;
+        let path = self.child(parent, name)?;
+        self.ensure_absent(&path).await?;
+        let opts = PutOptions { user_metadata: self.owner_metadata(mode, umask, who), ..Default::default() };
+        let marker = self.backend.put(&dir_prefix(&path), Bytes::new(), &opts).await?;
+        let c = Cached::dir(Some(marker));
+        self.cache.put(&path, c.clone());
+        Ok(self.entry(&path, &c, None))
+    }
+
+    /// mknod: regular files only (an empty object); devices, FIFOs and sockets
+    /// cannot be represented by an object.
+    pub async fn mknod(
+        &self,
+        parent: u64,
+        name: &std::ffi::OsStr,
+        mode: u32,
+        umask: u32,
+        who: Caller,
+    ) -> FsResult<Entry> {
+        if mode & libc::S_IFMT != libc::S_IFREG {
+            return Err(FsError::NotSupported("special files"));
+        }
+        self.check_writable()?;
+        let path = self.child(parent, name)?;
+        self.ensure_absent(&path).await?;
+        let opts = PutOptions { user_metadata: self.owner_metadata(mode, umask, who), ..Default::default() };
+        let meta = self.backend.put(&path, Bytes::new(), &opts).await?;
+        let c = Cached::object(meta);
+        self.cache.put(&path, c.clone());
+        Ok(self.entry(&path, &c, None))
+    }
+
+    /// Names of open files being written directly under directory `dir`.
+    pub(super) fn local_children(&self, dir: &str) -> Vec<String> {
+        let files: Vec<Arc<OpenFile>> = self.lock_files().values().cloned().collect();
+        let prefix = dir_prefix(dir);
+        let mut out = Vec::new();
+        for f in files {
+            if !f.writable || f.is_unlinked() || !self.inodes.is_linked(f.ino) {
+                continue;
+            }
+            if let Some((p, _)) = self.inodes.get(f.ino) {
+                if let Some(rest) = p.strip_prefix(&prefix) {
+                    if !rest.contains('/') {
+                        out.push(rest.to_owned());
+                    }
+                }
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Whether any open file is being written somewhere below directory `dir`.
+    fn has_local_descendants(&self, dir: &str) -> bool {
+        let prefix = dir_prefix(dir);
+        let files: Vec<Arc<OpenFile>> = self.lock_files().values().cloned().collect();
+        files.iter().any(|f| {
+            f.writable
+                && !f.is_unlinked()
+                && self.inodes.is_linked(f.ino)
+                && self.inodes.get(f.ino).is_some_and(|(p, _)| p.starts_with(&prefix))
+        })
+    }
+
+    /// Whether directory `path` has any entry besides its own marker.
+    pub(super) async fn dir_is_empty(&self, path: &str) -> FsResult<bool> {
+        if self.has_local_descendants(path) {
+            return Ok(false);
+        }
+        let prefix = dir_prefix(path);
+        let req = ListRequest {
+            prefix: prefix.clone(),
+            delimiter: Some("/".into()),
+            max_keys: 2,
+            ..Default::default()
+        };
+        let page = self.backend.list(&req).await?;
+        Ok(page.common_prefixes.is_empty() && page.objects.iter().all(|o| o.key == prefix))
+    }
+
+    pub async fn rmdir(&self, parent: u64, name: &std::ffi::OsStr) -> FsResult<()> {
+        self.check_writable()?;
+        let path = self.child(parent, name)?;
+        let c = self.resolve(&path).await?;
+        if c.kind != Kind::Dir {
+            return Err(FsError::NotDir);
+        }
+        if !self.dir_is_empty(&path).await? {
+            return Err(FsError::NotEmpty);
+        }
+        self.backend.delete(&dir_prefix(&path)).await?;
+        self.cache.invalidate_tree(&path);
+        self.cache.put_absent(&path);
+        self.inodes.unlink(&path);
+        Ok(())
+    }
+
+    pub async fn unlink(&self, parent: u64, name: &std::ffi::OsStr) -> FsResult<()> {
+        self.check_writable()?;
+        let path = self.child(parent, name)?;
+        let open = self.inodes.peek(&path).map(|ino| self.open_files_of(ino)).unwrap_or_default();
+        match self.resolve(&path).await {
+            Ok(c) if c.kind == Kind::Dir => return Err(FsError::IsDir),
+            Ok(_) => {}
+            // a file that only exists as an open, uncommitted handle
+            Err(e) if e.is_not_found() && open.iter().any(|f| f.writable) => {}
+            Err(e) => return Err(e),
+        }
+        // open handles must not resurrect the file when they are closed
+        for f in &open {
+            f.mark_unlinked();
+        }
+        self.backend.delete(&path).await?;
+        self.cache.put_absent(&path);
+        self.inodes.unlink(&path);
+        Ok(())
+    }
+
+    pub async fn symlink(
+        &self,
+        parent: u64,
+        name: &std::ffi::OsStr,
+        target: &std::path::Path,
+        who: Caller,
+    ) -> FsResult<Entry> {
+        self.check_writable()?;
+        let path = self.child(parent, name)?;
+        let target = target.to_str().ok_or(FsError::Invalid("symlink target is not UTF-8"))?;
+        if target.is_empty() || target.len() as u64 > super::cache::SYMLINK_MAX {
+            return Err(FsError::Invalid("symlink target length"));
+        }
+        self.ensure_absent(&path).await?;
+        let mut md = self.owner_metadata(0o777, 0, who);
+        md.remove(attr::META_MODE);
+        md.insert(attr::META_TYPE.into(), attr::TYPE_SYMLINK.into());
+        let opts = PutOptions { user_metadata: md, ..Default::default() };
+        let meta = self.backend.put(&path, Bytes::copy_from_slice(target.as_bytes()), &opts).await?;
+        let c = Cached::object(meta);
+        self.cache.put(&path, c.clone());
+        Ok(self.entry(&path, &c, None))
+    }
+
+    pub async fn readlink(&self, ino: u64) -> FsResult<Bytes> {
+        let (path, kind) = self.inode(ino)?;
+        if kind != Kind::Symlink {
+            return Err(FsError::Invalid("not a symlink"));
+        }
+        let r = self.backend.get_range(&path, None, &Default::default()).await?;
+        if !attr::is_symlink(&r.meta) {
+            return Err(FsError::Invalid("not a symlink"));
+        }
+        Ok(r.data)
+    }
+
+    pub(super) fn lock_files(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<OpenFile>>> {
+        self.files.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn lock_dirs(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<tokio::sync::Mutex<DirStream>>>> {
+        self.dirs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn open_files_of(&self, ino: u64) -> Vec<Arc<OpenFile>> {
+        self.lock_files().values().filter(|f| f.ino == ino).cloned().collect()
+    }
+
+    /// An open, writable, not unlinked handle of `ino`: its size is the file's size.
+    pub(super) fn writer_of(&self, ino: u64) -> Option<Arc<OpenFile>> {
+        self.lock_files().values().find(|f| f.ino == ino && f.writable && !f.is_unlinked()).cloned()
+    }
+}
+
+/// Placeholder metadata of a file that exists only as an open handle.
+pub(super) fn pending_meta(key: &str, mtime: SystemTime) -> ObjectMeta {
+    ObjectMeta {
+        key: key.to_owned(),
+        size: 0,
+        etag: String::new(),
+        last_modified: mtime,
+        content_type: None,
+        user_metadata: BTreeMap::new(),
+    }
+}

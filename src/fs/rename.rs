@@ -1,0 +1,182 @@
+//! rename(2) on an object store: copy, then delete.
+//!
+//! Object stores cannot rename. A file rename is a server-side copy followed by
+//! a delete of the source (or one native call when the backend advertises
+//! `Capabilities::rename`). A directory rename lists every key under the old
+//! prefix (no limit on their number), copies each one to the new prefix, and
+//! only when *all* copies succeeded deletes the originals. It is therefore
+//!
+//! - **not atomic**: other clients can see both trees, or a partial new tree,
+//!   while it runs;
+//! - **O(number of objects)** in requests and time;
+//! - **safe on failure**: if a copy fails the originals are untouched and the
+//!   copies made so far are removed (best effort); if deleting originals fails,
+//!   both trees exist and the error is returned.
+//!
+//! Flags: `RENAME_NOREPLACE` is honoured (checked before copying, so it is not
+//! atomic against other clients either); `RENAME_EXCHANGE` cannot be done
+//! without atomic multi-key operations and fails with EINVAL, as on other
+//! filesystems that lack it; `RENAME_WHITEOUT` likewise.
+//!
+//! Files open for writing follow the rename: their handles are re-keyed, so the
+//! next commit writes to the new name. An open file that a rename replaces is
+//! marked unlinked and discarded at close.
+
+use futures::stream::{self, StreamExt};
+
+use super::cache::Kind;
+use super::core::Fs;
+use super::inode::dir_prefix;
+use super::{FsError, FsResult};
+use crate::backend::{BackendError, ListRequest};
+
+/// Copies in flight during a directory rename.
+const RENAME_CONCURRENCY: usize = 16;
+/// Keys per `delete_many` call (the S3 DeleteObjects maximum).
+const DELETE_BATCH: usize = 1000;
+
+impl Fs {
+    pub async fn rename(
+        &self,
+        parent: u64,
+        name: &std::ffi::OsStr,
+        newparent: u64,
+        newname: &std::ffi::OsStr,
+        flags: u32,
+    ) -> FsResult<()> {
+        self.check_writable()?;
+        let noreplace = flags & libc::RENAME_NOREPLACE != 0;
+        if flags & !libc::RENAME_NOREPLACE != 0 {
+            return Err(FsError::Invalid("only RENAME_NOREPLACE is supported"));
+        }
+        let src = self.child(parent, name)?;
+        let dst = self.child(newparent, newname)?;
+        if src == dst {
+            return Ok(());
+        }
+        let src_ino = self.inodes.peek(&src);
+        let src_local = src_ino.and_then(|i| self.writer_of(i));
+        let src_kind = match self.resolve_complete(&src).await {
+            Ok(c) => Some(c.kind),
+            Err(e) if e.is_not_found() && src_local.is_some() => None, // only exists as an open handle
+            Err(e) => return Err(e),
+        };
+        let dst_local = self.inodes.peek(&dst).and_then(|i| self.writer_of(i));
+        let dst_kind = match self.resolve(&dst).await {
+            Ok(c) => Some(c.kind),
+            Err(e) if e.is_not_found() => dst_local.as_ref().map(|_| Kind::File),
+            Err(e) => return Err(e),
+        };
+        if noreplace && dst_kind.is_some() {
+            return Err(FsError::Exists);
+        }
+        let src_is_dir = src_kind == Some(Kind::Dir);
+        match dst_kind {
+            Some(Kind::Dir) if !src_is_dir => return Err(FsError::IsDir),
+            Some(Kind::File | Kind::Symlink) if src_is_dir => return Err(FsError::NotDir),
+            _ => {}
+        }
+        if dst_kind == Some(Kind::Dir) && !self.dir_is_empty(&dst).await? {
+            return Err(FsError::NotEmpty);
+        }
+        if src_is_dir {
+            self.rename_tree(&src, &dst).await?;
+        } else {
+            // whatever is open at the destination must not overwrite us at close
+            if let Some(i) = self.inodes.peek(&dst) {
+                for f in self.open_files_of(i) {
+                    f.mark_unlinked();
+                }
+            }
+            if src_kind.is_some() {
+                self.move_object(&src, &dst).await?;
+            }
+        }
+        self.cache.invalidate_tree(&src);
+        self.cache.invalidate_tree(&dst);
+        self.cache.put_absent(&src);
+        for (ino, path) in self.inodes.rename(&src, &dst) {
+            for f in self.open_files_of(ino) {
+                if f.writable {
+                    f.handle.set_key(path.clone());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn move_object(&self, src: &str, dst: &str) -> Result<(), BackendError> {
+        if self.backend.capabilities().rename {
+            return self.backend.rename(src, dst).await;
+        }
+        self.backend.copy(src, dst, None).await?;
+        self.backend.delete(src).await
+    }
+
+    /// Moves every key under `src/` to `dst/` (see the module header).
+    pub(super) async fn rename_tree(&self, src: &str, dst: &str) -> FsResult<()> {
+        let (sp, dp) = (dir_prefix(src), dir_prefix(dst));
+        let mut keys = Vec::new();
+        let mut token = None;
+        loop {
+            let req = ListRequest { prefix: sp.clone(), delimiter: None, continuation: token, max_keys: 0 };
+            let page = self.backend.list(&req).await?;
+            keys.extend(page.objects.into_iter().map(|o| o.key));
+            token = page.next_continuation;
+            if token.is_none() {
+                break;
+            }
+        }
+        let native = self.backend.capabilities().rename;
+        let target = |k: &str| format!("{dp}{}", &k[sp.len()..]);
+        // owned futures: borrowing `keys` inside `buffer_unordered` trips the
+        // higher-ranked `Send` check of the spawned task
+        let jobs: Vec<_> = keys
+            .iter()
+            .map(|k| {
+                let (backend, k, t) = (self.backend.clone(), k.clone(), target(k));
+                async move {
+                    let r = if native {
+                        backend.rename(&k, &t).await
+                    } else {
+                        backend.copy(&k, &t, None).await.map(|_| ())
+                    };
+                    (t, r)
+                }
+            })
+            .collect();
+        let results: Vec<(String, Result<(), BackendError>)> =
+            stream::iter(jobs).buffer_unordered(RENAME_CONCURRENCY).collect().await;
+        let mut first_err = None;
+        let mut done = Vec::new();
+        for (t, r) in results {
+            match r {
+                Ok(()) => done.push(t),
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = first_err {
+            if !native {
+                // leave the source as it was: remove the partial copy
+                for chunk in done.chunks(DELETE_BATCH) {
+                    if let Err(ce) = self.backend.delete_many(chunk).await {
+                        tracing::warn!(target: "bucketfs::fs", error = %ce, "cleanup after failed directory rename");
+                    }
+                }
+            }
+            return Err(e.into());
+        }
+        if !native {
+            for chunk in keys.chunks(DELETE_BATCH) {
+                let failed = self.backend.delete_many(chunk).await?;
+                if let Some((k, e)) = failed.into_iter().next() {
+                    tracing::error!(target: "bucketfs::fs", key = k, error = %e, "directory rename left originals behind");
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(())
+    }
+}
