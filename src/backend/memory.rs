@@ -51,6 +51,7 @@ impl MemoryBackend {
             max_parts: 10_000,
             rename: false,
             conditional_put: true,
+            list_metadata: false,
         })
     }
 

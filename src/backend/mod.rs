@@ -49,6 +49,9 @@ pub struct Capabilities {
     pub rename: bool,
     /// `PutOptions::if_none_match_any` / `if_match` are honoured atomically.
     pub conditional_put: bool,
+    /// Listing entries carry content type and user metadata (S3 listings do not), so
+    /// the filesystem can tell symlinks and `--enable-perms` attributes without a HEAD.
+    pub list_metadata: bool,
 }
 
 /// Metadata of one stored object.

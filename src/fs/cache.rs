@@ -67,10 +67,10 @@ impl Cached {
         Cached { kind, meta: Some(meta), complete: true }
     }
 
-    /// From a listing: user metadata may be missing. Backends that do return it in
-    /// listings (non-empty map) give complete entries.
-    pub fn listed(meta: ObjectMeta) -> Self {
-        let complete = !meta.user_metadata.is_empty();
+    /// From a listing: user metadata may be missing, unless the backend says its
+    /// listings carry it (`Capabilities::list_metadata`) or the entry has some.
+    pub fn listed(meta: ObjectMeta, list_metadata: bool) -> Self {
+        let complete = list_metadata || !meta.user_metadata.is_empty();
         let mut c = Cached::object(meta);
         c.complete = complete;
         c
@@ -243,15 +243,15 @@ mod tests {
 
     #[test]
     fn listed_entries_are_trusted_only_when_safe() {
-        let small = Cached::listed(meta("s", 10));
+        let small = Cached::listed(meta("s", 10), false);
         assert!(!small.complete);
         assert!(!small.trustworthy(false), "may be a symlink");
-        let big = Cached::listed(meta("b", SYMLINK_MAX + 1));
+        let big = Cached::listed(meta("b", SYMLINK_MAX + 1), false);
         assert!(big.trustworthy(false));
         assert!(!big.trustworthy(true), "permissions live in user metadata");
         let mut m = meta("m", 10);
         m.user_metadata.insert("bucketfs-type".into(), "symlink".into());
-        let with_meta = Cached::listed(m);
+        let with_meta = Cached::listed(m, false);
         assert!(with_meta.complete && with_meta.kind == Kind::Symlink);
     }
 }

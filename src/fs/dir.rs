@@ -238,7 +238,7 @@ impl DirStream {
             // a complete entry for the same version is better than the listing's
             Some(c) if c.complete && c.meta.as_ref().is_some_and(|m| m.etag == o.etag) => c,
             _ => {
-                let c = Cached::listed(o);
+                let c = Cached::listed(o, fs.backend.capabilities().list_metadata);
                 fs.cache.put(&path, c.clone());
                 c
             }

@@ -128,11 +128,17 @@ impl OpenFile {
 
     /// Records a content change: the file's mtime becomes the commit's date, so a
     /// stored `bucketfs-mtime` (from an earlier utimes) no longer applies.
-    fn touch(&self) {
+    /// Returns whether the options the next commit uses changed.
+    fn touch(&self) -> bool {
         let mut st = self.lock();
         st.mtime = SystemTime::now();
         st.written = true;
-        st.opts.user_metadata.remove(attr::META_MTIME);
+        st.opts.user_metadata.remove(attr::META_MTIME).is_some()
+    }
+
+    /// The options the next commit will write with.
+    fn upload_options(&self) -> PutOptions {
+        self.lock().opts.clone()
     }
 
     pub fn metadata(&self) -> std::collections::BTreeMap<String, String> {
@@ -189,7 +195,10 @@ impl Fs {
                 Err(e) => return Err(e),
             };
         let handle = FileHandle::open(self.handles.clone(), path, existing.clone(), mode);
-        Ok(self.register(OpenFile::new(ino, handle, mode.write, false, existing.as_ref())))
+        let f = OpenFile::new(ino, handle, mode.write, false, existing.as_ref());
+        // a multipart upload fixes its metadata when it starts: give it what commit will use
+        f.handle.set_upload_options(&f.upload_options()).await;
+        Ok(self.register(f))
     }
 
     pub async fn create(
@@ -230,6 +239,7 @@ impl Fs {
         let f = OpenFile::new(ino, handle, true, true, None);
         f.set_metadata(|md| md.extend(self.owner_metadata(mode, umask, who)));
         f.lock().opts_dirty = false;
+        f.handle.set_upload_options(&f.upload_options()).await;
         let c = f.pending_cached(&path);
         let fh = self.register(f);
         let e = Entry { attr: self.attr_of(ino, &c, Some(0)), ttl: self.cfg.stat_cache_ttl };
@@ -247,8 +257,10 @@ impl Fs {
         if !f.writable {
             return Err(FsError::BadHandle(fh));
         }
+        if f.touch() {
+            f.handle.set_upload_options(&f.upload_options()).await;
+        }
         let n = f.handle.write(offset, data).await?;
-        f.touch();
         Ok(n)
     }
 
