@@ -16,6 +16,7 @@
 //! UploadPartCopy) and it pins the copy to that version with
 //! `x-amz-copy-source-if-match`, so the returned metadata describes what was copied.
 
+use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart as SdkPart, MetadataDirective};
 use bytes::Bytes;
 use std::time::SystemTime;
@@ -126,7 +127,7 @@ pub(super) async fn complete(
         ))
         .build();
     let res = b
-        .run("complete_multipart", key, |c| {
+        .run_raw("complete_multipart", key, |c| {
             c.complete_multipart_upload()
                 .bucket(b.bucket())
                 .key(key)
@@ -137,20 +138,43 @@ pub(super) async fn complete(
                 .set_request_payer(b.payer())
                 .send()
         })
-        .await;
+        .await
+        .map(|out| bare_etag(out.e_tag()))
+        .or_else(|e| match completed_anyway(&e) {
+            Some(etag) => Ok(etag),
+            None => Err(b.map_err("complete_multipart", key, &e)),
+        });
     // A failed precondition or a missing upload ends the upload; other errors may be retried.
     if matches!(&res, Ok(_) | Err(BackendError::NoSuchUpload(_))) {
         forget(b, upload_id);
     }
-    let out = res?;
+    let etag = res?;
     Ok(ObjectMeta {
         key: key.to_owned(),
         size: sorted.iter().map(|p| p.size).sum(),
-        etag: bare_etag(out.e_tag()),
+        etag,
         last_modified: SystemTime::now(),
         content_type: opts.content_type.clone(),
         user_metadata: opts.user_metadata.clone(),
     })
+}
+
+/// S3 reports a failed completion as `200` with an `<Error>` body, and the SDK
+/// treats any `200` body it cannot parse as an error. Some servers (moto)
+/// answer a successful completion with another XML root element
+/// (`CompleteMultipartUploadResponse`); a `200` without `<Error>` is a success,
+/// whose ETag we take from the body.
+fn completed_anyway<E>(e: &SdkError<E>) -> Option<String> {
+    let SdkError::ServiceError(se) = e else { return None };
+    if se.raw().status().as_u16() != 200 {
+        return None;
+    }
+    let body = std::str::from_utf8(se.raw().body().bytes()?).ok()?;
+    if body.contains("<Error>") || !body.contains("CompleteMultipartUpload") {
+        return None;
+    }
+    let etag = body.split_once("<ETag>")?.1.split_once("</ETag>")?.0;
+    Some(bare_etag(Some(&etag.replace("&quot;", "\""))))
 }
 
 pub(super) async fn abort(b: &S3Backend, key: &str, upload_id: &str) -> BackendResult<()> {
