@@ -96,6 +96,16 @@ fn program_exists(check: &mut Command) -> bool {
     check.stdout(Stdio::null()).stderr(Stdio::null()).status().map(|s| s.success()).unwrap_or(false)
 }
 
+/// `weed` from PATH, else from pip's user-site bin (where a `--user` install puts it).
+fn weed_program() -> PathBuf {
+    if program_exists(Command::new("weed").arg("version")) {
+        return "weed".into();
+    }
+    let base = Command::new("python3").args(["-m", "site", "--user-base"]).output().ok();
+    let base = base.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default();
+    PathBuf::from(base).join("bin/weed")
+}
+
 pub struct Server {
     pub endpoint: String,
     pub pid: u32,
@@ -126,10 +136,8 @@ pub fn seaweed() -> &'static Server {
     static S: OnceLock<Server> = OnceLock::new();
     S.get_or_init(|| {
         hermetic_env();
-        assert!(
-            program_exists(Command::new("weed").arg("version")),
-            "SeaweedFS `weed` is not on PATH; {INSTALL_HINT}"
-        );
+        let weed = weed_program();
+        assert!(program_exists(Command::new(&weed).arg("version")), "SeaweedFS `weed` is not installed; {INSTALL_HINT}");
         let dir = tempfile::Builder::new().prefix("bucketfs-weed-").tempdir().unwrap().keep();
         let cfg = dir.join("s3.json");
         std::fs::write(
@@ -143,7 +151,7 @@ pub fn seaweed() -> &'static Server {
         std::fs::create_dir_all(&data).unwrap();
         let p: Vec<u16> = (0..4).map(|_| free_port()).collect();
         let g: Vec<u16> = (0..4).map(|_| free_port()).collect();
-        let mut cmd = Command::new("weed");
+        let mut cmd = Command::new(&weed);
         cmd.arg("server").args([
             format!("-dir={}", data.display()),
             "-ip=127.0.0.1".into(),
