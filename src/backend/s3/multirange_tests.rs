@@ -3,6 +3,9 @@
 //! variants, malformed input, and a small deterministic fuzz) and the
 //! whole-body collector.
 
+// One-range slices are the point of several tests.
+#![allow(clippy::single_range_in_vec_init)]
+
 use super::*;
 
 fn object(n: usize) -> Vec<u8> {
