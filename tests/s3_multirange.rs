@@ -28,6 +28,9 @@ enum Mode {
     Whole,
     /// 400 InvalidArgument.
     Reject,
+    /// Like AWS for a bucket in eu-central-1: requests signed for another
+    /// region get 301 with `x-amz-bucket-region`; then single-range answers.
+    Regional,
 }
 
 /// Byte `i` of the served object.
@@ -102,6 +105,7 @@ fn serve(
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
     let mut range = None;
+    let mut auth = String::new();
     loop {
         let mut line = String::new();
         reader.read_line(&mut line)?;
@@ -112,10 +116,26 @@ fn serve(
             if k.trim().eq_ignore_ascii_case("range") {
                 range = Some(v.trim().to_owned());
             }
+            if k.trim().eq_ignore_ascii_case("authorization") {
+                auth = v.trim().to_owned();
+            }
         }
     }
     let method = request_line.split_whitespace().next().unwrap_or("");
     let head = "ETag: \"v1\"\r\nLast-Modified: Sun, 01 Nov 2026 00:00:00 GMT\r\nConnection: close\r\n";
+    if mode == Mode::Regional && !auth.contains("/eu-central-1/s3/") {
+        let body = if method == "HEAD" {
+            ""
+        } else {
+            "<Error><Code>PermanentRedirect</Code><Message>use the right endpoint</Message></Error>"
+        };
+        write!(
+            conn,
+            "HTTP/1.1 301 Moved Permanently\r\nx-amz-bucket-region: eu-central-1\r\nConnection: close\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )?;
+        return Ok(());
+    }
     if method == "HEAD" {
         write!(conn, "HTTP/1.1 200 OK\r\n{head}Content-Length: 0\r\n\r\n")?;
         return Ok(());
@@ -135,7 +155,7 @@ fn serve(
             let body = "<?xml version=\"1.0\"?><Error><Code>InvalidArgument</Code><Message>multiple ranges</Message></Error>";
             write!(conn, "HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n{body}", body.len())
         }
-        (1, _) | (2.., Mode::FirstRangeOnly) => {
+        (1, _) | (2.., Mode::FirstRangeOnly | Mode::Regional) => {
             let (a, b) = clamp(ranges[0]);
             write!(
                 conn,
@@ -279,4 +299,24 @@ async fn unreachable_endpoint_fails_fast_and_names_it() {
     let msg = e.to_string();
     assert!(msg.contains(&endpoint), "{msg}");
     assert!(!msg.contains(SECRET_KEY) && !msg.contains(ACCESS_KEY), "{msg}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_region_is_corrected_from_the_bucket() {
+    let srv = start(Mode::Regional, 1000);
+    let cfg = S3Config { region: Some("us-west-2".into()), ..config(&srv.endpoint, "bk") };
+    let b = S3Backend::connect(cfg).await.unwrap();
+    assert_eq!(b.region(), "us-west-2");
+    b.check_bucket().await.expect("corrected, not fatal");
+    assert_eq!(b.region(), "eu-central-1");
+    let got = b.get_range("obj", Some(0..10), &GetOptions::default()).await.unwrap();
+    assert_eq!(&got.data[..], &expected(&(0..10), 1000)[..]);
+
+    // Also when the redirect comes on an ordinary request rather than at mount.
+    let b = S3Backend::connect(S3Config { region: Some("ap-south-1".into()), ..config(&srv.endpoint, "bk") })
+        .await
+        .unwrap();
+    let got = b.get_range("obj", Some(5..9), &GetOptions::default()).await.unwrap();
+    assert_eq!(&got.data[..], &expected(&(5..9), 1000)[..]);
+    assert_eq!(b.region(), "eu-central-1");
 }
