@@ -7,17 +7,21 @@ BIN := target/debug/bucketfs
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEB_PACKAGES := fuse3 libfuse3-dev pkg-config
 
-.PHONY: all build deps run test bench install uninstall clean fmt lint
+.PHONY: all build deps test-deps run test bench install uninstall clean fmt lint
 
 all: build
 
 # Debian packages the mount and the tests need; installed only when missing.
-deps:
+deps: test-deps
 	@if ! dpkg -s $(DEB_PACKAGES) >/dev/null 2>&1; then \
 		echo "installing $(DEB_PACKAGES)"; \
 		$(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEB_PACKAGES); \
 	fi
 	@$(CARGO) nextest --version >/dev/null 2>&1 || $(CARGO) install --locked cargo-nextest
+
+# Local S3 servers of the integration tests (moto, SeaweedFS), installed only when missing.
+test-deps:
+	scripts/test-servers.sh install
 
 build: deps
 	$(CARGO) build --bins

