@@ -12,7 +12,7 @@ DEB_PACKAGES := fuse3 libfuse3-dev pkg-config
 all: build
 
 # Debian packages the mount and the tests need; installed only when missing.
-deps: test-deps
+deps:
 	@if ! dpkg -s $(DEB_PACKAGES) >/dev/null 2>&1; then \
 		echo "installing $(DEB_PACKAGES)"; \
 		$(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEB_PACKAGES); \
@@ -34,7 +34,7 @@ run: build
 	$(BIN) -f --drives '$(DEMO)/drives/d{1...4}' local://demo $(DEMO)/mnt
 
 # Unit and integration tests share one dev build (integration tests use the same binary).
-test: deps
+test: deps test-deps
 	$(CARGO) nextest run --no-fail-fast
 
 bench: deps

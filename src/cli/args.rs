@@ -130,6 +130,19 @@ pub struct MountArgs {
     pub region: Option<String>,
     #[arg(long)]
     pub profile: Option<String>,
+    #[arg(long, help = "Virtual-host style addressing even with --endpoint")]
+    pub subdomain: bool,
+    #[arg(long = "no-sign-request", alias = "no_sign_request", help = "Anonymous access (public buckets)")]
+    pub no_sign_request: bool,
+    #[arg(long, help = "Server-side encryption with S3-managed keys (SSE-S3)")]
+    pub sse: bool,
+    #[arg(long = "sse-kms", alias = "sse_kms", num_args = 0..=1, default_missing_value = "", value_name = "KEY_ID",
+          help = "Server-side encryption with KMS (the bucket's default key if no KEY_ID)")]
+    pub sse_kms: Option<String>,
+    #[arg(long = "storage-class", alias = "storage_class")]
+    pub storage_class: Option<String>,
+    #[arg(long = "requester-pays", alias = "requester_pays")]
+    pub requester_pays: bool,
 
     // --- caching and memory ---
     #[arg(long = "stat-cache-ttl", alias = "stat_cache_ttl", value_parser = parse_duration, default_value = "1m")]

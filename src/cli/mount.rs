@@ -18,6 +18,7 @@ use super::daemon::{self, Readiness};
 use super::source::{parse_source, BackendKind, Source};
 use crate::backend::local::LocalBackend;
 use crate::backend::prefixed::PrefixedBackend;
+use crate::backend::s3::{config::S3Config, S3Backend};
 use crate::backend::StorageBackend;
 use crate::fs::handle::{HandleConfig, HandleContext};
 use crate::fs::{BucketFs, FsConfig};
@@ -47,7 +48,7 @@ pub fn run(args: MountArgs) -> Result<()> {
                 .ok_or_else(|| anyhow!("local:// needs --drives SPEC (or BUCKETFS_DRIVES), e.g. --drives '/data/d{{1...4}}'"))?;
             parse_drive_spec(&spec).map_err(|e| anyhow!("{e}"))?
         }
-        BackendKind::S3 => bail!("the S3 backend is not built yet (use local://BUCKET with --drives)"),
+        BackendKind::S3 => Vec::new(),
         BackendKind::Gcs => bail!("the Google Cloud Storage backend is not built yet"),
         BackendKind::Azure { .. } => bail!("the Azure Blob backend is not built yet"),
     };
@@ -107,7 +108,7 @@ fn serve(
         Ok(rt) => rt,
         Err(e) => return Err((anyhow!("cannot start the runtime: {e}"), readiness)),
     };
-    let backend = match open_backend(&rt, source, drives, args.parity) {
+    let backend = match open_backend(&rt, args, source, drives) {
         Ok(b) => b,
         Err(e) => return Err((e, readiness)),
     };
@@ -207,14 +208,30 @@ fn serve(
 
 fn open_backend(
     rt: &tokio::runtime::Runtime,
+    args: &MountArgs,
     source: &Source,
     drives: Vec<PathBuf>,
-    parity: Option<usize>,
 ) -> Result<Arc<dyn StorageBackend>> {
     let backend: Arc<dyn StorageBackend> = match source.kind {
         BackendKind::Local => {
-            let store = Store::open(StoreConfig { drives, parity }).map_err(|e| anyhow!("{e}"))?;
+            let store = Store::open(StoreConfig { drives, parity: args.parity }).map_err(|e| anyhow!("{e}"))?;
             Arc::new(LocalBackend::new(store, &source.bucket))
+        }
+        BackendKind::S3 => {
+            let cfg = S3Config {
+                bucket: source.bucket.clone(),
+                endpoint: args.endpoint.clone(),
+                subdomain: args.subdomain,
+                region: args.region.clone(),
+                profile: args.profile.clone(),
+                no_sign_request: args.no_sign_request,
+                sse: args.sse,
+                sse_kms: args.sse_kms.clone(),
+                storage_class: args.storage_class.clone(),
+                requester_pays: args.requester_pays,
+                debug: args.debug_s3,
+            };
+            Arc::new(rt.block_on(S3Backend::connect(cfg)).map_err(|e| anyhow!("{source}: {e}"))?)
         }
         _ => bail!("backend not built yet"),
     };

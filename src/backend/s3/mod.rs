@@ -285,6 +285,7 @@ impl StorageBackend for S3Backend {
             max_parts: 10_000,
             rename: false,
             conditional_put: true,
+            list_metadata: false,
         }
     }
 
