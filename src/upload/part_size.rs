@@ -118,6 +118,7 @@ mod tests {
             max_parts: parts,
             rename: false,
             conditional_put: true,
+            list_metadata: false,
         }
     }
 
