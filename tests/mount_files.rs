@@ -12,8 +12,8 @@ use common::*;
 #[test]
 fn round_trip_from_empty_to_200_mib() {
     let drives = Drives::new(4);
-    drives.make_bucket("rt");
-    let mut m = Mount::start(&drives, "rt", &[]);
+    drives.make_bucket("roundtrip");
+    let mut m = Mount::start(&drives, "roundtrip", &[]);
     let sizes: [usize; 10] =
         [0, 1, 4095, 4096, 100 << 10, (1 << 20) + 1, (8 << 20) - 1, (8 << 20) + 1, 33 << 20, 200 << 20];
     let src_dir = tempfile::tempdir_in(test_root()).unwrap();
@@ -33,7 +33,7 @@ fn round_trip_from_empty_to_200_mib() {
     }
     // persisted: a fresh mount reads the same bytes
     assert!(m.stop(), "clean stop");
-    let m2 = Mount::start(&drives, "rt", &[]);
+    let m2 = Mount::start(&drives, "roundtrip", &[]);
     for (i, &n) in sizes.iter().enumerate() {
         let got = fs::read(m2.path(&format!("dd{i}"))).unwrap();
         assert_eq!(got.len(), n);
@@ -44,8 +44,8 @@ fn round_trip_from_empty_to_200_mib() {
 #[test]
 fn random_writes_appends_overwrites_and_truncate() {
     let drives = Drives::new(4);
-    drives.make_bucket("rw");
-    let mut m = Mount::start(&drives, "rw", &[]);
+    drives.make_bucket("randomwrites");
+    let mut m = Mount::start(&drives, "randomwrites", &[]);
     let mut model = vec![0u8; 0];
     let p = m.path("random.bin");
     {
@@ -106,7 +106,7 @@ fn random_writes_appends_overwrites_and_truncate() {
     assert!(got[16..] == body[..], "body after header patch");
 
     assert!(m.stop());
-    let m2 = Mount::start(&drives, "rw", &[]);
+    let m2 = Mount::start(&drives, "randomwrites", &[]);
     assert!(fs::read(m2.path("random.bin")).unwrap() == model, "after remount");
 }
 

@@ -85,7 +85,9 @@ fn sigterm_commits_files_still_open_and_leaves_no_dead_mount() {
     let mut f = fs::File::create(m.path("open-at-stop")).unwrap();
     f.write_all(&data).unwrap();
     // the file is still open when the daemon is asked to stop
-    m.stop();
+    let t = Instant::now();
+    assert!(m.stop(), "clean exit on SIGTERM");
+    assert!(t.elapsed() < Duration::from_secs(15), "stop took {:?}", t.elapsed());
     assert!(!is_mounted(&m.mnt), "mountpoint left behind");
     assert!(fs::metadata(&m.mnt).unwrap().is_dir(), "mountpoint not usable after stop");
     drop(f);

@@ -198,8 +198,20 @@ fn serve(
             lazy_unmount(mountpoint);
         }
     }
-    if let Err(e) = bg.join() {
-        warn!("FUSE session ended with an error: {e}");
+    // After a lazy detach the kernel keeps the session until the last open file is
+    // closed; everything is committed by now, so wait briefly and then exit (closing
+    // /dev/fuse ends the session) rather than hang on an application's open file.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !bg.guard.is_finished() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if bg.guard.is_finished() {
+        if let Err(e) = bg.join() {
+            warn!("FUSE session ended with an error: {e}");
+        }
+    } else {
+        warn!("files still open on the detached mount; exiting (their content was committed)");
+        std::process::exit(0);
     }
     // Uploads still running in the runtime have been committed above; give stragglers a moment.
     rt.shutdown_timeout(Duration::from_secs(5));
