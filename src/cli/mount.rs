@@ -159,9 +159,12 @@ fn serve(
         Ok(s) => s,
         Err(e) => return Err((anyhow!("cannot mount on {}: {e}", mountpoint.display()), readiness)),
     };
+    // Run the session on our own thread rather than `Session::spawn`: spawn moves the
+    // mount out of the slot `unmount_callable` shares, which made our SIGTERM unmount a
+    // silent no-op and left a dead mountpoint behind.
     let mut unmounter = session.unmount_callable();
-    let bg = match session.spawn() {
-        Ok(bg) => bg,
+    let session_thread = match std::thread::Builder::new().name("fuse-session".into()).spawn(move || session.run()) {
+        Ok(t) => t,
         Err(e) => return Err((anyhow!("cannot start the FUSE session: {e}"), readiness)),
     };
     info!(source = %source, mountpoint = %mountpoint.display(), "mounted");
@@ -183,7 +186,7 @@ fn serve(
             tokio::select! {
                 _ = term.recv() => return true,
                 _ = int.recv() => return true,
-                _ = tick.tick() => if bg.guard.is_finished() { return false },
+                _ = tick.tick() => if session_thread.is_finished() { return false },
             }
         }
     });
@@ -202,12 +205,14 @@ fn serve(
     // closed; everything is committed by now, so wait briefly and then exit (closing
     // /dev/fuse ends the session) rather than hang on an application's open file.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while !bg.guard.is_finished() && std::time::Instant::now() < deadline {
+    while !session_thread.is_finished() && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
-    if bg.guard.is_finished() {
-        if let Err(e) = bg.join() {
-            warn!("FUSE session ended with an error: {e}");
+    if session_thread.is_finished() {
+        match session_thread.join() {
+            Ok(Err(e)) => warn!("FUSE session ended with an error: {e}"),
+            Err(_) => warn!("FUSE session thread panicked"),
+            Ok(Ok(())) => {}
         }
     } else {
         warn!("files still open on the detached mount; exiting (their content was committed)");
