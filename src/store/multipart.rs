@@ -112,6 +112,7 @@ impl Store {
         };
         let json = serde_json::to_vec(&u).map_err(|e| StoreError::InvalidArgument(e.to_string()))?;
         let res = self.par_slots(&self.all_slots(), |slot| {
+            self.check_online(slot)?;
             let dir = self.upload_dir(slot, bucket, &id);
             fs::create_dir_all(dir.join("data")).ctx(&dir)?;
             write_file_durable(&dir.join("upload.json"), &json)

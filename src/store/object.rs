@@ -115,10 +115,19 @@ fn next_block(r: &mut dyn Read) -> StoreResult<Vec<u8>> {
 /// producer never blocks on a failed drive.
 fn shard_writer(
     path: &Path,
+    online: bool,
     shard: usize,
     rx: std::sync::mpsc::Receiver<Arc<EncodedBlock>>,
 ) -> StoreResult<()> {
     let mut res: StoreResult<BufWriter<File>> = (|| {
+        if !online {
+            return Err(StoreError::Quorum {
+                kind: "write",
+                got: 0,
+                need: 1,
+                detail: "drive offline".into(),
+            });
+        }
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir).ctx(dir)?;
         }
@@ -151,6 +160,20 @@ fn shard_writer(
 impl Store {
     pub(crate) fn obj_dir(&self, slot: usize, bucket: &str, rel: &Path) -> PathBuf {
         self.drives[slot].join(bucket).join(rel)
+    }
+
+    /// Fails for a drive whose directory vanished, so that no write recreates it.
+    pub(crate) fn check_online(&self, slot: usize) -> StoreResult<()> {
+        if self.drive_online(slot) {
+            Ok(())
+        } else {
+            Err(StoreError::Quorum {
+                kind: "write",
+                got: 0,
+                need: 1,
+                detail: format!("drive {} is offline", self.drives[slot].display()),
+            })
+        }
     }
 
     pub(crate) fn tmp_dir(&self, slot: usize, tmp_id: &str) -> PathBuf {
@@ -225,8 +248,9 @@ impl Store {
             for (shard, &slot) in dist.iter().enumerate() {
                 let (tx, rx) = sync_channel::<Arc<EncodedBlock>>(2);
                 let path = self.tmp_dir(slot, &tmp_id).join(rel_file);
+                let online = self.drive_online(slot);
                 txs.push(Some(tx));
-                handles.push((slot, s.spawn(move || shard_writer(&path, shard, rx))));
+                handles.push((slot, s.spawn(move || shard_writer(&path, online, shard, rx))));
             }
             let (mtx, mrx) = sync_channel::<(Arc<EncodedBlock>, usize)>(2);
             let md5h = s.spawn(move || {
@@ -264,6 +288,8 @@ impl Store {
                 }
             }
             drop(feed);
+            // Closing the channels is what ends the writer threads.
+            drop(txs);
             drop(mtx);
             let md5 = md5h.join().unwrap_or_default();
             let mut results: Vec<Option<StoreResult<()>>> = (0..n).map(|_| None).collect();
@@ -396,6 +422,7 @@ impl Store {
                 (Some(frames), Some(shard)) => &frames[shard],
                 _ => &[],
             };
+            self.check_online(slot)?;
             let dir = self.tmp_dir(slot, &c.tmp_id);
             fs::create_dir_all(&dir).ctx(&dir)?;
             let p = dir.join(META_FILE);
