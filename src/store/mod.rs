@@ -27,6 +27,7 @@ pub mod meta;
 pub mod multipart;
 pub mod object;
 pub mod paths;
+mod read;
 
 use std::fs;
 use std::path::{Path, PathBuf};

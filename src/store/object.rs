@@ -24,6 +24,7 @@ use std::fs::{self, File};
 use std::io::{BufWriter, Read, Write};
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::sync_channel;
 use std::sync::Arc;
@@ -41,6 +42,9 @@ use crate::backend::{GetOptions, ObjectMeta, PutOptions};
 
 /// Objects whose shard file would be at most this big live inside `%meta`.
 pub const INLINE_MAX: u64 = 128 * 1024;
+
+/// Bytes of a shard file after which its writeback is started.
+const WRITEBACK_STEP: u64 = 4 << 20;
 
 /// The version of an object chosen by a read.
 pub(crate) struct Resolved {
@@ -133,12 +137,28 @@ fn shard_writer(
         }
         Ok(BufWriter::with_capacity(64 * 1024, File::create(path).ctx(path)?))
     })();
+    let (mut written, mut started) = (0u64, 0u64);
     for blk in rx {
         if let Ok(w) = res.as_mut() {
             let chunk = blk.shard(shard);
             let r = w.write_all(&bitrot::hash(chunk)).and_then(|_| w.write_all(chunk));
             if let Err(e) = r {
                 res = Err(StoreError::io(path, e));
+                continue;
+            }
+            written += (HASH_LEN + chunk.len()) as u64;
+            // Start writeback early so the final fsync does not wait for the whole file.
+            if written - started >= WRITEBACK_STEP && w.flush().is_ok() {
+                // SAFETY: plain syscall on a descriptor we own; failure only loses the hint.
+                unsafe {
+                    libc::sync_file_range(
+                        w.get_ref().as_raw_fd(),
+                        started as i64,
+                        (written - started) as i64,
+                        libc::SYNC_FILE_RANGE_WRITE,
+                    );
+                }
+                started = written;
             }
         }
     }
@@ -630,83 +650,6 @@ impl Store {
         }
         let data = self.read_resolved(bucket, key, &r, ranges)?;
         Ok((info(key, &r.meta), data))
-    }
-
-    /// Reads ranges of a resolved version.
-    pub(crate) fn read_resolved(
-        &self,
-        bucket: &str,
-        key: &str,
-        r: &Resolved,
-        ranges: &[Range<u64>],
-    ) -> StoreResult<Vec<Vec<u8>>> {
-        let m = &r.meta;
-        let rel = paths::key_to_relpath(key)?;
-        let ranges: Vec<Range<u64>> = ranges
-            .iter()
-            .map(|x| {
-                let s = x.start.min(m.size);
-                s..x.end.clamp(s, m.size)
-            })
-            .collect();
-        // Start offset of every part.
-        let mut offs = Vec::with_capacity(m.parts.len());
-        let mut o = 0u64;
-        for p in &m.parts {
-            offs.push(o);
-            o += p.size;
-        }
-        let mut needed: Vec<std::collections::BTreeSet<u64>> = vec![Default::default(); m.parts.len()];
-        for x in &ranges {
-            let mut pos = x.start;
-            while pos < x.end {
-                let pi = offs.partition_point(|&po| po <= pos) - 1;
-                let b = (pos - offs[pi]) / BLOCK_SIZE as u64;
-                needed[pi].insert(b);
-                pos = (offs[pi] + (b + 1) * BLOCK_SIZE as u64).min(offs[pi] + m.parts[pi].size);
-            }
-        }
-        let mut damaged = r.damaged;
-        let mut blocks: Vec<std::collections::HashMap<u64, Vec<Vec<u8>>>> = Vec::with_capacity(m.parts.len());
-        for (pi, set) in needed.iter().enumerate() {
-            if set.is_empty() {
-                blocks.push(Default::default());
-                continue;
-            }
-            let list: Vec<u64> = set.iter().copied().collect();
-            let got = self.read_part_blocks(bucket, &rel, r, pi, &list, &mut damaged)?;
-            blocks.push(list.into_iter().zip(got).collect());
-        }
-        if damaged {
-            self.queue_heal(bucket, key);
-        }
-        let mut out = Vec::with_capacity(ranges.len());
-        for x in &ranges {
-            let mut buf = Vec::with_capacity((x.end - x.start) as usize);
-            let mut pos = x.start;
-            while pos < x.end {
-                let pi = offs.partition_point(|&po| po <= pos) - 1;
-                let in_part = pos - offs[pi];
-                let b = in_part / BLOCK_SIZE as u64;
-                let mut in_block = (in_part % BLOCK_SIZE as u64) as usize;
-                let layout = PartLayout { size: m.parts[pi].size, data: m.erasure.data };
-                let block_end = layout.block_len(b);
-                let chunks =
-                    blocks[pi].get(&b).ok_or_else(|| StoreError::Corrupt("block not read".into()))?;
-                let cl = layout.chunk_len(b);
-                let want_end = ((x.end - pos) as usize + in_block).min(block_end);
-                while in_block < want_end {
-                    let c = in_block / cl;
-                    let co = in_block % cl;
-                    let take = (cl - co).min(want_end - in_block);
-                    buf.extend_from_slice(&chunks[c][co..co + take]);
-                    in_block += take;
-                    pos += take as u64;
-                }
-            }
-            out.push(buf);
-        }
-        Ok(out)
     }
 
     /// Reads the verified chunk of `shard` for each block, `None` where missing or corrupt.
