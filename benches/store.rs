@@ -17,7 +17,7 @@ use bucketfs::store::{Store, StoreConfig};
 
 const MIB: f64 = 1024.0 * 1024.0;
 const OBJ: usize = 64 << 20;
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 
 fn evict(path: &Path) {
     if path.is_dir() {
