@@ -347,7 +347,7 @@ fn multipart_in_one_process() {
         .get_object_ranges(
             "bkt",
             "mp/obj",
-            &[(5 * MIB as u64 - 2)..(5 * MIB as u64 + 2)],
+            std::slice::from_ref(&((5 * MIB as u64 - 2)..(5 * MIB as u64 + 2))),
             &GetOptions::default(),
         )
         .unwrap();

@@ -70,6 +70,8 @@ pub struct Store {
     /// Slots formatted as empty replacements and not yet fully healed: their
     /// "not found" answers mean nothing.
     healing: Vec<AtomicBool>,
+    /// A trash purge is already queued (deletes are frequent; one purge serves all).
+    purge_queued: AtomicBool,
     _locks: Vec<DriveLock>,
 }
 
@@ -120,6 +122,7 @@ impl Store {
             deployment_id: fr.deployment_id,
             key_locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             bg: Mutex::new(None),
+            purge_queued: AtomicBool::new(false),
             healing: (0..n).map(|s| AtomicBool::new(fr.replaced.contains(&s))).collect(),
             _locks: locks,
         });
@@ -220,7 +223,9 @@ impl Store {
         let dst = drive.join(SYS_DIR).join("trash").join(uuid::Uuid::new_v4().simple().to_string());
         match fs::rename(path, &dst) {
             Ok(()) => {
-                self.schedule(BgTask::PurgeTrash);
+                if !self.purge_queued.swap(true, Ordering::AcqRel) {
+                    self.schedule(BgTask::PurgeTrash);
+                }
                 Ok(())
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -363,7 +368,10 @@ fn background(store: Weak<Store>, rx: Receiver<BgTask>) {
         };
         let Some(s) = store.upgrade() else { return };
         match task {
-            BgTask::PurgeTrash => s.purge_trash(),
+            BgTask::PurgeTrash => {
+                s.purge_queued.store(false, Ordering::Release);
+                s.purge_trash()
+            }
             BgTask::HealObject { bucket, key } => {
                 if let Err(e) = s.heal_object(&bucket, &key, true) {
                     tracing::warn!(bucket, key, error = %e, "background heal failed");

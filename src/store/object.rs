@@ -307,7 +307,6 @@ impl Store {
                     Err(e) => res = Err(e),
                 }
             }
-            drop(feed);
             // Closing the channels is what ends the writer threads.
             drop(txs);
             drop(mtx);
@@ -852,7 +851,7 @@ impl Read for ObjectReader<'_> {
             let end = (self.pos + BLOCK_SIZE as u64).min(self.r.meta.size);
             let mut v = self
                 .store
-                .read_resolved(self.bucket, self.key, self.r, &[self.pos..end])
+                .read_resolved(self.bucket, self.key, self.r, std::slice::from_ref(&(self.pos..end)))
                 .map_err(std::io::Error::other)?;
             self.buf = v.pop().unwrap_or_default();
             self.at = 0;
