@@ -98,6 +98,7 @@ fn sigkill_mid_write_leaves_old_or_new_never_partial() {
         let s = open(&d);
         s.make_bucket("bkt").unwrap();
         s.put_object("bkt", "hot", &content(0), &PutOptions::default()).unwrap();
+        s.close();
     }
     let mut seen = std::collections::BTreeSet::new();
     for round in 0..6u64 {
@@ -136,6 +137,8 @@ fn sigkill_mid_write_leaves_old_or_new_never_partial() {
         }
         let sum = s.heal(None, true).unwrap();
         assert_eq!(sum.failed, 0, "round {round}: {sum}");
+        // Release the drives (including any heal the reads queued) for the next child.
+        s.close();
     }
     // The child did make progress at least once (otherwise the test proves nothing).
     assert!(seen.iter().any(|&g| g > 0), "writer never completed a write: {seen:?}");
@@ -145,7 +148,7 @@ fn sigkill_mid_write_leaves_old_or_new_never_partial() {
 fn second_process_gets_a_lock_error_naming_the_holder() {
     let tmp = tempfile::tempdir().unwrap();
     let d = drives(tmp.path(), 4);
-    drop(open(&d));
+    open(&d).close();
     let mut child = spawn_child("holder", tmp.path());
     wait_for(&tmp.path().join("ready"));
     let err = Store::open(StoreConfig { drives: d.clone(), parity: None }).unwrap_err();
@@ -172,6 +175,7 @@ fn multipart_parts_from_two_processes() {
         s.make_bucket("bkt").unwrap();
         let id = s.create_multipart_upload("bkt", "mp", &PutOptions::default()).unwrap();
         s.put_part("bkt", "mp", &id, 1, &mut &p1[..]).unwrap();
+        s.close();
         id
     };
     std::fs::write(tmp.path().join("upload-id"), &id).unwrap();

@@ -67,11 +67,14 @@ pub struct Store {
     /// In-process per-key write locks (striped). Cross-process exclusion is the drive flock.
     key_locks: Vec<Mutex<()>>,
     bg: Mutex<Option<Sender<BgTask>>>,
+    bg_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Slots formatted as empty replacements and not yet fully healed: their
     /// "not found" answers mean nothing.
     healing: Vec<AtomicBool>,
     /// A trash purge is already queued (deletes are frequent; one purge serves all).
     purge_queued: AtomicBool,
+    /// Set by `close`: the worker skips whatever is still queued.
+    closing: AtomicBool,
     _locks: Vec<DriveLock>,
 }
 
@@ -122,7 +125,9 @@ impl Store {
             deployment_id: fr.deployment_id,
             key_locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             bg: Mutex::new(None),
+            bg_thread: Mutex::new(None),
             purge_queued: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
             healing: (0..n).map(|s| AtomicBool::new(fr.replaced.contains(&s))).collect(),
             _locks: locks,
         });
@@ -138,10 +143,11 @@ impl Store {
         let (tx, rx) = mpsc::channel();
         *store.bg.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
         let weak = Arc::downgrade(&store);
-        std::thread::Builder::new()
+        let handle = std::thread::Builder::new()
             .name("bucketfs-store-bg".into())
             .spawn(move || background(weak, rx))
             .map_err(|e| StoreError::io(Path::new("background thread"), e))?;
+        *store.bg_thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
         store.schedule(BgTask::PurgeTrash);
         if !fr.replaced.is_empty() {
             store.schedule(BgTask::HealAll);
@@ -367,6 +373,9 @@ fn background(store: Weak<Store>, rx: Receiver<BgTask>) {
             Err(RecvTimeoutError::Disconnected) => return,
         };
         let Some(s) = store.upgrade() else { return };
+        if s.closing.load(Ordering::Acquire) {
+            return;
+        }
         match task {
             BgTask::PurgeTrash => {
                 s.purge_queued.store(false, Ordering::Release);
@@ -385,11 +394,26 @@ fn background(store: Weak<Store>, rx: Receiver<BgTask>) {
     }
 }
 
+impl Store {
+    /// Stops the background worker, waiting for its current task (a heal can
+    /// take a while). Afterwards dropping the last `Arc` releases the drive
+    /// locks at once; without it they are released when the worker finishes
+    /// its task. Call before handing the drives to another process.
+    pub fn close(&self) {
+        self.closing.store(true, Ordering::Release);
+        self.bg.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let handle = self.bg_thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(h) = handle {
+            if h.thread().id() != std::thread::current().id() {
+                let _ = h.join();
+            }
+        }
+    }
+}
+
 impl Drop for Store {
     fn drop(&mut self) {
         // Dropping the sender ends the background thread.
-        if let Ok(mut g) = self.bg.lock() {
-            g.take();
-        }
+        self.close();
     }
 }
