@@ -15,9 +15,11 @@
 //!
 //! Module map: [`drives`] (spec, lock, format.json), [`paths`] (key -> path),
 //! [`erasure`] + [`bitrot`] (coding and hashing), [`meta`] (metadata file),
-//! [`object`] (put/get/delete/copy), [`list`], [`multipart`], [`heal`].
+//! [`object`] (put/get/delete/copy, with `write.rs`, `commit.rs`, `read.rs`),
+//! [`list`], [`multipart`], [`heal`].
 
 pub mod bitrot;
+mod commit;
 pub mod drives;
 pub mod erasure;
 pub mod error;
@@ -28,6 +30,7 @@ pub mod multipart;
 pub mod object;
 pub mod paths;
 mod read;
+mod write;
 
 use std::fs;
 use std::path::{Path, PathBuf};

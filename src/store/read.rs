@@ -18,11 +18,23 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use super::bitrot::{self, PartLayout, HASH_LEN};
+use super::erasure::Erasure;
 use super::erasure::BLOCK_SIZE;
+use super::error::StoreError;
 use super::error::StoreResult;
-use super::object::Resolved;
-use super::paths::{self, DATA_DIR_PREFIX};
+use super::meta::{self, ObjMeta};
+use super::paths::{self, DATA_DIR_PREFIX, META_FILE, PREV_META_FILE};
 use super::Store;
+
+/// The version of an object chosen by a read.
+pub(crate) struct Resolved {
+    pub meta: ObjMeta,
+    /// Per slot: this version's inline shard bytes (empty if not inline) when the
+    /// drive holds this version's metadata.
+    pub holders: Vec<Option<Vec<u8>>>,
+    /// Some drive lacks this version or has unreadable metadata.
+    pub damaged: bool,
+}
 
 /// One piece of an output range that lives in one chunk.
 struct Seg<'a> {
@@ -185,5 +197,179 @@ impl Store {
             }
         }
         failed
+    }
+
+    /// Reads every drive's metadata and picks the newest version with read quorum.
+    pub(crate) fn resolve(&self, bucket: &str, key: &str, with_inline: bool) -> StoreResult<Resolved> {
+        let rel = paths::key_to_relpath(key)?;
+        let n = self.drives.len();
+        // (meta, per-slot inline) per version
+        let mut cands: Vec<(ObjMeta, Vec<Option<Vec<u8>>>)> = Vec::new();
+        let mut errors = 0usize;
+        let mut bad_meta = false;
+        let mut add = |m: ObjMeta, inline: Vec<u8>, slot: usize| match cands
+            .iter_mut()
+            .find(|(c, _)| c.version_id == m.version_id)
+        {
+            Some((_, h)) => {
+                if h[slot].is_none() {
+                    h[slot] = Some(inline)
+                }
+            }
+            None => {
+                let mut h = vec![None; n];
+                h[slot] = Some(inline);
+                cands.push((m, h));
+            }
+        };
+        for slot in 0..n {
+            let dir = self.obj_dir(slot, bucket, &rel);
+            match meta::read(&dir.join(META_FILE), with_inline) {
+                Ok(Ok((m, i))) => add(m, i, slot),
+                Ok(Err(e)) => {
+                    tracing::warn!(drive = slot, bucket, key, error = %e, "bad metadata");
+                    bad_meta = true;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {}
+                Err(_) => errors += 1,
+            }
+            // Only present while a commit is in flight or was interrupted.
+            if let Ok(Ok((m, i))) = meta::read(&dir.join(PREV_META_FILE), with_inline) {
+                add(m, i, slot);
+            }
+        }
+        cands.sort_by(|a, b| (b.0.mtime_ns, &b.0.version_id).cmp(&(a.0.mtime_ns, &a.0.version_id)));
+        let max_found = cands.iter().map(|(_, h)| h.iter().flatten().count()).max().unwrap_or(0);
+        for (m, holders) in cands.iter() {
+            let count = holders.iter().flatten().count();
+            if count >= m.erasure.data {
+                let damaged = bad_meta || count < n;
+                return Ok(Resolved { meta: m.clone(), holders: holders.clone(), damaged });
+            }
+        }
+        let need = cands.iter().map(|(m, _)| m.erasure.data).min().unwrap_or(self.data);
+        let unknown = errors + (0..n).filter(|&s| !self.drive_online(s) || self.is_healing(s)).count();
+        // The object may exist on the drives we could not read: then we cannot say.
+        if unknown > 0 && max_found + unknown >= need {
+            return Err(StoreError::Quorum {
+                kind: "read",
+                got: max_found,
+                need,
+                detail: format!("{bucket}/{key}: {unknown} drive(s) offline or failing"),
+            });
+        }
+        Err(StoreError::NotFound { bucket: bucket.into(), key: key.into() })
+    }
+
+    /// Reads the verified chunk of `shard` for each block, `None` where missing or corrupt.
+    fn read_shard_chunks(
+        &self,
+        bucket: &str,
+        rel: &Path,
+        r: &Resolved,
+        part: usize,
+        shard: usize,
+        blocks: &[u64],
+    ) -> Vec<Option<Vec<u8>>> {
+        let m = &r.meta;
+        let slot = m.erasure.distribution[shard];
+        let layout = PartLayout { size: m.parts[part].size, data: m.erasure.data };
+        if m.is_inline() {
+            let Some(inline) = r.holders[slot].as_ref() else { return vec![None; blocks.len()] };
+            return blocks
+                .iter()
+                .map(|&b| {
+                    let off = layout.frame_offset(b) as usize;
+                    inline.get(off..off + layout.frame_len(b)).and_then(bitrot::verify).map(|c| c.to_vec())
+                })
+                .collect();
+        }
+        let dd = m.data_dir.as_deref().unwrap_or_default();
+        let path =
+            self.obj_dir(slot, bucket, rel).join(format!("{DATA_DIR_PREFIX}{dd}")).join(&m.parts[part].file);
+        let Ok(f) = File::open(&path) else { return vec![None; blocks.len()] };
+        blocks
+            .iter()
+            .map(|&b| {
+                let off = layout.frame_offset(b);
+                let mut h = [0u8; HASH_LEN];
+                let mut chunk = vec![0u8; layout.chunk_len(b)];
+                f.read_exact_at(&mut h, off).ok()?;
+                f.read_exact_at(&mut chunk, off + HASH_LEN as u64).ok()?;
+                if bitrot::hash(&chunk) != h {
+                    tracing::warn!(path = %path.display(), block = b, "bitrot detected");
+                    return None;
+                }
+                Some(chunk)
+            })
+            .collect()
+    }
+
+    /// Reads `blocks` of part `part`; returns each block's data chunks.
+    pub(crate) fn read_part_blocks(
+        &self,
+        bucket: &str,
+        rel: &Path,
+        r: &Resolved,
+        part: usize,
+        blocks: &[u64],
+        damaged: &mut bool,
+    ) -> StoreResult<Vec<Vec<Vec<u8>>>> {
+        let m = &r.meta;
+        let (d, n) = (m.erasure.data, m.erasure.data + m.erasure.parity);
+        let layout = PartLayout { size: m.parts[part].size, data: d };
+        let bytes: u64 = blocks.iter().map(|&b| layout.chunk_len(b) as u64).sum();
+        let read_set = |shards: Range<usize>, which: &[u64]| -> Vec<Vec<Option<Vec<u8>>>> {
+            if bytes < 256 * 1024 || m.is_inline() {
+                shards.map(|s| self.read_shard_chunks(bucket, rel, r, part, s, which)).collect()
+            } else {
+                std::thread::scope(|sc| {
+                    let hs: Vec<_> = shards
+                        .map(|s| sc.spawn(move || self.read_shard_chunks(bucket, rel, r, part, s, which)))
+                        .collect();
+                    hs.into_iter().map(|h| h.join().unwrap_or_else(|_| vec![None; which.len()])).collect()
+                })
+            }
+        };
+        // Data shards first: for a healthy object that is all we read.
+        let data_shards = read_set(0..d, blocks);
+        let mut out: Vec<Vec<Vec<u8>>> = Vec::with_capacity(blocks.len());
+        let bad: Vec<usize> =
+            (0..blocks.len()).filter(|&i| data_shards.iter().any(|s| s[i].is_none())).collect();
+        let mut per_block: Vec<Vec<Option<Vec<u8>>>> =
+            (0..blocks.len()).map(|i| data_shards.iter().map(|s| s[i].clone()).collect()).collect();
+        drop(data_shards);
+        if !bad.is_empty() {
+            *damaged = true;
+            let which: Vec<u64> = bad.iter().map(|&i| blocks[i]).collect();
+            let parity = read_set(d..n, &which);
+            let er = Erasure::new(d, n - d)?;
+            for (j, &i) in bad.iter().enumerate() {
+                let mut shards: Vec<Option<Vec<u8>>> = per_block[i].clone();
+                shards.extend(parity.iter().map(|p| p[j].clone()));
+                let good = shards.iter().filter(|s| s.is_some()).count();
+                if good < d {
+                    return Err(StoreError::Quorum {
+                        kind: "read",
+                        got: good,
+                        need: d,
+                        detail: format!(
+                            "{bucket}/{}: block {} of part {} has too few intact shards",
+                            rel.display(),
+                            blocks[i],
+                            m.parts[part].number
+                        ),
+                    });
+                }
+                er.reconstruct(&mut shards, true)?;
+                shards.truncate(d);
+                per_block[i] = shards;
+            }
+        }
+        for blk in per_block {
+            out.push(blk.into_iter().map(|c| c.unwrap_or_default()).collect());
+        }
+        Ok(out)
     }
 }
