@@ -181,6 +181,28 @@ mod tests {
     use super::*;
     use crate::store::StoreConfig;
 
+    #[test]
+    fn error_mapping() {
+        let q = StoreError::Quorum { kind: "read", got: 1, need: 2, detail: String::new() };
+        assert!(matches!(to_backend(q), BackendError::Unavailable(_)));
+        assert!(matches!(to_backend(StoreError::Corrupt("x".into())), BackendError::Corrupt(_)));
+        assert!(matches!(to_backend(StoreError::NoSpace("x".into())), BackendError::NoSpace(_)));
+        let enospc =
+            StoreError::io(std::path::Path::new("/d"), std::io::Error::from_raw_os_error(libc::ENOSPC));
+        assert!(matches!(to_backend(enospc), BackendError::NoSpace(_)));
+        let nf = StoreError::NotFound { bucket: "b".into(), key: "k".into() };
+        assert!(matches!(to_backend(nf), BackendError::NotFound(k) if k == "k"));
+        assert!(matches!(
+            to_backend(StoreError::EntityTooSmall("p".into())),
+            BackendError::EntityTooSmall(_)
+        ));
+        assert!(matches!(to_backend(StoreError::NoSuchUpload("u".into())), BackendError::NoSuchUpload(_)));
+        assert!(matches!(to_backend(StoreError::NoSuchBucket("b".into())), BackendError::NoSuchBucket(_)));
+        let long =
+            StoreError::InvalidKey { key: "k".into(), reason: "key too long (over 1024 bytes)".into() };
+        assert_eq!(to_backend(long).errno(), libc::ENAMETOOLONG);
+    }
+
     #[tokio::test]
     async fn backend_round_trip_and_errors() {
         let dir = tempfile::tempdir().unwrap();

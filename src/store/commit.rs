@@ -116,6 +116,7 @@ impl Store {
         let data_name = meta.data_dir.as_ref().map(|d| format!("{DATA_DIR_PREFIX}{d}"));
         let res = self.par_slots(&slots, |slot| {
             let objdir = self.obj_dir(slot, bucket, &rel);
+            let existed = objdir.is_dir();
             let mut attempt = 0;
             loop {
                 // A concurrent delete may rmdir an empty parent between mkdir and rename.
@@ -142,7 +143,20 @@ impl Store {
                     Err(e) => return Err(StoreError::io(&objdir, e)),
                 }
             }
-            sync_dir(&objdir)
+            sync_dir(&objdir)?;
+            if !existed {
+                // New directories are only durable once their parents are synced too.
+                let stop = self.drives[slot].join(bucket);
+                let mut dir = objdir.parent();
+                while let Some(d) = dir {
+                    sync_dir(d)?;
+                    if d == stop {
+                        break;
+                    }
+                    dir = d.parent();
+                }
+            }
+            Ok(())
         });
         let (done, got, last_err) = tally(res);
         if got < need {

@@ -1,5 +1,14 @@
-//! The range-read path: bytes go straight from the shard files into the
-//! caller's buffers.
+//! The read path: version resolution and range reads.
+//!
+//! **Resolution** (`resolve`): `%meta` and, if present, `%meta.prev` are read
+//! from every drive and grouped by version id; the newest version held by at
+//! least `data` drives (the read quorum) wins. Considering `%meta.prev` is what
+//! makes an interrupted multi-drive commit fall back to the old version. When
+//! nothing qualifies the answer is `NotFound`, unless drives that are offline,
+//! failing or being rebuilt could hold the object: then `Quorum`.
+//!
+//! **Range reads**: bytes go straight from the shard files into the caller's
+//! buffers.
 //!
 //! Every requested range is cut into segments, one per (block, data shard)
 //! piece it covers. Each data shard's segments are served by one thread that
@@ -18,10 +27,8 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use super::bitrot::{self, PartLayout, HASH_LEN};
-use super::erasure::Erasure;
-use super::erasure::BLOCK_SIZE;
-use super::error::StoreError;
-use super::error::StoreResult;
+use super::erasure::{Erasure, BLOCK_SIZE};
+use super::error::{StoreError, StoreResult};
 use super::meta::{self, ObjMeta};
 use super::paths::{self, DATA_DIR_PREFIX, META_FILE, PREV_META_FILE};
 use super::Store;
