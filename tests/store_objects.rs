@@ -179,8 +179,16 @@ fn replacement_drive_is_formatted_and_healed() {
     let s = open(&d, None);
     assert_eq!(s.deployment_id(), id);
     assert!(d[1].join(".bucketfs.sys/format.json").exists());
+    // Opening starts a background heal of the replaced drive.
+    let t = std::time::Instant::now();
+    while !keys.iter().all(|(k, _)| d[1].join("bkt").join(k).join("%meta").exists()) {
+        assert!(t.elapsed().as_secs() < 20, "background heal did not rebuild the replaced drive");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let sum = s.heal(None, false).unwrap();
     assert_eq!(sum.failed, 0, "{sum}");
+    assert_eq!(sum.scanned, keys.len() as u64);
+    s.close();
     // The replaced drive now carries its shards: lose two *other* drives and read.
     drop(s);
     std::fs::remove_dir_all(&d[0]).unwrap();
