@@ -505,3 +505,34 @@ fn range_reads_touch_only_their_blocks() {
     assert!(matches!(e, Err(StoreError::Quorum { .. })), "{:?}", e.map(|x| x.1.len()));
     assert!(get(&s, "k").is_err());
 }
+
+/// Concurrent writers of one key: every read sees one whole version, and
+/// superseded data dirs do not pile up.
+#[test]
+fn concurrent_overwrites_of_one_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = drives(tmp.path(), 4);
+    let s = open(&d, None);
+    s.make_bucket("bkt").unwrap();
+    let versions: Vec<Vec<u8>> = (0..8).map(|i| pattern(MIB + 1000 * i, 50 + i as u64)).collect();
+    std::thread::scope(|sc| {
+        for t in 0..4 {
+            let (s, versions) = (&s, &versions);
+            sc.spawn(move || {
+                for round in 0..3 {
+                    let v = &versions[(t * 2 + round) % versions.len()];
+                    s.put_object("bkt", "hot", v, &PutOptions::default()).unwrap();
+                    let got = get(s, "hot").unwrap();
+                    assert!(versions.contains(&got), "read a version that was never written");
+                }
+            });
+        }
+    });
+    let got = get(&s, "hot").unwrap();
+    assert!(versions.contains(&got));
+    for drive in &d {
+        let dirs =
+            std::fs::read_dir(drive.join("bkt/hot")).unwrap().flatten().filter(|e| e.path().is_dir()).count();
+        assert_eq!(dirs, 1, "superseded data dirs left on {}", drive.display());
+    }
+}

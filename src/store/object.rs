@@ -136,17 +136,32 @@ impl Store {
         opts: &GetOptions,
     ) -> StoreResult<(ObjectMeta, Vec<Vec<u8>>)> {
         self.require_bucket(bucket)?;
-        let r = self.resolve(bucket, key, true)?;
-        if let Some(want) = &opts.if_match {
-            if &r.meta.etag != want {
-                return Err(StoreError::PreconditionFailed(format!(
-                    "{bucket}/{key}: ETag is {:?}, not {want:?} (If-Match)",
-                    r.meta.etag
-                )));
+        // Reads take no lock: a concurrent overwrite may trash the version being
+        // read (its files vanish, never change). Then the read fails and is
+        // retried on the new version; a failure on an unchanged version is real.
+        let mut attempt = 0;
+        loop {
+            let r = self.resolve(bucket, key, true)?;
+            if let Some(want) = &opts.if_match {
+                if &r.meta.etag != want {
+                    return Err(StoreError::PreconditionFailed(format!(
+                        "{bucket}/{key}: ETag is {:?}, not {want:?} (If-Match)",
+                        r.meta.etag
+                    )));
+                }
+            }
+            match self.read_resolved(bucket, key, &r, ranges) {
+                Ok(data) => return Ok((info(key, &r.meta), data)),
+                Err(e) if attempt < 3 => {
+                    let now = self.resolve(bucket, key, false).map(|n| n.meta.version_id);
+                    if now.as_ref().ok() == Some(&r.meta.version_id) {
+                        return Err(e);
+                    }
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
             }
         }
-        let data = self.read_resolved(bucket, key, &r, ranges)?;
-        Ok((info(key, &r.meta), data))
     }
 
     /// Deletes an object (S3 semantics: deleting a missing key succeeds).
