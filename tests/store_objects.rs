@@ -80,6 +80,8 @@ fn sizes_survive_losing_parity_drives_and_fail_cleanly_beyond() {
             }
         }
     }
+    // Absent keys are still "not found" with parity drives down.
+    assert!(get(&s, "never-written").unwrap_err().is_not_found());
     // Writes still reach quorum (4 of 6).
     s.put_object("bkt", "degraded-write", b"still works", &PutOptions::default()).unwrap();
     // One more drive gone: reads must fail with a clear quorum error, never garbage.

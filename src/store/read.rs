@@ -258,7 +258,15 @@ impl Store {
         let need = cands.iter().map(|(m, _)| m.erasure.data).min().unwrap_or(self.data);
         let unknown = errors + (0..n).filter(|&s| !self.drive_online(s) || self.is_healing(s)).count();
         // The object may exist on the drives we could not read: then we cannot say.
-        if unknown > 0 && max_found + unknown >= need {
+        // With no copy found at all that needs a whole write quorum of unknown
+        // drives (every committed write reached one), so lookups of absent keys
+        // stay "not found" while a few drives are down.
+        let could_exist = if max_found == 0 {
+            unknown >= Self::write_quorum(self.data, self.parity)
+        } else {
+            max_found + unknown >= need
+        };
+        if unknown > 0 && could_exist {
             return Err(StoreError::Quorum {
                 kind: "read",
                 got: max_found,
