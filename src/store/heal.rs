@@ -105,7 +105,10 @@ impl Store {
         let _g = self.key_lock(bucket, key);
         let r = match self.resolve(bucket, key, true) {
             Ok(r) => r,
-            Err(StoreError::NotFound { .. }) => return Ok(0),
+            Err(StoreError::NotFound { .. }) => {
+                self.remove_dangling(bucket, &rel);
+                return Ok(0);
+            }
             Err(e) => return Err(e),
         };
         let m = &r.meta;
@@ -241,6 +244,30 @@ impl Store {
             bytes += buf.len() as u64;
         }
         Ok(bytes)
+    }
+
+    /// Trashes the remains of an object present on fewer drives than its read
+    /// quorum (an interrupted delete, or a write whose rollback failed), which a
+    /// listing would otherwise show. Only when every drive answered, so that
+    /// "not found" is certain.
+    fn remove_dangling(&self, bucket: &str, rel: &std::path::Path) {
+        if (0..self.drives.len()).any(|s| !self.drive_online(s) || self.is_healing(s)) {
+            return;
+        }
+        // Unreadable metadata could be a damaged copy of a real version: keep everything.
+        let unreadable = (0..self.drives.len())
+            .any(|s| matches!(meta::read(&self.obj_dir(s, bucket, rel).join(META_FILE), false), Ok(Err(_))));
+        if unreadable {
+            return;
+        }
+        for slot in 0..self.drives.len() {
+            let objdir = self.obj_dir(slot, bucket, rel);
+            if objdir.join(META_FILE).exists() || objdir.join(PREV_META_FILE).exists() {
+                tracing::info!(bucket, key = %rel.display(), slot, "removing dangling object remains");
+                let _ = self.trash_object_files(slot, &objdir);
+                self.remove_empty_parents(slot, bucket, &objdir);
+            }
+        }
     }
 
     /// Drops `%meta.prev` and data dirs of other versions (all drives healthy).
