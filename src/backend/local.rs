@@ -1,1 +1,235 @@
 //! `local://` backend: the embedded erasure-coded store, in process.
+//!
+//! The store is synchronous (std::fs and per-drive threads); every call here
+//! runs it on tokio's blocking pool so the filesystem's async tasks never block
+//! on disk I/O. One `LocalBackend` serves one bucket of a shared `Arc<Store>`.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::{
+    BackendError, BackendResult, Capabilities, CompletedPart, GetOptions, GetResult, ListPage, ListRequest,
+    MultipartUploadInfo, ObjectMeta, PutOptions, StorageBackend,
+};
+use crate::store::{Store, StoreError};
+
+pub struct LocalBackend {
+    store: Arc<Store>,
+    bucket: String,
+}
+
+impl LocalBackend {
+    pub fn new(store: Arc<Store>, bucket: &str) -> Self {
+        LocalBackend { store, bucket: bucket.to_string() }
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Runs a store call on the blocking pool.
+    async fn run<T, F>(&self, f: F) -> BackendResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store, &str) -> Result<T, StoreError> + Send + 'static,
+    {
+        let store = self.store.clone();
+        let bucket = self.bucket.clone();
+        tokio::task::spawn_blocking(move || f(&store, &bucket).map_err(to_backend))
+            .await
+            .map_err(|e| BackendError::Other(format!("store task failed: {e}")))?
+    }
+}
+
+/// Maps store errors onto the backend's error kinds.
+pub fn to_backend(e: StoreError) -> BackendError {
+    match e {
+        StoreError::NotFound { key, .. } => BackendError::NotFound(key),
+        StoreError::NoSuchBucket(b) => BackendError::NoSuchBucket(b),
+        StoreError::PreconditionFailed(m) => BackendError::PreconditionFailed(m),
+        StoreError::InvalidKey { key, reason } => BackendError::InvalidKey { key, reason },
+        StoreError::NoSuchUpload(id) => BackendError::NoSuchUpload(id),
+        StoreError::EntityTooSmall(m) => BackendError::EntityTooSmall(m),
+        StoreError::InvalidPart(m) | StoreError::InvalidArgument(m) => BackendError::InvalidArgument(m),
+        StoreError::InvalidBucketName { name, reason } => {
+            BackendError::InvalidArgument(format!("bucket {name:?}: {reason}"))
+        }
+        e @ StoreError::Quorum { .. } => BackendError::Unavailable(e.to_string()),
+        e @ StoreError::Locked { .. } => BackendError::Unavailable(e.to_string()),
+        StoreError::Corrupt(m) => BackendError::Corrupt(m),
+        e if e.is_no_space() => BackendError::NoSpace(e.to_string()),
+        e @ StoreError::Io { .. } => BackendError::Io(e.to_string()),
+        e => BackendError::Other(e.to_string()),
+    }
+}
+
+#[async_trait]
+impl StorageBackend for LocalBackend {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            name: "local",
+            multi_range: true,
+            native_directories: false,
+            parallel_multipart: true,
+            min_part_size: crate::store::multipart::MIN_PART_SIZE,
+            max_part_size: crate::store::multipart::MAX_PART_SIZE,
+            max_parts: crate::store::multipart::MAX_PARTS,
+            rename: false,
+            conditional_put: true,
+        }
+    }
+
+    async fn check_bucket(&self) -> BackendResult<()> {
+        self.run(|s, b| if s.bucket_exists(b)? { Ok(()) } else { Err(StoreError::NoSuchBucket(b.into())) })
+            .await
+    }
+
+    async fn head(&self, key: &str) -> BackendResult<ObjectMeta> {
+        let key = key.to_string();
+        self.run(move |s, b| s.head_object(b, &key)).await
+    }
+
+    async fn list(&self, req: &ListRequest) -> BackendResult<ListPage> {
+        let req = req.clone();
+        self.run(move |s, b| s.list_objects(b, &req)).await
+    }
+
+    async fn get_range(
+        &self,
+        key: &str,
+        range: Option<Range<u64>>,
+        opts: &GetOptions,
+    ) -> BackendResult<GetResult> {
+        let (key, opts) = (key.to_string(), opts.clone());
+        let (meta, data) = self.run(move |s, b| s.get_object(b, &key, range, &opts)).await?;
+        Ok(GetResult { meta, data: Bytes::from(data) })
+    }
+
+    async fn get_ranges(
+        &self,
+        key: &str,
+        ranges: &[Range<u64>],
+        opts: &GetOptions,
+    ) -> BackendResult<Vec<Bytes>> {
+        let (key, opts, ranges) = (key.to_string(), opts.clone(), ranges.to_vec());
+        let (_, data) = self.run(move |s, b| s.get_object_ranges(b, &key, &ranges, &opts)).await?;
+        Ok(data.into_iter().map(Bytes::from).collect())
+    }
+
+    async fn put(&self, key: &str, data: Bytes, opts: &PutOptions) -> BackendResult<ObjectMeta> {
+        let (key, opts) = (key.to_string(), opts.clone());
+        self.run(move |s, b| s.put_object(b, &key, &data, &opts)).await
+    }
+
+    async fn delete(&self, key: &str) -> BackendResult<()> {
+        let key = key.to_string();
+        self.run(move |s, b| s.delete_object(b, &key)).await
+    }
+
+    async fn copy(&self, src: &str, dst: &str, metadata: Option<&PutOptions>) -> BackendResult<ObjectMeta> {
+        let (src, dst, md) = (src.to_string(), dst.to_string(), metadata.cloned());
+        self.run(move |s, b| s.copy_object(b, &src, &dst, md.as_ref())).await
+    }
+
+    async fn create_multipart(&self, key: &str, opts: &PutOptions) -> BackendResult<String> {
+        let (key, opts) = (key.to_string(), opts.clone());
+        self.run(move |s, b| s.create_multipart_upload(b, &key, &opts)).await
+    }
+
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        data: Bytes,
+    ) -> BackendResult<CompletedPart> {
+        let (key, id) = (key.to_string(), upload_id.to_string());
+        self.run(move |s, b| s.put_part(b, &key, &id, part_number, &mut &data[..])).await
+    }
+
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[CompletedPart],
+    ) -> BackendResult<ObjectMeta> {
+        let (key, id, parts) = (key.to_string(), upload_id.to_string(), parts.to_vec());
+        self.run(move |s, b| s.complete_multipart_upload(b, &key, &id, &parts)).await
+    }
+
+    async fn abort_multipart(&self, key: &str, upload_id: &str) -> BackendResult<()> {
+        let (key, id) = (key.to_string(), upload_id.to_string());
+        self.run(move |s, b| s.abort_multipart_upload(b, &key, &id)).await
+    }
+
+    async fn list_multipart(&self, prefix: &str) -> BackendResult<Vec<MultipartUploadInfo>> {
+        let prefix = prefix.to_string();
+        self.run(move |s, b| s.list_multipart_uploads(b, &prefix)).await
+    }
+
+    async fn abort_multipart_under(&self, prefix: &str) -> BackendResult<usize> {
+        let prefix = prefix.to_string();
+        self.run(move |s, b| s.abort_uploads_under(b, &prefix)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreConfig;
+
+    #[test]
+    fn error_mapping() {
+        let q = StoreError::Quorum { kind: "read", got: 1, need: 2, detail: String::new() };
+        assert!(matches!(to_backend(q), BackendError::Unavailable(_)));
+        assert!(matches!(to_backend(StoreError::Corrupt("x".into())), BackendError::Corrupt(_)));
+        assert!(matches!(to_backend(StoreError::NoSpace("x".into())), BackendError::NoSpace(_)));
+        let enospc =
+            StoreError::io(std::path::Path::new("/d"), std::io::Error::from_raw_os_error(libc::ENOSPC));
+        assert!(matches!(to_backend(enospc), BackendError::NoSpace(_)));
+        let nf = StoreError::NotFound { bucket: "b".into(), key: "k".into() };
+        assert!(matches!(to_backend(nf), BackendError::NotFound(k) if k == "k"));
+        assert!(matches!(
+            to_backend(StoreError::EntityTooSmall("p".into())),
+            BackendError::EntityTooSmall(_)
+        ));
+        assert!(matches!(to_backend(StoreError::NoSuchUpload("u".into())), BackendError::NoSuchUpload(_)));
+        assert!(matches!(to_backend(StoreError::NoSuchBucket("b".into())), BackendError::NoSuchBucket(_)));
+        let long =
+            StoreError::InvalidKey { key: "k".into(), reason: "key too long (over 1024 bytes)".into() };
+        assert_eq!(to_backend(long).errno(), libc::ENAMETOOLONG);
+    }
+
+    #[tokio::test]
+    async fn backend_round_trip_and_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let drives = (0..4).map(|i| dir.path().join(format!("d{i}"))).collect();
+        let store = Store::open(StoreConfig { drives, parity: None }).unwrap();
+        let missing = LocalBackend::new(store.clone(), "nobucket");
+        assert!(matches!(missing.check_bucket().await, Err(BackendError::NoSuchBucket(_))));
+        store.make_bucket("bkt1").unwrap();
+        let be = LocalBackend::new(store, "bkt1");
+        be.check_bucket().await.unwrap();
+        assert_eq!(be.capabilities().name, "local");
+        let m = be.put("x/y", Bytes::from_static(b"hello world"), &PutOptions::default()).await.unwrap();
+        assert_eq!(m.size, 11);
+        let r = be.get_ranges("x/y", &[0..5, 6..11, 9..100], &GetOptions::default()).await.unwrap();
+        assert_eq!(
+            r,
+            vec![Bytes::from_static(b"hello"), Bytes::from_static(b"world"), Bytes::from_static(b"ld")]
+        );
+        assert!(matches!(be.head("nope").await, Err(BackendError::NotFound(_))));
+        assert!(matches!(be.head("../x").await, Err(BackendError::InvalidKey { .. })));
+        let cond = PutOptions { if_none_match_any: true, ..Default::default() };
+        assert!(matches!(be.put("x/y", Bytes::new(), &cond).await, Err(BackendError::PreconditionFailed(_))));
+        let stale = GetOptions { if_match: Some("nope".into()) };
+        assert!(matches!(be.get_range("x/y", None, &stale).await, Err(BackendError::PreconditionFailed(_))));
+        assert!(matches!(be.abort_multipart("k", "0123").await, Err(BackendError::NoSuchUpload(_))));
+        be.delete("x/y").await.unwrap();
+        be.delete("x/y").await.unwrap();
+        assert!(be.list(&ListRequest::default()).await.unwrap().objects.is_empty());
+    }
+}
