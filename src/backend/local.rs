@@ -79,6 +79,7 @@ impl StorageBackend for LocalBackend {
             max_parts: crate::store::multipart::MAX_PARTS,
             rename: false,
             conditional_put: true,
+            list_metadata: true,
         }
     }
 

@@ -33,7 +33,7 @@ fn known_long_flags() -> HashSet<String> {
 
 /// Logging goes to stderr; RUST_LOG overrides the default of warnings only.
 pub fn init_logging(debug_fuse: bool, debug_s3: bool) {
-    let mut filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into());
+    let mut filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,aws_config=error,aws_smithy_runtime=error".into());
     if debug_fuse {
         filter.push_str(",bucketfs::fs=debug");
     }
