@@ -53,6 +53,8 @@ impl Drives {
                 t.await.unwrap();
             }
         });
+        // release the drive locks now, not when the background worker finishes
+        backend.store().close();
     }
 
     pub fn drive(&self, i: usize) -> PathBuf {
