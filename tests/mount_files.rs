@@ -24,7 +24,11 @@ fn round_trip_from_empty_to_200_mib() {
         // three writers: std::fs, cp, dd with an odd block size
         fs::write(m.path(&format!("std{i}")), &data).unwrap();
         sh(&format!("cp {} {}", src.display(), m.path(&format!("cp{i}")).display()));
-        sh(&format!("dd if={} of={} bs=777k status=none", src.display(), m.path(&format!("dd{i}")).display()));
+        sh(&format!(
+            "dd if={} of={} bs=777k status=none",
+            src.display(),
+            m.path(&format!("dd{i}")).display()
+        ));
         for w in ["std", "cp", "dd"] {
             let p = m.path(&format!("{w}{i}"));
             assert_eq!(fs::metadata(&p).unwrap().len(), n as u64, "{w}{i} size");

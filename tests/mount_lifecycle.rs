@@ -49,7 +49,8 @@ fn daemon_exits_zero_once_live_and_external_umount_ends_it() {
     let tmp = tempfile::tempdir_in(test_root()).unwrap();
     let mnt = tmp.path().join("mnt");
     fs::create_dir(&mnt).unwrap();
-    let (code, stderr, _) = run_bucketfs(&["--drives", &drives.spec, "local://daemon", mnt.to_str().unwrap()]);
+    let (code, stderr, _) =
+        run_bucketfs(&["--drives", &drives.spec, "local://daemon", mnt.to_str().unwrap()]);
     assert_eq!(code, 0, "{stderr}");
     // live as soon as the parent returned
     assert!(is_mounted(&mnt));
@@ -58,14 +59,16 @@ fn daemon_exits_zero_once_live_and_external_umount_ends_it() {
     // a second mount of the same drives is refused (the store is locked) with the holder named
     let mnt2 = tmp.path().join("mnt2");
     fs::create_dir(&mnt2).unwrap();
-    let (code, stderr, _) = run_bucketfs(&["--drives", &drives.spec, "local://daemon", mnt2.to_str().unwrap()]);
+    let (code, stderr, _) =
+        run_bucketfs(&["--drives", &drives.spec, "local://daemon", mnt2.to_str().unwrap()]);
     assert_ne!(code, 0);
     assert!(stderr.to_lowercase().contains("lock") || stderr.contains("in use"), "{stderr}");
     sh(&format!("umount {}", mnt.display()));
     // the daemon notices and exits, releasing the drives
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let (code, _, _) = run_bucketfs(&["--drives", &drives.spec, "local://daemon", mnt2.to_str().unwrap()]);
+        let (code, _, _) =
+            run_bucketfs(&["--drives", &drives.spec, "local://daemon", mnt2.to_str().unwrap()]);
         if code == 0 {
             break;
         }

@@ -102,7 +102,12 @@ pub struct MountArgs {
     pub options: Vec<String>,
 
     // --- embedded store ---
-    #[arg(long, env = "BUCKETFS_DRIVES", value_name = "SPEC", help = "Drive directories for local:// (see `bucketfs mb --help`)")]
+    #[arg(
+        long,
+        env = "BUCKETFS_DRIVES",
+        value_name = "SPEC",
+        help = "Drive directories for local:// (see `bucketfs mb --help`)"
+    )]
     pub drives: Option<String>,
     #[arg(long, help = "Parity shards per object for local://")]
     pub parity: Option<usize>,
@@ -118,7 +123,11 @@ pub struct MountArgs {
     pub dir_mode: u16,
     #[arg(long = "enable-perms", alias = "enable_perms", help = "Keep chmod/chown/mtime as object metadata")]
     pub enable_perms: bool,
-    #[arg(long = "allow-other", alias = "allow_other", help = "Let users other than the mounter access the mount")]
+    #[arg(
+        long = "allow-other",
+        alias = "allow_other",
+        help = "Let users other than the mounter access the mount"
+    )]
     pub allow_other: bool,
     #[arg(long = "read-only", alias = "read_only", visible_alias = "ro")]
     pub read_only: bool,
@@ -158,7 +167,11 @@ pub struct MountArgs {
     #[arg(long = "read-ahead", alias = "read_ahead", value_parser = parse_size, default_value = "64M",
           help = "Largest sequential read-ahead window per file")]
     pub read_ahead: u64,
-    #[arg(long = "cache-dir", alias = "cache_dir", help = "Where random writes are spooled (default: $TMPDIR/bucketfs-spool)")]
+    #[arg(
+        long = "cache-dir",
+        alias = "cache_dir",
+        help = "Where random writes are spooled (default: $TMPDIR/bucketfs-spool)"
+    )]
     pub cache_dir: Option<PathBuf>,
 
     // --- multi-range reads (wired by the sparse-read work) ---
@@ -174,7 +187,11 @@ pub struct MountArgs {
     pub debug_fuse: bool,
     #[arg(long = "debug_s3", alias = "debug-s3", help = "Log every backend request")]
     pub debug_s3: bool,
-    #[arg(long = "log-file", alias = "log_file", help = "Where a daemonized mount writes its log (default: discarded)")]
+    #[arg(
+        long = "log-file",
+        alias = "log_file",
+        help = "Where a daemonized mount writes its log (default: discarded)"
+    )]
     pub log_file: Option<PathBuf>,
 }
 

@@ -13,9 +13,35 @@ use std::ffi::OsString;
 
 /// Options that mount(8), mount.fuse3 or systemd consume; they have no meaning for us.
 const IGNORED: &[&str] = &[
-    "auto", "noauto", "nofail", "_netdev", "defaults", "user", "users", "nouser", "owner", "group", "rw",
-    "nosuid", "suid", "nodev", "dev", "exec", "noexec", "atime", "noatime", "relatime", "strictatime",
-    "nodiratime", "diratime", "async", "sync", "dirsync", "lazytime", "silent", "loud",
+    "auto",
+    "noauto",
+    "nofail",
+    "_netdev",
+    "defaults",
+    "user",
+    "users",
+    "nouser",
+    "owner",
+    "group",
+    "rw",
+    "nosuid",
+    "suid",
+    "nodev",
+    "dev",
+    "exec",
+    "noexec",
+    "atime",
+    "noatime",
+    "relatime",
+    "strictatime",
+    "nodiratime",
+    "diratime",
+    "async",
+    "sync",
+    "dirsync",
+    "lazytime",
+    "silent",
+    "loud",
 ];
 
 fn is_ignored(token: &str) -> bool {
@@ -43,7 +69,7 @@ fn translate(token: &str, known: &HashSet<String>) -> Result<Option<String>, Str
         Some((k, v)) => (k, Some(v)),
         None => (token, None),
     };
-    let name = [key.to_string(), key.replace('_', "-")]
+    let name = [key.replace('_', "-"), key.to_string()]
         .into_iter()
         .find(|k| known.contains(k))
         .ok_or_else(|| format!("unknown mount option {token:?} (flags inside -o start with '-' or name a bucketfs flag, e.g. allow_other, uid=1000, --file-mode=0666)"))?;
@@ -98,20 +124,30 @@ mod tests {
 
     #[test]
     fn mount_fuse3_invocation() {
-        let got = expand(&["bucketfs", "b", "/mnt", "-o", "rw,allow_other,--file-mode=0666,dev,suid"]).unwrap();
+        let got =
+            expand(&["bucketfs", "b", "/mnt", "-o", "rw,allow_other,--file-mode=0666,dev,suid"]).unwrap();
         assert_eq!(got, ["bucketfs", "b", "/mnt", "--allow-other", "--file-mode=0666"]);
     }
 
     #[test]
     fn key_value_and_underscores() {
         let got = expand(&["bucketfs", "-ouid=1000,stat_cache_ttl=5s,debug_fuse,ro", "b", "/m"]).unwrap();
-        assert_eq!(got, ["bucketfs", "--uid=1000", "--stat-cache-ttl=5s", "--debug_fuse", "--read-only", "b", "/m"]);
+        assert_eq!(
+            got,
+            ["bucketfs", "--uid=1000", "--stat-cache-ttl=5s", "--debug_fuse", "--read-only", "b", "/m"]
+        );
     }
 
     #[test]
     fn mount_only_options_are_ignored() {
-        let got = expand(&["bucketfs", "-o", "nofail,noauto,_netdev,defaults,x-systemd.automount,user,users", "b", "/m"])
-            .unwrap();
+        let got = expand(&[
+            "bucketfs",
+            "-o",
+            "nofail,noauto,_netdev,defaults,x-systemd.automount,user,users",
+            "b",
+            "/m",
+        ])
+        .unwrap();
         assert_eq!(got, ["bucketfs", "b", "/m"]);
     }
 

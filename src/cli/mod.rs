@@ -33,12 +33,15 @@ fn known_long_flags() -> HashSet<String> {
 
 /// Logging goes to stderr; RUST_LOG overrides the default of warnings only.
 pub fn init_logging(debug_fuse: bool, debug_s3: bool) {
-    let mut filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,aws_config=error,aws_smithy_runtime=error".into());
+    let mut filter =
+        std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,aws_config=error,aws_smithy_runtime=error".into());
     if debug_fuse {
         filter.push_str(",bucketfs::fs=debug");
     }
     if debug_s3 {
-        filter.push_str(",bucketfs::backend=debug,bucketfs::store=debug,bucketfs::read=debug,bucketfs::upload=debug");
+        filter.push_str(
+            ",bucketfs::backend=debug,bucketfs::store=debug,bucketfs::read=debug,bucketfs::upload=debug",
+        );
     }
     let _ = tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::new(filter))

@@ -38,14 +38,17 @@ pub fn run(args: MountArgs) -> Result<()> {
         bail!("--memory-limit must be at least 32M");
     }
     if args.memory_limit < 2 * args.part_size {
-        bail!("--memory-limit ({}) must hold at least two parts of --part-size ({})", args.memory_limit, args.part_size);
+        bail!(
+            "--memory-limit ({}) must hold at least two parts of --part-size ({})",
+            args.memory_limit,
+            args.part_size
+        );
     }
     let drives = match source.kind {
         BackendKind::Local => {
-            let spec = args
-                .drives
-                .clone()
-                .ok_or_else(|| anyhow!("local:// needs --drives SPEC (or BUCKETFS_DRIVES), e.g. --drives '/data/d{{1...4}}'"))?;
+            let spec = args.drives.clone().ok_or_else(|| {
+                anyhow!("local:// needs --drives SPEC (or BUCKETFS_DRIVES), e.g. --drives '/data/d{{1...4}}'")
+            })?;
             parse_drive_spec(&spec).map_err(|e| anyhow!("{e}"))?
         }
         BackendKind::S3 => Vec::new(),
@@ -53,7 +56,8 @@ pub fn run(args: MountArgs) -> Result<()> {
         BackendKind::Azure { .. } => bail!("the Azure Blob backend is not built yet"),
     };
 
-    let readiness = if args.foreground { None } else { Some(daemon::daemonize().context("cannot daemonize")?) };
+    let readiness =
+        if args.foreground { None } else { Some(daemon::daemonize().context("cannot daemonize")?) };
     match serve(&args, &source, &mountpoint, drives, readiness) {
         Ok(()) => Ok(()),
         Err((e, Some(r))) => {
@@ -75,10 +79,16 @@ fn check_mountpoint(p: &Path) -> Result<PathBuf> {
             warn!("mountpoint {} is a dead FUSE mount; detaching it", p.display());
             lazy_unmount(p);
             if !std::fs::metadata(p).map(|m| m.is_dir()).unwrap_or(false) {
-                bail!("mountpoint {} is a dead mount that could not be detached (try: fusermount3 -u -z {})", p.display(), p.display());
+                bail!(
+                    "mountpoint {} is a dead mount that could not be detached (try: fusermount3 -u -z {})",
+                    p.display(),
+                    p.display()
+                );
             }
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!("mountpoint {} does not exist", p.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("mountpoint {} does not exist", p.display())
+        }
         Err(e) => bail!("mountpoint {}: {e}", p.display()),
     }
     p.canonicalize().with_context(|| format!("mountpoint {}", p.display()))
@@ -104,7 +114,8 @@ fn serve(
     drives: Vec<PathBuf>,
     readiness: Option<Readiness>,
 ) -> Result<(), ServeError> {
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("bucketfs-rt").build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("bucketfs-rt").build()
+    {
         Ok(rt) => rt,
         Err(e) => return Err((anyhow!("cannot start the runtime: {e}"), readiness)),
     };
@@ -163,10 +174,11 @@ fn serve(
     // mount out of the slot `unmount_callable` shares, which made our SIGTERM unmount a
     // silent no-op and left a dead mountpoint behind.
     let mut unmounter = session.unmount_callable();
-    let session_thread = match std::thread::Builder::new().name("fuse-session".into()).spawn(move || session.run()) {
-        Ok(t) => t,
-        Err(e) => return Err((anyhow!("cannot start the FUSE session: {e}"), readiness)),
-    };
+    let session_thread =
+        match std::thread::Builder::new().name("fuse-session".into()).spawn(move || session.run()) {
+            Ok(t) => t,
+            Err(e) => return Err((anyhow!("cannot start the FUSE session: {e}"), readiness)),
+        };
     info!(source = %source, mountpoint = %mountpoint.display(), "mounted");
     if let Some(r) = readiness {
         if let Err(e) = r.ready(args.log_file.as_deref()) {
@@ -178,7 +190,8 @@ fn serve(
 
     let signalled = rt.block_on(async {
         use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+        else {
             return false;
         };
         let mut tick = tokio::time::interval(Duration::from_millis(200));
@@ -231,7 +244,8 @@ fn open_backend(
 ) -> Result<Arc<dyn StorageBackend>> {
     let backend: Arc<dyn StorageBackend> = match source.kind {
         BackendKind::Local => {
-            let store = Store::open(StoreConfig { drives, parity: args.parity }).map_err(|e| anyhow!("{e}"))?;
+            let store =
+                Store::open(StoreConfig { drives, parity: args.parity }).map_err(|e| anyhow!("{e}"))?;
             Arc::new(LocalBackend::new(store, &source.bucket))
         }
         BackendKind::S3 => {

@@ -44,7 +44,9 @@ pub fn parse_source(s: &str) -> Result<Source, String> {
             "wasb" | "wasbs" | "az" => BackendKind::Azure { account: None },
             "local" => BackendKind::Local,
             other => {
-                return Err(format!("unknown scheme {other}:// in {s:?} (use s3://, gs://, wasb:// or local://)"))
+                return Err(format!(
+                    "unknown scheme {other}:// in {s:?} (use s3://, gs://, wasb:// or local://)"
+                ))
             }
         };
         (kind, rest, '/')

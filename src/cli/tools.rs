@@ -6,7 +6,8 @@ use super::args::{DrivesArg, HealArgs, MbArgs, StatsArgs};
 use crate::store::{parse_drive_spec, Store, StoreConfig};
 
 fn open_store(d: &DrivesArg) -> Result<std::sync::Arc<Store>> {
-    let spec = d.drives.as_deref().ok_or_else(|| anyhow!("--drives SPEC (or BUCKETFS_DRIVES) is required"))?;
+    let spec =
+        d.drives.as_deref().ok_or_else(|| anyhow!("--drives SPEC (or BUCKETFS_DRIVES) is required"))?;
     let drives = parse_drive_spec(spec).map_err(|e| anyhow!("{e}"))?;
     Store::open(StoreConfig { drives, parity: d.parity }).map_err(|e| anyhow!("{e}"))
 }

@@ -42,7 +42,9 @@ impl Drives {
             let mut tasks = Vec::new();
             for (k, v) in objects {
                 let b = backend.clone();
-                tasks.push(tokio::spawn(async move { b.put(&k, v.into(), &PutOptions::default()).await.unwrap() }));
+                tasks.push(tokio::spawn(async move {
+                    b.put(&k, v.into(), &PutOptions::default()).await.unwrap()
+                }));
                 if tasks.len() >= 16 {
                     for t in tasks.drain(..) {
                         t.await.unwrap();
