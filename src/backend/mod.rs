@@ -18,6 +18,7 @@
 
 pub mod local;
 pub mod memory;
+pub mod metered;
 pub mod prefixed;
 pub mod s3;
 

@@ -17,6 +17,7 @@ use super::args::MountArgs;
 use super::daemon::{self, Readiness};
 use super::source::{parse_source, BackendKind, Source};
 use crate::backend::local::LocalBackend;
+use crate::backend::metered::MeteredBackend;
 use crate::backend::prefixed::PrefixedBackend;
 use crate::backend::s3::{config::S3Config, S3Backend};
 use crate::backend::StorageBackend;
@@ -124,6 +125,8 @@ fn serve(
         Err(e) => return Err((e, readiness)),
     };
     let metrics = Arc::new(Metrics::default());
+    // every request of this mount is counted and traced in one place
+    let backend = MeteredBackend::wrap(backend, metrics.clone());
     let handles = Arc::new(HandleContext {
         backend: backend.clone(),
         memory: MemoryLimiter::new(args.memory_limit),

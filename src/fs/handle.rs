@@ -139,7 +139,6 @@ impl FileHandle {
         let upload = UploadParams::new(
             ctx.backend.clone(),
             ctx.memory.clone(),
-            ctx.metrics.clone(),
             ctx.cfg.part_size,
             ctx.cfg.max_parts_in_flight,
         );
@@ -188,7 +187,6 @@ impl FileHandle {
                     slot => slot.insert(Prefetcher::new(
                         self.ctx.backend.clone(),
                         self.ctx.memory.clone(),
-                        self.ctx.metrics.clone(),
                         key,
                         base.size,
                         base.etag.clone(),
@@ -272,11 +270,11 @@ impl FileHandle {
             let ranges = (0..len.div_ceil(SPOOL_FETCH_SIZE))
                 .map(|i| i * SPOOL_FETCH_SIZE..((i + 1) * SPOOL_FETCH_SIZE).min(len));
             let fetches = futures::stream::iter(ranges).map(|r| {
-                let (backend, metrics) = (self.ctx.backend.clone(), self.ctx.metrics.clone());
+                let backend = self.ctx.backend.clone();
                 let (memory, key, etag) = (self.ctx.memory.clone(), key.clone(), etag.clone());
                 async move {
                     let reservation = memory.reserve(r.end - r.start).await;
-                    let data = get_pinned(backend, metrics, key, r.clone(), etag).await?;
+                    let data = get_pinned(backend, key, r.clone(), etag).await?;
                     if data.len() as u64 != r.end - r.start {
                         return Err(BackendError::Io(format!(
                             "short read at {} while copying to spool",
@@ -365,11 +363,8 @@ impl FileHandle {
         let meta = match std::mem::replace(&mut st.content, Content::Remote) {
             Content::Remote => {
                 // dirty without local content: the content is empty
-                let m = &self.ctx.metrics;
-                Metrics::inc(&m.requests_put);
                 let span = tracing::debug_span!(target: "bucketfs::upload", "put", key = %key, size = 0);
-                let res = self.ctx.backend.put(&key, Bytes::new(), opts).instrument(span).await;
-                res.inspect_err(|_| Metrics::inc(&m.requests_failed))?
+                self.ctx.backend.put(&key, Bytes::new(), opts).instrument(span).await?
             }
             Content::Streaming { mut upload, spool } => {
                 let unchanged = upload.key() == key && same_options(upload.options(), opts);
@@ -418,6 +413,7 @@ mod tests {
 
     use super::*;
     use crate::backend::memory::MemoryBackend;
+    use crate::backend::metered::MeteredBackend;
     use crate::backend::GetOptions;
     use crate::upload::test_backend::InstrumentedBackend;
 
@@ -433,10 +429,12 @@ mod tests {
     fn fixture(part: u64, memory: u64, in_flight: usize) -> Fixture {
         let backend = InstrumentedBackend::with_min_part(part);
         let spool = tempfile::tempdir().unwrap();
+        // metered as the mount does, so the request counters are exercised too
+        let metrics = Arc::new(Metrics::default());
         let ctx = Arc::new(HandleContext {
-            backend: backend.clone(),
+            backend: MeteredBackend::wrap(backend.clone(), metrics.clone()),
             memory: MemoryLimiter::new(memory),
-            metrics: Arc::new(Metrics::default()),
+            metrics,
             cfg: HandleConfig {
                 part_size: part,
                 read_ahead: 16 * MIB,
@@ -536,7 +534,7 @@ mod tests {
         let mut f = fixture(part, 64 * MIB, 8);
         f.backend = backend.clone();
         f.ctx = Arc::new(HandleContext {
-            backend,
+            backend: MeteredBackend::wrap(backend, f.ctx.metrics.clone()),
             memory: f.ctx.memory.clone(),
             metrics: f.ctx.metrics.clone(),
             cfg: f.ctx.cfg.clone(),

@@ -45,7 +45,6 @@ use tracing::Instrument;
 
 use crate::backend::{BackendError, BackendResult, GetOptions, StorageBackend};
 use crate::memory::{MemoryLimiter, Reservation};
-use crate::metrics::Metrics;
 
 const TARGET: &str = "bucketfs::read";
 const MIB: u64 = 1024 * 1024;
@@ -125,7 +124,6 @@ impl Drop for Chunk {
 pub struct Prefetcher {
     backend: Arc<dyn StorageBackend>,
     memory: MemoryLimiter,
-    metrics: Arc<Metrics>,
     key: String,
     size: u64,
     etag: Option<String>,
@@ -142,7 +140,6 @@ impl Prefetcher {
     pub fn new(
         backend: Arc<dyn StorageBackend>,
         memory: MemoryLimiter,
-        metrics: Arc<Metrics>,
         key: String,
         size: u64,
         etag: String,
@@ -150,18 +147,7 @@ impl Prefetcher {
     ) -> Self {
         let etag = (!etag.is_empty()).then_some(etag);
         let window = cfg.initial_window.max(1);
-        Prefetcher {
-            backend,
-            memory,
-            metrics,
-            key,
-            size,
-            etag,
-            cfg,
-            window,
-            last_end: None,
-            chunks: VecDeque::new(),
-        }
+        Prefetcher { backend, memory, key, size, etag, cfg, window, last_end: None, chunks: VecDeque::new() }
     }
 
     pub fn size(&self) -> u64 {
@@ -291,13 +277,7 @@ impl Prefetcher {
 
     /// Starts one pinned ranged GET in the background.
     fn fetch(&self, range: Range<u64>) -> JoinHandle<BackendResult<Bytes>> {
-        let task = get_pinned(
-            self.backend.clone(),
-            self.metrics.clone(),
-            self.key.clone(),
-            range,
-            self.etag.clone(),
-        );
+        let task = get_pinned(self.backend.clone(), self.key.clone(), range, self.etag.clone());
         tokio::spawn(task)
     }
 
@@ -344,11 +324,10 @@ impl Prefetcher {
     }
 }
 
-/// One ranged GET pinned to `etag` (when given), counted in the metrics. A changed
+/// One ranged GET pinned to `etag` (when given). A changed
 /// object (`PreconditionFailed`) becomes an I/O error: for a reader the file went bad.
 pub async fn get_pinned(
     backend: Arc<dyn StorageBackend>,
-    metrics: Arc<Metrics>,
     key: String,
     range: Range<u64>,
     etag: Option<String>,
@@ -356,21 +335,14 @@ pub async fn get_pinned(
     let opts = GetOptions { if_match: etag };
     let span =
         tracing::debug_span!(target: TARGET, "get_range", key = %key, start = range.start, end = range.end);
-    Metrics::inc(&metrics.requests_get);
     match backend.get_range(&key, Some(range), &opts).instrument(span).await {
-        Ok(res) => {
-            Metrics::add(&metrics.bytes_read, res.data.len() as u64);
-            Ok(res.data)
-        }
-        Err(e) => {
-            Metrics::inc(&metrics.requests_failed);
-            Err(match e {
-                BackendError::PreconditionFailed(_) => {
-                    BackendError::Io(format!("{key} changed on the server while open"))
-                }
-                e => e,
-            })
-        }
+        Ok(res) => Ok(res.data),
+        Err(e) => Err(match e {
+            BackendError::PreconditionFailed(_) => {
+                BackendError::Io(format!("{key} changed on the server while open"))
+            }
+            e => e,
+        }),
     }
 }
 
@@ -390,7 +362,6 @@ mod tests {
         let p = Prefetcher::new(
             backend.clone(),
             memory.clone(),
-            Arc::new(Metrics::default()),
             "o".into(),
             meta.size,
             meta.etag,

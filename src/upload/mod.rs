@@ -30,14 +30,12 @@ pub use streaming::StreamingUpload;
 
 use crate::backend::StorageBackend;
 use crate::memory::MemoryLimiter;
-use crate::metrics::Metrics;
 
 /// What an upload needs from its mount: shared by every upload of one handle.
 #[derive(Clone)]
 pub struct UploadParams {
     pub backend: Arc<dyn StorageBackend>,
     pub memory: MemoryLimiter,
-    pub metrics: Arc<Metrics>,
     pub plan: PartSizePlan,
     /// Parts uploaded concurrently; already 1 when the backend cannot take parallel parts.
     pub max_parts_in_flight: usize,
@@ -48,13 +46,12 @@ impl UploadParams {
     pub fn new(
         backend: Arc<dyn StorageBackend>,
         memory: MemoryLimiter,
-        metrics: Arc<Metrics>,
         part_size: u64,
         max_parts_in_flight: usize,
     ) -> Self {
         let caps = backend.capabilities();
         let plan = PartSizePlan::new(part_size, &caps);
         let max_parts_in_flight = if caps.parallel_multipart { max_parts_in_flight.max(1) } else { 1 };
-        UploadParams { backend, memory, metrics, plan, max_parts_in_flight }
+        UploadParams { backend, memory, plan, max_parts_in_flight }
     }
 }

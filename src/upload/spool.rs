@@ -24,7 +24,6 @@ use tracing::Instrument;
 
 use super::{StreamingUpload, UploadParams};
 use crate::backend::{BackendError, BackendResult, ObjectMeta, PutOptions};
-use crate::metrics::Metrics;
 
 const TARGET: &str = "bucketfs::upload";
 
@@ -122,17 +121,12 @@ impl SpoolFile {
         key: &str,
         opts: &PutOptions,
     ) -> BackendResult<ObjectMeta> {
-        let m = params.metrics.clone();
         if self.len <= params.plan.first_part_size() {
             let _reservation = params.memory.reserve(self.len).await;
             let data = self.read_at(0, self.len).await?;
             let size = data.len() as u64;
-            Metrics::inc(&m.requests_put);
             let span = tracing::debug_span!(target: TARGET, "put", key = %key, size);
-            let meta = params.backend.put(key, data, opts).instrument(span).await;
-            let meta = meta.inspect_err(|_| Metrics::inc(&m.requests_failed))?;
-            Metrics::add(&m.bytes_written, size);
-            return Ok(meta);
+            return params.backend.put(key, data, opts).instrument(span).await;
         }
         let mut upload = StreamingUpload::new(params.clone(), key.to_string(), opts.clone());
         match self.feed(&mut upload, params).await {

@@ -23,7 +23,6 @@ use tracing::Instrument;
 use super::UploadParams;
 use crate::backend::{BackendError, BackendResult, CompletedPart, ObjectMeta, PutOptions};
 use crate::memory::Reservation;
-use crate::metrics::Metrics;
 
 const TARGET: &str = "bucketfs::upload";
 
@@ -164,11 +163,8 @@ impl StreamingUpload {
         if let Some(id) = &self.upload_id {
             return Ok(id.clone());
         }
-        let m = &self.params.metrics;
-        Metrics::inc(&m.requests_multipart);
         let span = tracing::debug_span!(target: TARGET, "create_multipart", key = %self.key);
-        let id = self.params.backend.create_multipart(&self.key, &self.opts).instrument(span).await;
-        let id = id.inspect_err(|_| Metrics::inc(&m.requests_failed))?;
+        let id = self.params.backend.create_multipart(&self.key, &self.opts).instrument(span).await?;
         tracing::debug!(target: TARGET, key = %self.key, upload_id = %id, "multipart upload started");
         self.upload_id = Some(id.clone());
         Ok(id)
@@ -187,7 +183,6 @@ impl StreamingUpload {
         let part_number = self.next_part;
         self.next_part += 1;
         let backend = self.params.backend.clone();
-        let metrics = self.params.metrics.clone();
         let key = self.key.clone();
         let size = data.len();
         let span = tracing::debug_span!(target: TARGET, "upload_part", key = %key, part_number, size);
@@ -195,14 +190,9 @@ impl StreamingUpload {
             async move {
                 // the part's memory is returned when the upload ends, successful or not
                 let _reservation = reservation;
-                Metrics::inc(&metrics.requests_multipart);
                 let res = backend.upload_part(&key, &upload_id, part_number, data).await;
-                match &res {
-                    Ok(_) => Metrics::add(&metrics.bytes_written, size as u64),
-                    Err(e) => {
-                        Metrics::inc(&metrics.requests_failed);
-                        tracing::debug!(target: TARGET, error = %e, "part upload failed");
-                    }
+                if let Err(e) = &res {
+                    tracing::debug!(target: TARGET, error = %e, "part upload failed");
                 }
                 res
             }
@@ -239,17 +229,13 @@ impl StreamingUpload {
     }
 
     async fn finish_inner(&mut self) -> BackendResult<ObjectMeta> {
-        let m = self.params.metrics.clone();
         if self.upload_id.is_none() {
             let data = Bytes::from(std::mem::take(&mut self.buffer));
             let size = data.len() as u64;
-            Metrics::inc(&m.requests_put);
             let span = tracing::debug_span!(target: TARGET, "put", key = %self.key, size);
             let res = self.params.backend.put(&self.key, data, &self.opts).instrument(span).await;
             self.buffer_reservation = None;
-            let meta = res.inspect_err(|_| Metrics::inc(&m.requests_failed))?;
-            Metrics::add(&m.bytes_written, size);
-            return Ok(meta);
+            return res;
         }
         if !self.buffer.is_empty() {
             self.hand_off_buffer().await?;
@@ -259,7 +245,6 @@ impl StreamingUpload {
         }
         self.completed.sort_by_key(|p| p.part_number);
         let upload_id = self.upload_id.clone().unwrap_or_default();
-        Metrics::inc(&m.requests_multipart);
         let span = tracing::debug_span!(target: TARGET, "complete_multipart", key = %self.key, parts = self.completed.len());
         let res = self
             .params
@@ -267,7 +252,7 @@ impl StreamingUpload {
             .complete_multipart(&self.key, &upload_id, &self.completed)
             .instrument(span)
             .await;
-        let meta = res.inspect_err(|_| Metrics::inc(&m.requests_failed))?;
+        let meta = res?;
         self.upload_id = None;
         Ok(meta)
     }
@@ -285,16 +270,13 @@ impl StreamingUpload {
         self.buffer = Vec::new();
         self.buffer_reservation = None;
         if let Some(id) = self.upload_id.take() {
-            let m = &self.params.metrics;
-            Metrics::inc(&m.requests_multipart);
             let span =
                 tracing::debug_span!(target: TARGET, "abort_multipart", key = %self.key, upload_id = %id);
             match self.params.backend.abort_multipart(&self.key, &id).instrument(span).await {
                 Ok(()) | Err(BackendError::NoSuchUpload(_)) => {}
                 Err(e) => {
-                    Metrics::inc(&m.requests_failed);
                     tracing::warn!(target: TARGET, key = %self.key, upload_id = %id, error = %e,
-                        "could not abort multipart upload; it will be cleaned up by the mount's stale-upload sweep");
+                        "could not abort multipart upload; `bucketfs` lists it among the bucket's pending uploads");
                 }
             }
         }
@@ -311,10 +293,8 @@ impl Drop for StreamingUpload {
         self.in_flight.abort_all();
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             let backend = self.params.backend.clone();
-            let metrics = self.params.metrics.clone();
             let key = std::mem::take(&mut self.key);
             rt.spawn(async move {
-                Metrics::inc(&metrics.requests_multipart);
                 if let Err(e) = backend.abort_multipart(&key, &id).await {
                     tracing::debug!(target: TARGET, key = %key, error = %e, "background abort failed");
                 }
