@@ -28,7 +28,9 @@ use super::cache::Kind;
 use super::core::Fs;
 use super::inode::dir_prefix;
 use super::{FsError, FsResult};
-use crate::backend::{BackendError, ListRequest};
+use bytes::Bytes;
+
+use crate::backend::{BackendError, ListRequest, PutOptions, StorageBackend};
 
 /// Copies in flight during a directory rename.
 const RENAME_CONCURRENCY: usize = 16;
@@ -138,6 +140,8 @@ impl Fs {
                 async move {
                     let r = if native {
                         backend.rename(&k, &t).await
+                    } else if k.ends_with('/') {
+                        copy_marker(&*backend, &k, &t).await
                     } else {
                         backend.copy(&k, &t, None).await.map(|_| ())
                     };
@@ -179,4 +183,18 @@ impl Fs {
         }
         Ok(())
     }
+}
+
+/// Re-creates directory marker `src` (an empty `dir/` object) at `dst` with its
+/// metadata. A PUT rather than CopyObject: SeaweedFS answers CopyObject of a `dir/`
+/// key with 404 (its filer stores markers as real directories), and an empty object
+/// costs nothing to write again.
+async fn copy_marker(backend: &dyn StorageBackend, src: &str, dst: &str) -> Result<(), BackendError> {
+    let meta = backend.head(src).await?;
+    let opts = PutOptions {
+        content_type: meta.content_type,
+        user_metadata: meta.user_metadata,
+        ..Default::default()
+    };
+    backend.put(dst, Bytes::new(), &opts).await.map(|_| ())
 }

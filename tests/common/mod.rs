@@ -92,6 +92,13 @@ impl Mount {
     }
 
     pub fn try_start(drives: &Drives, bucket: &str, extra: &[&str]) -> Result<Mount, String> {
+        let mut args = vec!["--drives", drives.spec.as_str()];
+        args.extend_from_slice(extra);
+        Self::try_start_source(&format!("local://{bucket}"), &args)
+    }
+
+    /// Mounts any SOURCE (e.g. `s3://bucket` with `--endpoint`) with extra flags.
+    pub fn try_start_source(source: &str, extra: &[&str]) -> Result<Mount, String> {
         let mnt_dir = tempfile::Builder::new().prefix("bfs-mnt").tempdir_in(test_root()).unwrap();
         let mnt = mnt_dir.path().join("m");
         std::fs::create_dir(&mnt).unwrap();
@@ -99,10 +106,9 @@ impl Mount {
         let logf = std::fs::File::create(&log).unwrap();
         let child = Command::new(BIN)
             .arg("-f")
-            .args(["--drives", &drives.spec])
             .args(["--stat-cache-ttl", "1s", "--type-cache-ttl", "1s"])
             .args(extra)
-            .arg(format!("local://{bucket}"))
+            .arg(source)
             .arg(&mnt)
             .stdin(Stdio::null())
             .stdout(logf.try_clone().unwrap())

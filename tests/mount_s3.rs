@@ -1,0 +1,92 @@
+//! The real FUSE mount over an S3 server (SeaweedFS with an identity, started by the
+//! test on 127.0.0.1): the same file operations as over the embedded store, through
+//! the aws-sdk-s3 backend.
+
+mod common;
+mod s3_support;
+
+use std::fs;
+use std::io::{Seek, SeekFrom, Write};
+
+use common::*;
+
+fn mount_seaweed(tag: &str) -> (Mount, String) {
+    let server = s3_support::seaweed();
+    let bucket = s3_support::unique_bucket(tag);
+    tokio::runtime::Runtime::new().unwrap().block_on(s3_support::make_bucket(&server.endpoint, &bucket));
+    let m = Mount::try_start_source(
+        &format!("s3://{bucket}"),
+        &["--endpoint", &server.endpoint, "--region", "us-east-1"],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    (m, bucket)
+}
+
+#[test]
+fn files_and_directories_round_trip_through_s3() {
+    let (mut m, bucket) = mount_seaweed("fuse");
+    let big = pattern(25 << 20, 3); // several multipart parts
+    for (name, data) in
+        [("empty", Vec::new()), ("one", vec![7u8]), ("mid", pattern(1 << 20, 1)), ("big", big.clone())]
+    {
+        fs::write(m.path(name), &data).unwrap();
+        assert!(fs::read(m.path(name)).unwrap() == data, "{name}");
+    }
+    fs::create_dir_all(m.path("d/e")).unwrap();
+    for i in 0..20 {
+        fs::write(m.path(&format!("d/e/f{i}")), format!("{i}")).unwrap();
+    }
+    sh(&format!("mv {} {}", m.path("d").display(), m.path("moved").display()));
+    assert_eq!(fs::read_dir(m.path("moved/e")).unwrap().count(), 20);
+    assert_eq!(fs::read(m.path("moved/e/f7")).unwrap(), b"7");
+    // random write into an existing object
+    let mut f = fs::OpenOptions::new().write(true).open(m.path("big")).unwrap();
+    f.seek(SeekFrom::Start(12 << 20)).unwrap();
+    f.write_all(b"patched").unwrap();
+    drop(f);
+    let mut want = big;
+    want[12 << 20..(12 << 20) + 7].copy_from_slice(b"patched");
+    fs::remove_file(m.path("one")).unwrap();
+    assert!(m.stop(), "clean stop");
+
+    // a fresh mount sees exactly what was committed
+    let server = s3_support::seaweed();
+    let m2 = Mount::try_start_source(
+        &format!("s3://{bucket}"),
+        &["--endpoint", &server.endpoint, "--region", "us-east-1"],
+    )
+    .unwrap();
+    assert!(fs::read(m2.path("big")).unwrap() == want);
+    assert!(!m2.path("one").exists());
+    let names = sh(&format!("ls {}", m2.mnt.display()));
+    let names: Vec<&str> = names.split_whitespace().collect();
+    for want in ["big", "empty", "mid", "moved"] {
+        assert!(names.contains(&want), "{want} missing from {names:?}");
+    }
+    assert!(!names.contains(&"one"), "{names:?}");
+    // SeaweedFS keeps an emptied folder as a prefix (a server quirk, see docs/README-s3.md),
+    // so `d` may still be listed; what matters is that no object is left under it
+    let left = sh(&format!("find {}/ -type f 2>/dev/null || true", m2.path("d").display()));
+    assert_eq!(left.trim(), "", "objects left under the renamed directory");
+}
+
+#[test]
+fn wrong_credentials_or_bucket_fail_the_mount_with_a_clear_message() {
+    let server = s3_support::seaweed();
+    let tmp = tempfile::tempdir_in(test_root()).unwrap();
+    let mnt = tmp.path().join("m");
+    fs::create_dir(&mnt).unwrap();
+    let m = mnt.to_str().unwrap();
+    let (code, err, took) = run_bucketfs(&["--endpoint", &server.endpoint, "s3://no-such-bucket-here", m]);
+    assert_ne!(code, 0);
+    assert!(err.contains("no-such-bucket-here") && err.to_lowercase().contains("bucket"), "{err}");
+    assert!(took.as_secs() < 5, "{took:?}");
+    let bucket = s3_support::unique_bucket("creds");
+    tokio::runtime::Runtime::new().unwrap().block_on(s3_support::make_bucket(&server.endpoint, &bucket));
+    let (code, err, _) =
+        run_bucketfs(&["--endpoint", &server.endpoint, "--profile", "wrong", &format!("s3://{bucket}"), m]);
+    assert_ne!(code, 0);
+    assert!(err.to_lowercase().contains("denied"), "{err}");
+    assert!(!err.contains(s3_support::SECRET_KEY) && !err.contains("not-the-secret"), "{err}");
+    assert!(!is_mounted(&mnt));
+}
