@@ -158,3 +158,20 @@ fn fstab_entry_mounts_with_mount_t() {
     sh(&format!("umount {}", mnt.display()));
     assert!(!is_mounted(&mnt));
 }
+
+#[test]
+fn a_dead_mountpoint_left_by_kill_9_is_detached_by_the_next_mount() {
+    let drives = Drives::new(4);
+    drives.make_bucket("deadmount");
+    let mut m = Mount::start(&drives, "deadmount", &[]);
+    fs::write(m.path("kept"), b"kept").unwrap();
+    let pid = m.child.as_ref().unwrap().id() as i32;
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let _ = m.child.take().unwrap().wait();
+    let err = fs::metadata(&m.mnt).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOTCONN), "expected a dead mount");
+    let (code, stderr, _) = run_bucketfs(&["--drives", &drives.spec, "local://deadmount", m.mnt.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(fs::read(m.path("kept")).unwrap(), b"kept");
+    sh(&format!("umount {}", m.mnt.display()));
+}
