@@ -184,6 +184,15 @@ impl Filesystem for BucketFs {
         if let Err(missing) = config.add_capabilities(want) {
             tracing::debug!(target: "bucketfs::fs", ?missing, "kernel lacks readdirplus");
         }
+        // 1 MiB writes and read-ahead instead of the 128 KiB default: an 8th of the
+        // FUSE round trips per MiB (fuser negotiates FUSE_MAX_PAGES for this). Each
+        // setter answers with the nearest value the kernel allows when ours is too big.
+        if let Err(nearest) = config.set_max_write(1 << 20) {
+            let _ = config.set_max_write(nearest);
+        }
+        if let Err(nearest) = config.set_max_readahead(1 << 20) {
+            let _ = config.set_max_readahead(nearest);
+        }
         Ok(())
     }
 
