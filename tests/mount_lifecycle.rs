@@ -106,6 +106,8 @@ fn kill_9_mid_write_then_remount_keeps_committed_files_and_no_partial_one() {
     let committed = pattern(9 << 20, 1);
     fs::write(m.path("committed"), &committed).unwrap();
     let target = m.path("interrupted");
+    let written = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let progress = written.clone();
     let writer = std::thread::spawn(move || {
         let mut f = match fs::File::create(&target) {
             Ok(f) => f,
@@ -116,18 +118,33 @@ fn kill_9_mid_write_then_remount_keeps_committed_files_and_no_partial_one() {
             if f.write_all(&chunk).is_err() {
                 return;
             }
+            progress.fetch_add(1 << 20, std::sync::atomic::Ordering::SeqCst);
         }
     });
-    std::thread::sleep(Duration::from_millis(1500));
+    // crash well inside the write: after 64 of 400 MiB (several parts uploaded)
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while written.load(std::sync::atomic::Ordering::SeqCst) < 64 << 20 {
+        assert!(Instant::now() < deadline, "writer made no progress");
+        std::thread::sleep(Duration::from_millis(5));
+    }
     m.kill9();
     let _ = writer.join();
-    let m2 = Mount::start(&drives, "crash", &[]);
+    assert!(
+        drives.pending_uploads("crash") > 0,
+        "the interrupted write should have left a multipart upload: {}",
+        sh(&format!("find {} | head -40", drives.drive(1).display()))
+    );
+    // the next mount sweeps uploads older than --stale-upload-age
+    let mut m2 = Mount::start(&drives, "crash", &["--stale-upload-age", "1ms"]);
     assert!(fs::read(m2.path("committed")).unwrap() == committed);
     match fs::metadata(m2.path("interrupted")) {
         Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::NotFound),
         // the file may exist only if it was committed whole (e.g. empty at create)
         Ok(md) => assert!(md.len() == 0 || md.len() == 400 << 20, "partial file of {} bytes", md.len()),
     }
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(m2.stop());
+    assert_eq!(drives.pending_uploads("crash"), 0, "stale upload left behind");
 }
 
 #[test]
@@ -170,7 +187,8 @@ fn a_dead_mountpoint_left_by_kill_9_is_detached_by_the_next_mount() {
     let _ = m.child.take().unwrap().wait();
     let err = fs::metadata(&m.mnt).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::ENOTCONN), "expected a dead mount");
-    let (code, stderr, _) = run_bucketfs(&["--drives", &drives.spec, "local://deadmount", m.mnt.to_str().unwrap()]);
+    let (code, stderr, _) =
+        run_bucketfs(&["--drives", &drives.spec, "local://deadmount", m.mnt.to_str().unwrap()]);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(fs::read(m.path("kept")).unwrap(), b"kept");
     sh(&format!("umount {}", m.mnt.display()));

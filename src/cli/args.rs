@@ -167,6 +167,9 @@ pub struct MountArgs {
     #[arg(long = "read-ahead", alias = "read_ahead", value_parser = parse_size, default_value = "64M",
           help = "Largest sequential read-ahead window per file")]
     pub read_ahead: u64,
+    #[arg(long = "stale-upload-age", alias = "stale_upload_age", value_parser = parse_duration, default_value = "24h",
+          help = "At mount, abort multipart uploads under the mount older than this (left by crashed writers); 0 = never")]
+    pub stale_upload_age: Duration,
     #[arg(
         long = "cache-dir",
         alias = "cache_dir",

@@ -150,6 +150,7 @@ fn serve(
         enable_perms: args.enable_perms,
         read_only: args.read_only,
     };
+    let sweep_backend = backend.clone();
     let fs = BucketFs::new(rt.handle().clone(), backend, fs_cfg, handles);
     let controller = fs.controller();
 
@@ -183,6 +184,9 @@ fn serve(
             Err(e) => return Err((anyhow!("cannot start the FUSE session: {e}"), readiness)),
         };
     info!(source = %source, mountpoint = %mountpoint.display(), "mounted");
+    if !args.stale_upload_age.is_zero() {
+        rt.spawn(sweep_stale_uploads(sweep_backend, args.stale_upload_age));
+    }
     if let Some(r) = readiness {
         if let Err(e) = r.ready(args.log_file.as_deref()) {
             warn!("cannot report readiness: {e}");
@@ -237,6 +241,30 @@ fn serve(
     // Uploads still running in the runtime have been committed above; give stragglers a moment.
     rt.shutdown_timeout(Duration::from_secs(5));
     Ok(())
+}
+
+/// Aborts multipart uploads under the mount older than `age`: what crashed writers
+/// (ours or other clients') left behind, invisible but billed. Age is the only safe
+/// signal here: a younger upload may belong to a live writer elsewhere.
+async fn sweep_stale_uploads(backend: Arc<dyn StorageBackend>, age: Duration) {
+    let uploads = match backend.list_multipart("").await {
+        Ok(u) => u,
+        Err(e) => {
+            warn!("cannot list pending multipart uploads: {e}");
+            return;
+        }
+    };
+    let cutoff = std::time::SystemTime::now().checked_sub(age).unwrap_or(std::time::UNIX_EPOCH);
+    let mut aborted = 0;
+    for u in uploads.iter().filter(|u| u.initiated < cutoff) {
+        match backend.abort_multipart(&u.key, &u.upload_id).await {
+            Ok(()) => aborted += 1,
+            Err(e) => warn!(key = %u.key, "cannot abort stale multipart upload: {e}"),
+        }
+    }
+    if aborted > 0 {
+        info!("aborted {aborted} stale multipart upload(s) older than {age:?}");
+    }
 }
 
 fn open_backend(

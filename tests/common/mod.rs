@@ -59,6 +59,15 @@ impl Drives {
         backend.store().close();
     }
 
+    /// In-progress multipart uploads in `bucket` (no mount may be running on these drives).
+    pub fn pending_uploads(&self, bucket: &str) -> usize {
+        let drives = parse_drive_spec(&self.spec).unwrap();
+        let store = Store::open(StoreConfig { drives, parity: None }).unwrap();
+        let n = store.list_multipart_uploads(bucket, "").unwrap().len();
+        store.close();
+        n
+    }
+
     pub fn drive(&self, i: usize) -> PathBuf {
         self.dir.path().join(format!("d{i}"))
     }
