@@ -1,0 +1,587 @@
+//! Unit tests of `FileHandle` against an instrumented in-memory backend.
+
+use std::sync::atomic::Ordering::SeqCst;
+
+use super::*;
+use crate::backend::memory::MemoryBackend;
+use crate::backend::metered::MeteredBackend;
+use crate::backend::GetOptions;
+use crate::upload::test_backend::InstrumentedBackend;
+
+const KIB: u64 = 1024;
+const MIB: u64 = 1024 * KIB;
+
+struct Fixture {
+    backend: Arc<InstrumentedBackend>,
+    ctx: Arc<HandleContext>,
+    _spool: tempfile::TempDir,
+}
+
+fn fixture(part: u64, memory: u64, in_flight: usize) -> Fixture {
+    let backend = InstrumentedBackend::with_min_part(part);
+    let spool = tempfile::tempdir().unwrap();
+    // metered as the mount does, so the request counters are exercised too
+    let metrics = Arc::new(Metrics::default());
+    let ctx = Arc::new(HandleContext {
+        backend: MeteredBackend::wrap(backend.clone(), metrics.clone()),
+        memory: MemoryLimiter::new(memory),
+        metrics,
+        cfg: HandleConfig {
+            part_size: part,
+            read_ahead: 16 * MIB,
+            max_parts_in_flight: in_flight,
+            // a missing directory must be created
+            spool_dir: spool.path().join("spool"),
+        },
+    });
+    Fixture { backend, ctx, _spool: spool }
+}
+
+/// Deterministic pseudo-random bytes (xorshift), different per seed.
+fn pattern(len: u64, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+impl Fixture {
+    async fn stored(&self, key: &str) -> Vec<u8> {
+        self.backend.inner.get_range(key, None, &GetOptions::default()).await.unwrap().data.to_vec()
+    }
+    async fn put(&self, key: &str, data: &[u8]) -> ObjectMeta {
+        self.backend.inner.put(key, Bytes::copy_from_slice(data), &PutOptions::default()).await.unwrap()
+    }
+    fn open(&self, key: &str, existing: Option<ObjectMeta>, mode: OpenMode) -> FileHandle {
+        FileHandle::open(self.ctx.clone(), key.into(), existing, mode)
+    }
+    fn pending(&self) -> usize {
+        self.backend.inner.pending_uploads()
+    }
+}
+
+fn new_file() -> OpenMode {
+    OpenMode { read: true, write: true, truncate: true, append: false }
+}
+
+fn rw() -> OpenMode {
+    OpenMode { read: true, write: true, ..Default::default() }
+}
+
+async fn write_all(h: &FileHandle, mut offset: u64, data: &[u8], chunk: usize) {
+    for piece in data.chunks(chunk) {
+        assert_eq!(h.write(offset, piece).await.unwrap() as usize, piece.len());
+        offset += piece.len() as u64;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequential_write_streams_parts_concurrently() {
+    let part = 64 * KIB;
+    let f = fixture(part, 64 * MIB, 4);
+    f.backend.part_delay_ms.store(20, SeqCst);
+    let data = pattern(20 * part + 1234, 1);
+    let h = f.open("big", None, new_file());
+    write_all(&h, 0, &data, 16 * 1024).await;
+    assert_eq!(h.size(), data.len() as u64);
+    assert!(h.is_dirty());
+    // streaming: most parts are already sent before the commit
+    assert!(f.backend.parts.load(SeqCst) >= 15, "parts before commit: {}", f.backend.parts.load(SeqCst));
+    // own writes are readable before the commit, which stays invisible
+    assert_eq!(&h.read(5 * part - 10, 100).await.unwrap()[..], &data[(5 * part - 10) as usize..][..100]);
+    assert!(f.backend.inner.head("big").await.is_err());
+    let meta = h.commit(&PutOptions::default()).await.unwrap().unwrap();
+    assert_eq!(meta.size, data.len() as u64);
+    assert_eq!(f.stored("big").await, data);
+    assert_eq!(f.backend.creates.load(SeqCst), 1);
+    assert_eq!(f.backend.puts.load(SeqCst), 0);
+    assert_eq!(f.backend.parts.load(SeqCst), 21);
+    let concurrent = f.backend.max_parts_running.load(SeqCst);
+    assert!((2..=4).contains(&concurrent), "max concurrent parts {concurrent}");
+    assert_eq!(f.pending(), 0);
+    assert!(!h.is_dirty());
+    assert_eq!(h.commit(&PutOptions::default()).await.unwrap(), None);
+    let m = &f.ctx.metrics;
+    assert_eq!(m.requests_multipart.load(SeqCst), 1 + 21 + 1);
+    assert_eq!(m.bytes_written.load(SeqCst), data.len() as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_without_parallel_multipart_gets_one_part_at_a_time() {
+    let part = 64 * KIB;
+    let backend = Arc::new(InstrumentedBackend {
+        inner: MemoryBackend::with_capabilities(crate::backend::Capabilities {
+            parallel_multipart: false,
+            ..crate::upload::test_backend::small_part_caps(part)
+        }),
+        ..Default::default()
+    });
+    backend.part_delay_ms.store(5, SeqCst);
+    let mut f = fixture(part, 64 * MIB, 8);
+    f.backend = backend.clone();
+    f.ctx = Arc::new(HandleContext {
+        backend: MeteredBackend::wrap(backend, f.ctx.metrics.clone()),
+        memory: f.ctx.memory.clone(),
+        metrics: f.ctx.metrics.clone(),
+        cfg: f.ctx.cfg.clone(),
+    });
+    let data = pattern(8 * part, 2);
+    let h = f.open("serial", None, new_file());
+    write_all(&h, 0, &data, 64 * 1024).await;
+    h.commit(&PutOptions::default()).await.unwrap();
+    assert_eq!(f.stored("serial").await, data);
+    assert_eq!(f.backend.max_parts_running.load(SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_limit_bounds_part_buffers() {
+    let part = 512 * KIB;
+    let f = fixture(part, 3 * part, 8);
+    f.backend.part_delay_ms.store(10, SeqCst);
+    let data = pattern(20 * part, 3);
+    let h = f.open("bounded", None, new_file());
+    write_all(&h, 0, &data, 128 * 1024).await;
+    h.commit(&PutOptions::default()).await.unwrap();
+    assert_eq!(f.stored("bounded").await, data);
+    let max_bytes = f.backend.max_part_bytes_running.load(SeqCst);
+    assert!(max_bytes <= 3 * part, "{max_bytes} bytes of parts in flight");
+    assert!(max_bytes >= 2 * part, "parts should still overlap: {max_bytes}");
+    assert_eq!(f.ctx.memory.available_bytes(), 3 * part, "all reservations returned");
+}
+
+#[tokio::test]
+async fn small_file_is_one_put() {
+    let f = fixture(64 * KIB, 64 * MIB, 4);
+    let h = f.open("small", None, new_file());
+    let data = pattern(64 * KIB, 4); // exactly one part: still a put
+    write_all(&h, 0, &data, 4096).await;
+    h.commit(&PutOptions { content_type: Some("text/plain".into()), ..Default::default() }).await.unwrap();
+    assert_eq!(f.stored("small").await, data);
+    assert_eq!(f.backend.puts.load(SeqCst), 1);
+    assert_eq!(f.backend.creates.load(SeqCst), 0);
+    assert_eq!(f.backend.inner.head("small").await.unwrap().content_type.as_deref(), Some("text/plain"));
+}
+
+#[tokio::test]
+async fn new_empty_file_is_stored_on_commit() {
+    let f = fixture(64 * KIB, 64 * MIB, 4);
+    let h = f.open("empty", None, new_file());
+    assert!(h.is_dirty());
+    assert_eq!(h.commit(&PutOptions::default()).await.unwrap().unwrap().size, 0);
+    assert_eq!(f.stored("empty").await, Vec::<u8>::new());
+    assert!(h.read(0, 10).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn random_writes_are_spooled() {
+    let part = 64 * KIB;
+    let f = fixture(part, 64 * MIB, 4);
+    let h = f.open("random", None, new_file());
+    let mut model = vec![0u8; 0];
+    let writes = [(300 * KIB, 5000u64), (0, 100), (10 * KIB, 70 * KIB), (299 * KIB, 4000), (1, 1)];
+    for (i, (off, len)) in writes.into_iter().enumerate() {
+        let data = pattern(len, 10 + i as u64);
+        h.write(off, &data).await.unwrap();
+        let end = (off + len) as usize;
+        if model.len() < end {
+            model.resize(end, 0);
+        }
+        model[off as usize..end].copy_from_slice(&data);
+        assert_eq!(h.size(), model.len() as u64);
+    }
+    assert_eq!(&h.read(0, model.len() as u32 + 100).await.unwrap()[..], &model[..]);
+    h.commit(&PutOptions::default()).await.unwrap();
+    assert_eq!(f.stored("random").await, model);
+    // larger than a part: uploaded from the spool in parts
+    assert_eq!(f.backend.creates.load(SeqCst), 1);
+    assert_eq!(f.pending(), 0);
+}
+
+#[tokio::test]
+async fn overwrite_middle_of_existing_object() {
+    let f = fixture(64 * KIB, 64 * MIB, 4);
+    let mut model = pattern(300 * KIB, 20);
+    let meta = f.put("obj", &model).await;
+    let h = f.open("obj", Some(meta), rw());
+    assert!(!h.is_dirty());
+    let patch = pattern(1000, 21);
+    h.write(100 * KIB, &patch).await.unwrap();
+    model[100 * KIB as usize..][..1000].copy_from_slice(&patch);
+    assert_eq!(h.size(), model.len() as u64);
+    assert_eq!(&h.read(100 * KIB - 10, 1020).await.unwrap()[..], &model[100 * KIB as usize - 10..][..1020]);
+    // invisible until committed
+    assert_eq!(f.stored("obj").await, pattern(300 * KIB, 20));
+    h.commit(&PutOptions::default()).await.unwrap();
+    assert_eq!(f.stored("obj").await, model);
+}
+
+#[tokio::test]
+async fn append_to_existing_object() {
+    let f = fixture(64 * KIB, 64 * MIB, 4);
+    let mut model = pattern(100 * KIB, 30);
+    let meta = f.put("log", &model).await;
+    let h = f.open("log", Some(meta), OpenMode { write: true, append: true, ..Default::default() });
+    let more = pattern(50 * KIB, 31);
+    // append mode ignores the offset
+    h.write(0, &more[..10 * 1024]).await.unwrap();
+    h.write(0, &more[10 * 1024..]).await.unwrap();
+    model.extend_from_slice(&more);
+    h.commit(&PutOptions::default()).await.unwrap();
+    assert_eq!(f.stored("log").await, model);
+    assert_eq!(h.size(), model.len() as u64);
+}
+
+#[tokio::test]
+async fn sequential_append_at_end_of_existing_object() {
+    let f = fixture(64 * KIB, 64 * MIB, 4);
+    let mut model = pattern(10 * KIB, 32);
+    let meta = f.put("f", &model).await;
+    let h = f.open("f", Some(meta), rw());
+    let more = pattern(5 * KIB, 33);
+    h.write(10 * KIB, &more).await.unwrap();
+    model.extend_from_slice(&more);
+    h.commit(&PutOptions::default()).await.unwrap();
+    assert_eq!(f.stored("f").await, model);
+}
+
+#[tokio::test]
+async fn truncate_shorter_and_longer() {
+    let f = fixture(64 * KIB, 64 * MIB, 4);
+    let orig = pattern(200 * KIB, 40);
+    let meta = f.put("t", &orig).await;
+
+    let h = f.open("t", Some(meta.clone()), rw());
+    h.set_len(50 * KIB).await.unwrap();
+    assert_eq!(h.size(), 50 * KIB);
+    assert!(h.read(60 * KIB, 10).await.unwrap().is_empty());
+    h.commit(&PutOptions::default()).await.unwrap();
+    assert_eq!(f.stored("t").await, orig[..50 * KIB as usize].to_vec());
+    // only what is kept was fetched
+    assert!(f.backend.get_bytes.load(SeqCst) <= 50 * KIB);
+
+    h.set_len(80 * KIB).await.unwrap();
+    h.commit(&PutOptions::default()).await.unwrap();
+    let mut model = orig[..50 * KIB as usize].to_vec();
+    model.resize(80 * KIB as usize, 0);
+    assert_eq!(f.stored("t").await, model);
+
+    // set_len(0) then a sequential rewrite streams again
+    h.set_len(0).await.unwrap();
+    let fresh = pattern(10 * KIB, 41);
+    h.write(0, &fresh).await.unwrap();
+    h.commit(&PutOptions::default()).await.unwrap();
+    assert_eq!(f.stored("t").await, fresh);
+}
+
+#[tokio::test]
+async fn open_with_truncate_empties_the_object() {
+    let f = fixture(64 * KIB, 64 * MIB, 4);
+    let meta = f.put("t", &pattern(1000, 42)).await;
+    let h = f.open("t", Some(meta), new_file());
+    assert_eq!(h.size(), 0);
+    assert!(h.is_dirty());
+    h.commit(&PutOptions::default()).await.unwrap();
+    assert!(f.stored("t").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switch_from_streaming_to_spool_keeps_data() {
+    let part = 64 * KIB;
+    let f = fixture(part, 64 * MIB, 4);
+    let mut model = pattern(6 * part, 50);
+    let h = f.open("switch", None, new_file());
+    write_all(&h, 0, &model, 32 * 1024).await;
+    assert_eq!(f.backend.creates.load(SeqCst), 1);
+    assert_eq!(f.pending(), 1);
+    // a write in the middle: the multipart upload is abandoned, nothing is lost
+    let patch = pattern(100, 51);
+    h.write(10, &patch).await.unwrap();
+    model[10..110].copy_from_slice(&patch);
+    assert_eq!(f.pending(), 0);
+    let tail = pattern(3 * part, 52);
+    write_all(&h, model.len() as u64, &tail, 32 * 1024).await;
+    model.extend_from_slice(&tail);
+    assert_eq!(&h.read(0, 200).await.unwrap()[..], &model[..200]);
+    h.commit(&PutOptions::default()).await.unwrap();
+    assert_eq!(f.stored("switch").await, model);
+    assert_eq!(f.pending(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_commit_returns_error_and_leaks_no_upload() {
+    let part = 64 * KIB;
+    let f = fixture(part, 64 * MIB, 4);
+    let data = pattern(5 * part + 7, 60);
+    let h = f.open("fail", None, new_file());
+    write_all(&h, 0, &data, 64 * 1024).await;
+    f.backend.fail_upload_part.store(true, SeqCst);
+    let err = h.commit(&PutOptions::default()).await.unwrap_err();
+    assert_eq!(err.errno(), libc::EIO);
+    assert_eq!(f.pending(), 0);
+    assert!(h.is_dirty());
+    assert!(f.backend.inner.head("fail").await.is_err());
+    // the content is still there: a later commit can succeed
+    f.backend.fail_upload_part.store(false, SeqCst);
+    h.commit(&PutOptions::default()).await.unwrap();
+    assert_eq!(f.stored("fail").await, data);
+    assert_eq!(f.pending(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_parts_during_streaming_fall_back_to_spool() {
+    let part = 64 * KIB;
+    let f = fixture(part, 64 * MIB, 2);
+    f.backend.fail_upload_part.store(true, SeqCst);
+    let data = pattern(8 * part, 61);
+    let h = f.open("flaky", None, new_file());
+    write_all(&h, 0, &data, 64 * 1024).await;
+    assert_eq!(f.pending(), 0);
+    assert!(h.commit(&PutOptions::default()).await.is_err());
+    assert_eq!(f.pending(), 0);
+    f.backend.fail_upload_part.store(false, SeqCst);
+    h.commit(&PutOptions::default()).await.unwrap();
+    assert_eq!(f.stored("flaky").await, data);
+}
+
+#[tokio::test]
+async fn discard_aborts_and_restores() {
+    let part = 64 * KIB;
+    let f = fixture(part, 64 * MIB, 4);
+    let h = f.open("d", None, new_file());
+    write_all(&h, 0, &pattern(4 * part, 70), 64 * 1024).await;
+    assert_eq!(f.pending(), 1);
+    h.discard().await;
+    assert_eq!(f.pending(), 0);
+    assert!(!h.is_dirty());
+    assert_eq!(h.size(), 0);
+    assert!(f.backend.inner.head("d").await.is_err());
+}
+
+#[tokio::test]
+async fn writes_after_commit_start_a_new_generation() {
+    let f = fixture(64 * KIB, 64 * MIB, 4);
+    let h = f.open("gen", None, new_file());
+    let mut model = pattern(100 * KIB, 80);
+    h.write(0, &model).await.unwrap();
+    h.commit(&PutOptions::default()).await.unwrap();
+    assert_eq!(f.stored("gen").await, model);
+    h.write(5, b"hello").await.unwrap();
+    model[5..10].copy_from_slice(b"hello");
+    assert!(h.is_dirty());
+    h.commit(&PutOptions::default()).await.unwrap();
+    assert_eq!(f.stored("gen").await, model);
+}
+
+#[tokio::test]
+async fn rename_while_streaming_commits_under_new_key() {
+    let part = 64 * KIB;
+    let f = fixture(part, 64 * MIB, 4);
+    let data = pattern(3 * part, 90);
+    let h = f.open("old", None, new_file());
+    write_all(&h, 0, &data, 64 * 1024).await;
+    h.set_key("new".into());
+    h.commit(&PutOptions::default()).await.unwrap();
+    assert_eq!(f.stored("new").await, data);
+    assert!(f.backend.inner.head("old").await.is_err());
+    assert_eq!(f.pending(), 0);
+}
+
+#[tokio::test]
+async fn commit_options_differing_from_streamed_upload_are_honoured() {
+    let part = 64 * KIB;
+    let f = fixture(part, 64 * MIB, 4);
+    let data = pattern(3 * part, 91);
+    let h = f.open("typed", None, new_file());
+    write_all(&h, 0, &data, 64 * 1024).await;
+    let opts = PutOptions { content_type: Some("video/mp4".into()), ..Default::default() };
+    h.commit(&opts).await.unwrap();
+    assert_eq!(f.stored("typed").await, data);
+    assert_eq!(f.backend.inner.head("typed").await.unwrap().content_type.as_deref(), Some("video/mp4"));
+    assert_eq!(f.pending(), 0);
+
+    // with the options announced up front the stream is used as is
+    let before = f.backend.parts.load(SeqCst);
+    let h = f.open("typed2", None, new_file());
+    h.set_upload_options(&opts).await;
+    write_all(&h, 0, &data, 64 * 1024).await;
+    h.commit(&opts).await.unwrap();
+    assert_eq!(f.backend.parts.load(SeqCst) - before, 3);
+    assert_eq!(f.backend.inner.head("typed2").await.unwrap().content_type.as_deref(), Some("video/mp4"));
+}
+
+#[tokio::test]
+async fn dropping_a_streaming_handle_aborts_its_upload() {
+    let part = 64 * KIB;
+    let f = fixture(part, 64 * MIB, 4);
+    let h = f.open("dropped", None, new_file());
+    write_all(&h, 0, &pattern(4 * part, 92), 64 * 1024).await;
+    assert_eq!(f.pending(), 1);
+    drop(h);
+    for _ in 0..100 {
+        if f.pending() == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(f.pending(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequential_read_uses_read_ahead() {
+    let f = fixture(64 * KIB, 64 * MIB, 4);
+    let data = pattern(32 * MIB, 100);
+    let meta = f.put("r", &data).await;
+    let h = f.open("r", Some(meta), OpenMode { read: true, ..Default::default() });
+    let mut out = Vec::new();
+    let mut reads = 0;
+    loop {
+        let b = h.read(out.len() as u64, 128 * 1024).await.unwrap();
+        if b.is_empty() {
+            break;
+        }
+        reads += 1;
+        out.extend_from_slice(&b);
+    }
+    assert!(out == data);
+    let gets = f.backend.gets.load(SeqCst);
+    assert_eq!(reads, 256);
+    assert!(gets <= 16, "{gets} GETs for {reads} reads");
+    assert_eq!(f.backend.get_bytes.load(SeqCst), 32 * MIB, "nothing fetched twice");
+    assert_eq!(f.ctx.metrics.bytes_read.load(SeqCst), 32 * MIB);
+    assert_eq!(f.ctx.metrics.requests_get.load(SeqCst), gets);
+}
+
+#[tokio::test]
+async fn random_reads_fetch_only_what_is_needed() {
+    let f = fixture(64 * KIB, 64 * MIB, 4);
+    let data = pattern(32 * MIB, 101);
+    let meta = f.put("r", &data).await;
+    let h = f.open("r", Some(meta), OpenMode { read: true, ..Default::default() });
+    let mut x = 12345u64;
+    let mut last_end = 0;
+    for _ in 0..50 {
+        let off = loop {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let off = MIB + (x >> 33) % (30 * MIB);
+            // a read shortly after the previous one counts as sequential, by design
+            if !(last_end..=last_end + crate::read::prefetcher::SEQUENTIAL_SLACK).contains(&off) {
+                break off;
+            }
+        };
+        last_end = off + 4096;
+        let b = h.read(off, 4096).await.unwrap();
+        assert_eq!(&b[..], &data[off as usize..][..4096]);
+    }
+    assert_eq!(f.backend.gets.load(SeqCst), 50);
+    assert_eq!(f.backend.get_bytes.load(SeqCst), 50 * 4096);
+}
+
+#[tokio::test]
+async fn reads_past_end_and_small_objects() {
+    let f = fixture(64 * KIB, 64 * MIB, 4);
+    let data = pattern(100 * KIB, 102);
+    let meta = f.put("s", &data).await;
+    let h = f.open("s", Some(meta), OpenMode { read: true, ..Default::default() });
+    assert_eq!(&h.read(50 * KIB, 4096).await.unwrap()[..], &data[50 * KIB as usize..][..4096]);
+    assert_eq!(&h.read(0, 4096).await.unwrap()[..], &data[..4096]);
+    assert_eq!(&h.read(100 * KIB - 10, 4096).await.unwrap()[..], &data[100 * KIB as usize - 10..]);
+    assert!(h.read(100 * KIB, 4096).await.unwrap().is_empty());
+    assert!(h.read(1 << 40, 4096).await.unwrap().is_empty());
+    // small object: fetched whole, once
+    assert_eq!(f.backend.gets.load(SeqCst), 1);
+}
+
+#[tokio::test]
+async fn object_changed_mid_read_is_an_error() {
+    let f = fixture(64 * KIB, 64 * MIB, 4);
+    let data = pattern(16 * MIB, 103);
+    let meta = f.put("c", &data).await;
+    let h = f.open("c", Some(meta), OpenMode { read: true, ..Default::default() });
+    assert_eq!(&h.read(0, 4096).await.unwrap()[..], &data[..4096]);
+    f.put("c", &pattern(16 * MIB, 104)).await;
+    let mut failed = false;
+    for i in 0..128u64 {
+        match h.read(i * 128 * KIB, 128 * 1024).await {
+            Ok(b) => assert_eq!(&b[..], &data[(i * 128 * KIB) as usize..][..b.len()], "never a mix"),
+            Err(e) => {
+                assert_eq!(e.errno(), libc::EIO);
+                failed = true;
+                break;
+            }
+        }
+    }
+    assert!(failed);
+    // a random read of the changed object fails too
+    assert!(h.read(10 * MIB, 10).await.is_err());
+}
+
+#[tokio::test]
+async fn read_ahead_with_little_memory_still_works_and_frees_on_drop() {
+    let f = fixture(64 * KIB, 1024 * KIB, 4);
+    let data = pattern(8 * MIB, 105);
+    let meta = f.put("m", &data).await;
+    let h = f.open("m", Some(meta), OpenMode { read: true, ..Default::default() });
+    // someone else holds most of the budget
+    let held = f.ctx.memory.reserve(768 * KIB).await;
+    let mut out = Vec::new();
+    loop {
+        let b = h.read(out.len() as u64, 128 * 1024).await.unwrap();
+        if b.is_empty() {
+            break;
+        }
+        out.extend_from_slice(&b);
+    }
+    assert!(out == data);
+    drop(held);
+    drop(h);
+    assert_eq!(f.ctx.memory.available_bytes(), f.ctx.memory.limit_bytes());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_read_ahead_cannot_starve_a_writer() {
+    let part = 512 * KIB;
+    // the budget is below the read-ahead window (16 MiB): without a share kept for
+    // writers, the reader's buffers could take all of it
+    let f = fixture(part, 8 * MIB, 2);
+    let data = pattern(32 * MIB, 106);
+    let meta = f.put("big", &data).await;
+    let reader = f.open("big", Some(meta), OpenMode { read: true, ..Default::default() });
+    for i in 0..32u64 {
+        reader.read(i * 128 * KIB, 128 * 1024).await.unwrap();
+    }
+    // the reader now sits on its read-ahead; a writer needing parts must still finish
+    let w = f.open("w", None, new_file());
+    let out = pattern(8 * part, 107);
+    tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        write_all(&w, 0, &out, 128 * 1024).await;
+        w.commit(&PutOptions::default()).await.unwrap();
+    })
+    .await
+    .expect("writer starved by read-ahead");
+    assert_eq!(f.stored("w").await, out);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_on_one_handle() {
+    let f = fixture(64 * KIB, 64 * MIB, 4);
+    let h = Arc::new(f.open("conc", None, new_file()));
+    let block = 16 * KIB;
+    let tasks: Vec<_> = (0..8u64)
+        .map(|i| {
+            let h = h.clone();
+            tokio::spawn(async move { h.write(i * block, &pattern(block, 200 + i)).await.unwrap() })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    h.commit(&PutOptions::default()).await.unwrap();
+    let expected: Vec<u8> = (0..8u64).flat_map(|i| pattern(block, 200 + i)).collect();
+    assert_eq!(f.stored("conc").await, expected);
+    assert_eq!(f.pending(), 0);
+}
