@@ -17,10 +17,10 @@ deps:
 		echo "installing $(DEB_PACKAGES)"; \
 		$(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEB_PACKAGES); \
 	fi
-	@$(CARGO) nextest --version >/dev/null 2>&1 || $(CARGO) install --locked cargo-nextest
 
 # Local S3 servers of the integration tests (moto, SeaweedFS), installed only when missing.
 test-deps:
+	@$(CARGO) nextest --version >/dev/null 2>&1 || $(CARGO) install --locked cargo-nextest
 	scripts/test-servers.sh install
 
 build: deps
