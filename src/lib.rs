@@ -10,6 +10,7 @@
 pub mod backend;
 pub mod cli;
 pub mod fs;
+pub mod gateway;
 pub mod memory;
 pub mod metrics;
 pub mod read;
