@@ -1,0 +1,285 @@
+//! `bucketfs serve` end to end: the real binary on a free 127.0.0.1 port over
+//! temporary drives, reached by our own S3 backend (the SDK), by raw
+//! unsigned HTTP, and by the aws CLI when it is installed.
+//!
+//! One gateway per test binary, started lazily and killed with the binary
+//! (PDEATHSIG); every test uses its own bucket.
+
+mod s3_support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::sync::{mpsc, OnceLock};
+use std::time::{Duration, Instant};
+
+use bucketfs::backend::s3::{multirange::Support, S3Backend, S3Config};
+use bucketfs::backend::*;
+use bytes::Bytes;
+use s3_support::*;
+
+struct Gateway {
+    endpoint: String,
+    port: u16,
+}
+
+fn gateway() -> &'static Gateway {
+    static G: OnceLock<Gateway> = OnceLock::new();
+    G.get_or_init(|| {
+        hermetic_env();
+        let dir = tempfile::Builder::new().prefix("bucketfs-gw-").tempdir().unwrap().keep();
+        let drives: Vec<String> = (1..=4).map(|i| dir.join(format!("d{i}")).display().to_string()).collect();
+        let port = free_port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_bucketfs"));
+        cmd.args(["serve", "--drives", &drives.join(","), "--address", &format!("127.0.0.1:{port}")])
+            .env("BUCKETFS_ACCESS_KEY", ACCESS_KEY)
+            .env("BUCKETFS_SECRET_KEY", SECRET_KEY)
+            .env("RUST_LOG", "info");
+        let log = std::fs::File::create(dir.join("serve.log")).unwrap();
+        cmd.stdout(log.try_clone().unwrap()).stderr(log).stdin(Stdio::null());
+        // SAFETY: prctl is async-signal-safe; it only sets the child's death signal.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        // The child is waited for by a thread that lives as long as the binary,
+        // so PDEATHSIG (tied to that thread) fires only when the binary exits.
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let child = cmd.spawn();
+            tx.send(child.as_ref().map(|_| ()).map_err(|e| e.to_string())).unwrap();
+            if let Ok(mut c) = child {
+                let _ = c.wait();
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        });
+        rx.recv().unwrap().expect("spawn bucketfs serve");
+        let t0 = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "bucketfs serve did not listen; see {}",
+                dir.display()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Gateway { endpoint: format!("http://127.0.0.1:{port}"), port }
+    })
+}
+
+async fn fresh(tag: &str) -> (S3Backend, String) {
+    let g = gateway();
+    let bucket = unique_bucket(tag);
+    make_bucket(&g.endpoint, &bucket).await;
+    (backend(&g.endpoint, &bucket).await, bucket)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_copy_list_delete() {
+    let (b, _) = fresh("obj").await;
+    b.check_bucket().await.unwrap();
+    let data = Bytes::from(pattern(300_000, 1));
+    let mut opts = PutOptions { content_type: Some("text/x-test".into()), ..Default::default() };
+    opts.user_metadata.insert("color".into(), "blue".into());
+    let put = b.put("dir/a", data.clone(), &opts).await.unwrap();
+    assert_eq!(put.size, 300_000);
+
+    let h = b.head("dir/a").await.unwrap();
+    assert_eq!((h.size, h.etag.as_str()), (300_000, put.etag.as_str()));
+    assert_eq!(h.content_type.as_deref(), Some("text/x-test"));
+    assert_eq!(h.user_metadata.get("color").map(String::as_str), Some("blue"));
+
+    let all = b.get_range("dir/a", None, &GetOptions::default()).await.unwrap();
+    assert_eq!(all.data, data);
+    let part = b.get_range("dir/a", Some(1000..5000), &GetOptions::default()).await.unwrap();
+    assert_eq!(part.data, data.slice(1000..5000));
+    let tail = b.get_range("dir/a", Some(299_990..400_000), &GetOptions::default()).await.unwrap();
+    assert_eq!(tail.data, data.slice(299_990..));
+
+    // Conditional requests.
+    let stale = GetOptions { if_match: Some("0123456789abcdef0123456789abcdef".into()) };
+    let e = b.get_range("dir/a", Some(0..4), &stale).await;
+    assert!(matches!(e, Err(BackendError::PreconditionFailed(_))), "{e:?}");
+    let create_only = PutOptions { if_none_match_any: true, ..Default::default() };
+    let e = b.put("dir/a", Bytes::from_static(b"x"), &create_only).await;
+    assert!(matches!(e, Err(BackendError::PreconditionFailed(_))), "{e:?}");
+    b.put("dir/new", Bytes::from_static(b"x"), &create_only).await.unwrap();
+
+    // Copy keeps metadata unless replaced.
+    let c = b.copy("dir/a", "dir/b", None).await.unwrap();
+    assert_eq!(c.etag, put.etag);
+    let hb = b.head("dir/b").await.unwrap();
+    assert_eq!(hb.user_metadata.get("color").map(String::as_str), Some("blue"));
+    let repl = PutOptions { content_type: Some("application/x-other".into()), ..Default::default() };
+    b.copy("dir/a", "dir/c", Some(&repl)).await.unwrap();
+    let hc = b.head("dir/c").await.unwrap();
+    assert_eq!(hc.content_type.as_deref(), Some("application/x-other"));
+    assert!(hc.user_metadata.is_empty());
+
+    b.put("top", Bytes::from_static(b"t"), &PutOptions::default()).await.unwrap();
+    let root = ListRequest { delimiter: Some("/".into()), ..Default::default() };
+    let page = b.list(&root).await.unwrap();
+    assert_eq!(page.common_prefixes, vec!["dir/".to_string()]);
+    assert_eq!(page.objects.iter().map(|o| o.key.as_str()).collect::<Vec<_>>(), ["top"]);
+    // Continuation across small pages.
+    let mut keys = Vec::new();
+    let mut req = ListRequest { prefix: "dir/".into(), max_keys: 2, ..Default::default() };
+    loop {
+        let p = b.list(&req).await.unwrap();
+        keys.extend(p.objects.into_iter().map(|o| o.key));
+        match p.next_continuation {
+            Some(t) => req.continuation = Some(t),
+            None => break,
+        }
+    }
+    assert_eq!(keys, ["dir/a", "dir/b", "dir/c", "dir/new"]);
+
+    b.delete("top").await.unwrap();
+    b.delete("never-existed").await.unwrap();
+    let failed =
+        b.delete_many(&["dir/a".into(), "dir/b".into(), "dir/c".into(), "dir/new".into()]).await.unwrap();
+    assert!(failed.is_empty(), "{failed:?}");
+    assert!(b.head("dir/a").await.unwrap_err().is_not_found());
+    assert!(b.list(&ListRequest::default()).await.unwrap().objects.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multipart_upload_list_abort() {
+    let (b, _) = fresh("mpu").await;
+    let data = Bytes::from(pattern(11 << 20, 2));
+    let id = b.create_multipart("big", &PutOptions::default()).await.unwrap();
+    let ups = b.list_multipart("").await.unwrap();
+    assert_eq!(
+        ups.iter().map(|u| (u.key.as_str(), u.upload_id.as_str())).collect::<Vec<_>>(),
+        [("big", id.as_str())]
+    );
+    let p3 = b.upload_part("big", &id, 3, data.slice(10 << 20..)).await.unwrap();
+    let p1 = b.upload_part("big", &id, 1, data.slice(..5 << 20)).await.unwrap();
+    let p2 = b.upload_part("big", &id, 2, data.slice(5 << 20..10 << 20)).await.unwrap();
+    let meta = b.complete_multipart("big", &id, &[p1, p2, p3]).await.unwrap();
+    assert_eq!(meta.size, 11 << 20);
+    assert!(meta.etag.ends_with("-3"), "{}", meta.etag);
+    let got = b.get_range("big", None, &GetOptions::default()).await.unwrap();
+    assert!(got.data == data, "multipart object differs");
+    assert!(b.list_multipart("").await.unwrap().is_empty());
+
+    let id = b.create_multipart("gone", &PutOptions::default()).await.unwrap();
+    b.upload_part("gone", &id, 1, Bytes::from_static(b"abc")).await.unwrap();
+    b.abort_multipart("gone", &id).await.unwrap();
+    let e = b.upload_part("gone", &id, 2, Bytes::from_static(b"x")).await;
+    assert!(matches!(e, Err(BackendError::NoSuchUpload(_))), "{e:?}");
+    assert!(b.head("gone").await.unwrap_err().is_not_found());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_range_get_is_one_multipart_byteranges_answer() {
+    let (b, _) = fresh("mr").await;
+    let data = Bytes::from(pattern(3 << 20, 3));
+    b.put("obj", data.clone(), &PutOptions::default()).await.unwrap();
+    let ranges = [10..20, 1 << 20..(1 << 20) + 4096, (3 << 20) - 100..(3 << 20) + 50, 500_000..500_001];
+    let got = b.get_ranges("obj", &ranges, &GetOptions::default()).await.unwrap();
+    for (g, r) in got.iter().zip(&ranges) {
+        let end = (r.end as usize).min(data.len());
+        assert_eq!(g, &data.slice(r.start as usize..end), "{r:?}");
+    }
+    assert_eq!(b.multi_range_support(), Support::Multi);
+    assert!(b.capabilities().multi_range);
+    // Again, once known: still right.
+    let got = b.get_ranges("obj", &ranges[..2], &GetOptions::default()).await.unwrap();
+    assert_eq!(got[1], data.slice(1 << 20..(1 << 20) + 4096));
+}
+
+/// Raw HTTP/1.1 exchange; returns the status line and the rest.
+fn raw(port: u16, request: &str) -> (String, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let (status, rest) = text.split_once("\r\n").unwrap_or((&text, ""));
+    (status.to_string(), rest.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsigned_and_wrongly_signed_requests_are_refused() {
+    let (_, bucket) = fresh("auth").await;
+    let g = gateway();
+    let put = format!(
+        "PUT /{bucket}/k HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi",
+        g.port
+    );
+    let (status, body) = raw(g.port, &put);
+    assert!(status.contains(" 403 "), "{status}\n{body}");
+    assert!(body.contains("AccessDenied"), "{body}");
+    let get = format!(
+        "GET /{bucket}/k HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nRange: bytes=0-1,3-4\r\nConnection: close\r\n\r\n",
+        g.port
+    );
+    let (status, body) = raw(g.port, &get);
+    assert!(status.contains(" 403 "), "multi-range route must need a signature: {status}\n{body}");
+
+    for profile in ["wrong", "nobody"] {
+        let cfg = S3Config { profile: Some(profile.into()), ..config(&g.endpoint, &bucket) };
+        let b = S3Backend::connect(cfg).await.unwrap();
+        let e = b.put("k", Bytes::from_static(b"x"), &PutOptions::default()).await.unwrap_err();
+        assert!(matches!(e, BackendError::AccessDenied(_)), "profile {profile}: {e:?}");
+        let e = b.head("k").await.unwrap_err();
+        assert!(matches!(e, BackendError::AccessDenied(_)), "profile {profile}: {e:?}");
+    }
+    // Nothing got written.
+    let b = backend(&g.endpoint, &bucket).await;
+    assert!(b.head("k").await.unwrap_err().is_not_found());
+}
+
+#[test]
+fn refuses_to_start_without_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_bucketfs"))
+        .args(["serve", "--drives", &dir.path().join("d1").display().to_string(), "--address", "127.0.0.1:1"])
+        .env_remove("BUCKETFS_ACCESS_KEY")
+        .env_remove("BUCKETFS_SECRET_KEY")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("BUCKETFS_ACCESS_KEY"), "{err}");
+}
+
+#[test]
+fn aws_cli_round_trip() {
+    if Command::new("aws").arg("--version").output().map(|o| !o.status.success()).unwrap_or(true) {
+        eprintln!("aws CLI not on PATH: skipped");
+        return;
+    }
+    let g = gateway();
+    let bucket = unique_bucket("cli");
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src.bin");
+    let data = pattern(9 << 20, 4); // above the CLI's 8 MiB multipart threshold
+    std::fs::write(&src, &data).unwrap();
+    let dst = dir.path().join("dst.bin");
+    let aws = |args: &[&str]| {
+        let out = Command::new("aws")
+            .args(["--endpoint-url", &g.endpoint])
+            .args(args)
+            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "aws {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    aws(&["s3", "mb", &format!("s3://{bucket}")]);
+    aws(&["s3", "cp", src.to_str().unwrap(), &format!("s3://{bucket}/a/src.bin")]);
+    let ls = aws(&["s3", "ls", "--recursive", &format!("s3://{bucket}")]);
+    assert!(ls.contains("a/src.bin"), "{ls}");
+    aws(&["s3", "cp", &format!("s3://{bucket}/a/src.bin"), dst.to_str().unwrap()]);
+    assert!(std::fs::read(&dst).unwrap() == data, "aws s3 cp round trip differs");
+    aws(&["s3", "rm", "--recursive", &format!("s3://{bucket}")]);
+    aws(&["s3", "rb", &format!("s3://{bucket}")]);
+}
