@@ -327,10 +327,6 @@ impl S3 for Gateway {
         let CopySource::Bucket { bucket: src_bucket, key: src_key, .. } = &i.copy_source else {
             return Err(s3_error!(NotImplemented, "copy from an access point"));
         };
-        if &**src_bucket != i.bucket.as_str() {
-            // The store copies within a bucket only (shards share its directory).
-            return Err(s3_error!(NotImplemented, "copy between buckets is not supported"));
-        }
         let replace = i.metadata_directive.as_ref().is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
         let opts = replace.then(|| PutOptions {
             content_type: i.content_type.clone(),
@@ -338,18 +334,31 @@ impl S3 for Gateway {
             ..Default::default()
         });
         let (b, src, dst) = (i.bucket.clone(), src_key.to_string(), i.key.clone());
-        let cond = i.copy_source_if_match.clone();
-        let m = self
-            .call(move |s| {
-                if let Some(ETagCondition::ETag(want)) = &cond {
-                    let cur = s.head_object(&b, &src)?;
-                    if cur.etag != want.value() {
-                        return Err(StoreError::PreconditionFailed("x-amz-copy-source-if-match".into()));
-                    }
-                }
-                s.copy_object(&b, &src, &dst, opts.as_ref())
-            })
-            .await?;
+        let src_bucket = src_bucket.to_string();
+        let src_meta = {
+            let (sb, sk) = (src_bucket.clone(), src.clone());
+            self.call(move |s| s.head_object(&sb, &sk)).await?
+        };
+        if let Some(ETagCondition::ETag(want)) = &i.copy_source_if_match {
+            if src_meta.etag != want.value() {
+                return Err(s3_error!(PreconditionFailed, "x-amz-copy-source-if-match"));
+            }
+        }
+        let m = if src_bucket == b {
+            self.call(move |s| s.copy_object(&b, &src, &dst, opts.as_ref())).await?
+        } else {
+            // The store copies within a bucket only; across buckets the source is
+            // streamed (pinned to the ETag seen above) into a new PUT.
+            let opts = opts.unwrap_or(PutOptions {
+                content_type: src_meta.content_type.clone(),
+                user_metadata: src_meta.user_metadata.clone(),
+                ..Default::default()
+            });
+            let segs = vec![Seg::Range(0..src_meta.size)];
+            let blob = segments_stream(self.store.clone(), src_bucket, src, src_meta.etag.clone(), segs);
+            let mut r = body::reader(Some(blob));
+            self.call(move |s| s.put_object_reader(&b, &dst, &mut r, &opts)).await?
+        };
         let result = CopyObjectResult {
             e_tag: Some(etag(&m)),
             last_modified: Some(ts(m.last_modified)),
