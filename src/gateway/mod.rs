@@ -31,6 +31,9 @@ use crate::store::{parse_drive_spec, Store, StoreConfig};
 
 pub use multirange::MAX_RANGES;
 
+/// How long requests in flight may run on after SIGINT/SIGTERM.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Why the gateway could not start or stopped serving.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -110,6 +113,7 @@ async fn serve(
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(ServeError::Runtime)?;
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -122,10 +126,11 @@ async fn serve(
                         continue;
                     }
                 };
-                let service = service.clone();
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service.clone());
+                // Watched so that shutdown lets requests in flight finish.
+                let conn = graceful.watch(conn);
                 tokio::spawn(async move {
-                    let conn = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service);
                     if let Err(e) = conn.await {
                         tracing::debug!("connection ended: {e}");
                     }
@@ -135,6 +140,13 @@ async fn serve(
             _ = term.recv() => break,
         }
     }
-    tracing::info!("shutting down");
+    tracing::info!("shutting down: stopped accepting, finishing requests in flight");
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(SHUTDOWN_GRACE) => {
+            tracing::warn!("requests still running after {SHUTDOWN_GRACE:?}; cutting them off");
+        }
+    }
     Ok(())
 }

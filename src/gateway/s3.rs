@@ -236,6 +236,9 @@ impl S3 for Gateway {
 
     async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
         let i = req.input;
+        if i.part_number.is_some() {
+            return Err(s3_error!(NotImplemented, "partNumber reads are not supported"));
+        }
         let (b, k) = (i.bucket, i.key);
         let m = self.call(move |s| s.head_object(&b, &k)).await?;
         check_read_conditions(&m, i.if_match.as_ref(), i.if_none_match.as_ref())?;
@@ -252,6 +255,9 @@ impl S3 for Gateway {
 
     async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
         let i = req.input;
+        if i.part_number.is_some() {
+            return Err(s3_error!(NotImplemented, "partNumber reads are not supported"));
+        }
         let (b, k) = (i.bucket.clone(), i.key.clone());
         let m = self.call(move |s| s.head_object(&b, &k)).await?;
         check_read_conditions(&m, i.if_match.as_ref(), i.if_none_match.as_ref())?;
