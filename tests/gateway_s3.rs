@@ -286,7 +286,6 @@ fn aws_cli_round_trip() {
 
 /// A SigV4-signed curl (curl >= 7.75 signs with `--aws-sigv4`); None if curl is missing.
 fn curl(args: &[&str]) -> Option<(u16, String, Vec<u8>)> {
-    let g = gateway();
     let dir = tempfile::tempdir().unwrap();
     let head = dir.path().join("headers");
     let out = Command::new("curl")
