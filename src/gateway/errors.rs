@@ -23,10 +23,17 @@ pub fn to_s3(e: StoreError) -> S3Error {
         StoreError::EntityTooSmall(_) => C::EntityTooSmall,
         // Too few drives: retrying later may succeed once drives return.
         StoreError::Quorum { .. } => C::ServiceUnavailable,
+        // MinIO's code for a full disk; clients treat it as a server error.
         _ if e.is_no_space() => C::Custom("XMinioStorageFull".into()),
         _ => C::InternalError,
     };
-    S3Error::with_message(code, e.to_string())
+    let custom = matches!(code, C::Custom(_));
+    let mut err = S3Error::with_message(code, e.to_string());
+    if custom {
+        // s3s knows no status for custom codes; 507 is the HTTP word for it.
+        err.set_status_code(hyper::StatusCode::INSUFFICIENT_STORAGE);
+    }
+    err
 }
 
 /// A failed `spawn_blocking` (the closure panicked or the runtime is closing).
