@@ -280,6 +280,20 @@ fn aws_cli_round_trip() {
     assert!(ls.contains("a/src.bin"), "{ls}");
     aws(&["s3", "cp", &format!("s3://{bucket}/a/src.bin"), dst.to_str().unwrap()]);
     assert!(std::fs::read(&dst).unwrap() == data, "aws s3 cp round trip differs");
+    // ListObjects V1 and HeadBucket through s3api.
+    let v1 = aws(&["s3api", "list-objects", "--bucket", &bucket]);
+    assert!(v1.contains("a/src.bin"), "{v1}");
+    aws(&["s3api", "head-bucket", "--bucket", &bucket]);
+    // A bucket with objects cannot be removed.
+    let rb = Command::new("aws")
+        .args(["--endpoint-url", &g.endpoint, "s3", "rb", &format!("s3://{bucket}")])
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .output()
+        .unwrap();
+    assert!(!rb.status.success());
+    assert!(String::from_utf8_lossy(&rb.stderr).contains("BucketNotEmpty"), "{rb:?}");
     aws(&["s3", "rm", "--recursive", &format!("s3://{bucket}")]);
     aws(&["s3", "rb", &format!("s3://{bucket}")]);
 }
