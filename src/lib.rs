@@ -6,10 +6,12 @@
 //! - [`read`] and [`upload`]: read-ahead and streaming multipart writes used by file handles.
 //! - [`backend`]: the `StorageBackend` trait and one module per object store.
 //! - [`store`]: the embedded erasure-coded object store behind `local://`.
+//! - [`gateway`]: `bucketfs serve`, the S3 API over the embedded store (s3s).
 
 pub mod backend;
 pub mod cli;
 pub mod fs;
+pub mod gateway;
 pub mod memory;
 pub mod metrics;
 pub mod read;

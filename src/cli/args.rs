@@ -36,7 +36,7 @@ pub enum Command {
     Heal(HealArgs),
     /// Print the counters of a live mount.
     Stats(StatsArgs),
-    /// Serve the embedded store over the S3 API (not built yet).
+    /// Serve the embedded store over the S3 API (credentials: BUCKETFS_ACCESS_KEY, BUCKETFS_SECRET_KEY).
     Serve(ServeArgs),
 }
 

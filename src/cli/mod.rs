@@ -74,7 +74,15 @@ pub fn main() -> i32 {
         Some(Command::Mb(a)) => tools::make_bucket(a),
         Some(Command::Heal(a)) => tools::heal(a),
         Some(Command::Stats(a)) => tools::stats(a),
-        Some(Command::Serve(_)) => Err(anyhow::anyhow!("`bucketfs serve` is not built yet")),
+        Some(Command::Serve(a)) => {
+            crate::gateway::init_logging();
+            crate::gateway::run(crate::gateway::ServeConfig {
+                drives: a.drives.drives,
+                parity: a.drives.parity,
+                address: a.address,
+            })
+            .map_err(anyhow::Error::from)
+        }
         None => mount::run(cli.mount),
     };
     match result {

@@ -1,0 +1,152 @@
+//! `bucketfs serve`: an S3-compatible HTTP gateway over the embedded store.
+//!
+//! Design: the S3 protocol (routing, XML, SigV4 header and presigned
+//! verification, aws-chunked decoding) is s3s's job; this module only maps
+//! operations onto the synchronous [`Store`] API.
+//! - [`s3`]: the `S3` trait implementation, one method per operation; every
+//!   store call runs in `spawn_blocking` because the store does blocking I/O.
+//! - [`body`]: bridges an async request body to the `Read` the store wants,
+//!   through a small bounded channel, so uploads stream with bounded memory.
+//! - [`multirange`]: an `S3Route` for `Range: bytes=a-b,c-d` GETs (s3s itself
+//!   rejects them), answered with `206 multipart/byteranges`.
+//! - [`errors`]: `StoreError` to S3 error code mapping.
+//!
+//! Credentials come from `BUCKETFS_ACCESS_KEY` / `BUCKETFS_SECRET_KEY`; with
+//! `SimpleAuth` installed s3s refuses unsigned and wrongly signed requests
+//! (403 AccessDenied / SignatureDoesNotMatch) before any handler runs.
+
+mod body;
+mod errors;
+mod multirange;
+mod s3;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hyper_util::rt::TokioIo;
+use s3s::auth::SimpleAuth;
+use s3s::service::S3ServiceBuilder;
+
+use crate::store::{parse_drive_spec, Store, StoreConfig};
+
+pub use multirange::MAX_RANGES;
+
+/// How long requests in flight may run on after SIGINT/SIGTERM.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Why the gateway could not start or stopped serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("--drives SPEC (or BUCKETFS_DRIVES) is required")]
+    NoDrives,
+    #[error("{0} is not set: `bucketfs serve` needs BUCKETFS_ACCESS_KEY and BUCKETFS_SECRET_KEY")]
+    MissingCredential(&'static str),
+    #[error("cannot open the store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("invalid --address {addr:?}: {reason}")]
+    Address { addr: String, reason: String },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: String, source: std::io::Error },
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// What `serve` needs, independent of clap.
+pub struct ServeConfig {
+    pub drives: Option<String>,
+    pub parity: Option<usize>,
+    pub address: String,
+}
+
+/// Logging to stderr; RUST_LOG overrides. s3s logs every client error (404s,
+/// failed preconditions) at ERROR level, which is noise for a server, so its
+/// target is silenced by default.
+pub fn init_logging() {
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "info,s3s=off,hyper=warn".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn credential(name: &'static str) -> Result<String, ServeError> {
+    match std::env::var(name) {
+        Ok(v) if !v.is_empty() => Ok(v),
+        _ => Err(ServeError::MissingCredential(name)),
+    }
+}
+
+/// Opens the store and serves until SIGINT or SIGTERM.
+pub fn run(cfg: ServeConfig) -> Result<(), ServeError> {
+    // Credentials first: refusing to start is cheaper than opening (and
+    // locking) the drives only to close them again.
+    let access = credential("BUCKETFS_ACCESS_KEY")?;
+    let secret = credential("BUCKETFS_SECRET_KEY")?;
+    let addr: SocketAddr = cfg.address.parse().map_err(|e: std::net::AddrParseError| {
+        ServeError::Address { addr: cfg.address.clone(), reason: e.to_string() }
+    })?;
+    let spec = cfg.drives.as_deref().ok_or(ServeError::NoDrives)?;
+    let drives = parse_drive_spec(spec)?;
+    let store = Store::open(StoreConfig { drives, parity: cfg.parity })?;
+
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(ServeError::Runtime)?;
+    let res = rt.block_on(serve(store.clone(), addr, access, secret));
+    store.close();
+    res
+}
+
+async fn serve(
+    store: Arc<Store>,
+    addr: SocketAddr,
+    access: String,
+    secret: String,
+) -> Result<(), ServeError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr: addr.to_string(), source })?;
+    let mut builder = S3ServiceBuilder::new(s3::Gateway::new(store.clone()));
+    // The secret goes into s3s only; it is never logged.
+    builder.set_auth(SimpleAuth::from_single(access.clone(), secret));
+    builder.set_route(multirange::MultiRange::new(store));
+    let service = builder.build();
+    tracing::info!(%addr, access_key = %access, "serving the S3 API");
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(ServeError::Runtime)?;
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, _) = match accepted {
+                    Ok(s) => s,
+                    Err(e) => {
+                        // EMFILE and friends are transient; keep serving.
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service.clone());
+                // Watched so that shutdown lets requests in flight finish.
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!("connection ended: {e}");
+                    }
+                });
+            }
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+        }
+    }
+    tracing::info!("shutting down: stopped accepting, finishing requests in flight");
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(SHUTDOWN_GRACE) => {
+            tracing::warn!("requests still running after {SHUTDOWN_GRACE:?}; cutting them off");
+        }
+    }
+    Ok(())
+}

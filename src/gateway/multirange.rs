@@ -1,0 +1,288 @@
+//! Multi-range GET (`Range: bytes=a-b,c-d`), which s3s itself rejects.
+//!
+//! An `S3Route` takes GET object requests whose Range header has a comma;
+//! s3s calls it after verifying the signature, and its default
+//! `check_access` refuses requests without credentials. The answer follows
+//! RFC 9110 §14.6: `206 multipart/byteranges`, each part with its own
+//! Content-Type and Content-Range. Like nginx, requests with more than
+//! [`MAX_RANGES`] ranges, or whose ranges overlap or add up to more than the
+//! object (signs of a request meant to amplify traffic), get a plain `200`
+//! with the whole object. Unsatisfiable ranges are dropped; if none is left
+//! the answer is 416. One satisfiable range gets an ordinary single-range 206.
+//!
+//! Ranges totalling at most [`INLINE_MAX`] are read with one
+//! `Store::get_object_ranges` call (one version, one pass over the shards);
+//! larger ones are streamed chunk by chunk like a plain GET.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use hyper::http::{Extensions, HeaderValue};
+use hyper::{HeaderMap, Method, StatusCode, Uri};
+use s3s::dto::{ETagCondition, Timestamp, TimestampFormat};
+use s3s::route::S3Route;
+use s3s::{s3_error, Body, S3Request, S3Response, S3Result};
+
+use super::s3::{call, check_read_conditions, segments_stream, Seg};
+use crate::backend::GetOptions;
+use crate::store::Store;
+
+/// More ranges than this in one request get the whole object (nginx: `max_ranges`).
+pub const MAX_RANGES: usize = 64;
+/// Up to this many requested bytes are read in one store call.
+const INLINE_MAX: u64 = 8 << 20;
+
+pub struct MultiRange {
+    store: Arc<Store>,
+}
+
+impl MultiRange {
+    pub fn new(store: Arc<Store>) -> Self {
+        MultiRange { store }
+    }
+}
+
+/// One `first-last`, `first-` or `-suffix` spec.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Spec {
+    Int(u64, Option<u64>),
+    Suffix(u64),
+}
+
+fn parse(header: &str) -> Option<Vec<Spec>> {
+    let list = header.trim().strip_prefix("bytes=")?;
+    let mut out = Vec::new();
+    for part in list.split(',') {
+        let part = part.trim();
+        if part.is_empty() {
+            continue; // RFC 9110 allows empty list elements.
+        }
+        let (a, b) = part.split_once('-')?;
+        let spec = if a.is_empty() {
+            Spec::Suffix(b.parse().ok()?)
+        } else {
+            let first = a.parse().ok()?;
+            let last = if b.is_empty() { None } else { Some(b.parse().ok()?) };
+            if last.is_some_and(|l| l < first) {
+                return None;
+            }
+            Spec::Int(first, last)
+        };
+        out.push(spec);
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// The satisfiable ranges (half-open) of `specs` against an object of `size` bytes.
+fn resolve(specs: &[Spec], size: u64) -> Vec<Range<u64>> {
+    specs
+        .iter()
+        .filter_map(|s| match *s {
+            Spec::Int(first, _) if first >= size => None,
+            Spec::Int(first, last) => Some(first..last.map_or(size, |l| (l + 1).min(size))),
+            Spec::Suffix(0) => None,
+            Spec::Suffix(n) => Some(size.saturating_sub(n)..size),
+        })
+        .collect()
+}
+
+/// What to answer for a multi-range request.
+#[derive(Debug, PartialEq)]
+enum Plan {
+    Whole,
+    Unsatisfiable,
+    Ranges(Vec<Range<u64>>),
+}
+
+fn plan(specs: &[Spec], size: u64) -> Plan {
+    if specs.len() > MAX_RANGES {
+        return Plan::Whole;
+    }
+    let ranges = resolve(specs, size);
+    if ranges.is_empty() {
+        return Plan::Unsatisfiable;
+    }
+    let total: u64 = ranges.iter().map(|r| r.end - r.start).sum();
+    let mut sorted = ranges.clone();
+    sorted.sort_by_key(|r| r.start);
+    let overlap = sorted.windows(2).any(|w| w[1].start < w[0].end);
+    if overlap || total > size {
+        return Plan::Whole;
+    }
+    Plan::Ranges(ranges)
+}
+
+/// `(bucket, key)` of a path-style object URI, percent-decoded.
+fn object_path(uri: &Uri) -> Option<(String, String)> {
+    let path = percent_decode(uri.path())?;
+    let rest = path.strip_prefix('/')?;
+    let (bucket, key) = rest.split_once('/')?;
+    (!bucket.is_empty() && !key.is_empty()).then(|| (bucket.to_string(), key.to_string()))
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Only plain object GETs: no sub-resource (`?acl`, `?uploadId`, `?partNumber`...).
+fn plain_query(uri: &Uri) -> bool {
+    uri.query().is_none_or(|q| {
+        q.split('&').filter(|p| !p.is_empty()).all(|p| {
+            let name = p.split('=').next().unwrap_or_default();
+            name.starts_with("X-Amz-") || name.starts_with("response-") || name == "x-id"
+        })
+    })
+}
+
+fn header(v: impl AsRef<str>) -> S3Result<HeaderValue> {
+    HeaderValue::from_str(v.as_ref()).map_err(|_| s3_error!(InternalError, "unencodable header value"))
+}
+
+fn etag_cond(headers: &HeaderMap, name: &str) -> S3Result<Option<ETagCondition>> {
+    match headers.get(name) {
+        None => Ok(None),
+        Some(v) => ETagCondition::parse_http_header(v.as_bytes())
+            .map(Some)
+            .map_err(|_| s3_error!(InvalidArgument, "bad {} header", name)),
+    }
+}
+
+#[async_trait::async_trait]
+impl S3Route for MultiRange {
+    fn is_match(&self, method: &Method, uri: &Uri, headers: &HeaderMap, _: &mut Extensions) -> bool {
+        method == Method::GET
+            && headers
+                .get(hyper::header::RANGE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.contains(','))
+            && object_path(uri).is_some()
+            && plain_query(uri)
+    }
+
+    async fn call(&self, req: S3Request<Body>) -> S3Result<S3Response<Body>> {
+        let (bucket, key) = object_path(&req.uri).ok_or_else(|| s3_error!(InvalidURI))?;
+        let range_header =
+            req.headers.get(hyper::header::RANGE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let specs = parse(range_header);
+        let if_match = etag_cond(&req.headers, "if-match")?;
+        let if_none_match = etag_cond(&req.headers, "if-none-match")?;
+
+        let (b, k) = (bucket.clone(), key.clone());
+        let m = call(&self.store, move |s| s.head_object(&b, &k)).await?;
+        check_read_conditions(&m, if_match.as_ref(), if_none_match.as_ref())?;
+        // An unparsable Range header is ignored (RFC 9110 §14.2).
+        let plan = specs.map_or(Plan::Whole, |s| plan(&s, m.size));
+        let content_type = m.content_type.clone().unwrap_or_else(|| "binary/octet-stream".into());
+
+        let mut headers = HeaderMap::new();
+        headers.insert("etag", header(format!("\"{}\"", m.etag))?);
+        headers.insert("accept-ranges", HeaderValue::from_static("bytes"));
+        let mut date = Vec::new();
+        if Timestamp::from(m.last_modified).format(TimestampFormat::HttpDate, &mut date).is_ok() {
+            headers.insert("last-modified", header(String::from_utf8_lossy(&date))?);
+        }
+        for (k, v) in &m.user_metadata {
+            if let (Ok(n), Ok(v)) =
+                (hyper::header::HeaderName::try_from(format!("x-amz-meta-{k}")), header(v))
+            {
+                headers.insert(n, v);
+            }
+        }
+
+        let (status, segs) = match plan {
+            Plan::Unsatisfiable => return Err(s3_error!(InvalidRange)),
+            Plan::Whole => {
+                headers.insert("content-type", header(&content_type)?);
+                (StatusCode::OK, vec![Seg::Range(0..m.size)])
+            }
+            Plan::Ranges(ranges) if ranges.len() == 1 => {
+                let r = ranges[0].clone();
+                headers.insert("content-type", header(&content_type)?);
+                headers
+                    .insert("content-range", header(format!("bytes {}-{}/{}", r.start, r.end - 1, m.size))?);
+                (StatusCode::PARTIAL_CONTENT, vec![Seg::Range(r)])
+            }
+            Plan::Ranges(ranges) => {
+                let boundary = uuid::Uuid::new_v4().simple().to_string();
+                headers.insert("content-type", header(format!("multipart/byteranges; boundary={boundary}"))?);
+                let total: u64 = ranges.iter().map(|r| r.end - r.start).sum();
+                let data = if total <= INLINE_MAX {
+                    let (b, k, rs, tag) = (bucket.clone(), key.clone(), ranges.clone(), m.etag.clone());
+                    let opts = GetOptions { if_match: Some(tag) };
+                    Some(call(&self.store, move |s| s.get_object_ranges(&b, &k, &rs, &opts)).await?.1)
+                } else {
+                    None
+                };
+                let mut data = data.map(|d| d.into_iter());
+                let mut segs = Vec::with_capacity(ranges.len() * 2 + 1);
+                for r in ranges {
+                    let head = format!(
+                        "\r\n--{boundary}\r\nContent-Type: {content_type}\r\nContent-Range: bytes {}-{}/{}\r\n\r\n",
+                        r.start,
+                        r.end - 1,
+                        m.size
+                    );
+                    segs.push(Seg::Bytes(Bytes::from(head)));
+                    match data.as_mut().and_then(Iterator::next) {
+                        Some(d) => segs.push(Seg::Bytes(Bytes::from(d))),
+                        None => segs.push(Seg::Range(r)),
+                    }
+                }
+                segs.push(Seg::Bytes(Bytes::from(format!("\r\n--{boundary}--\r\n"))));
+                (StatusCode::PARTIAL_CONTENT, segs)
+            }
+        };
+        let len: u64 = segs.iter().map(Seg::len).sum();
+        headers.insert("content-length", header(len.to_string())?);
+        let body = segments_stream(self.store.clone(), bucket, key, m.etag.clone(), segs);
+        let mut resp = S3Response::new(Body::from(body));
+        resp.status = Some(status);
+        resp.headers = headers;
+        Ok(resp)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_plans() {
+        let s = parse("bytes=0-9, 20-29,-5").unwrap();
+        assert_eq!(s, vec![Spec::Int(0, Some(9)), Spec::Int(20, Some(29)), Spec::Suffix(5)]);
+        assert_eq!(plan(&s, 100), Plan::Ranges(vec![0..10, 20..30, 95..100]));
+        assert_eq!(plan(&parse("bytes=0-9,5-20").unwrap(), 100), Plan::Whole);
+        assert_eq!(plan(&parse("bytes=200-300,400-").unwrap(), 100), Plan::Unsatisfiable);
+        assert_eq!(
+            plan(&parse("bytes=0-9,200-300").unwrap(), 100),
+            Plan::Ranges(std::iter::once(0..10).collect())
+        );
+        let many = (0..65).map(|i| format!("{}-{}", i * 2, i * 2)).collect::<Vec<_>>().join(",");
+        assert_eq!(plan(&parse(&format!("bytes={many}")).unwrap(), 1000), Plan::Whole);
+        assert!(parse("bytes=5-1,7-9").is_none());
+        assert!(parse("items=1-2").is_none());
+    }
+
+    #[test]
+    fn paths_and_queries() {
+        let u: Uri = "/b/a%20b/c?X-Amz-Signature=1".parse().unwrap();
+        assert_eq!(object_path(&u), Some(("b".into(), "a b/c".into())));
+        assert!(plain_query(&u));
+        assert!(!plain_query(&"/b/k?uploadId=1".parse().unwrap()));
+        assert!(object_path(&"/b".parse().unwrap()).is_none());
+    }
+}
