@@ -90,3 +90,28 @@ fn wrong_credentials_or_bucket_fail_the_mount_with_a_clear_message() {
     assert!(!err.contains(s3_support::SECRET_KEY) && !err.contains("not-the-secret"), "{err}");
     assert!(!is_mounted(&mnt));
 }
+
+/// The whole path on one machine: FUSE mount -> S3 over HTTP -> `bucketfs serve` ->
+/// erasure-coded drives.
+#[test]
+fn mount_over_bucketfs_serve() {
+    let gw = s3_support::gateway();
+    let bucket = s3_support::unique_bucket("serve");
+    tokio::runtime::Runtime::new().unwrap().block_on(s3_support::make_bucket(&gw.endpoint, &bucket));
+    let mut m = Mount::try_start_source(&format!("s3://{bucket}"), &["--endpoint", &gw.endpoint])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let big = pattern(55 << 20, 9); // multipart: several parts
+    fs::write(m.path("big"), &big).unwrap();
+    fs::create_dir(m.path("dir")).unwrap();
+    for i in 0..30 {
+        fs::write(m.path(&format!("dir/f{i:02}")), format!("{i}")).unwrap();
+    }
+    sh(&format!("mv {} {}", m.path("dir").display(), m.path("renamed").display()));
+    assert!(m.stop(), "clean stop");
+    let m2 = Mount::try_start_source(&format!("s3://{bucket}"), &["--endpoint", &gw.endpoint]).unwrap();
+    assert!(fs::read(m2.path("big")).unwrap() == big, "55 MiB round trip through the gateway");
+    let names = sh(&format!("ls {}", m2.path("renamed").display()));
+    assert_eq!(names.lines().count(), 30);
+    assert_eq!(fs::read(m2.path("renamed/f17")).unwrap(), b"17");
+    assert!(!m2.path("dir").exists(), "the gateway keeps no phantom folders");
+}

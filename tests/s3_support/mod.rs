@@ -240,3 +240,55 @@ pub fn unique_bucket(tag: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
     format!("bfs-{tag}-{}-{}", std::process::id() % 100_000, N.fetch_add(1, Ordering::Relaxed))
 }
+
+/// `bucketfs serve` (this crate's binary) over 4 temporary drives, one per test binary.
+pub struct Gateway {
+    pub endpoint: String,
+    pub port: u16,
+}
+
+pub fn gateway() -> &'static Gateway {
+    static G: OnceLock<Gateway> = OnceLock::new();
+    G.get_or_init(|| {
+        hermetic_env();
+        let dir = tempfile::Builder::new().prefix("bucketfs-gw-").tempdir().unwrap().keep();
+        let drives: Vec<String> = (1..=4).map(|i| dir.join(format!("d{i}")).display().to_string()).collect();
+        let port = free_port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_bucketfs"));
+        cmd.args(["serve", "--drives", &drives.join(","), "--address", &format!("127.0.0.1:{port}")])
+            .env("BUCKETFS_ACCESS_KEY", ACCESS_KEY)
+            .env("BUCKETFS_SECRET_KEY", SECRET_KEY)
+            .env("RUST_LOG", "info");
+        let log = std::fs::File::create(dir.join("serve.log")).unwrap();
+        cmd.stdout(log.try_clone().unwrap()).stderr(log).stdin(Stdio::null());
+        // SAFETY: prctl is async-signal-safe; it only sets the child's death signal.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        // The child is waited for by a thread that lives as long as the binary,
+        // so PDEATHSIG (tied to that thread) fires only when the binary exits.
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let child = cmd.spawn();
+            tx.send(child.as_ref().map(|_| ()).map_err(|e| e.to_string())).unwrap();
+            if let Ok(mut c) = child {
+                let _ = c.wait();
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        });
+        rx.recv().unwrap().expect("spawn bucketfs serve");
+        let t0 = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "bucketfs serve did not listen; see {}",
+                dir.display()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Gateway { endpoint: format!("http://127.0.0.1:{port}"), port }
+    })
+}
