@@ -57,6 +57,50 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// Whether process `pid` owns a socket listening on 127.0.0.1:`port`. Test binaries run
+/// in parallel and pick ports independently, so a port can be taken between our pick
+/// and the server's bind; a plain connect would then be answered by someone else.
+fn owns_listener(pid: u32, port: u16) -> bool {
+    let tcp = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let inodes: Vec<String> = tcp
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let local_port = f.get(1)?.rsplit(':').next()?;
+            (u16::from_str_radix(local_port, 16).ok()? == port && f.get(3)? == &"0A")
+                .then(|| f.get(9).map(|s| s.to_string()))?
+        })
+        .collect();
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return false };
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path())
+            .map(|l| inodes.iter().any(|i| l.to_string_lossy() == format!("socket:[{i}]")))
+            .unwrap_or(false)
+    })
+}
+
+fn alive(pid: u32) -> bool {
+    // the waiter thread reaps the child, so a dead one is gone (ESRCH), not a zombie
+    unsafe { libc::kill(pid as i32, 0) == 0 }
+}
+
+/// Waits until `pid` listens on `port`; false if it died or the time ran out.
+fn wait_own_port(pid: u32, port: u16, timeout: Duration) -> bool {
+    let t0 = Instant::now();
+    while t0.elapsed() < timeout {
+        if !alive(pid) {
+            return false;
+        }
+        if owns_listener(pid, port) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    false
+}
+
 fn wait_port(port: u16, what: &str, timeout: Duration) {
     let t0 = Instant::now();
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -120,13 +164,17 @@ pub fn moto() -> &'static Server {
             program_exists(Command::new("python3").args(["-c", "import moto.server, flask"])),
             "moto server is not installed (python3 -c 'import moto.server' failed); {INSTALL_HINT}"
         );
-        let port = free_port();
-        let mut cmd = Command::new("python3");
-        cmd.args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()]);
-        let log = std::env::temp_dir().join(format!("bucketfs-moto-{port}.log"));
-        let pid = spawn_for_process_lifetime(cmd, log);
-        wait_port(port, "moto", Duration::from_secs(30));
-        Server { endpoint: format!("http://127.0.0.1:{port}"), pid }
+        for _attempt in 0..4 {
+            let port = free_port();
+            let mut cmd = Command::new("python3");
+            cmd.args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()]);
+            let log = std::env::temp_dir().join(format!("bucketfs-moto-{port}.log"));
+            let pid = spawn_for_process_lifetime(cmd, log);
+            if wait_own_port(pid, port, Duration::from_secs(30)) {
+                return Server { endpoint: format!("http://127.0.0.1:{port}"), pid };
+            }
+        }
+        panic!("moto did not start on a free port in 4 attempts (logs: $TMPDIR/bucketfs-moto-*.log)")
     })
 }
 
@@ -147,10 +195,12 @@ pub fn seaweed() -> &'static Server {
             ),
         )
         .unwrap();
-        let data = dir.join("data");
-        std::fs::create_dir_all(&data).unwrap();
+        for attempt in 0..4 {
         let p: Vec<u16> = (0..4).map(|_| free_port()).collect();
         let g: Vec<u16> = (0..4).map(|_| free_port()).collect();
+        // a fresh data dir per attempt: a killed attempt's state names its old ports
+        let data = dir.join(format!("data-{attempt}"));
+        std::fs::create_dir_all(&data).unwrap();
         let mut cmd = Command::new(&weed);
         cmd.arg("server").args([
             format!("-dir={}", data.display()),
@@ -173,9 +223,12 @@ pub fn seaweed() -> &'static Server {
             "-master.volumeSizeLimitMB=1024".into(),
             "-master.telemetry=false".into(),
         ]);
-        let pid = spawn_for_process_lifetime(cmd, dir.join("weed.log"));
-        wait_port(p[3], "SeaweedFS S3 gateway", Duration::from_secs(60));
-        Server { endpoint: format!("http://127.0.0.1:{}", p[3]), pid }
+        let pid = spawn_for_process_lifetime(cmd, dir.join(format!("weed-{attempt}.log")));
+        if wait_own_port(pid, p[3], Duration::from_secs(60)) {
+            return Server { endpoint: format!("http://127.0.0.1:{}", p[3]), pid };
+        }
+        }
+        panic!("SeaweedFS did not start on free ports in 4 attempts (logs in {})", dir.display())
     })
 }
 
