@@ -383,4 +383,14 @@ async fn presigned_sigv4_urls_are_verified() {
     let tampered = format!("{}{flipped}{}", &path[..at], &path[at + 1..]);
     let (status, _) = get(&tampered);
     assert!(status.contains(" 403 "), "{status}");
+    // The access log records each request with its status, and never the signature.
+    let log = g.requests(&bucket);
+    let gets: Vec<&String> = log.iter().filter(|l| l.starts_with(&format!("GET /{bucket}/"))).collect();
+    assert_eq!(gets.len(), 3, "{log:#?}");
+    assert!(gets[0].contains(" 200 ") && gets[1].contains(" 403 ") && gets[2].contains(" 403 "), "{gets:#?}");
+    assert!(
+        log.iter().any(|l| l.starts_with(&format!("PUT /{bucket}/p?")) && l.contains(" 200 ")),
+        "{log:#?}"
+    );
+    assert!(!log.iter().any(|l| l.contains("X-Amz-Signature") || l.contains("X-Amz-Credential")), "{log:#?}");
 }

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+pub use super::backend::BackendArgs;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "bucketfs",
@@ -83,6 +85,9 @@ pub struct ServeArgs {
     pub drives: DrivesArg,
     #[arg(long, default_value = "127.0.0.1:9000")]
     pub address: String,
+    /// Append one line per HTTP request (method, path, status, Range, length; never signatures) to FILE.
+    #[arg(long = "access-log", value_name = "FILE")]
+    pub access_log: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -101,16 +106,8 @@ pub struct MountArgs {
     #[arg(short = 'o', value_name = "OPTS")]
     pub options: Vec<String>,
 
-    // --- embedded store ---
-    #[arg(
-        long,
-        env = "BUCKETFS_DRIVES",
-        value_name = "SPEC",
-        help = "Drive directories for local:// (see `bucketfs mb --help`)"
-    )]
-    pub drives: Option<String>,
-    #[arg(long, help = "Parity shards per object for local://")]
-    pub parity: Option<usize>,
+    #[command(flatten)]
+    pub backend: BackendArgs,
 
     // --- ownership and permissions ---
     #[arg(long, help = "Owner of all files (default: the mounting user)")]
@@ -131,27 +128,6 @@ pub struct MountArgs {
     pub allow_other: bool,
     #[arg(long = "read-only", alias = "read_only", visible_alias = "ro")]
     pub read_only: bool,
-
-    // --- remote ---
-    #[arg(long, help = "Endpoint URL of an S3-compatible server")]
-    pub endpoint: Option<String>,
-    #[arg(long)]
-    pub region: Option<String>,
-    #[arg(long)]
-    pub profile: Option<String>,
-    #[arg(long, help = "Virtual-host style addressing even with --endpoint")]
-    pub subdomain: bool,
-    #[arg(long = "no-sign-request", alias = "no_sign_request", help = "Anonymous access (public buckets)")]
-    pub no_sign_request: bool,
-    #[arg(long, help = "Server-side encryption with S3-managed keys (SSE-S3)")]
-    pub sse: bool,
-    #[arg(long = "sse-kms", alias = "sse_kms", num_args = 0..=1, default_missing_value = "", value_name = "KEY_ID",
-          help = "Server-side encryption with KMS (the bucket's default key if no KEY_ID)")]
-    pub sse_kms: Option<String>,
-    #[arg(long = "storage-class", alias = "storage_class")]
-    pub storage_class: Option<String>,
-    #[arg(long = "requester-pays", alias = "requester_pays")]
-    pub requester_pays: bool,
 
     // --- caching and memory ---
     #[arg(long = "stat-cache-ttl", alias = "stat_cache_ttl", value_parser = parse_duration, default_value = "1m")]

@@ -2,6 +2,7 @@
 //! `anyhow` is used here and nowhere below.
 
 pub mod args;
+pub mod backend;
 pub mod daemon;
 pub mod fstab;
 pub mod mount;
@@ -80,6 +81,7 @@ pub fn main() -> i32 {
                 drives: a.drives.drives,
                 parity: a.drives.parity,
                 address: a.address,
+                access_log: a.access_log,
             })
             .map_err(anyhow::Error::from)
         }

@@ -14,18 +14,15 @@ use fuser::{Config, MountOption, SessionACL};
 use tracing::{info, warn};
 
 use super::args::MountArgs;
+use super::backend::open_backend;
 use super::daemon::{self, Readiness};
-use super::source::{parse_source, BackendKind, Source};
-use crate::backend::local::LocalBackend;
+use super::source::{parse_source, Source};
 use crate::backend::metered::MeteredBackend;
-use crate::backend::prefixed::PrefixedBackend;
-use crate::backend::s3::{config::S3Config, S3Backend};
 use crate::backend::StorageBackend;
 use crate::fs::handle::{HandleConfig, HandleContext};
 use crate::fs::{BucketFs, FsConfig};
 use crate::memory::MemoryLimiter;
 use crate::metrics::Metrics;
-use crate::store::{parse_drive_spec, Store, StoreConfig};
 
 /// Smallest `--memory-limit` that still lets one part upload while another buffers.
 const MIN_MEMORY_LIMIT: u64 = 32 << 20;
@@ -45,21 +42,11 @@ pub fn run(args: MountArgs) -> Result<()> {
             args.part_size
         );
     }
-    let drives = match source.kind {
-        BackendKind::Local => {
-            let spec = args.drives.clone().ok_or_else(|| {
-                anyhow!("local:// needs --drives SPEC (or BUCKETFS_DRIVES), e.g. --drives '/data/d{{1...4}}'")
-            })?;
-            parse_drive_spec(&spec).map_err(|e| anyhow!("{e}"))?
-        }
-        BackendKind::S3 => Vec::new(),
-        BackendKind::Gcs => bail!("the Google Cloud Storage backend is not built yet"),
-        BackendKind::Azure { .. } => bail!("the Azure Blob backend is not built yet"),
-    };
+    args.backend.preflight(&source)?;
 
     let readiness =
         if args.foreground { None } else { Some(daemon::daemonize().context("cannot daemonize")?) };
-    match serve(&args, &source, &mountpoint, drives, readiness) {
+    match serve(&args, &source, &mountpoint, readiness) {
         Ok(()) => Ok(()),
         Err((e, Some(r))) => {
             r.fail(&format!("{e:#}"));
@@ -112,7 +99,6 @@ fn serve(
     args: &MountArgs,
     source: &Source,
     mountpoint: &Path,
-    drives: Vec<PathBuf>,
     readiness: Option<Readiness>,
 ) -> Result<(), ServeError> {
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("bucketfs-rt").build()
@@ -120,7 +106,7 @@ fn serve(
         Ok(rt) => rt,
         Err(e) => return Err((anyhow!("cannot start the runtime: {e}"), readiness)),
     };
-    let backend = match open_backend(&rt, args, source, drives) {
+    let backend = match open_backend(&rt, &args.backend, source, args.debug_s3) {
         Ok(b) => b,
         Err(e) => return Err((e, readiness)),
     };
@@ -265,38 +251,4 @@ async fn sweep_stale_uploads(backend: Arc<dyn StorageBackend>, age: Duration) {
     if aborted > 0 {
         info!("aborted {aborted} stale multipart upload(s) older than {age:?}");
     }
-}
-
-fn open_backend(
-    rt: &tokio::runtime::Runtime,
-    args: &MountArgs,
-    source: &Source,
-    drives: Vec<PathBuf>,
-) -> Result<Arc<dyn StorageBackend>> {
-    let backend: Arc<dyn StorageBackend> = match source.kind {
-        BackendKind::Local => {
-            let store =
-                Store::open(StoreConfig { drives, parity: args.parity }).map_err(|e| anyhow!("{e}"))?;
-            Arc::new(LocalBackend::new(store, &source.bucket))
-        }
-        BackendKind::S3 => {
-            let cfg = S3Config {
-                bucket: source.bucket.clone(),
-                endpoint: args.endpoint.clone(),
-                subdomain: args.subdomain,
-                region: args.region.clone(),
-                profile: args.profile.clone(),
-                no_sign_request: args.no_sign_request,
-                sse: args.sse,
-                sse_kms: args.sse_kms.clone(),
-                storage_class: args.storage_class.clone(),
-                requester_pays: args.requester_pays,
-                debug: args.debug_s3,
-            };
-            Arc::new(rt.block_on(S3Backend::connect(cfg)).map_err(|e| anyhow!("{source}: {e}"))?)
-        }
-        _ => bail!("backend not built yet"),
-    };
-    rt.block_on(backend.check_bucket()).map_err(|e| anyhow!("{source}: {e}"))?;
-    Ok(PrefixedBackend::wrap(backend, &source.prefix))
 }

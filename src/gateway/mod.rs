@@ -10,11 +10,13 @@
 //! - [`multirange`]: an `S3Route` for `Range: bytes=a-b,c-d` GETs (s3s itself
 //!   rejects them), answered with `206 multipart/byteranges`.
 //! - [`errors`]: `StoreError` to S3 error code mapping.
+//! - [`access_log`]: `--access-log FILE`, one line per request (no secrets).
 //!
 //! Credentials come from `BUCKETFS_ACCESS_KEY` / `BUCKETFS_SECRET_KEY`; with
 //! `SimpleAuth` installed s3s refuses unsigned and wrongly signed requests
 //! (403 AccessDenied / SignatureDoesNotMatch) before any handler runs.
 
+mod access_log;
 mod body;
 mod errors;
 mod multirange;
@@ -47,6 +49,8 @@ pub enum ServeError {
     Address { addr: String, reason: String },
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: String, source: std::io::Error },
+    #[error("cannot open the access log {path}: {source}")]
+    AccessLog { path: String, source: std::io::Error },
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
 }
@@ -56,6 +60,8 @@ pub struct ServeConfig {
     pub drives: Option<String>,
     pub parity: Option<usize>,
     pub address: String,
+    /// Append one line per request to this file.
+    pub access_log: Option<std::path::PathBuf>,
 }
 
 /// Logging to stderr; RUST_LOG overrides. s3s logs every client error (404s,
@@ -86,11 +92,18 @@ pub fn run(cfg: ServeConfig) -> Result<(), ServeError> {
         ServeError::Address { addr: cfg.address.clone(), reason: e.to_string() }
     })?;
     let spec = cfg.drives.as_deref().ok_or(ServeError::NoDrives)?;
+    let access_log = match &cfg.access_log {
+        Some(path) => Some(
+            access_log::AccessLog::open(path)
+                .map_err(|source| ServeError::AccessLog { path: path.display().to_string(), source })?,
+        ),
+        None => None,
+    };
     let drives = parse_drive_spec(spec)?;
     let store = Store::open(StoreConfig { drives, parity: cfg.parity })?;
 
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(ServeError::Runtime)?;
-    let res = rt.block_on(serve(store.clone(), addr, access, secret));
+    let res = rt.block_on(serve(store.clone(), addr, access, secret, access_log));
     store.close();
     res
 }
@@ -100,6 +113,7 @@ async fn serve(
     addr: SocketAddr,
     access: String,
     secret: String,
+    access_log: Option<access_log::AccessLog>,
 ) -> Result<(), ServeError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -126,8 +140,22 @@ async fn serve(
                         continue;
                     }
                 };
+                let service = service.clone();
+                let access_log = access_log.clone();
+                let logged = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let service = service.clone();
+                    let access_log = access_log.clone();
+                    async move {
+                        let line = access_log.as_ref().map(|_| access_log::AccessLog::request_line(&req));
+                        let resp = hyper::service::Service::call(&service, req).await;
+                        if let (Some(log), Some(line), Ok(r)) = (&access_log, &line, &resp) {
+                            log.write(line, r.status().as_u16());
+                        }
+                        resp
+                    }
+                });
                 let conn = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service.clone());
+                    .serve_connection(TokioIo::new(stream), logged);
                 // Watched so that shutdown lets requests in flight finish.
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {

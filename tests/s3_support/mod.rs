@@ -298,6 +298,22 @@ pub fn unique_bucket(tag: &str) -> String {
 pub struct Gateway {
     pub endpoint: String,
     pub port: u16,
+    /// The server's `--access-log`: one line per request (see src/gateway/access_log.rs).
+    pub access_log: PathBuf,
+}
+
+impl Gateway {
+    /// The server's access-log lines for requests to `bucket` (path `/bucket` or `/bucket/...`),
+    /// in the order they were answered. Tests use unique buckets, so these are theirs alone.
+    pub fn requests(&self, bucket: &str) -> Vec<String> {
+        let text = std::fs::read_to_string(&self.access_log).unwrap_or_default();
+        let (exact, under) = (format!(" /{bucket} "), format!(" /{bucket}/"));
+        let query = format!(" /{bucket}?");
+        text.lines()
+            .filter(|l| l.contains(&exact) || l.contains(&under) || l.contains(&query))
+            .map(str::to_owned)
+            .collect()
+    }
 }
 
 pub fn gateway() -> &'static Gateway {
@@ -308,7 +324,10 @@ pub fn gateway() -> &'static Gateway {
         let drives: Vec<String> = (1..=4).map(|i| dir.join(format!("d{i}")).display().to_string()).collect();
         let port = free_port();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_bucketfs"));
+        let access_log = dir.join("access.log");
         cmd.args(["serve", "--drives", &drives.join(","), "--address", &format!("127.0.0.1:{port}")])
+            .arg("--access-log")
+            .arg(&access_log)
             .env("BUCKETFS_ACCESS_KEY", ACCESS_KEY)
             .env("BUCKETFS_SECRET_KEY", SECRET_KEY)
             .env("RUST_LOG", "info");
@@ -342,6 +361,6 @@ pub fn gateway() -> &'static Gateway {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        Gateway { endpoint: format!("http://127.0.0.1:{port}"), port }
+        Gateway { endpoint: format!("http://127.0.0.1:{port}"), port, access_log }
     })
 }
