@@ -140,12 +140,18 @@ async fn multi_range_get_is_one_multipart_byteranges_answer() {
 }
 
 /// Raw HTTP/1.1 exchange; returns the status line and the rest.
-fn raw(port: u16, request: &str) -> (String, String) {
+/// Sends a raw HTTP/1.1 request and returns the whole answer, head and body.
+fn raw_bytes(port: u16, request: &str) -> Vec<u8> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.write_all(request.as_bytes()).unwrap();
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
+    out
+}
+
+fn raw(port: u16, request: &str) -> (String, String) {
+    let out = raw_bytes(port, request);
     let text = String::from_utf8_lossy(&out).into_owned();
     let (status, rest) = text.split_once("\r\n").unwrap_or((&text, ""));
     (status.to_string(), rest.to_string())
@@ -196,28 +202,31 @@ fn refuses_to_start_without_credentials() {
     assert!(err.contains("BUCKETFS_ACCESS_KEY"), "{err}");
 }
 
+/// Runs the aws CLI against `endpoint` with the test identity (or `secret`), returning its output.
+fn aws_cli(endpoint: &str, secret: &str, args: &[&str]) -> std::process::Output {
+    Command::new("aws")
+        .args(["--endpoint-url", endpoint])
+        .args(args)
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", secret)
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .output()
+        .expect("the aws CLI is not installed; run `make test-deps` (scripts/test-servers.sh install)")
+}
+
+/// The aws CLI as an outside client: put (multipart), get, list, server-side multipart copy
+/// (UploadPartCopy) of a 100 MiB object, part-number reads, presigned GET, and a wrong key.
 #[test]
 fn aws_cli_round_trip() {
-    if Command::new("aws").arg("--version").output().map(|o| !o.status.success()).unwrap_or(true) {
-        eprintln!("aws CLI not on PATH: skipped");
-        return;
-    }
     let g = gateway();
     let bucket = unique_bucket("cli");
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src.bin");
-    let data = pattern(9 << 20, 4); // above the CLI's 8 MiB multipart threshold
+    let data = pattern(100 << 20, 4); // 13 parts at the CLI's 8 MiB part size
     std::fs::write(&src, &data).unwrap();
     let dst = dir.path().join("dst.bin");
     let aws = |args: &[&str]| {
-        let out = Command::new("aws")
-            .args(["--endpoint-url", &g.endpoint])
-            .args(args)
-            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-            .env("AWS_DEFAULT_REGION", "us-east-1")
-            .output()
-            .unwrap();
+        let out = aws_cli(&g.endpoint, SECRET_KEY, args);
         assert!(out.status.success(), "aws {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
@@ -225,20 +234,58 @@ fn aws_cli_round_trip() {
     aws(&["s3", "cp", src.to_str().unwrap(), &format!("s3://{bucket}/a/src.bin")]);
     let ls = aws(&["s3", "ls", "--recursive", &format!("s3://{bucket}")]);
     assert!(ls.contains("a/src.bin"), "{ls}");
-    aws(&["s3", "cp", &format!("s3://{bucket}/a/src.bin"), dst.to_str().unwrap()]);
-    assert!(std::fs::read(&dst).unwrap() == data, "aws s3 cp round trip differs");
+    // Server-side copy: the CLI copies objects above 8 MiB with UploadPartCopy.
+    aws(&["s3", "cp", &format!("s3://{bucket}/a/src.bin"), &format!("s3://{bucket}/b/copy.bin")]);
+    let log = g.requests(&bucket);
+    let copies = log
+        .iter()
+        .filter(|l| l.starts_with(&format!("PUT /{bucket}/b/copy.bin?")) && l.contains("partNumber="))
+        .count();
+    assert_eq!(copies, 13, "one UploadPartCopy per 8 MiB part: {log:#?}");
+    aws(&["s3", "cp", &format!("s3://{bucket}/b/copy.bin"), dst.to_str().unwrap()]);
+    assert!(std::fs::read(&dst).unwrap() == data, "aws s3 cp (upload, server-side copy, download) differs");
+    // One part of the multipart object by number: part 2 is bytes 8..16 MiB.
+    let part = dir.path().join("part2.bin");
+    let head = aws(&[
+        "s3api",
+        "get-object",
+        "--bucket",
+        &bucket,
+        "--key",
+        "b/copy.bin",
+        "--part-number",
+        "2",
+        part.to_str().unwrap(),
+    ]);
+    assert!(head.contains("\"PartsCount\": 13"), "{head}");
+    assert!(std::fs::read(&part).unwrap() == data[8 << 20..16 << 20], "partNumber=2 is not the second part");
+    // A presigned URL made by the CLI works for a plain, unsigned GET.
+    let url = aws(&["s3", "presign", &format!("s3://{bucket}/a/src.bin"), "--expires-in", "300"]);
+    let path = url.trim().strip_prefix(&g.endpoint).expect("presigned URL on the endpoint").to_owned();
+    let answer = raw_bytes(
+        g.port,
+        &format!(
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nRange: bytes=0-99\r\nConnection: close\r\n\r\n",
+            g.port
+        ),
+    );
+    let head = String::from_utf8_lossy(&answer[..answer.len().min(12)]).into_owned();
+    assert!(head.starts_with("HTTP/1.1 206"), "{}", String::from_utf8_lossy(&answer));
+    assert!(answer.ends_with(&data[..100]), "presigned ranged GET returned other bytes");
     // ListObjects V1 and HeadBucket through s3api.
     let v1 = aws(&["s3api", "list-objects", "--bucket", &bucket]);
     assert!(v1.contains("a/src.bin"), "{v1}");
     aws(&["s3api", "head-bucket", "--bucket", &bucket]);
+    // A wrong secret key is refused with 403.
+    let wrong = aws_cli(
+        &g.endpoint,
+        "not-the-secret",
+        &["s3api", "head-object", "--bucket", &bucket, "--key", "a/src.bin"],
+    );
+    assert!(!wrong.status.success());
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("403"), "{wrong:?}");
     // A bucket with objects cannot be removed.
-    let rb = Command::new("aws")
-        .args(["--endpoint-url", &g.endpoint, "s3", "rb", &format!("s3://{bucket}")])
-        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-        .env("AWS_DEFAULT_REGION", "us-east-1")
-        .output()
-        .unwrap();
+    let rb = aws_cli(&g.endpoint, SECRET_KEY, &["s3", "rb", &format!("s3://{bucket}")]);
     assert!(!rb.status.success());
     assert!(String::from_utf8_lossy(&rb.stderr).contains("BucketNotEmpty"), "{rb:?}");
     aws(&["s3", "rm", "--recursive", &format!("s3://{bucket}")]);

@@ -9,6 +9,7 @@
 //!   through a small bounded channel, so uploads stream with bounded memory.
 //! - [`multirange`]: an `S3Route` for `Range: bytes=a-b,c-d` GETs (s3s itself
 //!   rejects them), answered with `206 multipart/byteranges`.
+//! - [`parts`]: UploadPartCopy and `?partNumber=N` reads.
 //! - [`errors`]: `StoreError` to S3 error code mapping.
 //! - [`access_log`]: `--access-log FILE`, one line per request (no secrets).
 //!
@@ -20,6 +21,7 @@ mod access_log;
 mod body;
 mod errors;
 mod multirange;
+mod parts;
 mod s3;
 
 use std::net::SocketAddr;
