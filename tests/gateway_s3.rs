@@ -95,7 +95,7 @@ async fn objects_copy_list_delete() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multipart_upload_list_abort() {
-    let (b, _) = fresh("mpu").await;
+    let (b, bucket) = fresh("mpu").await;
     let data = Bytes::from(pattern(11 << 20, 2));
     let id = b.create_multipart("big", &PutOptions::default()).await.unwrap();
     let ups = b.list_multipart("").await.unwrap();
@@ -106,6 +106,38 @@ async fn multipart_upload_list_abort() {
     let p3 = b.upload_part("big", &id, 3, data.slice(10 << 20..)).await.unwrap();
     let p1 = b.upload_part("big", &id, 1, data.slice(..5 << 20)).await.unwrap();
     let p2 = b.upload_part("big", &id, 2, data.slice(5 << 20..10 << 20)).await.unwrap();
+    // ListParts pages with max-parts and the next part-number marker.
+    let c = admin_client(&gateway().endpoint).await;
+    let page = c.list_parts().bucket(&bucket).key("big").upload_id(&id).max_parts(2).send().await.unwrap();
+    assert_eq!(page.parts().iter().map(|p| p.part_number().unwrap()).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!((page.is_truncated(), page.next_part_number_marker()), (Some(true), Some("2")));
+    let page = c
+        .list_parts()
+        .bucket(&bucket)
+        .key("big")
+        .upload_id(&id)
+        .part_number_marker("2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.parts().iter().map(|p| p.part_number().unwrap()).collect::<Vec<_>>(), [3]);
+    assert_eq!(page.is_truncated(), Some(false));
+    // ListMultipartUploads pages with max-uploads and key/upload-id markers.
+    let other = b.create_multipart("other", &PutOptions::default()).await.unwrap();
+    let page = c.list_multipart_uploads().bucket(&bucket).max_uploads(1).send().await.unwrap();
+    assert_eq!(page.uploads().len(), 1);
+    assert_eq!(page.is_truncated(), Some(true));
+    let next = c
+        .list_multipart_uploads()
+        .bucket(&bucket)
+        .key_marker(page.next_key_marker().unwrap())
+        .upload_id_marker(page.next_upload_id_marker().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(next.uploads().iter().map(|u| u.key().unwrap()).collect::<Vec<_>>(), ["other"]);
+    assert_eq!(next.is_truncated(), Some(false));
+    b.abort_multipart("other", &other).await.unwrap();
     let meta = b.complete_multipart("big", &id, &[p1, p2, p3]).await.unwrap();
     assert_eq!(meta.size, 11 << 20);
     assert!(meta.etag.ends_with("-3"), "{}", meta.etag);
