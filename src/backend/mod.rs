@@ -198,6 +198,12 @@ pub type BackendResult<T> = Result<T, BackendError>;
 pub trait StorageBackend: Send + Sync + 'static {
     fn capabilities(&self) -> Capabilities;
 
+    /// Requests this backend re-sent after a failed attempt (its own retry policy), since
+    /// it was created; for `bucketfs stats`. Backends without retries report 0.
+    fn retries(&self) -> u64 {
+        0
+    }
+
     /// Checks at mount time that the bucket exists and is reachable with our credentials.
     async fn check_bucket(&self) -> BackendResult<()>;
 

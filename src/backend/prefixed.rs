@@ -47,6 +47,9 @@ impl StorageBackend for PrefixedBackend {
     fn capabilities(&self) -> Capabilities {
         self.inner.capabilities()
     }
+    fn retries(&self) -> u64 {
+        self.inner.retries()
+    }
     async fn check_bucket(&self) -> BackendResult<()> {
         self.inner.check_bucket().await
     }
