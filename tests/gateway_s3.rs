@@ -392,6 +392,19 @@ async fn multi_range_wire_format_limits_and_conditions() {
     assert_eq!(get("bytes=0-1,4-5", &["If-Match: \"00000000000000000000000000000000\""]).0, 412);
     let ok = format!("If-Match: \"{}\"", m.etag);
     assert_eq!(get("bytes=0-1,4-5", &[&ok]).0, 206);
+
+    // Date conditions, on single-range and multi-range GETs alike.
+    let past = "Sat, 01 Jan 2000 00:00:00 GMT";
+    let future = "Fri, 01 Jan 2100 00:00:00 GMT";
+    for range in ["bytes=0-1", "bytes=0-1,4-5"] {
+        assert_eq!(get(range, &[&format!("If-Modified-Since: {future}")]).0, 304, "{range}");
+        assert_eq!(get(range, &[&format!("If-Modified-Since: {past}")]).0, 206, "{range}");
+        assert_eq!(get(range, &[&format!("If-Unmodified-Since: {past}")]).0, 412, "{range}");
+        assert_eq!(get(range, &[&format!("If-Unmodified-Since: {future}")]).0, 206, "{range}");
+        // If-None-Match takes precedence over If-Modified-Since (RFC 9110 §13.2.2).
+        let mismatch = "If-None-Match: \"00000000000000000000000000000000\"";
+        assert_eq!(get(range, &[mismatch, &format!("If-Modified-Since: {future}")]).0, 206, "{range}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -432,6 +445,55 @@ async fn aws_chunked_upload_and_copy_between_buckets() {
     assert!(out.copy_object_result().and_then(|r| r.e_tag()).is_some());
     let got = b2.get_range("copied", None, &GetOptions::default()).await.unwrap();
     assert!(got.data == data, "cross-bucket copy differs");
+}
+
+/// `--public-read BUCKET`: unsigned reads of that bucket work (plain GET, multi-range GET,
+/// listing, and an anonymous S3 client); unsigned writes, and unsigned reads of any other
+/// bucket, get 403.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_read_bucket_allows_only_anonymous_reads() {
+    let g = gateway();
+    make_bucket(&g.endpoint, PUBLIC_BUCKET).await;
+    let signed = backend(&g.endpoint, PUBLIC_BUCKET).await;
+    signed.put("doc", Bytes::from_static(b"0123456789public"), &PutOptions::default()).await.unwrap();
+    let (private, private_bucket) = fresh("private").await;
+    private.put("doc", Bytes::from_static(b"secret"), &PutOptions::default()).await.unwrap();
+
+    let req = |method: &str, path: &str, extra: &str| {
+        raw(g.port, &format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n", g.port))
+    };
+    let (status, body) = req("GET", &format!("/{PUBLIC_BUCKET}/doc"), "");
+    assert!(status.contains(" 200 ") && body.ends_with("0123456789public"), "{status}\n{body}");
+    let (status, body) = req("GET", &format!("/{PUBLIC_BUCKET}/doc"), "Range: bytes=0-1,10-15\r\n");
+    assert!(
+        status.contains(" 206 ") && body.contains("multipart/byteranges") && body.contains("public"),
+        "{status}"
+    );
+    let (status, body) = req("GET", &format!("/{PUBLIC_BUCKET}?list-type=2"), "");
+    assert!(status.contains(" 200 ") && body.contains("<Key>doc</Key>"), "{status}\n{body}");
+    for (method, path) in [
+        ("PUT", format!("/{PUBLIC_BUCKET}/new")),
+        ("DELETE", format!("/{PUBLIC_BUCKET}/doc")),
+        ("POST", format!("/{PUBLIC_BUCKET}/big?uploads")),
+        ("GET", format!("/{private_bucket}/doc")),
+        ("GET", "/".to_string()),
+    ] {
+        let (status, _) = req(method, &path, "");
+        assert!(status.contains(" 403 "), "{method} {path}: {status}");
+    }
+    assert_eq!(
+        &signed.get_range("doc", None, &GetOptions::default()).await.unwrap().data[..],
+        b"0123456789public"
+    );
+    // An anonymous client (what `--no-sign-request` mounts use) reads, and cannot write.
+    let anon = S3Backend::connect(S3Config { no_sign_request: true, ..config(&g.endpoint, PUBLIC_BUCKET) })
+        .await
+        .unwrap();
+    anon.check_bucket().await.unwrap();
+    let got = anon.get_ranges("doc", &[0..2, 10..16], &GetOptions::default()).await.unwrap();
+    assert_eq!((&got[0][..], &got[1][..]), (&b"01"[..], &b"public"[..]));
+    let e = anon.put("x", Bytes::from_static(b"x"), &PutOptions::default()).await.unwrap_err();
+    assert!(matches!(e, BackendError::AccessDenied(_)), "{e:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -88,6 +88,9 @@ pub struct ServeArgs {
     /// Append one line per HTTP request (method, path, status, Range, length; never signatures) to FILE.
     #[arg(long = "access-log", value_name = "FILE")]
     pub access_log: Option<PathBuf>,
+    /// Let unsigned clients read (GET, HEAD, list) BUCKET; repeat for more buckets. Default: none.
+    #[arg(long = "public-read", value_name = "BUCKET")]
+    pub public_read: Vec<String>,
 }
 
 #[derive(Args, Debug, Clone)]

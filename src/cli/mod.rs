@@ -82,6 +82,7 @@ pub fn main() -> i32 {
                 parity: a.drives.parity,
                 address: a.address,
                 access_log: a.access_log,
+                public_read: a.public_read,
             })
             .map_err(anyhow::Error::from)
         }

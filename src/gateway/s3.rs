@@ -79,23 +79,35 @@ fn etag_matches(cond: &ETagCondition, m: &ObjectMeta) -> bool {
     }
 }
 
-/// If-Match (412 on mismatch) and If-None-Match (304 on match) of GET/HEAD.
-pub(super) fn check_read_conditions(
-    m: &ObjectMeta,
-    if_match: Option<&ETagCondition>,
-    if_none_match: Option<&ETagCondition>,
-) -> S3Result<()> {
-    if let Some(c) = if_match {
-        if !etag_matches(c, m) {
-            return Err(s3_error!(PreconditionFailed, "ETag does not match If-Match"));
+/// The conditional headers of a GET or HEAD.
+#[derive(Default)]
+pub(super) struct ReadConditions {
+    pub if_match: Option<ETagCondition>,
+    pub if_none_match: Option<ETagCondition>,
+    pub if_modified_since: Option<Timestamp>,
+    pub if_unmodified_since: Option<Timestamp>,
+}
+
+/// RFC 9110 §13.2.2 order: If-Match (412), else If-Unmodified-Since (412); then
+/// If-None-Match (304), else If-Modified-Since (304). Dates compare at whole seconds,
+/// the resolution of HTTP dates.
+pub(super) fn check_read_conditions(m: &ObjectMeta, c: &ReadConditions) -> S3Result<()> {
+    let secs = m.last_modified.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let modified = Timestamp::from(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs));
+    match (&c.if_match, &c.if_unmodified_since) {
+        (Some(cond), _) if !etag_matches(cond, m) => {
+            return Err(s3_error!(PreconditionFailed, "ETag does not match If-Match"))
         }
-    }
-    if let Some(c) = if_none_match {
-        if etag_matches(c, m) {
-            return Err(s3_error!(NotModified));
+        (None, Some(t)) if modified > *t => {
+            return Err(s3_error!(PreconditionFailed, "modified since If-Unmodified-Since"))
         }
+        _ => {}
     }
-    Ok(())
+    match (&c.if_none_match, &c.if_modified_since) {
+        (Some(cond), _) if etag_matches(cond, m) => Err(s3_error!(NotModified)),
+        (None, Some(t)) if modified <= *t => Err(s3_error!(NotModified)),
+        _ => Ok(()),
+    }
 }
 
 /// A piece of a response body: bytes already in hand, or a range of the object.
@@ -239,7 +251,15 @@ impl S3 for Gateway {
         let i = req.input;
         let (b, k) = (i.bucket, i.key);
         let (m, sizes) = self.call(move |s| s.object_part_sizes(&b, &k)).await?;
-        check_read_conditions(&m, i.if_match.as_ref(), i.if_none_match.as_ref())?;
+        check_read_conditions(
+            &m,
+            &ReadConditions {
+                if_match: i.if_match.clone(),
+                if_none_match: i.if_none_match.clone(),
+                if_modified_since: i.if_modified_since.clone(),
+                if_unmodified_since: i.if_unmodified_since.clone(),
+            },
+        )?;
         let (len, parts_count) = match i.part_number {
             Some(n) => {
                 let r = part_range(&sizes, n)?;
@@ -263,7 +283,15 @@ impl S3 for Gateway {
         let i = req.input;
         let (b, k) = (i.bucket.clone(), i.key.clone());
         let (m, sizes) = self.call(move |s| s.object_part_sizes(&b, &k)).await?;
-        check_read_conditions(&m, i.if_match.as_ref(), i.if_none_match.as_ref())?;
+        check_read_conditions(
+            &m,
+            &ReadConditions {
+                if_match: i.if_match.clone(),
+                if_none_match: i.if_none_match.clone(),
+                if_modified_since: i.if_modified_since.clone(),
+                if_unmodified_since: i.if_unmodified_since.clone(),
+            },
+        )?;
         let (range, content_range) = match (&i.range, i.part_number) {
             (Some(_), Some(_)) => return Err(s3_error!(InvalidRequest, "Range and partNumber together")),
             (None, None) => (0..m.size, None),

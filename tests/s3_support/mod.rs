@@ -376,6 +376,9 @@ pub fn unique_bucket(tag: &str) -> String {
     format!("bfs-{tag}-{}-{}", std::process::id() % 100_000, N.fetch_add(1, Ordering::Relaxed))
 }
 
+/// The bucket `gateway()` lets unsigned clients read (`--public-read`); not created by it.
+pub const PUBLIC_BUCKET: &str = "bfs-public-read";
+
 /// `bucketfs serve` (this crate's binary) over 4 temporary drives, one per test binary.
 pub struct Gateway {
     pub endpoint: String,
@@ -410,6 +413,7 @@ pub fn gateway() -> &'static Gateway {
         cmd.args(["serve", "--drives", &drives.join(","), "--address", &format!("127.0.0.1:{port}")])
             .arg("--access-log")
             .arg(&access_log)
+            .args(["--public-read", PUBLIC_BUCKET])
             .env("BUCKETFS_ACCESS_KEY", ACCESS_KEY)
             .env("BUCKETFS_SECRET_KEY", SECRET_KEY)
             .env("RUST_LOG", "info");
