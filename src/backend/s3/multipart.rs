@@ -204,6 +204,54 @@ fn forget(b: &S3Backend, upload_id: &str) {
     }
 }
 
+/// ListParts, paged by part-number marker; a missing upload is `NoSuchUpload`.
+pub(super) async fn list_parts(
+    b: &S3Backend,
+    key: &str,
+    upload_id: &str,
+) -> BackendResult<Vec<CompletedPart>> {
+    let mut all = Vec::new();
+    let mut marker: Option<String> = None;
+    loop {
+        let out = b
+            .run("list_parts", key, |c| {
+                c.list_parts()
+                    .bucket(b.bucket())
+                    .key(key)
+                    .upload_id(upload_id)
+                    .set_part_number_marker(marker.clone())
+                    .set_request_payer(b.payer())
+                    .customize()
+                    .config_override(short_timeouts())
+                    .send()
+            })
+            .await
+            .map_err(|e| match e {
+                BackendError::NotFound(_) => {
+                    BackendError::NoSuchUpload(format!("{key:?} upload {upload_id}"))
+                }
+                e => e,
+            })?;
+        for p in out.parts() {
+            if let Some(n) = p.part_number().filter(|n| *n > 0) {
+                all.push(CompletedPart {
+                    part_number: n as u32,
+                    etag: bare_etag(p.e_tag()),
+                    size: p.size().unwrap_or(0).max(0) as u64,
+                });
+            }
+        }
+        let next = out.next_part_number_marker().map(str::to_owned);
+        if out.is_truncated() != Some(true) || next.is_none() || next == marker {
+            break;
+        }
+        marker = next;
+    }
+    all.sort_by_key(|p| p.part_number);
+    all.dedup_by_key(|p| p.part_number);
+    Ok(all)
+}
+
 pub(super) async fn list(b: &S3Backend, prefix: &str) -> BackendResult<Vec<MultipartUploadInfo>> {
     let mut all = Vec::new();
     let (mut key_marker, mut id_marker): (Option<String>, Option<String>) = (None, None);
