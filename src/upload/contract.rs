@@ -23,9 +23,10 @@
 //!   ([`ContractError::ForeignPart`]), non-last parts below the backend's minimum
 //!   ([`ContractError::PartTooSmall`]). An unknown, completed or aborted upload
 //!   is [`ContractError::UnknownUpload`]: servers differ in what they answer
-//!   for one (S3 allows re-completing a completed upload for a while), so
-//!   `complete` first lists the upload's parts where the backend can, which
-//!   also proves every named part is stored with the handle's ETag.
+//!   for one (S3 allows re-completing a completed upload for a while, SeaweedFS
+//!   accepts aborting a finished one), so `complete` and `abort` first list the
+//!   upload's parts where the backend can; for `complete` that also proves
+//!   every named part is stored with the handle's ETag.
 //! - Postconditions come from the backends' multipart semantics: nothing is
 //!   visible until completion, parts are joined in part-number order whatever
 //!   order they arrived in, parts not named are dropped with their storage.
@@ -282,14 +283,17 @@ impl MultipartUploader {
             if *n < 1 || *n > max {
                 return Err(ContractError::BadPartNumber(*n, max));
             }
-            if p.upload_id != h.upload_id || p.part_number != *n {
-                return Err(ContractError::ForeignPart(*n));
-            }
             if !numbers.insert(*n) {
                 return Err(ContractError::DuplicatePart(format!("part number {n} is named twice")));
             }
-            if !etags.insert((p.part_number, p.etag.clone())) {
-                return Err(ContractError::DuplicatePart(format!("the handle of part {n} is given twice")));
+            if !etags.insert((p.upload_id.clone(), p.part_number, p.etag.clone())) {
+                return Err(ContractError::DuplicatePart(format!(
+                    "the handle of part {} is given again as part {n}",
+                    p.part_number
+                )));
+            }
+            if p.upload_id != h.upload_id || p.part_number != *n {
+                return Err(ContractError::ForeignPart(*n));
             }
         }
         let mut sorted: Vec<CompletedPart> = parts
@@ -324,7 +328,17 @@ impl MultipartUploader {
 
     pub async fn abort(&self, h: &UploadHandle, path: &str) -> ContractResult<()> {
         self.check_handle(h, Some(path))?;
+        // some servers (SeaweedFS) answer an abort of a finished upload with success
+        self.check_live(h).await?;
         self.backend.abort_multipart(&h.key, &h.upload_id).await.map_err(|e| not_found_is_unknown(e, h))
+    }
+
+    /// Fails with `UnknownUpload` if the backend can list the upload's parts and it is gone.
+    async fn check_live(&self, h: &UploadHandle) -> ContractResult<()> {
+        match self.backend.list_parts(&h.key, &h.upload_id).await {
+            Ok(_) | Err(BackendError::NotSupported(_)) => Ok(()),
+            Err(e) => Err(not_found_is_unknown(e, h)),
+        }
     }
 
     /// Pending uploads under directory `path` (`""` or `/` = the whole bucket).
