@@ -250,7 +250,9 @@ fn journaled(
         args.backend.drives.as_deref().unwrap_or("")
     );
     let dir = journal::journal_dir(&root, &identity);
-    let recovery = tokio::time::timeout(Duration::from_secs(60), journal::recover(&dir, backend.as_ref()));
+    let recovery = async {
+        tokio::time::timeout(Duration::from_secs(60), journal::recover(&dir, backend.as_ref())).await
+    };
     match rt.block_on(recovery) {
         Ok(r) if r.journals > 0 => {
             info!(journals = r.journals, aborted = r.aborted, "cleaned up after dead mounts of this bucket")
