@@ -84,6 +84,10 @@ fn seaweed_fixture(rt: &tokio::runtime::Runtime) -> Fixture {
     s3_fixture(&s3_support::seaweed().endpoint, "cwd", rt)
 }
 
+fn moto_fixture(rt: &tokio::runtime::Runtime) -> Fixture {
+    s3_fixture(&s3_support::moto().endpoint, "cmoto", rt)
+}
+
 type Check = fn(&tokio::runtime::Runtime, &MultipartUploader);
 
 /// Every invariant of the contract, by name.
@@ -128,6 +132,7 @@ rows! {
     embedded_store => |_| local_fixture(),
     bucketfs_serve => gateway_fixture,
     seaweedfs => seaweed_fixture,
+    moto => moto_fixture,
 }
 
 // ---------------------------------------------------------------- helpers

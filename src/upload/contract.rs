@@ -24,9 +24,10 @@
 //!   ([`ContractError::PartTooSmall`]). An unknown, completed or aborted upload
 //!   is [`ContractError::UnknownUpload`]: servers differ in what they answer
 //!   for one (S3 allows re-completing a completed upload for a while, SeaweedFS
-//!   accepts aborting a finished one), so `complete` and `abort` first list the
-//!   upload's parts where the backend can; for `complete` that also proves
-//!   every named part is stored with the handle's ETag.
+//!   accepts aborting a finished one, moto fails a part for one with a 500), so
+//!   `complete` and `abort` first list the upload's parts where the backend can
+//!   (for `complete` that also proves every named part is stored with the
+//!   handle's ETag), and a failed `put_part` does so before reporting.
 //! - Postconditions come from the backends' multipart semantics: nothing is
 //!   visible until completion, parts are joined in part-number order whatever
 //!   order they arrived in, parts not named are dropped with their storage.
@@ -239,11 +240,15 @@ impl MultipartUploader {
         if part_number < 1 || part_number > max {
             return Err(ContractError::BadPartNumber(part_number, max));
         }
-        let p = self
-            .backend
-            .upload_part(&h.key, &h.upload_id, part_number, data)
-            .await
-            .map_err(|e| not_found_is_unknown(e, h))?;
+        let p = match self.backend.upload_part(&h.key, &h.upload_id, part_number, data).await {
+            Ok(p) => p,
+            // servers answer a part for a finished upload differently (404, 500, ...):
+            // on failure only, ask whether the upload still exists
+            Err(e) => {
+                self.check_live(h).await?;
+                return Err(not_found_is_unknown(e, h));
+            }
+        };
         Ok(PartHandle { upload_id: h.upload_id.clone(), part_number, etag: p.etag, size: p.size })
     }
 
