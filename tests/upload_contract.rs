@@ -27,14 +27,16 @@ use common::{pattern, Drives, BIN};
 
 const MIB: usize = 1 << 20;
 
+/// Opens an uploader; the closer releases what it holds (the embedded store's drive locks).
+type Opener = Box<dyn Fn(&tokio::runtime::Runtime) -> (MultipartUploader, Box<dyn FnOnce()>)>;
+
 /// One backend under test.
 struct Fixture {
     /// Bucket URL, e.g. `s3://bfs-contract-1`.
     bucket_url: String,
     /// Flags that let a `bucketfs` process reach the bucket.
     cli: Vec<String>,
-    /// Opens an uploader; the closer releases what it holds (the embedded store's drive locks).
-    open: Box<dyn Fn(&tokio::runtime::Runtime) -> (MultipartUploader, Box<dyn FnOnce()>)>,
+    open: Opener,
     /// Whether two processes may use the bucket at the same time.
     concurrent_processes: bool,
     _keep: Option<Drives>,
