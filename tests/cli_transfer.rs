@@ -1,6 +1,8 @@
-//! `bucketfs cp` to `bucketfs serve`: killed mid-way, rerun with the same arguments,
-//! it resumes. The server's access log (`serve --access-log`) is the witness that
-//! parts stored before the kill were not sent again, and the result is bit-exact.
+//! `bucketfs cp` and `bucketfs uploads` against `bucketfs serve`. A `cp` killed
+//! mid-way and rerun with the same arguments resumes: the server's access log
+//! (`serve --access-log`) is the witness that parts stored before the kill were not
+//! sent again, and the result is bit-exact. Progress is a bar on a terminal (a pty
+//! from script(1)) and plain lines otherwise; `uploads list|abort` print counts.
 
 mod common;
 mod s3_support;
@@ -100,4 +102,65 @@ fn killed_cp_resumes_without_resending_stored_parts() {
     assert!(out.status.success(), "download failed: {}", String::from_utf8_lossy(&out.stderr));
     assert!(std::fs::read(&back).unwrap() == data, "the copy is not bit-exact");
     assert_eq!(std::fs::read_dir(&state).unwrap().count(), 0, "resume state left after success");
+}
+
+#[test]
+fn progress_is_a_bar_on_a_terminal_and_lines_otherwise() {
+    let gw = s3_support::gateway();
+    let bucket = s3_support::unique_bucket("cpbar");
+    tokio::runtime::Runtime::new().unwrap().block_on(s3_support::make_bucket(&gw.endpoint, &bucket));
+    let dir = tempfile::tempdir_in(test_root()).unwrap();
+    let src = dir.path().join("f");
+    std::fs::write(&src, pattern(12 * MIB, 5)).unwrap();
+    let cmd = format!(
+        "{BIN} cp --part-size 5M --limit-rate 24M --state-dir {0}/st --endpoint {1} {0}/f s3://{bucket}/",
+        dir.path().display(),
+        gw.endpoint
+    );
+    // plain lines when stderr is not a terminal
+    let out = Command::new("bash").args(["-c", &cmd]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("part 1 done") && err.contains("ETA") && !err.contains('\r'), "{err}");
+    // a redrawn bar with rate and ETA on a terminal (script(1) provides the pty)
+    let out = Command::new("script").args(["-qec", &cmd, "/dev/null"]).output().unwrap();
+    let tty = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{tty}");
+    assert!(tty.contains("\r[") && tty.contains("MiB/s") && tty.contains("ETA"), "{tty:?}");
+    assert!(!tty.contains("part 1 done"), "{tty:?}");
+    // the URL ending in `/` took the file's name
+    let back = dir.path().join("back");
+    let out = Command::new(BIN)
+        .args(["cp", "--quiet", "--endpoint", &gw.endpoint, &format!("s3://{bucket}/f")])
+        .arg(&back)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(std::fs::read(&back).unwrap() == std::fs::read(&src).unwrap());
+}
+
+#[test]
+fn uploads_list_and_abort_print_counts_under_a_prefix() {
+    let gw = s3_support::gateway();
+    let bucket = s3_support::unique_bucket("leaks");
+    tokio::runtime::Runtime::new().unwrap().block_on(s3_support::make_bucket(&gw.endpoint, &bucket));
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN).args(args).args(["--endpoint", &gw.endpoint]).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    for key in ["tmp/a", "tmp/b/c", "keep/d"] {
+        run(&["upload", "start", &format!("s3://{bucket}/{key}")]);
+    }
+    let list = run(&["uploads", "list", &format!("s3://{bucket}/tmp")]);
+    assert!(list.contains("/tmp/a\t") && list.contains("/tmp/b/c\t") && !list.contains("keep"), "{list}");
+    assert!(list.ends_with("2 pending upload(s)\n"), "{list}");
+    let young = run(&["uploads", "abort", &format!("s3://{bucket}/tmp"), "--older-than", "48h"]);
+    assert_eq!(young, "aborted 0 upload(s)\n");
+    assert_eq!(run(&["uploads", "abort", &format!("s3://{bucket}/tmp")]), "aborted 2 upload(s)\n");
+    assert!(run(&["uploads", "list", &format!("s3://{bucket}")]).ends_with("1 pending upload(s)\n"));
+    assert_eq!(
+        run(&["uploads", "abort", &format!("s3://{bucket}"), "--older-than", "0"]),
+        "aborted 1 upload(s)\n"
+    );
 }
