@@ -492,3 +492,54 @@ fn tmp_path(dst: &Path) -> PathBuf {
     s.push(".bucketfs-tmp");
     PathBuf::from(s)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU32;
+
+    #[tokio::test]
+    async fn parts_are_retried_on_transient_errors_only() {
+        let calls = AtomicU32::new(0);
+        let r = with_retries("t", 5, || async {
+            match calls.fetch_add(1, Ordering::SeqCst) {
+                0 => Err(BackendError::Io("reset".into()).into()),
+                1 => Err(BackendError::Unavailable("503".into()).into()),
+                _ => Ok(7),
+            }
+        })
+        .await;
+        assert_eq!((r.unwrap(), calls.load(Ordering::SeqCst)), (7, 3));
+
+        let calls = AtomicU32::new(0);
+        let r: Result<(), _> = with_retries("t", 5, || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err(ContractError::UnknownUpload("u".into()))
+        })
+        .await;
+        assert!(matches!(r, Err(ContractError::UnknownUpload(_))));
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "a dead upload is not retried");
+
+        let calls = AtomicU32::new(0);
+        let r: Result<(), _> = with_retries("t", 2, || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err(BackendError::Io("down".into()).into())
+        })
+        .await;
+        assert!(r.is_err());
+        assert_eq!(calls.load(Ordering::SeqCst), 2, "gives up after --retries attempts");
+    }
+
+    #[tokio::test]
+    async fn rate_limit_spaces_transfers() {
+        let limit = Some(Arc::new(RateLimit {
+            bytes_per_sec: 1 << 20,
+            next: tokio::sync::Mutex::new(tokio::time::Instant::now()),
+        }));
+        let t = Instant::now();
+        RateLimit::wait(&limit, 100 << 10).await; // first one goes at once
+        RateLimit::wait(&limit, 100 << 10).await; // waits for the first's ~0.1 s
+        assert!(t.elapsed() >= Duration::from_millis(90));
+        RateLimit::wait(&None, u64::MAX).await; // no limit, no wait
+    }
+}
