@@ -7,7 +7,8 @@
 //! mounts that died, at once:
 //!
 //! - Every mount appends to its own file in
-//!   `<journal dir>/<hash of source, endpoint and drives>/<pid>-<random>.log`,
+//!   `<journal dir>/<hash of source, endpoint and drives>/<pid>-<random>.log`
+//!   (created as `.new`, locked, then renamed, so it is never seen unlocked),
 //!   one line per event: `+ <upload id> <hex key>` when an upload is created,
 //!   `- <upload id>` when it is completed or aborted. The file is `flock`ed
 //!   for the life of the process; the kernel drops the lock when the process
@@ -103,6 +104,9 @@ pub async fn recover(dir: &Path, backend: &dyn StorageBackend) -> Recovered {
     let Ok(rd) = std::fs::read_dir(dir) else { return done };
     for e in rd.flatten() {
         let path = e.path();
+        if path.extension().and_then(|x| x.to_str()) != Some("log") {
+            continue;
+        }
         let Ok(file) = OpenOptions::new().read(true).write(true).open(&path) else { continue };
         if !try_lock(&file) {
             continue; // a live mount's journal
@@ -125,6 +129,7 @@ pub async fn recover(dir: &Path, backend: &dyn StorageBackend) -> Recovered {
         if all_gone {
             let _ = std::fs::remove_file(&path);
         }
+        drop(file);
     }
     done
 }
@@ -137,12 +142,24 @@ pub struct Journal {
 
 impl Journal {
     pub fn create(dir: &Path) -> Result<Journal, JournalError> {
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
-        let path = dir.join(format!("{}-{}.log", std::process::id(), uuid::Uuid::new_v4().simple()));
-        let file = OpenOptions::new().create_new(true).append(true).open(&path).map_err(io(&path))?;
+        let name = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
+        let (tmp, path) = (dir.join(format!("{name}.new")), dir.join(format!("{name}.log")));
+        let mut attempt = 0;
+        let file = loop {
+            std::fs::create_dir_all(dir).map_err(io(dir))?;
+            match OpenOptions::new().create_new(true).append(true).open(&tmp) {
+                Ok(f) => break f,
+                // another mount removed the directory when it found it empty; make it again
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && attempt < 3 => attempt += 1,
+                Err(e) => return Err(io(&tmp)(e)),
+            }
+        };
+        // locked before it gets the name recovery looks at, so it is never taken for a dead one
         if !try_lock(&file) {
-            return Err(JournalError::Io { path, source: std::io::Error::last_os_error() });
+            let _ = std::fs::remove_file(&tmp);
+            return Err(JournalError::Io { path: tmp, source: std::io::Error::last_os_error() });
         }
+        std::fs::rename(&tmp, &path).map_err(io(&path))?;
         Ok(Journal { path, file: Mutex::new(file) })
     }
 
@@ -172,6 +189,9 @@ impl Drop for Journal {
         let open = std::fs::read_to_string(&self.path).map(|t| open_uploads(&t).len()).unwrap_or(1);
         if open == 0 {
             let _ = std::fs::remove_file(&self.path);
+            if let Some(dir) = self.path.parent() {
+                let _ = std::fs::remove_dir(dir); // only if no other mount's journal is there
+            }
         }
     }
 }
@@ -303,6 +323,7 @@ mod tests {
         // a dead mount: a journal file nobody holds a lock on
         let dead_id = mem.create_multipart("dead", &PutOptions::default()).await.unwrap();
         let dead_path = dir.join("1-dead.log");
+        std::fs::write(dir.join("2-starting.new"), "+ x 78\n").unwrap(); // not yet a journal
         std::fs::write(&dead_path, format!("+ {dead_id} {}\n", hex::encode("dead"))).unwrap();
         // another client's upload, in no journal
         let other_id = mem.create_multipart("other", &PutOptions::default()).await.unwrap();
