@@ -164,3 +164,61 @@ fn uploads_list_and_abort_print_counts_under_a_prefix() {
         "aborted 1 upload(s)\n"
     );
 }
+
+/// Ranges (`bytes=a-b`) of successful GETs among access-log `lines`.
+fn fetched_ranges(lines: &[String]) -> Vec<String> {
+    lines
+        .iter()
+        .filter(|l| l.starts_with("GET ") && l.split(' ').nth(2) == Some("206"))
+        .filter_map(|l| Some(l.split_once("range=\"")?.1.split_once('"')?.0.to_owned()))
+        .collect()
+}
+
+#[test]
+fn killed_download_resumes_fetching_only_missing_ranges() {
+    let gw = s3_support::gateway();
+    let bucket = s3_support::unique_bucket("cpget");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(s3_support::make_bucket(&gw.endpoint, &bucket));
+    let data = pattern(40 * MIB + 99, 21); // 9 chunks of 5 MiB
+    let s3 = rt.block_on(s3_support::backend(&gw.endpoint, &bucket));
+    use bucketfs::backend::StorageBackend;
+    rt.block_on(s3.put("big", data.clone().into(), &Default::default())).unwrap();
+    let dir = tempfile::tempdir_in(test_root()).unwrap();
+    let dst = dir.path().join("big");
+    let state = dir.path().join("state");
+    let cp = || {
+        let mut c = Command::new(BIN);
+        c.args(["cp", "--part-size", "5M", "--parallel", "2", "--limit-rate", "20M", "--endpoint", &gw.endpoint])
+            .arg("--state-dir")
+            .arg(&state)
+            .arg(format!("s3://{bucket}/big"))
+            .arg(&dst)
+            .stdin(Stdio::null());
+        c
+    };
+    let mut child = cp().stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while fetched_ranges(&gw.requests(&bucket)).len() < 4 {
+        assert!(Instant::now() < deadline, "cp fetched nothing");
+        assert!(child.try_wait().unwrap().is_none(), "cp finished before it could be interrupted");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!dst.exists(), "an interrupted download must not leave DST");
+    let before = gw.requests(&bucket).len();
+
+    let out = cp().output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "rerun failed: {stderr}");
+    let kept: usize = stderr
+        .split_once("resuming ")
+        .and_then(|(_, r)| r.split_once(": ")?.1.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("the rerun did not resume: {stderr}"));
+    assert!(kept >= 1);
+    let again = fetched_ranges(&gw.requests(&bucket)[before..]);
+    assert_eq!(again.len(), 9 - kept, "the rerun fetched kept ranges again: {again:?}");
+    assert!(std::fs::read(&dst).unwrap() == data, "the download is not bit-exact");
+    assert_eq!(std::fs::read_dir(&state).unwrap().count(), 0, "resume state left after success");
+}

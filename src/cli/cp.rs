@@ -12,7 +12,10 @@
 //! starts over (its old upload is aborted).
 //!
 //! Download: a HEAD, then parallel ranged GETs pinned to the object's ETag,
-//! written in place into `DST.bucketfs-tmp`, renamed over DST at the end.
+//! written in place into `DST.bucketfs-tmp`, renamed over DST at the end. A
+//! state file records each chunk written (with its xxh3); a rerun of the same
+//! version keeps the temp file and fetches only the chunks not recorded or not
+//! matching their checksum. Another version of the object starts over.
 //!
 //! Progress goes to stderr: a redrawn bar with rate and ETA on a terminal,
 //! one plain line per part otherwise.
@@ -420,6 +423,21 @@ fn upload(rt: &tokio::runtime::Runtime, a: &CpArgs) -> Result<()> {
     Ok(())
 }
 
+/// What an interrupted download has already written into its temp file.
+#[derive(Serialize, Deserialize, Default)]
+struct DownloadState {
+    etag: String,
+    size: u64,
+    /// Chunk index -> xxh3 of the bytes written for it.
+    done: std::collections::BTreeMap<u32, u64>,
+}
+
+fn save_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = tmp_path(path);
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
 fn download(rt: &tokio::runtime::Runtime, a: &CpArgs) -> Result<()> {
     let (up, key) = open_uploader(rt, &a.backend, &a.src)?;
     let url = format!("{}/{key}", up.bucket_url());
@@ -429,12 +447,52 @@ fn download(rt: &tokio::runtime::Runtime, a: &CpArgs) -> Result<()> {
     if dst.is_dir() || a.dst.ends_with('/') {
         dst = dst.join(key.rsplit('/').next().unwrap_or(&key));
     }
+    let dst = std::path::absolute(&dst)?;
     let tmp = tmp_path(&dst);
-    let file = Arc::new(std::fs::File::create(&tmp).with_context(|| format!("{}", tmp.display()))?);
-    file.set_len(meta.size)?;
     let chunk = a.part_size.max(1 << 20);
     let n = meta.size.div_ceil(chunk).max(1) as u32;
+    let range = |i: u32| {
+        let off = i as u64 * chunk;
+        (off, (off + chunk).min(meta.size))
+    };
+
+    // resume: chunks an interrupted run wrote, of this very version, that still check out
+    let state_dir = a.state_dir.clone().unwrap_or_else(default_state_dir);
+    std::fs::create_dir_all(&state_dir).with_context(|| format!("{}", state_dir.display()))?;
+    let identity = format!("{url} -> {} chunk={chunk}", dst.display());
+    let state_file =
+        state_dir.join(format!("{:016x}.get.json", xxhash_rust::xxh3::xxh3_64(identity.as_bytes())));
+    let old: Option<DownloadState> =
+        std::fs::read(&state_file).ok().and_then(|b| serde_json::from_slice(&b).ok());
+    let reusable = old.filter(|st| {
+        st.etag == meta.etag
+            && st.size == meta.size
+            && std::fs::metadata(&tmp).map(|m| m.len() == meta.size).unwrap_or(false)
+    });
+    let (file, mut state) = match reusable {
+        Some(st) => (std::fs::OpenOptions::new().read(true).write(true).open(&tmp)?, st),
+        None => {
+            let f = std::fs::File::create(&tmp).with_context(|| format!("{}", tmp.display()))?;
+            f.set_len(meta.size)?;
+            (f, DownloadState { etag: meta.etag.clone(), size: meta.size, done: Default::default() })
+        }
+    };
+    state.done.retain(|i, hash| {
+        let (off, end) = range(*i);
+        *i < n && read_at(&file, off, end - off).map(|d| xxhash_rust::xxh3::xxh3_64(&d)).ok() == Some(*hash)
+    });
     let progress = Progress::new(meta.size, n, a.quiet);
+    for i in state.done.keys() {
+        let (off, end) = range(*i);
+        progress.skipped(end - off);
+    }
+    if !state.done.is_empty() && !a.quiet {
+        eprintln!("resuming {url}: {} of {n} ranges already here", state.done.len());
+    }
+    let todo: Vec<u32> = (0..n).filter(|i| !state.done.contains_key(i)).collect();
+    save_atomically(&state_file, &serde_json::to_vec(&state)?)?;
+    let state = Arc::new(Mutex::new(state));
+    let file = Arc::new(file);
     let pin = GetOptions { if_match: Some(meta.etag.clone()) };
     let limit = a.limit_rate.map(|r| {
         Arc::new(RateLimit { bytes_per_sec: r, next: tokio::sync::Mutex::new(tokio::time::Instant::now()) })
@@ -442,12 +500,12 @@ fn download(rt: &tokio::runtime::Runtime, a: &CpArgs) -> Result<()> {
     let res: Result<(), ContractError> = rt.block_on(async {
         let sem = Arc::new(tokio::sync::Semaphore::new(a.parallel));
         let mut tasks = tokio::task::JoinSet::new();
-        for i in 0..n {
+        for i in todo {
             let permit = sem.clone().acquire_owned().await.map_err(|e| BackendError::Other(e.to_string()))?;
             let (b, key, pin, file, progress, limit) =
                 (backend.clone(), key.clone(), pin.clone(), file.clone(), progress.clone(), limit.clone());
-            let off = i as u64 * chunk;
-            let end = (off + chunk).min(meta.size);
+            let (state, state_file) = (state.clone(), state_file.clone());
+            let (off, end) = range(i);
             let retries = a.retries;
             tasks.spawn(async move {
                 let _permit = permit;
@@ -459,11 +517,18 @@ fn download(rt: &tokio::runtime::Runtime, a: &CpArgs) -> Result<()> {
                 if got.data.len() as u64 != end - off {
                     return Err(BackendError::Io(format!("short read at {off}: object changed?")).into());
                 }
+                let hash = xxhash_rust::xxh3::xxh3_64(&got.data);
                 let f = file.clone();
-                tokio::task::spawn_blocking(move || f.write_all_at(&got.data, off))
-                    .await
-                    .map_err(|e| BackendError::Other(e.to_string()))?
-                    .map_err(|e| BackendError::Io(e.to_string()))?;
+                tokio::task::spawn_blocking(move || {
+                    f.write_all_at(&got.data, off)?;
+                    // recorded only once written, so a resumed run never trusts unwritten bytes
+                    let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+                    st.done.insert(i, hash);
+                    save_atomically(&state_file, &serde_json::to_vec(&*st).unwrap_or_default())
+                })
+                .await
+                .map_err(|e| BackendError::Other(e.to_string()))?
+                .map_err(|e| BackendError::Io(e.to_string()))?;
                 progress.part_done(i + 1, end - off);
                 progress.draw();
                 Ok::<(), ContractError>(())
@@ -476,11 +541,11 @@ fn download(rt: &tokio::runtime::Runtime, a: &CpArgs) -> Result<()> {
     });
     progress.finish();
     if let Err(e) = res {
-        let _ = std::fs::remove_file(&tmp);
-        bail!("{url}: {e}");
+        bail!("{url}: {e} (rerun the same command to resume)");
     }
     file.sync_all()?;
     std::fs::rename(&tmp, &dst).with_context(|| format!("{}", dst.display()))?;
+    let _ = std::fs::remove_file(&state_file);
     if !a.quiet {
         eprintln!("copied {url} to {} ({})", dst.display(), mib(meta.size));
     }
