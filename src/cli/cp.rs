@@ -344,7 +344,9 @@ fn upload(rt: &tokio::runtime::Runtime, a: &CpArgs) -> Result<()> {
     let todo: Vec<u32> = (1..=nparts).filter(|n| !stored.iter().any(|p| p.part_number == *n)).collect();
     let sent: Arc<Mutex<Vec<PartHandle>>> = Arc::new(Mutex::new(stored));
     let result: Result<(), ContractError> = rt.block_on(async {
-        let sem = Arc::new(tokio::sync::Semaphore::new(a.parallel));
+        // parts go one at a time to a backend that cannot take them concurrently
+        let parallel = if caps.parallel_multipart { a.parallel } else { 1 };
+        let sem = Arc::new(tokio::sync::Semaphore::new(parallel));
         let mut tasks = tokio::task::JoinSet::new();
         let ticker = {
             let p = progress.clone();
