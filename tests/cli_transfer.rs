@@ -189,12 +189,22 @@ fn killed_download_resumes_fetching_only_missing_ranges() {
     let state = dir.path().join("state");
     let cp = || {
         let mut c = Command::new(BIN);
-        c.args(["cp", "--part-size", "5M", "--parallel", "2", "--limit-rate", "20M", "--endpoint", &gw.endpoint])
-            .arg("--state-dir")
-            .arg(&state)
-            .arg(format!("s3://{bucket}/big"))
-            .arg(&dst)
-            .stdin(Stdio::null());
+        c.args([
+            "cp",
+            "--part-size",
+            "5M",
+            "--parallel",
+            "2",
+            "--limit-rate",
+            "20M",
+            "--endpoint",
+            &gw.endpoint,
+        ])
+        .arg("--state-dir")
+        .arg(&state)
+        .arg(format!("s3://{bucket}/big"))
+        .arg(&dst)
+        .stdin(Stdio::null());
         c
     };
     let mut child = cp().stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
