@@ -157,6 +157,10 @@ impl StorageBackend for MeteredBackend {
         let s = span!("abort_multipart", key = key);
         self.run(&self.metrics.requests_multipart, s, self.inner.abort_multipart(key, upload_id)).await
     }
+    async fn list_parts(&self, key: &str, upload_id: &str) -> BackendResult<Vec<CompletedPart>> {
+        let s = span!("list_parts", key = key);
+        self.run(&self.metrics.requests_list, s, self.inner.list_parts(key, upload_id)).await
+    }
     async fn list_multipart(&self, prefix: &str) -> BackendResult<Vec<MultipartUploadInfo>> {
         let s = span!("list_multipart", prefix = prefix);
         self.run(&self.metrics.requests_list, s, self.inner.list_multipart(prefix)).await

@@ -280,6 +280,14 @@ pub trait StorageBackend: Send + Sync + 'static {
 
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> BackendResult<()>;
 
+    /// The parts stored so far in an upload, ascending by number; what lets an
+    /// interrupted upload resume without re-sending them. Backends that cannot list
+    /// parts keep this default, and their callers start over instead.
+    async fn list_parts(&self, key: &str, upload_id: &str) -> BackendResult<Vec<CompletedPart>> {
+        let _ = (key, upload_id);
+        Err(BackendError::NotSupported("list_parts".into()))
+    }
+
     /// In-progress multipart uploads whose key starts with `prefix`.
     async fn list_multipart(&self, prefix: &str) -> BackendResult<Vec<MultipartUploadInfo>>;
 

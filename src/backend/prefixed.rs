@@ -124,6 +124,9 @@ impl StorageBackend for PrefixedBackend {
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> BackendResult<()> {
         self.inner.abort_multipart(&self.full(key), upload_id).await
     }
+    async fn list_parts(&self, key: &str, upload_id: &str) -> BackendResult<Vec<CompletedPart>> {
+        self.inner.list_parts(&self.full(key), upload_id).await
+    }
     async fn list_multipart(&self, prefix: &str) -> BackendResult<Vec<MultipartUploadInfo>> {
         let ups = self.inner.list_multipart(&self.full(prefix)).await?;
         Ok(ups

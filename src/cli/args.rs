@@ -40,6 +40,12 @@ pub enum Command {
     Stats(StatsArgs),
     /// Serve the embedded store over the S3 API (credentials: BUCKETFS_ACCESS_KEY, BUCKETFS_SECRET_KEY).
     Serve(ServeArgs),
+    /// Copy a local file to a bucket URL or back: parallel parts, progress, resumable.
+    Cp(super::cp::CpArgs),
+    /// Multipart uploads by hand: start, put-part, complete, abort (parts may come from several machines).
+    Upload(super::upload_cmd::UploadArgs),
+    /// Find (list) and clean up (abort) pending multipart uploads under a URL.
+    Uploads(super::upload_cmd::UploadsArgs),
 }
 
 #[derive(Args, Debug)]
