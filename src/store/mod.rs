@@ -62,6 +62,11 @@ enum BgTask {
 
 const LOCK_STRIPES: usize = 256;
 
+fn stripe<'a>(locks: &'a [Mutex<()>], name: &str) -> MutexGuard<'a, ()> {
+    let h = xxhash_rust::xxh3::xxh3_64(name.as_bytes()) as usize % locks.len();
+    locks[h].lock().unwrap_or_else(|e| e.into_inner())
+}
+
 pub struct Store {
     drives: Vec<PathBuf>,
     data: usize,
@@ -69,6 +74,10 @@ pub struct Store {
     deployment_id: String,
     /// In-process per-key write locks (striped). Cross-process exclusion is the drive flock.
     key_locks: Vec<Mutex<()>>,
+    /// Per-upload locks, a separate stripe set: completing an upload holds its upload
+    /// lock while it takes the key lock to commit, and with one shared set the two could
+    /// fall on the same stripe and deadlock (1 completion in 256 did, in a test).
+    upload_locks: Vec<Mutex<()>>,
     bg: Mutex<Option<Sender<BgTask>>>,
     bg_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Slots formatted as empty replacements and not yet fully healed: their
@@ -127,6 +136,7 @@ impl Store {
             parity,
             deployment_id: fr.deployment_id,
             key_locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            upload_locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             bg: Mutex::new(None),
             bg_thread: Mutex::new(None),
             purge_queued: AtomicBool::new(false),
@@ -193,8 +203,13 @@ impl Store {
     }
 
     pub(crate) fn key_lock(&self, bucket: &str, key: &str) -> MutexGuard<'_, ()> {
-        let h = xxhash_rust::xxh3::xxh3_64(format!("{bucket}/{key}").as_bytes()) as usize % LOCK_STRIPES;
-        self.key_locks[h].lock().unwrap_or_else(|e| e.into_inner())
+        stripe(&self.key_locks, &format!("{bucket}/{key}"))
+    }
+
+    /// Serializes the part and completion operations of one multipart upload. Lock order:
+    /// upload lock, then key lock; never the other way round.
+    pub(crate) fn upload_lock(&self, bucket: &str, upload_id: &str) -> MutexGuard<'_, ()> {
+        stripe(&self.upload_locks, &format!("{bucket}/{upload_id}"))
     }
 
     pub(crate) fn sys(&self, slot: usize) -> PathBuf {
@@ -418,5 +433,31 @@ impl Drop for Store {
     fn drop(&mut self) {
         // Dropping the sender ends the background thread.
         self.close();
+    }
+}
+
+#[cfg(test)]
+mod lock_tests {
+    use super::*;
+
+    /// Completing an upload holds its upload lock while taking the key lock; with one
+    /// shared stripe set some key fell on the upload's stripe and the thread deadlocked.
+    #[test]
+    fn upload_lock_never_blocks_key_locks() {
+        let dir = tempfile::tempdir().unwrap();
+        let drives = (0..2).map(|i| dir.path().join(format!("d{i}"))).collect();
+        let store = Store::open(StoreConfig { drives, parity: None }).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let s = store.clone();
+        std::thread::spawn(move || {
+            let _upload = s.upload_lock("bkt", "some-upload-id");
+            for i in 0..4 * LOCK_STRIPES {
+                drop(s.key_lock("bkt", &format!("key-{i}")));
+            }
+            tx.send(()).unwrap();
+        });
+        let done = rx.recv_timeout(std::time::Duration::from_secs(10));
+        store.close();
+        assert!(done.is_ok(), "a key lock waited on the held upload lock");
     }
 }

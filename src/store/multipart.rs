@@ -158,7 +158,7 @@ impl Store {
             mtime_ns: meta::now_ns(),
         };
         let json = serde_json::to_vec(&rec).map_err(|e| StoreError::InvalidArgument(e.to_string()))?;
-        let _g = self.key_lock(bucket, &format!("\0upload/{upload_id}"));
+        let _g = self.upload_lock(bucket, upload_id);
         let res = self.par_slots(&staged.ok, |slot| {
             let dir = self.upload_dir(slot, bucket, upload_id);
             if !dir.join("upload.json").exists() {
@@ -233,7 +233,7 @@ impl Store {
         parts: &[CompletedPart],
     ) -> StoreResult<ObjectMeta> {
         self.require_bucket(bucket)?;
-        let _g = self.key_lock(bucket, &format!("\0upload/{upload_id}"));
+        let _g = self.upload_lock(bucket, upload_id);
         let u = self.read_upload(bucket, Some(key), upload_id)?;
         if parts.is_empty() {
             return Err(StoreError::InvalidPart("the part list is empty".into()));
@@ -320,7 +320,7 @@ impl Store {
     #[tracing::instrument(level = "debug", skip(self))]
     pub fn abort_multipart_upload(&self, bucket: &str, key: &str, upload_id: &str) -> StoreResult<()> {
         self.require_bucket(bucket)?;
-        let _g = self.key_lock(bucket, &format!("\0upload/{upload_id}"));
+        let _g = self.upload_lock(bucket, upload_id);
         self.read_upload(bucket, Some(key), upload_id)?;
         self.trash_upload(bucket, upload_id);
         Ok(())
