@@ -58,6 +58,9 @@ impl StorageBackend for MeteredBackend {
     fn capabilities(&self) -> Capabilities {
         self.inner.capabilities()
     }
+    fn multi_range_mode(&self) -> MultiRangeMode {
+        self.inner.multi_range_mode()
+    }
     async fn check_bucket(&self) -> BackendResult<()> {
         self.run(&self.metrics.requests_head, span!("check_bucket"), self.inner.check_bucket()).await
     }

@@ -51,7 +51,7 @@ use tracing::Instrument;
 use crate::backend::{BackendError, BackendResult, ObjectMeta, PutOptions, StorageBackend};
 use crate::memory::MemoryLimiter;
 use crate::metrics::Metrics;
-use crate::read::{get_pinned, PrefetchConfig, Prefetcher};
+use crate::read::{get_pinned, MultiRangeConfig, MultiRangeReader, PrefetchConfig, Prefetcher};
 use crate::upload::{SpoolFile, StreamingUpload, UploadParams};
 
 /// Size of the ranged GETs that copy an existing object into a spool file.
@@ -68,6 +68,8 @@ pub struct HandleConfig {
     pub max_parts_in_flight: usize,
     /// Directory for spool files of random writes (created if missing).
     pub spool_dir: PathBuf,
+    /// `--enable-multi-range` and its tunables; None when off.
+    pub multi_range: Option<MultiRangeConfig>,
 }
 
 /// Shared by all handles of one mount.
@@ -102,6 +104,8 @@ struct State {
     /// The object last known to be stored under the key; restored by `discard`.
     committed: Option<ObjectMeta>,
     prefetcher: Option<Prefetcher>,
+    /// Sparse-read batching in front of the prefetcher (`--enable-multi-range`).
+    multi_range: Option<Arc<MultiRangeReader>>,
     /// Options streaming uploads are created with.
     upload_opts: PutOptions,
 }
@@ -159,6 +163,7 @@ impl FileHandle {
                 base,
                 committed: existing,
                 prefetcher: None,
+                multi_range: None,
                 upload_opts,
             }),
             ctx,
@@ -173,6 +178,15 @@ impl FileHandle {
 
     /// Reads up to `size` bytes at `offset`; sees this handle's own unflushed writes.
     pub async fn read(&self, offset: u64, size: u32) -> BackendResult<Bytes> {
+        // Sparse reads are served without holding the state lock across the
+        // request, so that concurrent reads can be batched (see read::multirange).
+        let sparse = self.multi_range_reader().await;
+        let _in_flight = sparse.as_ref().map(|r| r.enter());
+        if let Some(reader) = &sparse {
+            if let Some(res) = reader.read(offset, size as u64).await {
+                return res;
+            }
+        }
         let mut st = self.state.lock().await;
         let st = &mut *st;
         match &st.content {
@@ -196,6 +210,35 @@ impl FileHandle {
                 prefetcher.read(offset, size as u64).await
             }
         }
+    }
+
+    /// The multi-range reader of the current remote content, when the mount enables it.
+    async fn multi_range_reader(&self) -> Option<Arc<MultiRangeReader>> {
+        let cfg = self.ctx.cfg.multi_range.as_ref()?;
+        let mut st = self.state.lock().await;
+        let st = &mut *st;
+        let (Content::Remote, Some(base)) = (&st.content, &st.base) else { return None };
+        if !cfg.usable_with(self.ctx.backend.as_ref()) {
+            return None;
+        }
+        let key = self.current_key();
+        let reader = match &st.multi_range {
+            Some(r) if r.key() == key => r.clone(),
+            _ => {
+                let r = Arc::new(MultiRangeReader::new(
+                    self.ctx.backend.clone(),
+                    self.ctx.memory.clone(),
+                    self.ctx.metrics.clone(),
+                    key,
+                    base.size,
+                    base.etag.clone(),
+                    cfg.clone(),
+                ));
+                st.multi_range = Some(r.clone());
+                r
+            }
+        };
+        Some(reader)
     }
 
     /// Writes `data` at `offset` (ignored for append mode, which writes at the end); returns bytes written.
@@ -261,6 +304,7 @@ impl FileHandle {
     async fn load_spool(&self, st: &mut State, limit: u64) -> BackendResult<()> {
         // our own read-ahead buffers would only compete with the copy for memory
         st.prefetcher = None;
+        st.multi_range = None;
         let mut spool = SpoolFile::create(&self.ctx.cfg.spool_dir).await?;
         if let Some(base) = &st.base {
             let len = base.size.min(limit);
@@ -313,6 +357,7 @@ impl FileHandle {
             }
             st.base = None;
             st.prefetcher = None;
+            st.multi_range = None;
         } else {
             match &st.content {
                 Content::Remote => self.load_spool(st, size).await?,
@@ -388,6 +433,7 @@ impl FileHandle {
         st.committed = Some(meta.clone());
         st.base = Some(meta.clone());
         st.prefetcher = None;
+        st.multi_range = None;
         st.upload_opts = metadata_of(opts);
         self.dirty.store(false, Ordering::SeqCst);
         Ok(Some(meta))
@@ -402,6 +448,7 @@ impl FileHandle {
         }
         st.base = st.committed.clone();
         st.prefetcher = None;
+        st.multi_range = None;
         self.size.store(st.base.as_ref().map_or(0, |m| m.size), Ordering::SeqCst);
         self.dirty.store(false, Ordering::SeqCst);
     }

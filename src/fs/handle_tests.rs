@@ -32,6 +32,7 @@ fn fixture(part: u64, memory: u64, in_flight: usize) -> Fixture {
             max_parts_in_flight: in_flight,
             // a missing directory must be created
             spool_dir: spool.path().join("spool"),
+            multi_range: None,
         },
     });
     Fixture { backend, ctx, _spool: spool }
