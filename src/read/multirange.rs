@@ -119,7 +119,7 @@ impl MultiRangeConfig {
             return true;
         }
         if !self.ignored_logged.swap(true, Ordering::Relaxed) {
-            tracing::info!(target: TARGET, backend = backend.capabilities().name,
+            tracing::warn!(target: TARGET, backend = backend.capabilities().name,
                 "--enable-multi-range ignored: this backend serves one range per request");
         }
         false

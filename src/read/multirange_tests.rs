@@ -211,3 +211,16 @@ async fn single_range_backends_ignore_the_flag() {
     }
     assert!(MultiRangeConfig::default().usable_with(&MemoryBackend::new()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_single_backends_get_concurrent_single_reads() {
+    let f = fixture(64 * MIB, MultiRangeConfig::default()).await;
+    *f.backend.mode.lock().unwrap() = Some(MultiRangeMode::ParallelSingles);
+    f.backend.get_delay_ms.store(10, SeqCst);
+    for i in 0..30 {
+        assert_eq!(f.read(i * 2 * MIB, 16 * KIB).await.0, f.expect(i * 2 * MIB, 16 * KIB));
+    }
+    assert_eq!(f.backend.multi_gets.load(SeqCst), 0, "no multi-range request is sent");
+    assert!(f.backend.max_gets_running.load(SeqCst) >= 3, "a batch's ranges are fetched concurrently");
+    assert_eq!(f.metrics.multi_range_requests.load(Relaxed), 0);
+}

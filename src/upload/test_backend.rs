@@ -37,6 +37,8 @@ pub(crate) struct InstrumentedBackend {
     pub max_multi_get_ranges: AtomicU64,
     /// Makes `get_ranges` fail, as a broken multi-range answer would.
     pub fail_get_ranges: AtomicBool,
+    /// Overrides `multi_range_mode` (else derived from the capabilities).
+    pub mode: std::sync::Mutex<Option<MultiRangeMode>>,
 }
 
 pub(crate) fn small_part_caps(min_part_size: u64) -> Capabilities {
@@ -56,6 +58,14 @@ impl InstrumentedBackend {
 impl StorageBackend for InstrumentedBackend {
     fn capabilities(&self) -> Capabilities {
         self.inner.capabilities()
+    }
+    fn multi_range_mode(&self) -> MultiRangeMode {
+        let mode = *self.mode.lock().unwrap();
+        mode.unwrap_or(if self.capabilities().multi_range {
+            MultiRangeMode::Native
+        } else {
+            MultiRangeMode::Unsupported
+        })
     }
     async fn check_bucket(&self) -> BackendResult<()> {
         self.inner.check_bucket().await
