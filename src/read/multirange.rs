@@ -243,6 +243,11 @@ impl MultiRangeReader {
         self.in_flight.load(Ordering::SeqCst) > 1 || self.concurrency.load(Ordering::Relaxed) > 0
     }
 
+    /// Records a read served elsewhere (the first read of the file, by the prefetcher).
+    pub fn note(&self, range: Range<u64>) {
+        self.lock().pattern.record(range.start..range.end.min(self.size));
+    }
+
     /// Bytes held in pieces (downloading or downloaded), for tests.
     pub fn buffered_bytes(&self) -> u64 {
         self.lock().pieces.iter().map(|p| p.range.end - p.range.start).sum()
