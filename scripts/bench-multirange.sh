@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sparse reads with and without --enable-multi-range, through a real mount of
 # `bucketfs serve` behind a TCP proxy that adds a round-trip latency.
-# Usage: scripts/bench-multirange.sh [path/to/bucketfs] [rtts_ms="0 5 20"] [size_mib=256]
+# Usage: scripts/bench-multirange.sh [path/to/bucketfs] [rtts_ms="0 5 20"] [size_mib=256] \
+#            [workloads="strided concurrent sequential"] [repeat=1]
 # Workloads on one SIZE_MIB object, each on a fresh mount (cold page cache):
 #   strided    200 preads of 16 KiB, 1 MiB apart
 #   concurrent 5 threads, 200 preads of 16 KiB at scattered offsets, one open file
@@ -12,6 +13,8 @@ set -euo pipefail
 BIN=$(realpath "${1:-target/release/bucketfs}")
 RTTS=${2:-"0 5 20"}
 SIZE_MIB=${3:-256}
+WORKLOADS=${4:-"strided concurrent sequential"}
+REPEAT=${5:-1}
 HERE=$(cd "$(dirname "$0")" && pwd)
 WORK=$(mktemp -d "${BENCH_DIR:-/var/tmp}/bucketfs-mrbench.XXXXXX")
 MNT=$WORK/mnt
@@ -80,7 +83,8 @@ for rtt in $RTTS; do
     PX=$!
     PIDS+=($PX)
     wait_port "$PX_PORT"
-    for workload in strided concurrent sequential; do
+    for workload in $WORKLOADS; do
+        for _ in $(seq "$REPEAT"); do
         for flag in off on; do
             extra=()
             [ "$flag" = on ] && extra=(--enable-multi-range)
@@ -93,6 +97,7 @@ for rtt in $RTTS; do
             after=$(gets)
             umount "$MNT"
             printf "%-6s %-11s %-6s %9.3f %6d\n" "$rtt" "$workload" "$flag" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')" $((after - before))
+        done
         done
     done
     kill "$PX" 2>/dev/null || true
