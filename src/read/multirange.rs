@@ -20,9 +20,9 @@
 //!   threads (or an async reader) on one file concurrently, each in its own
 //!   task. A sparse read that misses while other reads of the handle are in
 //!   flight opens a *collection window* ([`COALESCE_WINDOW`]): it becomes the
-//!   leader, sleeps for the window, and meanwhile every other sparse miss joins
-//!   its batch (until the batch holds `batch_size` ranges) instead of sending
-//!   its own request. The leader then sends one request for the whole batch
+//!   leader, waits for the window, and meanwhile every other sparse miss joins
+//!   its batch (until the batch holds `batch_size` ranges; a full batch ends
+//!   the wait at once) instead of sending its own request. The leader then sends one request for the whole batch
 //!   and wakes the joiners, which find their bytes in the new pieces. The first
 //!   read of a burst arrives alone, so a handle that saw concurrent reads keeps
 //!   opening windows for [`CONCURRENCY_MEMORY`] more reads; a handle that never
@@ -83,7 +83,8 @@ use crate::metrics::Metrics;
 const TARGET: &str = "bucketfs::read";
 
 /// How long the leader of a batch of concurrent reads waits for others to join.
-pub const COALESCE_WINDOW: Duration = Duration::from_millis(2);
+/// (Most of the time a batch fills up first: the window only bounds the wait of a partial one.)
+pub const COALESCE_WINDOW: Duration = Duration::from_millis(4);
 /// Reads without another read in flight before a handle stops waiting for company.
 pub const CONCURRENCY_MEMORY: usize = 8;
 /// Pieces kept per handle, in batches.
@@ -153,6 +154,8 @@ struct Piece {
 struct OpenBatch {
     ranges: Vec<Range<u64>>,
     closed: Shared<BoxFuture<'static, ()>>,
+    /// Wakes the leader when the batch is full.
+    full: Arc<tokio::sync::Notify>,
 }
 
 struct State {
@@ -177,7 +180,7 @@ enum Step {
     /// Wait for the leader's batch, then look again.
     Join(Shared<BoxFuture<'static, ()>>),
     /// Collect concurrent misses, then fetch them together.
-    Lead(tokio::sync::oneshot::Sender<()>),
+    Lead(tokio::sync::oneshot::Sender<()>, Arc<tokio::sync::Notify>),
     /// A single-range read of exactly the wanted bytes.
     Single,
 }
@@ -289,12 +292,16 @@ impl MultiRangeReader {
                     return None;
                 } else if let Some(open) = st.open.as_mut().filter(|o| o.ranges.len() < self.cfg.batch_size) {
                     open.ranges.push(want.clone());
+                    if open.ranges.len() >= self.cfg.batch_size {
+                        open.full.notify_one();
+                    }
                     Step::Join(open.closed.clone())
                 } else if self.concurrent() {
                     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
                     let closed = rx.map(|_| ()).boxed().shared();
-                    st.open = Some(OpenBatch { ranges: vec![want.clone()], closed });
-                    Step::Lead(tx)
+                    let full = Arc::new(tokio::sync::Notify::new());
+                    st.open = Some(OpenBatch { ranges: vec![want.clone()], closed, full: full.clone() });
+                    Step::Lead(tx, full)
                 } else {
                     // sparse but nothing to batch it with: a plain single-range read
                     return None;
@@ -309,8 +316,10 @@ impl MultiRangeReader {
                     closed.await;
                     joined = true;
                 }
-                Step::Lead(tx) => {
-                    tokio::time::sleep(COALESCE_WINDOW).await;
+                Step::Lead(tx, full) => {
+                    if self.cfg.batch_size > 1 {
+                        let _ = tokio::time::timeout(COALESCE_WINDOW, full.notified()).await;
+                    }
                     {
                         let mut st = self.lock();
                         let ranges = st.open.take().map(|o| o.ranges).unwrap_or_default();
