@@ -186,3 +186,22 @@ fn a_single_range_server_gets_correct_reads_and_the_flag_is_ignored() {
     let log = m.log_text();
     assert_eq!(log.matches("--enable-multi-range ignored").count(), 1, "logged once: {log}");
 }
+
+#[test]
+fn the_embedded_store_serves_batches_natively() {
+    let drives = Drives::new(4);
+    drives.make_bucket("sparse");
+    let data = s3_support::pattern(OBJECT_SIZE as usize, 7);
+    drives.put_objects("sparse", [("big".to_string(), data.clone())]);
+    let mut m = Mount::start(&drives, "sparse", &["--enable-multi-range", "--multi-range-batch-size=8"]);
+    let strided = strided_reads(&File::open(m.path("big")).unwrap());
+    assert!(strided == expected(&data, &strided_offsets()));
+    let concurrent = concurrent_reads(File::open(m.path("big")).unwrap());
+    assert!(concurrent == expected(&data, &scattered_offsets()));
+    let stats = stats(&m);
+    // the mount counts every backend request: one per batch
+    let gets = counter(&stats, "requests_get");
+    assert!(gets * 3 <= 2 * READS, "{gets} requests for {} reads\n{stats}", 2 * READS);
+    assert!(counter(&stats, "multi_range_ranges") > 2 * counter(&stats, "multi_range_requests"), "{stats}");
+    assert!(m.stop());
+}
