@@ -40,7 +40,7 @@ test: deps test-deps
 # The multi-range suite: analyzer, batching and fallback unit tests, the
 # multipart/byteranges parser, backend capability reporting (crafted servers,
 # bucketfs serve, moto, SeaweedFS), and sparse reads through a real mount.
-MULTIRANGE_TESTS := test(/^read::(pattern|multirange)::/) | test(/multi_range|multirange|byteranges/) \
+MULTIRANGE_TESTS := test(/^read::(pattern|multirange)::/) | test(/multi_range|multirange|byteranges|sparse/) \
 	| binary(mount_multirange) | binary(s3_multirange)
 run-test-multirange: deps test-deps
 	$(CARGO) nextest run --no-fail-fast -E '$(MULTIRANGE_TESTS)'
