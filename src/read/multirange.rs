@@ -152,6 +152,8 @@ struct Piece {
 
 /// Concurrent misses collected by a leader during [`COALESCE_WINDOW`].
 struct OpenBatch {
+    /// Names the batch for its leader (a full batch stays open while a new one collects).
+    id: u64,
     ranges: Vec<Range<u64>>,
     closed: Shared<BoxFuture<'static, ()>>,
     /// Wakes the leader when the batch is full.
@@ -161,7 +163,9 @@ struct OpenBatch {
 struct State {
     pattern: ReadPattern,
     pieces: VecDeque<Piece>,
-    open: Option<OpenBatch>,
+    /// Batches being collected; only the newest one takes joiners.
+    open: Vec<OpenBatch>,
+    next_batch_id: u64,
 }
 
 /// Counts the reads in flight on one handle (all of them, not only sparse ones).
@@ -180,7 +184,7 @@ enum Step {
     /// Wait for the leader's batch, then look again.
     Join(Shared<BoxFuture<'static, ()>>),
     /// Collect concurrent misses, then fetch them together.
-    Lead(tokio::sync::oneshot::Sender<()>, Arc<tokio::sync::Notify>),
+    Lead(u64, tokio::sync::oneshot::Sender<()>, Arc<tokio::sync::Notify>),
     /// A single-range read of exactly the wanted bytes.
     Single,
 }
@@ -222,7 +226,12 @@ impl MultiRangeReader {
             cfg,
             in_flight: AtomicUsize::new(0),
             concurrency: AtomicUsize::new(0),
-            state: Mutex::new(State { pattern: ReadPattern::new(), pieces: VecDeque::new(), open: None }),
+            state: Mutex::new(State {
+                pattern: ReadPattern::new(),
+                pieces: VecDeque::new(),
+                open: Vec::new(),
+                next_batch_id: 0,
+            }),
         }
     }
 
@@ -290,7 +299,8 @@ impl MultiRangeReader {
                     Step::Single
                 } else if !sparse {
                     return None;
-                } else if let Some(open) = st.open.as_mut().filter(|o| o.ranges.len() < self.cfg.batch_size) {
+                } else if let Some(open) = st.open.last_mut().filter(|o| o.ranges.len() < self.cfg.batch_size)
+                {
                     open.ranges.push(want.clone());
                     if open.ranges.len() >= self.cfg.batch_size {
                         open.full.notify_one();
@@ -300,8 +310,10 @@ impl MultiRangeReader {
                     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
                     let closed = rx.map(|_| ()).boxed().shared();
                     let full = Arc::new(tokio::sync::Notify::new());
-                    st.open = Some(OpenBatch { ranges: vec![want.clone()], closed, full: full.clone() });
-                    Step::Lead(tx, full)
+                    let id = st.next_batch_id;
+                    st.next_batch_id += 1;
+                    st.open.push(OpenBatch { id, ranges: vec![want.clone()], closed, full: full.clone() });
+                    Step::Lead(id, tx, full)
                 } else {
                     // sparse but nothing to batch it with: a plain single-range read
                     return None;
@@ -316,13 +328,16 @@ impl MultiRangeReader {
                     closed.await;
                     joined = true;
                 }
-                Step::Lead(tx, full) => {
+                Step::Lead(id, tx, full) => {
                     if self.cfg.batch_size > 1 {
                         let _ = tokio::time::timeout(COALESCE_WINDOW, full.notified()).await;
                     }
                     {
                         let mut st = self.lock();
-                        let ranges = st.open.take().map(|o| o.ranges).unwrap_or_default();
+                        let ranges = match st.open.iter().position(|o| o.id == id) {
+                            Some(i) => st.open.remove(i).ranges,
+                            None => Vec::new(),
+                        };
                         tracing::debug!(target: TARGET, key = %self.key, reads = ranges.len(),
                             "coalesced concurrent sparse reads");
                         self.fetch(&mut st, &ranges, true);

@@ -119,6 +119,40 @@ async fn lone_random_reads_are_not_batched() {
     assert_eq!(f.backend.gets.load(SeqCst), 8);
 }
 
+async fn concurrent_waves(wave_size: usize) -> (Arc<Fixture>, u64) {
+    let f = Arc::new(fixture(64 * MIB, MultiRangeConfig::default()).await);
+    f.backend.get_delay_ms.store(20, SeqCst);
+    let mut x = 777u64;
+    let offsets: Vec<u64> = (0..40)
+        .map(|_| {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (x >> 33) % (63 * MIB) / (4 * KIB) * (4 * KIB)
+        })
+        .collect();
+    for wave in offsets.chunks(wave_size) {
+        let tasks: Vec<_> = wave
+            .iter()
+            .map(|&o| {
+                let f = f.clone();
+                tokio::spawn(async move { (o, f.read(o, 16 * KIB).await.0) })
+            })
+            .collect();
+        for t in tasks {
+            let (o, got) = t.await.unwrap();
+            assert_eq!(got, f.expect(o, 16 * KIB), "offset {o}");
+        }
+    }
+    let requests = f.requests();
+    (f, requests)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_concurrent_reads_than_a_batch_fill_several_batches() {
+    let (f, requests) = concurrent_waves(10).await;
+    assert!(requests <= 40 / 3, "{requests} requests for 40 reads in waves of 10");
+    assert_eq!(f.backend.max_multi_get_ranges.load(SeqCst), 5, "full batches, never more");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_reads_are_coalesced() {
     let f = Arc::new(fixture(64 * MIB, MultiRangeConfig::default()).await);
