@@ -7,7 +7,7 @@ BIN := target/debug/bucketfs
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEB_PACKAGES := fuse3 libfuse3-dev pkg-config curl
 
-.PHONY: all build deps test-deps run test bench install uninstall clean fmt lint
+.PHONY: all build deps test-deps run test run-test-multirange bench bench-multirange install uninstall clean fmt lint
 
 all: build
 
@@ -36,6 +36,19 @@ run: build
 # Unit and integration tests share one dev build (integration tests use the same binary).
 test: deps test-deps
 	$(CARGO) nextest run --no-fail-fast
+
+# The multi-range suite: analyzer, batching and fallback unit tests, the
+# multipart/byteranges parser, backend capability reporting (crafted servers,
+# bucketfs serve, moto, SeaweedFS), and sparse reads through a real mount.
+MULTIRANGE_TESTS := test(/^read::(pattern|multirange)::/) | test(/multi_range|multirange|byteranges|sparse/) \
+	| binary(mount_multirange) | binary(s3_multirange)
+run-test-multirange: deps test-deps
+	$(CARGO) nextest run --no-fail-fast -E '$(MULTIRANGE_TESTS)'
+
+# Wall time and requests of sparse reads with and without --enable-multi-range at 0, 5, 20 ms RTT.
+bench-multirange: deps
+	$(CARGO) build --release --bins
+	scripts/bench-multirange.sh target/release/bucketfs
 
 bench: deps
 	$(CARGO) bench --bench store

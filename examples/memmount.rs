@@ -54,6 +54,7 @@ fn main() {
             read_ahead: 8 << 20,
             max_parts_in_flight: 4,
             spool_dir: spool,
+            multi_range: None,
         },
     });
     // SAFETY of the numbers: only used as the owner shown for every entry

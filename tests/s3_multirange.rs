@@ -230,12 +230,14 @@ async fn nginx_style_byteranges_are_parsed_in_one_request() {
     let b = anonymous(&srv.endpoint).await;
     b.check_bucket().await.unwrap();
     assert!(!b.capabilities().multi_range, "false until proven");
+    assert_eq!(b.multi_range_mode(), MultiRangeMode::Probe, "the first batch probes");
     let ranges = [500_000..500_010, 0..10, 50..60, 1_000_000..1_100_000, 20..30, 9..12, 7..7];
     let got = b.get_ranges("obj", &ranges, &GetOptions::default()).await.unwrap();
     check(&got, &ranges, size);
     assert_eq!(srv.gets.load(Ordering::Relaxed), 1, "one request for all ranges");
     assert_eq!(b.multi_range_support(), Support::Multi);
     assert!(b.capabilities().multi_range);
+    assert_eq!(b.multi_range_mode(), MultiRangeMode::Native);
     let pinned = GetOptions { if_match: Some("v1".into()) };
     let got = b.get_ranges("obj", &ranges[..3], &pinned).await.unwrap();
     check(&got, &ranges[..3], size);
@@ -267,6 +269,7 @@ async fn rejected_multi_range_falls_back_to_parallel_singles() {
     check(&got, &ranges, size);
     assert!(!b.capabilities().multi_range);
     assert_eq!(b.multi_range_support(), Support::Single);
+    assert_eq!(b.multi_range_mode(), MultiRangeMode::Unsupported, "--enable-multi-range is ignored now");
     b.get_ranges("obj", &ranges, &GetOptions::default()).await.unwrap();
     assert_eq!(srv.multi_requests.load(Ordering::Relaxed), 1);
 }

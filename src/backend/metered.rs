@@ -58,6 +58,9 @@ impl StorageBackend for MeteredBackend {
     fn capabilities(&self) -> Capabilities {
         self.inner.capabilities()
     }
+    fn multi_range_mode(&self) -> MultiRangeMode {
+        self.inner.multi_range_mode()
+    }
     fn retries(&self) -> u64 {
         self.inner.retries()
     }
@@ -196,5 +199,21 @@ mod tests {
         assert_eq!(m.requests_list.load(Relaxed), 1);
         // the 412 counts as a failure, the 404 does not
         assert_eq!(m.requests_failed.load(Relaxed), 1);
+    }
+
+    #[test]
+    fn multi_range_mode_passes_through_the_wrappers() {
+        use crate::backend::prefixed::PrefixedBackend;
+        use crate::upload::test_backend::InstrumentedBackend;
+        let m = Arc::new(Metrics::default());
+        let plain = MeteredBackend::wrap(Arc::new(MemoryBackend::new()), m.clone());
+        assert_eq!(plain.multi_range_mode(), MultiRangeMode::Native, "derived from the capabilities");
+        let single = Capabilities { multi_range: false, ..MemoryBackend::new().capabilities() };
+        let single = MeteredBackend::wrap(Arc::new(MemoryBackend::with_capabilities(single)), m.clone());
+        assert_eq!(single.multi_range_mode(), MultiRangeMode::Unsupported);
+        let fan_out = Arc::new(InstrumentedBackend::default());
+        *fan_out.mode.lock().unwrap() = Some(MultiRangeMode::ParallelSingles);
+        let wrapped = MeteredBackend::wrap(PrefixedBackend::wrap(fan_out, "p/"), m);
+        assert_eq!(wrapped.multi_range_mode(), MultiRangeMode::ParallelSingles, "not hidden by wrappers");
     }
 }

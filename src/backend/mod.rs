@@ -56,6 +56,21 @@ pub struct Capabilities {
     pub list_metadata: bool,
 }
 
+/// How a backend serves several ranges of one object, as the read path sees it
+/// (see [`StorageBackend::multi_range_mode`]). Derived from [`Capabilities`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MultiRangeMode {
+    /// `get_ranges` answers many ranges in one request.
+    Native,
+    /// Not known yet: the next `get_ranges` call finds out (and, if the server
+    /// turns out to serve one range at a time, still answers every range).
+    Probe,
+    /// No multi-range request exists, but parallel single-range reads are cheap.
+    ParallelSingles,
+    /// Batching sparse reads does not pay here: `--enable-multi-range` is ignored.
+    Unsupported,
+}
+
 /// Metadata of one stored object.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ObjectMeta {
@@ -197,6 +212,17 @@ pub type BackendResult<T> = Result<T, BackendError>;
 #[async_trait]
 pub trait StorageBackend: Send + Sync + 'static {
     fn capabilities(&self) -> Capabilities;
+
+    /// How sparse reads of one object should be batched. The default follows
+    /// `Capabilities::multi_range`; a backend that must probe its server first
+    /// (S3) or whose single-range reads fan out cheaply (GCS) says so here.
+    fn multi_range_mode(&self) -> MultiRangeMode {
+        if self.capabilities().multi_range {
+            MultiRangeMode::Native
+        } else {
+            MultiRangeMode::Unsupported
+        }
+    }
 
     /// Requests this backend re-sent after a failed attempt (its own retry policy), since
     /// it was created; for `bucketfs stats`. Backends without retries report 0.

@@ -110,3 +110,44 @@ pub fn main() -> i32 {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        let argv = args.iter().map(OsString::from).collect();
+        let argv = fstab::expand_mount_options(argv, &known_long_flags()).unwrap();
+        Cli::try_parse_from(argv).unwrap()
+    }
+
+    #[test]
+    fn multi_range_flags_work_on_the_command_line_and_inside_fstab_options() {
+        let off = parse(&["bucketfs", "s3://b", "/mnt"]).mount;
+        assert!(!off.enable_multi_range, "off by default");
+        assert_eq!((off.multi_range_batch_size, off.multi_range_threshold), (5, 1 << 20));
+
+        let flags = parse(&[
+            "bucketfs",
+            "--enable-multi-range",
+            "--multi-range-batch-size",
+            "8",
+            "--multi-range-threshold=4M",
+            "s3://b",
+            "/mnt",
+        ])
+        .mount;
+        assert!(flags.enable_multi_range);
+        assert_eq!((flags.multi_range_batch_size, flags.multi_range_threshold), (8, 4 << 20));
+
+        // as mount.fuse3 passes an fstab line's options, in both spellings
+        for opts in [
+            "rw,--enable-multi-range,--multi-range-batch-size=3,--multi-range-threshold=256K,dev,suid",
+            "rw,enable_multi_range,multi_range_batch_size=3,multi-range-threshold=256K,dev,suid",
+        ] {
+            let m = parse(&["bucketfs", "s3://b", "/mnt", "-o", opts]).mount;
+            assert!(m.enable_multi_range, "{opts}");
+            assert_eq!((m.multi_range_batch_size, m.multi_range_threshold), (3, 256 << 10), "{opts}");
+        }
+    }
+}

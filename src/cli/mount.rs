@@ -23,6 +23,7 @@ use crate::fs::handle::{HandleConfig, HandleContext};
 use crate::fs::{BucketFs, FsConfig};
 use crate::memory::MemoryLimiter;
 use crate::metrics::Metrics;
+use crate::read::MultiRangeConfig;
 use crate::upload::journal;
 
 /// Smallest `--memory-limit` that still lets one part upload while another buffers.
@@ -124,8 +125,15 @@ fn serve(
             read_ahead: args.read_ahead,
             max_parts_in_flight: 4,
             spool_dir: args.cache_dir.clone().unwrap_or_else(|| std::env::temp_dir().join("bucketfs-spool")),
+            multi_range: args
+                .enable_multi_range
+                .then(|| MultiRangeConfig::new(args.multi_range_batch_size, args.multi_range_threshold)),
         },
     });
+    if let Some(multi_range) = &handles.cfg.multi_range {
+        // says now, once, when the backend is known not to batch (later if a probe finds out)
+        multi_range.usable_with(backend.as_ref());
+    }
     // SAFETY: getuid/getgid cannot fail.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
     let fs_cfg = FsConfig {

@@ -51,7 +51,7 @@ use tracing::Instrument;
 use crate::backend::{BackendError, BackendResult, ObjectMeta, PutOptions, StorageBackend};
 use crate::memory::MemoryLimiter;
 use crate::metrics::Metrics;
-use crate::read::{get_pinned, PrefetchConfig, Prefetcher};
+use crate::read::{get_pinned, MultiRangeConfig, MultiRangeReader, PrefetchConfig, Prefetcher};
 use crate::upload::{SpoolFile, StreamingUpload, UploadParams};
 
 /// Size of the ranged GETs that copy an existing object into a spool file.
@@ -68,6 +68,8 @@ pub struct HandleConfig {
     pub max_parts_in_flight: usize,
     /// Directory for spool files of random writes (created if missing).
     pub spool_dir: PathBuf,
+    /// `--enable-multi-range` and its tunables; None when off.
+    pub multi_range: Option<MultiRangeConfig>,
 }
 
 /// Shared by all handles of one mount.
@@ -115,6 +117,11 @@ pub struct FileHandle {
     size: AtomicU64,
     dirty: AtomicBool,
     state: tokio::sync::Mutex<State>,
+    /// Sparse-read batching in front of the prefetcher (`--enable-multi-range`) for
+    /// the current remote content. Outside `state` so that a read can reach it
+    /// without queueing behind the prefetcher's lock (which would reorder the
+    /// sequential reads the prefetcher sees); set and cleared under `state`.
+    multi_range: std::sync::Mutex<Option<Arc<MultiRangeReader>>>,
 }
 
 /// Metadata-only options (conditions apply to one commit, not to later generations).
@@ -161,6 +168,7 @@ impl FileHandle {
                 prefetcher: None,
                 upload_opts,
             }),
+            multi_range: std::sync::Mutex::new(None),
             ctx,
             mode,
             upload,
@@ -173,6 +181,15 @@ impl FileHandle {
 
     /// Reads up to `size` bytes at `offset`; sees this handle's own unflushed writes.
     pub async fn read(&self, offset: u64, size: u32) -> BackendResult<Bytes> {
+        // Sparse reads are served without the state lock, so that concurrent
+        // reads can be batched (see read::multirange); the others take it once.
+        let sparse = self.multi_range_reader();
+        let _in_flight = sparse.as_ref().map(|r| r.enter());
+        if let Some(reader) = &sparse {
+            if let Some(res) = reader.read(offset, size as u64).await {
+                return res;
+            }
+        }
         let mut st = self.state.lock().await;
         let st = &mut *st;
         match &st.content {
@@ -182,6 +199,9 @@ impl FileHandle {
             Content::Remote => {
                 let Some(base) = &st.base else { return Ok(Bytes::new()) };
                 let key = self.current_key();
+                if sparse.is_none() {
+                    self.start_multi_range(&key, base, offset..offset.saturating_add(size as u64));
+                }
                 let prefetcher = match &mut st.prefetcher {
                     Some(p) if p.key() == key => p,
                     slot => slot.insert(Prefetcher::new(
@@ -196,6 +216,38 @@ impl FileHandle {
                 prefetcher.read(offset, size as u64).await
             }
         }
+    }
+
+    /// The multi-range reader of the current remote content, if one was started.
+    fn multi_range_reader(&self) -> Option<Arc<MultiRangeReader>> {
+        let slot = self.multi_range.lock().unwrap_or_else(|p| p.into_inner());
+        let key = self.current_key();
+        slot.as_ref().filter(|r| r.key() == key).cloned()
+    }
+
+    /// Starts multi-range reading of `base` (called under the state lock while the
+    /// content is remote) when the mount enables it and the backend can batch.
+    fn start_multi_range(&self, key: &str, base: &ObjectMeta, first_read: std::ops::Range<u64>) {
+        let Some(cfg) = &self.ctx.cfg.multi_range else { return };
+        if !cfg.usable_with(self.ctx.backend.as_ref()) {
+            return;
+        }
+        let reader = MultiRangeReader::new(
+            self.ctx.backend.clone(),
+            self.ctx.memory.clone(),
+            self.ctx.metrics.clone(),
+            key.to_owned(),
+            base.size,
+            base.etag.clone(),
+            cfg.clone(),
+        );
+        reader.note(first_read);
+        *self.multi_range.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(reader));
+    }
+
+    /// Forgets the multi-range reader (the content changed, or left the backend).
+    fn stop_multi_range(&self) {
+        *self.multi_range.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     /// Writes `data` at `offset` (ignored for append mode, which writes at the end); returns bytes written.
@@ -261,6 +313,7 @@ impl FileHandle {
     async fn load_spool(&self, st: &mut State, limit: u64) -> BackendResult<()> {
         // our own read-ahead buffers would only compete with the copy for memory
         st.prefetcher = None;
+        self.stop_multi_range();
         let mut spool = SpoolFile::create(&self.ctx.cfg.spool_dir).await?;
         if let Some(base) = &st.base {
             let len = base.size.min(limit);
@@ -313,6 +366,7 @@ impl FileHandle {
             }
             st.base = None;
             st.prefetcher = None;
+            self.stop_multi_range();
         } else {
             match &st.content {
                 Content::Remote => self.load_spool(st, size).await?,
@@ -388,6 +442,7 @@ impl FileHandle {
         st.committed = Some(meta.clone());
         st.base = Some(meta.clone());
         st.prefetcher = None;
+        self.stop_multi_range();
         st.upload_opts = metadata_of(opts);
         self.dirty.store(false, Ordering::SeqCst);
         Ok(Some(meta))
@@ -402,6 +457,7 @@ impl FileHandle {
         }
         st.base = st.committed.clone();
         st.prefetcher = None;
+        self.stop_multi_range();
         self.size.store(st.base.as_ref().map_or(0, |m| m.size), Ordering::SeqCst);
         self.dirty.store(false, Ordering::SeqCst);
     }

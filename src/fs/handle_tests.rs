@@ -32,6 +32,7 @@ fn fixture(part: u64, memory: u64, in_flight: usize) -> Fixture {
             max_parts_in_flight: in_flight,
             // a missing directory must be created
             spool_dir: spool.path().join("spool"),
+            multi_range: None,
         },
     });
     Fixture { backend, ctx, _spool: spool }
@@ -584,4 +585,69 @@ async fn concurrent_writers_on_one_handle() {
     let expected: Vec<u8> = (0..8u64).flat_map(|i| pattern(block, 200 + i)).collect();
     assert_eq!(f.stored("conc").await, expected);
     assert_eq!(f.pending(), 0);
+}
+
+/// The fixture with `--enable-multi-range` (batch 5, threshold 1 MiB).
+fn multi_range_fixture() -> Fixture {
+    let f = fixture(MIB, 256 * MIB, 4);
+    let mut cfg = f.ctx.cfg.clone();
+    cfg.multi_range = Some(MultiRangeConfig::default());
+    let ctx = Arc::new(HandleContext {
+        backend: f.ctx.backend.clone(),
+        memory: f.ctx.memory.clone(),
+        metrics: f.ctx.metrics.clone(),
+        cfg,
+    });
+    Fixture { ctx, ..f }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sparse_reads_are_batched_and_own_writes_still_win() {
+    let f = multi_range_fixture();
+    let data = pattern(64 * MIB, 4);
+    let meta = f.put("sparse", &data).await;
+    let h = f.open("sparse", Some(meta), rw());
+    for i in 0..20u64 {
+        let got = h.read(i * 2 * MIB, 16 * 1024).await.unwrap();
+        assert_eq!(&got[..], &data[(i * 2 * MIB) as usize..(i * 2 * MIB + 16 * KIB) as usize]);
+    }
+    assert!(f.backend.multi_gets.load(SeqCst) >= 3, "strided reads were batched");
+    assert!(f.ctx.metrics.multi_range_requests.load(SeqCst) >= 3);
+    // 40 MiB was prefetched by the last batch; a write there must be what the next read sees
+    h.write(40 * MIB, b"mine").await.unwrap();
+    assert_eq!(&h.read(40 * MIB, 4).await.unwrap()[..], b"mine");
+    assert_eq!(&h.read(42 * MIB, 4).await.unwrap()[..], &data[(42 * MIB) as usize..(42 * MIB + 4) as usize]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_sparse_reads_of_one_handle_meet_in_one_batch() {
+    let f = multi_range_fixture();
+    f.backend.get_delay_ms.store(20, SeqCst);
+    let data = Arc::new(pattern(64 * MIB, 5));
+    let meta = f.put("conc", &data).await;
+    let h = Arc::new(f.open("conc", Some(meta), OpenMode { read: true, ..Default::default() }));
+    // two warm-up reads make the pattern sparse; then waves of 5 concurrent reads
+    h.read(0, 4096).await.unwrap();
+    h.read(63 * MIB, 4096).await.unwrap();
+    let before = f.backend.gets.load(SeqCst) + f.backend.multi_gets.load(SeqCst);
+    for wave in 0..4u64 {
+        let reads: Vec<_> = (0..5u64)
+            .map(|i| {
+                let (h, data) = (h.clone(), data.clone());
+                let off = ((wave * 5 + i) * 37 % 60 + 1) * MIB + 8 * KIB;
+                tokio::spawn(async move {
+                    let got = h.read(off, 4096).await.unwrap();
+                    assert_eq!(&got[..], &data[off as usize..off as usize + 4096]);
+                })
+            })
+            .collect();
+        for r in reads {
+            r.await.unwrap();
+        }
+    }
+    let requests = f.backend.gets.load(SeqCst) + f.backend.multi_gets.load(SeqCst) - before;
+    assert!(
+        requests <= 20 / 3,
+        "{requests} requests for 20 concurrent reads: the handle lock serialized them?"
+    );
 }

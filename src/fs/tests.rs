@@ -43,6 +43,7 @@ fn make(mem: Arc<MemoryBackend>, cfg: FsConfig) -> Fs {
             read_ahead: 1 << 20,
             max_parts_in_flight: 2,
             spool_dir: std::env::temp_dir(),
+            multi_range: None,
         },
     });
     Fs::new(backend, cfg, handles)

@@ -153,6 +153,11 @@ async fn serve(
                         continue;
                     }
                 };
+                // A response is written as headers then body: with Nagle on, the body's
+                // last segment waits for the client's delayed ACK (~40 ms per small GET).
+                if let Err(e) = stream.set_nodelay(true) {
+                    tracing::debug!("cannot set TCP_NODELAY: {e}");
+                }
                 let service = service.clone();
                 let access_log = access_log.clone();
                 let logged = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {

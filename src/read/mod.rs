@@ -2,9 +2,15 @@
 //!
 //! [`Prefetcher`] serves the reads of one open file from one pinned object
 //! version, with a read-ahead window that grows while reads are sequential and
-//! collapses on a random access. Future multi-range planning (merging the
-//! sparse reads of one handle into few requests) belongs in this module too.
+//! collapses on a random access. With `--enable-multi-range`, a
+//! [`MultiRangeReader`] in front of it watches the handle's [`ReadPattern`]
+//! (`pattern`: gap-ratio analysis, stride extrapolation, range merging) and
+//! serves sparse reads from batched multi-range requests (`multirange`).
 
+pub mod multirange;
+pub mod pattern;
 pub mod prefetcher;
 
+pub use multirange::{MultiRangeConfig, MultiRangeReader};
+pub use pattern::{GapAnalysis, ReadPattern};
 pub use prefetcher::{get_pinned, PrefetchConfig, Prefetcher};

@@ -213,6 +213,9 @@ impl StorageBackend for JournaledBackend {
     fn capabilities(&self) -> Capabilities {
         self.inner.capabilities()
     }
+    fn multi_range_mode(&self) -> MultiRangeMode {
+        self.inner.multi_range_mode()
+    }
     async fn check_bucket(&self) -> BackendResult<()> {
         self.inner.check_bucket().await
     }

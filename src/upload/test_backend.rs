@@ -31,6 +31,14 @@ pub(crate) struct InstrumentedBackend {
     pub fail_upload_part: AtomicBool,
     /// Milliseconds each `upload_part` sleeps, so that concurrency shows.
     pub part_delay_ms: AtomicU64,
+    /// `get_ranges` calls (each one request) and the ranges they asked for.
+    pub multi_gets: AtomicU64,
+    pub multi_get_ranges: AtomicU64,
+    pub max_multi_get_ranges: AtomicU64,
+    /// Makes `get_ranges` fail, as a broken multi-range answer would.
+    pub fail_get_ranges: AtomicBool,
+    /// Overrides `multi_range_mode` (else derived from the capabilities).
+    pub mode: std::sync::Mutex<Option<MultiRangeMode>>,
 }
 
 pub(crate) fn small_part_caps(min_part_size: u64) -> Capabilities {
@@ -50,6 +58,14 @@ impl InstrumentedBackend {
 impl StorageBackend for InstrumentedBackend {
     fn capabilities(&self) -> Capabilities {
         self.inner.capabilities()
+    }
+    fn multi_range_mode(&self) -> MultiRangeMode {
+        let mode = *self.mode.lock().unwrap();
+        mode.unwrap_or(if self.capabilities().multi_range {
+            MultiRangeMode::Native
+        } else {
+            MultiRangeMode::Unsupported
+        })
     }
     async fn check_bucket(&self) -> BackendResult<()> {
         self.inner.check_bucket().await
@@ -78,6 +94,26 @@ impl StorageBackend for InstrumentedBackend {
         let r = res?;
         self.get_bytes.fetch_add(r.data.len() as u64, Ordering::SeqCst);
         Ok(r)
+    }
+    async fn get_ranges(
+        &self,
+        key: &str,
+        ranges: &[Range<u64>],
+        opts: &GetOptions,
+    ) -> BackendResult<Vec<Bytes>> {
+        self.multi_gets.fetch_add(1, Ordering::SeqCst);
+        self.multi_get_ranges.fetch_add(ranges.len() as u64, Ordering::SeqCst);
+        self.max_multi_get_ranges.fetch_max(ranges.len() as u64, Ordering::SeqCst);
+        let delay = self.get_delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        if self.fail_get_ranges.load(Ordering::SeqCst) {
+            return Err(BackendError::Io("injected get_ranges failure".into()));
+        }
+        let parts = self.inner.get_ranges(key, ranges, opts).await?;
+        self.get_bytes.fetch_add(parts.iter().map(|p| p.len() as u64).sum(), Ordering::SeqCst);
+        Ok(parts)
     }
     async fn put(&self, key: &str, data: Bytes, opts: &PutOptions) -> BackendResult<ObjectMeta> {
         self.puts.fetch_add(1, Ordering::SeqCst);

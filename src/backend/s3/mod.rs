@@ -296,6 +296,14 @@ impl StorageBackend for S3Backend {
             list_metadata: false,
         }
     }
+    fn multi_range_mode(&self) -> MultiRangeMode {
+        match self.probe.get() {
+            multirange::Support::Multi => MultiRangeMode::Native,
+            // the first batch of sparse reads probes the endpoint
+            multirange::Support::Unknown => MultiRangeMode::Probe,
+            multirange::Support::Single => MultiRangeMode::Unsupported,
+        }
+    }
 
     async fn check_bucket(&self) -> BackendResult<()> {
         let bucket = self.bucket().to_owned();

@@ -1,0 +1,527 @@
+//! Multi-range read-ahead for sparse readers (`--enable-multi-range`).
+//!
+//! # Design
+//!
+//! A [`MultiRangeReader`] sits in front of the [`Prefetcher`](super::Prefetcher)
+//! of one open file. Every read is recorded in the handle's [`ReadPattern`];
+//! while the recent reads are not sparse (see [`GapAnalysis::is_sparse`]) the
+//! reader answers `None` and the ordinary sequential read-ahead serves the read.
+//! When they are sparse, reads are served from *pieces*: ranges fetched by a
+//! batched request, kept (downloading or downloaded) until read or evicted.
+//! Batches come from two sources:
+//!
+//! - **Extrapolation**: when the recent reads follow a stride or a repeating
+//!   cycle ([`ReadPattern::predict`]), the next `2 * batch_size` reads are
+//!   predicted, and as soon as `batch_size` of them are neither fetched nor
+//!   downloading, they are requested together in the background. So the
+//!   request for the next batch is sent while the current one is still being
+//!   read, and every request carries a full batch.
+//! - **Coalescing of concurrent reads**: FUSE delivers the preads of several
+//!   threads (or an async reader) on one file concurrently, each in its own
+//!   task. A sparse read that misses while other reads of the handle are in
+//!   flight opens a *collection window* ([`COALESCE_WINDOW`]): it becomes the
+//!   leader, waits for the window, and meanwhile every other sparse miss joins
+//!   its batch (until the batch holds `batch_size` ranges; a full batch ends
+//!   the wait at once) instead of sending its own request. The leader then sends one request for the whole batch
+//!   and wakes the joiners, which find their bytes in the new pieces. The first
+//!   read of a burst arrives alone, so a handle that saw concurrent reads keeps
+//!   opening windows for [`CONCURRENCY_MEMORY`] more reads; a handle that never
+//!   did never waits: a lone random reader pays no window, and a lone strided
+//!   reader is served by extrapolation. While reads are concurrent, their
+//!   arrival order is noise, so a miss is coalesced rather than sent at once
+//!   with extrapolated ranges.
+//!
+//! This is why the handle's state lock is *not* held across these reads
+//! (`FileHandle` only takes it to find this reader): everything here lives
+//! behind one `std::sync::Mutex` that is never held across an `.await`, and
+//! the downloads are spawned tasks shared by all readers that want them.
+//!
+//! Wanted ranges are merged when closer than [`MERGE_GAP`] and split into
+//! requests of at most `batch_size` ranges. How a batch is fetched is decided
+//! by [`StorageBackend::multi_range_mode`], never by the backend's name:
+//! `Native` and `Probe` send one `get_ranges` call (a probing S3 backend falls
+//! back to parallel single-range GETs inside it and reports `Unsupported`
+//! afterwards), `ParallelSingles` sends concurrent single-range GETs, and
+//! `Unsupported` turns the reader off: reads go to the prefetcher unchanged.
+//!
+//! **Failures never reach the application as new errors**: when a batch fails
+//! (or returns a piece of the wrong length), each read that wanted bytes from
+//! it is retried as its own pinned single-range read, so the application sees
+//! exactly what single-range reads would have given it. Every request carries
+//! `If-Match` with the ETag seen at open, like the prefetcher's.
+//!
+//! Pieces are bounded: at most [`MAX_PIECES_PER_BATCH`] batches' worth per
+//! handle (oldest evicted first); read-ahead memory for predicted ranges is
+//! reserved from the mount's [`MemoryLimiter`] with `try_reserve` (no memory,
+//! no prediction), while ranges that reads are waiting for are fetched
+//! regardless, as the prefetcher does.
+//!
+//! Counters ([`Metrics`]): `multi_range_requests` (requests that carried more
+//! than one range in one round trip), `multi_range_ranges` (ranges those
+//! requests returned), `multi_range_requests_saved` (ranges minus requests:
+//! the single-range requests they replaced) and `multi_range_bytes_overfetched`
+//! (bytes fetched by batches that no read used, counted when a piece is
+//! evicted or the file closed).
+
+use std::collections::VecDeque;
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::{BoxFuture, FutureExt, Shared};
+use tokio::task::AbortHandle;
+use tracing::Instrument;
+
+use super::pattern::{merge_close, split_batches, ReadPattern, MERGE_GAP};
+use super::prefetcher::{get_pinned, WRITER_SHARE};
+use crate::backend::{BackendResult, GetOptions, MultiRangeMode, StorageBackend};
+use crate::memory::{MemoryLimiter, Reservation};
+use crate::metrics::Metrics;
+
+const TARGET: &str = "bucketfs::read";
+
+/// How long the leader of a batch of concurrent reads waits for others to join.
+/// (Most of the time a batch fills up first: the window only bounds the wait of a partial one.)
+pub const COALESCE_WINDOW: Duration = Duration::from_millis(4);
+/// Reads without another read in flight before a handle stops waiting for company.
+pub const CONCURRENCY_MEMORY: usize = 8;
+/// Pieces kept per handle, in batches.
+pub const MAX_PIECES_PER_BATCH: usize = 4;
+/// Longest predicted range (reads are at most 1 MiB through FUSE; this bounds odd patterns).
+const MAX_PREDICTED_LEN: u64 = 8 * 1024 * 1024;
+
+/// `--enable-multi-range` tunables of one mount.
+#[derive(Clone, Debug)]
+pub struct MultiRangeConfig {
+    /// Most ranges per request (`--multi-range-batch-size`, default 5).
+    pub batch_size: usize,
+    /// Smallest total gap worth skipping (`--multi-range-threshold`, default 1 MiB).
+    pub threshold: u64,
+    /// Shared by the clones of one mount's config: the "flag ignored" line is logged once.
+    ignored_logged: Arc<AtomicBool>,
+}
+
+impl Default for MultiRangeConfig {
+    fn default() -> Self {
+        MultiRangeConfig::new(5, 1024 * 1024)
+    }
+}
+
+impl MultiRangeConfig {
+    pub fn new(batch_size: usize, threshold: u64) -> Self {
+        MultiRangeConfig { batch_size: batch_size.max(1), threshold, ignored_logged: Arc::default() }
+    }
+
+    /// Whether `backend` batches sparse reads; if not, says once per mount that the flag is ignored.
+    pub fn usable_with(&self, backend: &dyn StorageBackend) -> bool {
+        if backend.multi_range_mode() != MultiRangeMode::Unsupported {
+            return true;
+        }
+        if !self.ignored_logged.swap(true, Ordering::Relaxed) {
+            tracing::warn!(target: TARGET, backend = backend.capabilities().name,
+                "--enable-multi-range ignored: this backend serves one range per request");
+        }
+        false
+    }
+}
+
+type BatchFuture = Shared<BoxFuture<'static, Result<Arc<Vec<Bytes>>, String>>>;
+
+/// Aborts a batch's download when the last piece that wants it is dropped.
+struct AbortOnDrop(AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// One fetched (or downloading) range.
+struct Piece {
+    range: Range<u64>,
+    batch: BatchFuture,
+    /// Index of this range in its batch's answer.
+    index: usize,
+    /// Bytes of this piece handed to reads (capped at its length when counted).
+    served: u64,
+    _abort: Arc<AbortOnDrop>,
+    _reservation: Option<Arc<Reservation>>,
+}
+
+/// Concurrent misses collected by a leader during [`COALESCE_WINDOW`].
+struct OpenBatch {
+    /// Names the batch for its leader (a full batch stays open while a new one collects).
+    id: u64,
+    ranges: Vec<Range<u64>>,
+    closed: Shared<BoxFuture<'static, ()>>,
+    /// Wakes the leader when the batch is full.
+    full: Arc<tokio::sync::Notify>,
+}
+
+struct State {
+    pattern: ReadPattern,
+    pieces: VecDeque<Piece>,
+    /// Batches being collected; only the newest one takes joiners.
+    open: Vec<OpenBatch>,
+    next_batch_id: u64,
+}
+
+/// Counts the reads in flight on one handle (all of them, not only sparse ones).
+pub struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// What a sparse read does after looking at the state.
+enum Step {
+    /// A piece holds (or will hold) the bytes.
+    Piece { batch: BatchFuture, index: usize, start: u64 },
+    /// Wait for the leader's batch, then look again.
+    Join(Shared<BoxFuture<'static, ()>>),
+    /// Collect concurrent misses, then fetch them together.
+    Lead(u64, tokio::sync::oneshot::Sender<()>, Arc<tokio::sync::Notify>),
+    /// A single-range read of exactly the wanted bytes.
+    Single,
+}
+
+/// Multi-range read-ahead of one open file, pinned to one object version.
+pub struct MultiRangeReader {
+    backend: Arc<dyn StorageBackend>,
+    memory: MemoryLimiter,
+    metrics: Arc<Metrics>,
+    key: String,
+    size: u64,
+    etag: Option<String>,
+    cfg: MultiRangeConfig,
+    in_flight: AtomicUsize,
+    /// Reads left before the handle counts as single-threaded again.
+    concurrency: AtomicUsize,
+    state: Mutex<State>,
+}
+
+impl MultiRangeReader {
+    /// Reads of `key`, `size` bytes long, pinned to `etag` (empty = not pinned).
+    pub fn new(
+        backend: Arc<dyn StorageBackend>,
+        memory: MemoryLimiter,
+        metrics: Arc<Metrics>,
+        key: String,
+        size: u64,
+        etag: String,
+        cfg: MultiRangeConfig,
+    ) -> Self {
+        let cfg = MultiRangeConfig { batch_size: cfg.batch_size.max(1), ..cfg };
+        MultiRangeReader {
+            backend,
+            memory,
+            metrics,
+            key,
+            size,
+            etag: (!etag.is_empty()).then_some(etag),
+            cfg,
+            in_flight: AtomicUsize::new(0),
+            concurrency: AtomicUsize::new(0),
+            state: Mutex::new(State {
+                pattern: ReadPattern::new(),
+                pieces: VecDeque::new(),
+                open: Vec::new(),
+                next_batch_id: 0,
+            }),
+        }
+    }
+
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Marks one read of the handle in flight until the guard is dropped.
+    pub fn enter(&self) -> InFlight<'_> {
+        if self.in_flight.fetch_add(1, Ordering::SeqCst) > 0 {
+            self.concurrency.store(CONCURRENCY_MEMORY, Ordering::Relaxed);
+        } else {
+            let _ = self.concurrency.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| c.checked_sub(1));
+        }
+        InFlight(&self.in_flight)
+    }
+
+    /// Other reads are in flight, or were during the last few reads (the first
+    /// read of a burst of concurrent reads arrives alone, and should wait too).
+    fn concurrent(&self) -> bool {
+        self.in_flight.load(Ordering::SeqCst) > 1 || self.concurrency.load(Ordering::Relaxed) > 0
+    }
+
+    /// Records a read served elsewhere (the first read of the file, by the prefetcher).
+    pub fn note(&self, range: Range<u64>) {
+        self.lock().pattern.record(range.start..range.end.min(self.size));
+    }
+
+    /// Bytes held in pieces (downloading or downloaded), for tests.
+    pub fn buffered_bytes(&self) -> u64 {
+        self.lock().pieces.iter().map(|p| p.range.end - p.range.start).sum()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Serves `len` bytes at `offset` when the handle reads sparsely; `None`
+    /// means "not sparse (or nothing to batch): use the ordinary read path".
+    pub async fn read(&self, offset: u64, len: u64) -> Option<BackendResult<Bytes>> {
+        if offset >= self.size || len == 0 {
+            return None;
+        }
+        if !self.cfg.usable_with(self.backend.as_ref()) {
+            return None;
+        }
+        let want = offset..offset.saturating_add(len).min(self.size);
+        let mut joined = false;
+        loop {
+            let step = {
+                let mut st = self.lock();
+                if !joined {
+                    st.pattern.record(want.clone());
+                }
+                let sparse = st.pattern.analysis().is_sparse(self.cfg.threshold);
+                if sparse {
+                    // with other reads in flight, arrival order is noise: coalesce them instead
+                    let concurrent = self.concurrent();
+                    self.extrapolate(&mut st, &want, !concurrent);
+                }
+                if let Some(step) = Self::find_piece(&mut st, &want) {
+                    step
+                } else if joined {
+                    // the batch did not cover this range (it failed to start, or was full)
+                    Step::Single
+                } else if !sparse {
+                    return None;
+                } else if let Some(open) = st.open.last_mut().filter(|o| o.ranges.len() < self.cfg.batch_size)
+                {
+                    open.ranges.push(want.clone());
+                    if open.ranges.len() >= self.cfg.batch_size {
+                        open.full.notify_one();
+                    }
+                    Step::Join(open.closed.clone())
+                } else if self.concurrent() {
+                    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+                    let closed = rx.map(|_| ()).boxed().shared();
+                    let full = Arc::new(tokio::sync::Notify::new());
+                    let id = st.next_batch_id;
+                    st.next_batch_id += 1;
+                    st.open.push(OpenBatch { id, ranges: vec![want.clone()], closed, full: full.clone() });
+                    Step::Lead(id, tx, full)
+                } else {
+                    // sparse but nothing to batch it with: a plain single-range read
+                    return None;
+                }
+            };
+            match step {
+                Step::Piece { batch, index, start } => {
+                    return Some(self.serve(batch, index, start, &want).await)
+                }
+                Step::Single => return Some(self.single(want).await),
+                Step::Join(closed) => {
+                    closed.await;
+                    joined = true;
+                }
+                Step::Lead(id, tx, full) => {
+                    if self.cfg.batch_size > 1 {
+                        let _ = tokio::time::timeout(COALESCE_WINDOW, full.notified()).await;
+                    }
+                    {
+                        let mut st = self.lock();
+                        let ranges = match st.open.iter().position(|o| o.id == id) {
+                            Some(i) => st.open.remove(i).ranges,
+                            None => Vec::new(),
+                        };
+                        tracing::debug!(target: TARGET, key = %self.key, reads = ranges.len(),
+                            "coalesced concurrent sparse reads");
+                        self.fetch(&mut st, &ranges, true);
+                    }
+                    let _ = tx.send(());
+                    joined = true;
+                }
+            }
+        }
+    }
+
+    /// Starts a background batch for predicted reads once a full batch of them is
+    /// missing; with `ride_along`, a missing `want` is fetched with the predictions.
+    fn extrapolate(&self, st: &mut State, want: &Range<u64>, ride_along: bool) {
+        let predicted = st.pattern.predict(2 * self.cfg.batch_size, self.size);
+        let missing: Vec<Range<u64>> = predicted
+            .into_iter()
+            .map(|r| r.start..r.end.min(r.start + MAX_PREDICTED_LEN))
+            .filter(|r| r != want && !st.pieces.iter().any(|p| covers(&p.range, r)))
+            .collect();
+        // the current read, when it misses, rides along with the first batch
+        let current_missing = !st.pieces.iter().any(|p| covers(&p.range, want));
+        if ride_along && current_missing && !missing.is_empty() {
+            let mut ranges = vec![want.clone()];
+            ranges.extend(missing.into_iter().take(self.cfg.batch_size - 1));
+            self.fetch(st, &ranges, true);
+        } else if missing.len() >= self.cfg.batch_size {
+            self.fetch(st, &missing[..self.cfg.batch_size], false);
+        }
+    }
+
+    /// Fetches `ranges` (merged, in batches); `demanded`: a read waits for them
+    /// (fetched even without a memory reservation).
+    fn fetch(&self, st: &mut State, ranges: &[Range<u64>], demanded: bool) {
+        let merged = merge_close(ranges, MERGE_GAP);
+        for batch in split_batches(&merged, self.cfg.batch_size) {
+            let bytes: u64 = batch.iter().map(|r| r.end - r.start).sum();
+            let reservation = self.reserve(bytes).map(Arc::new);
+            if reservation.is_none() && !demanded {
+                tracing::debug!(target: TARGET, key = %self.key, bytes, "no memory for multi-range read-ahead");
+                return;
+            }
+            let task = tokio::spawn(fetch_batch(
+                self.backend.clone(),
+                self.metrics.clone(),
+                self.key.clone(),
+                batch.clone(),
+                self.etag.clone(),
+            ));
+            let abort = Arc::new(AbortOnDrop(task.abort_handle()));
+            let shared: BatchFuture = async move {
+                match task.await {
+                    Ok(res) => res.map(Arc::new),
+                    Err(e) => Err(format!("multi-range task failed: {e}")),
+                }
+            }
+            .boxed()
+            .shared();
+            let max_pieces = MAX_PIECES_PER_BATCH * self.cfg.batch_size;
+            for (index, range) in batch.into_iter().enumerate() {
+                while st.pieces.len() >= max_pieces {
+                    if let Some(old) = st.pieces.pop_front() {
+                        self.account_overfetch(&old);
+                    }
+                }
+                st.pieces.push_back(Piece {
+                    range,
+                    batch: shared.clone(),
+                    index,
+                    served: 0,
+                    _abort: abort.clone(),
+                    _reservation: reservation.clone(),
+                });
+            }
+        }
+    }
+
+    /// The piece holding all of `want`, counted as served.
+    fn find_piece(st: &mut State, want: &Range<u64>) -> Option<Step> {
+        let piece = st.pieces.iter_mut().rev().find(|p| covers(&p.range, want))?;
+        piece.served = piece.served.saturating_add(want.end - want.start);
+        Some(Step::Piece { batch: piece.batch.clone(), index: piece.index, start: piece.range.start })
+    }
+
+    /// `want` out of a batch's answer; on any failure, a single-range read of `want`.
+    async fn serve(
+        &self,
+        batch: BatchFuture,
+        index: usize,
+        start: u64,
+        want: &Range<u64>,
+    ) -> BackendResult<Bytes> {
+        match batch.await {
+            Ok(parts) => {
+                if let Some(data) = parts.get(index) {
+                    let (s, e) = ((want.start - start) as usize, (want.end - start) as usize);
+                    if e <= data.len() {
+                        return Ok(data.slice(s..e));
+                    }
+                }
+                tracing::debug!(target: TARGET, key = %self.key, "multi-range answer too short; reading singly");
+            }
+            Err(e) => {
+                tracing::debug!(target: TARGET, key = %self.key, error = %e, "multi-range request failed; reading singly");
+            }
+        }
+        self.single(want.clone()).await
+    }
+
+    async fn single(&self, want: Range<u64>) -> BackendResult<Bytes> {
+        get_pinned(self.backend.clone(), self.key.clone(), want, self.etag.clone()).await
+    }
+
+    fn reserve(&self, bytes: u64) -> Option<Reservation> {
+        let headroom = self.memory.limit_bytes() / WRITER_SHARE;
+        if self.memory.available_bytes() < bytes.saturating_add(headroom) {
+            return None;
+        }
+        self.memory.try_reserve(bytes)
+    }
+
+    fn account_overfetch(&self, piece: &Piece) {
+        let len = piece.range.end - piece.range.start;
+        Metrics::add(&self.metrics.multi_range_bytes_overfetched, len.saturating_sub(piece.served));
+    }
+}
+
+impl Drop for MultiRangeReader {
+    fn drop(&mut self) {
+        let st = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
+        let pieces = std::mem::take(&mut st.pieces);
+        for p in &pieces {
+            self.account_overfetch(p);
+        }
+    }
+}
+
+fn covers(outer: &Range<u64>, inner: &Range<u64>) -> bool {
+    outer.start <= inner.start && inner.end <= outer.end
+}
+
+/// One batch: a single `get_ranges` request where the backend has one (or is
+/// probing), concurrent single-range reads otherwise. Every part must have
+/// exactly the requested length.
+async fn fetch_batch(
+    backend: Arc<dyn StorageBackend>,
+    metrics: Arc<Metrics>,
+    key: String,
+    ranges: Vec<Range<u64>>,
+    etag: Option<String>,
+) -> Result<Vec<Bytes>, String> {
+    let mode = backend.multi_range_mode();
+    let span = tracing::debug_span!(target: TARGET, "multi_range", key = %key, ranges = ranges.len(), ?mode);
+    let parts = async {
+        match mode {
+            MultiRangeMode::Native | MultiRangeMode::Probe if ranges.len() > 1 => {
+                let opts = GetOptions { if_match: etag };
+                let parts = backend.get_ranges(&key, &ranges, &opts).await.map_err(|e| e.to_string())?;
+                // a probe that found a single-range server was answered by parallel singles
+                if backend.multi_range_mode() == MultiRangeMode::Native {
+                    let n = ranges.len() as u64;
+                    Metrics::inc(&metrics.multi_range_requests);
+                    Metrics::add(&metrics.multi_range_ranges, n);
+                    Metrics::add(&metrics.multi_range_requests_saved, n - 1);
+                }
+                Ok(parts)
+            }
+            _ => {
+                let reads =
+                    ranges.iter().map(|r| get_pinned(backend.clone(), key.clone(), r.clone(), etag.clone()));
+                futures::future::try_join_all(reads).await.map_err(|e| e.to_string())
+            }
+        }
+    }
+    .instrument(span)
+    .await?;
+    if parts.len() != ranges.len()
+        || parts.iter().zip(&ranges).any(|(p, r)| p.len() as u64 != r.end - r.start)
+    {
+        return Err("multi-range answer with parts of the wrong length".into());
+    }
+    Ok(parts)
+}
+
+#[cfg(test)]
+#[path = "multirange_tests.rs"]
+mod tests;

@@ -1,0 +1,260 @@
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+
+use super::*;
+use crate::backend::memory::MemoryBackend;
+use crate::backend::{Capabilities, PutOptions};
+use crate::upload::test_backend::InstrumentedBackend;
+
+const KIB: u64 = 1024;
+const MIB: u64 = 1024 * 1024;
+
+struct Fixture {
+    backend: Arc<InstrumentedBackend>,
+    metrics: Arc<Metrics>,
+    reader: Arc<MultiRangeReader>,
+    data: Bytes,
+}
+
+async fn fixture(size: u64, cfg: MultiRangeConfig) -> Fixture {
+    let backend = InstrumentedBackend::with_min_part(MIB);
+    let data: Bytes = (0..size).map(|i| (i * 31 % 251) as u8).collect::<Vec<u8>>().into();
+    let meta = backend.inner.put("o", data.clone(), &PutOptions::default()).await.unwrap();
+    let metrics = Arc::new(Metrics::default());
+    let reader = Arc::new(MultiRangeReader::new(
+        backend.clone(),
+        MemoryLimiter::new(256 * MIB),
+        metrics.clone(),
+        "o".into(),
+        meta.size,
+        meta.etag,
+        cfg,
+    ));
+    Fixture { backend, metrics, reader, data }
+}
+
+impl Fixture {
+    /// One read as `FileHandle` does it: the multi-range reader, else a plain single-range read.
+    async fn read(&self, offset: u64, len: u64) -> (Bytes, bool) {
+        let _in_flight = self.reader.enter();
+        match self.reader.read(offset, len).await {
+            Some(res) => (res.unwrap(), true),
+            None => {
+                (self.reader.single(offset..(offset + len).min(self.data.len() as u64)).await.unwrap(), false)
+            }
+        }
+    }
+
+    fn expect(&self, offset: u64, len: u64) -> Bytes {
+        self.data.slice(offset as usize..(offset + len) as usize)
+    }
+
+    /// Requests the backend saw: single-range GETs plus multi-range GETs.
+    fn requests(&self) -> u64 {
+        self.backend.gets.load(SeqCst) + self.backend.multi_gets.load(SeqCst)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strided_reads_are_fetched_in_batches() {
+    let f = fixture(64 * MIB, MultiRangeConfig::default()).await;
+    for i in 0..60 {
+        let (got, _) = f.read(i * MIB, 16 * KIB).await;
+        assert_eq!(got, f.expect(i * MIB, 16 * KIB), "read {i}");
+    }
+    let requests = f.requests();
+    assert!(requests <= 60 / 3, "{requests} requests for 60 strided reads");
+    assert!(f.backend.multi_gets.load(SeqCst) >= 10);
+    assert!(f.backend.max_multi_get_ranges.load(SeqCst) <= 5, "batch size is a limit");
+    assert!(f.metrics.multi_range_requests.load(Relaxed) >= 10);
+    let (ranges, requests) =
+        (f.metrics.multi_range_ranges.load(Relaxed), f.metrics.multi_range_requests.load(Relaxed));
+    assert_eq!(f.metrics.multi_range_requests_saved.load(Relaxed), ranges - requests);
+    // the predictions past the last read were fetched and never used
+    let buffered = f.reader.buffered_bytes();
+    drop(f.reader);
+    assert!(buffered > 0);
+    assert!(f.metrics.multi_range_bytes_overfetched.load(Relaxed) >= 16 * KIB);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_size_bounds_every_request() {
+    let f = fixture(64 * MIB, MultiRangeConfig::new(3, MIB)).await;
+    for i in 0..30 {
+        assert_eq!(f.read(i * 2 * MIB, 4 * KIB).await.0, f.expect(i * 2 * MIB, 4 * KIB));
+    }
+    assert_eq!(f.backend.max_multi_get_ranges.load(SeqCst), 3);
+    assert!(f.requests() <= 30 / 2, "{}", f.requests());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequential_reads_keep_the_ordinary_path() {
+    let f = fixture(8 * MIB, MultiRangeConfig::default()).await;
+    for i in 0..32 {
+        let (got, batched) = f.read(i * 128 * KIB, 128 * KIB).await;
+        assert!(!batched, "sequential read {i} went to the multi-range path");
+        assert_eq!(got, f.expect(i * 128 * KIB, 128 * KIB));
+    }
+    assert_eq!(f.backend.multi_gets.load(SeqCst), 0);
+    assert_eq!(f.reader.buffered_bytes(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_gaps_below_the_threshold_are_not_sparse() {
+    // 16 KiB every 64 KiB: gap ratio 0.75 but 16 reads leave < 1 MiB of gaps
+    let f = fixture(8 * MIB, MultiRangeConfig::default()).await;
+    for i in 0..16 {
+        assert!(!f.read(i * 64 * KIB, 16 * KIB).await.1);
+    }
+    assert_eq!(f.backend.multi_gets.load(SeqCst), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lone_random_reads_are_not_batched() {
+    let f = fixture(64 * MIB, MultiRangeConfig::default()).await;
+    for o in [7u64, 51, 13, 40, 2, 33, 60, 21] {
+        let (got, _) = f.read(o * MIB, 8 * KIB).await;
+        assert_eq!(got, f.expect(o * MIB, 8 * KIB));
+    }
+    assert_eq!(f.backend.multi_gets.load(SeqCst), 0, "nothing to batch a lone random read with");
+    assert_eq!(f.backend.gets.load(SeqCst), 8);
+}
+
+async fn concurrent_waves(wave_size: usize) -> (Arc<Fixture>, u64) {
+    let f = Arc::new(fixture(64 * MIB, MultiRangeConfig::default()).await);
+    f.backend.get_delay_ms.store(20, SeqCst);
+    let mut x = 777u64;
+    let offsets: Vec<u64> = (0..40)
+        .map(|_| {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (x >> 33) % (63 * MIB) / (4 * KIB) * (4 * KIB)
+        })
+        .collect();
+    for wave in offsets.chunks(wave_size) {
+        let tasks: Vec<_> = wave
+            .iter()
+            .map(|&o| {
+                let f = f.clone();
+                tokio::spawn(async move { (o, f.read(o, 16 * KIB).await.0) })
+            })
+            .collect();
+        for t in tasks {
+            let (o, got) = t.await.unwrap();
+            assert_eq!(got, f.expect(o, 16 * KIB), "offset {o}");
+        }
+    }
+    let requests = f.requests();
+    (f, requests)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_concurrent_reads_than_a_batch_fill_several_batches() {
+    let (f, requests) = concurrent_waves(10).await;
+    assert!(requests <= 40 / 3, "{requests} requests for 40 reads in waves of 10");
+    assert_eq!(f.backend.max_multi_get_ranges.load(SeqCst), 5, "full batches, never more");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_reads_are_coalesced() {
+    let f = Arc::new(fixture(64 * MIB, MultiRangeConfig::default()).await);
+    f.backend.get_delay_ms.store(20, SeqCst);
+    // scattered offsets with no stride or cycle (a fixed pseudo-random sequence)
+    let mut x = 12345u64;
+    let offsets: Vec<u64> = (0..40)
+        .map(|_| {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (x >> 33) % (63 * MIB) / (4 * KIB) * (4 * KIB)
+        })
+        .collect();
+    // 5 readers at a time, like 5 threads issuing preads on one file
+    for wave in offsets.chunks(5) {
+        let tasks: Vec<_> = wave
+            .iter()
+            .map(|&o| {
+                let f = f.clone();
+                tokio::spawn(async move { (o, f.read(o, 16 * KIB).await.0) })
+            })
+            .collect();
+        for t in tasks {
+            let (o, got) = t.await.unwrap();
+            assert_eq!(got, f.expect(o, 16 * KIB), "offset {o}");
+        }
+    }
+    let requests = f.requests();
+    let (singles, multis) = (f.backend.gets.load(SeqCst), f.backend.multi_gets.load(SeqCst));
+    assert!(requests <= 40 / 3, "{singles} single + {multis} multi-range requests for 40 concurrent reads");
+    assert!(f.backend.max_multi_get_ranges.load(SeqCst) <= 5);
+    assert!(f.metrics.multi_range_requests.load(Relaxed) > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_multi_range_requests_fall_back_to_single_reads() {
+    let f = fixture(64 * MIB, MultiRangeConfig::default()).await;
+    f.backend.fail_get_ranges.store(true, SeqCst);
+    for i in 0..20 {
+        let (got, _) = f.read(i * 3 * MIB, 16 * KIB).await;
+        assert_eq!(got, f.expect(i * 3 * MIB, 16 * KIB), "read {i}");
+    }
+    assert!(f.backend.multi_gets.load(SeqCst) > 0, "multi-range was tried");
+    assert_eq!(f.metrics.multi_range_requests.load(Relaxed), 0, "failed requests are not counted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_object_gives_the_single_read_error() {
+    let f = fixture(64 * MIB, MultiRangeConfig::default()).await;
+    for i in 0..3 {
+        f.read(i * MIB, 16 * KIB).await;
+    }
+    f.backend.inner.put("o", Bytes::from_static(b"new"), &PutOptions::default()).await.unwrap();
+    // reads already fetched are served from the pinned version; the next batch is
+    // refused by If-Match, and the read then fails exactly as a single read would
+    let _in_flight = f.reader.enter();
+    let mut failed = None;
+    for i in 3..30 {
+        match f.reader.read(i * MIB, 16 * KIB).await.expect("sparse") {
+            Ok(got) => assert_eq!(got, f.expect(i * MIB, 16 * KIB)),
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    let err = failed.expect("a read of the replaced object failed");
+    assert!(matches!(err, crate::backend::BackendError::Io(ref m) if m.contains("changed")), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_range_backends_ignore_the_flag() {
+    let caps = Capabilities { multi_range: false, ..MemoryBackend::new().capabilities() };
+    let backend: Arc<dyn StorageBackend> = Arc::new(MemoryBackend::with_capabilities(caps));
+    assert_eq!(backend.multi_range_mode(), MultiRangeMode::Unsupported);
+    let cfg = MultiRangeConfig::default();
+    assert!(!cfg.usable_with(backend.as_ref()));
+    let meta =
+        backend.put("o", Bytes::from(vec![1u8; 8 * MIB as usize]), &PutOptions::default()).await.unwrap();
+    let reader = MultiRangeReader::new(
+        backend.clone(),
+        MemoryLimiter::new(64 * MIB),
+        Arc::new(Metrics::default()),
+        "o".into(),
+        meta.size,
+        meta.etag,
+        cfg,
+    );
+    for i in 0..6 {
+        assert!(reader.read(i * MIB, 4 * KIB).await.is_none());
+    }
+    assert!(MultiRangeConfig::default().usable_with(&MemoryBackend::new()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_single_backends_get_concurrent_single_reads() {
+    let f = fixture(64 * MIB, MultiRangeConfig::default()).await;
+    *f.backend.mode.lock().unwrap() = Some(MultiRangeMode::ParallelSingles);
+    f.backend.get_delay_ms.store(10, SeqCst);
+    for i in 0..30 {
+        assert_eq!(f.read(i * 2 * MIB, 16 * KIB).await.0, f.expect(i * 2 * MIB, 16 * KIB));
+    }
+    assert_eq!(f.backend.multi_gets.load(SeqCst), 0, "no multi-range request is sent");
+    assert!(f.backend.max_gets_running.load(SeqCst) >= 3, "a batch's ranges are fetched concurrently");
+    assert_eq!(f.metrics.multi_range_requests.load(Relaxed), 0);
+}

@@ -1,0 +1,207 @@
+//! Sparse reads through a real mount with `--enable-multi-range`: against
+//! `bucketfs serve` (true multi-range GETs) the server sees at most a third of
+//! the requests it sees without the flag, with identical bytes; against a
+//! single-range server (SeaweedFS answers a multi-range GET with the whole
+//! object) the flag is probed once, then ignored, and reads stay correct.
+
+mod common;
+mod s3_support;
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use bucketfs::backend::{PutOptions, StorageBackend};
+use bytes::Bytes;
+use common::*;
+
+const KIB: u64 = 1024;
+const MIB: u64 = 1024 * 1024;
+const OBJECT_SIZE: u64 = 256 * MIB;
+const READ: u64 = 16 * KIB;
+const READS: u64 = 200;
+const THREADS: u64 = 5;
+
+/// Uploads `OBJECT_SIZE` bytes as `key` through the S3 API; returns them.
+fn upload(endpoint: &str, bucket: &str, key: &str) -> Vec<u8> {
+    let data = s3_support::pattern(OBJECT_SIZE as usize, 5);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        s3_support::make_bucket(endpoint, bucket).await;
+        let b = s3_support::backend(endpoint, bucket).await;
+        b.put(key, Bytes::from(data.clone()), &PutOptions::default()).await.unwrap();
+    });
+    data
+}
+
+/// 200 reads of 16 KiB, 1 MiB apart (page-aligned, like a columnar reader's chunks).
+fn strided_offsets() -> Vec<u64> {
+    (0..READS).map(|i| i * MIB + 256 * KIB).collect()
+}
+
+/// 200 scattered offsets (a fixed pseudo-random sequence) for the concurrent readers,
+/// away from the strided ones so the page cache holds none of them.
+fn scattered_offsets() -> Vec<u64> {
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    (0..READS)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % (OBJECT_SIZE / MIB - 1)) * MIB + 640 * KIB
+        })
+        .collect()
+}
+
+fn strided_reads(file: &File) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; READ as usize];
+    for off in strided_offsets() {
+        file.read_exact_at(&mut buf, off).unwrap();
+        out.extend_from_slice(&buf);
+    }
+    out
+}
+
+/// `THREADS` threads preading their share of the scattered offsets on one open file.
+fn concurrent_reads(file: File) -> Vec<u8> {
+    let file = Arc::new(file);
+    let offsets = scattered_offsets();
+    let threads: Vec<_> = (0..THREADS as usize)
+        .map(|t| {
+            let (file, offsets) = (file.clone(), offsets.clone());
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                let mut buf = vec![0u8; READ as usize];
+                for (i, &off) in offsets.iter().enumerate().skip(t).step_by(THREADS as usize) {
+                    file.read_exact_at(&mut buf, off).unwrap();
+                    got.push((i, buf.clone()));
+                }
+                got
+            })
+        })
+        .collect();
+    let mut all: Vec<(usize, Vec<u8>)> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    all.sort_by_key(|(i, _)| *i);
+    all.into_iter().flat_map(|(_, b)| b).collect()
+}
+
+fn expected(data: &[u8], offsets: &[u64]) -> Vec<u8> {
+    offsets.iter().flat_map(|&o| data[o as usize..(o + READ) as usize].to_vec()).collect()
+}
+
+/// GETs of `key` the gateway answered so far.
+fn gets(gw: &s3_support::Gateway, bucket: &str, key: &str) -> usize {
+    let get = format!("GET /{bucket}/{key}");
+    let is_get = |l: &str| l.strip_prefix(&get).is_some_and(|rest| rest.starts_with([' ', '?']));
+    gw.requests(bucket).iter().filter(|l| is_get(l)).count()
+}
+
+/// `bucketfs stats MOUNTPOINT`: the live counters.
+fn stats(m: &Mount) -> String {
+    sh(&format!("{BIN} stats {}", m.mnt.display()))
+}
+
+fn counter(stats: &str, name: &str) -> u64 {
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("no {name} in {stats}"))
+}
+
+/// Runs both workloads on a fresh mount; returns (strided bytes, strided GETs, concurrent bytes, concurrent GETs).
+fn run_workloads(
+    gw: &s3_support::Gateway,
+    bucket: &str,
+    flags: &[&str],
+) -> (Vec<u8>, usize, Vec<u8>, usize, String) {
+    let mut args = vec!["--endpoint", gw.endpoint.as_str()];
+    args.extend_from_slice(flags);
+    let mut m = Mount::try_start_source(&format!("s3://{bucket}"), &args).unwrap_or_else(|e| panic!("{e}"));
+    let before = gets(gw, bucket, "big");
+    let strided = strided_reads(&File::open(m.path("big")).unwrap());
+    let after_strided = gets(gw, bucket, "big");
+    let concurrent = concurrent_reads(File::open(m.path("big")).unwrap());
+    let after_concurrent = gets(gw, bucket, "big");
+    let stats = stats(&m);
+    assert!(m.stop(), "clean unmount");
+    (strided, after_strided - before, concurrent, after_concurrent - after_strided, stats)
+}
+
+#[test]
+fn sparse_reads_through_bucketfs_serve_take_a_third_of_the_requests() {
+    let gw = s3_support::gateway();
+    let bucket = s3_support::unique_bucket("mrange");
+    let data = upload(&gw.endpoint, &bucket, "big");
+
+    let (strided_plain, strided_plain_gets, concurrent_plain, concurrent_plain_gets, _) =
+        run_workloads(gw, &bucket, &[]);
+    let (strided_multi, strided_multi_gets, concurrent_multi, concurrent_multi_gets, stats) =
+        run_workloads(gw, &bucket, &["--enable-multi-range"]);
+    eprintln!(
+        "strided: {strided_plain_gets} GETs without the flag, {strided_multi_gets} with it; \
+         concurrent: {concurrent_plain_gets} without, {concurrent_multi_gets} with\n{stats}"
+    );
+
+    assert!(strided_plain == expected(&data, &strided_offsets()), "strided bytes without the flag");
+    assert!(strided_multi == strided_plain, "strided bytes with the flag");
+    assert!(concurrent_plain == expected(&data, &scattered_offsets()), "concurrent bytes without the flag");
+    assert!(concurrent_multi == concurrent_plain, "concurrent bytes with the flag");
+
+    assert!(strided_plain_gets >= READS as usize / 2, "{strided_plain_gets}: the baseline reads sparsely");
+    assert!(
+        strided_multi_gets * 3 <= strided_plain_gets,
+        "strided: {strided_multi_gets} GETs with the flag vs {strided_plain_gets} without"
+    );
+    assert!(
+        concurrent_multi_gets * 3 <= concurrent_plain_gets,
+        "concurrent: {concurrent_multi_gets} GETs with the flag vs {concurrent_plain_gets} without"
+    );
+
+    // the counters tell the user what happened
+    let (requests, ranges) = (counter(&stats, "multi_range_requests"), counter(&stats, "multi_range_ranges"));
+    assert!(requests > 0 && ranges > requests, "{stats}");
+    assert_eq!(counter(&stats, "multi_range_requests_saved"), ranges - requests, "{stats}");
+    let multi_lines = gw.requests(&bucket).iter().filter(|l| l.contains(',') && l.contains("range=")).count();
+    assert!(multi_lines as u64 >= requests, "the server saw the multi-range GETs: {multi_lines}");
+}
+
+#[test]
+fn a_single_range_server_gets_correct_reads_and_the_flag_is_ignored() {
+    let server = s3_support::seaweed();
+    let bucket = s3_support::unique_bucket("mrange-single");
+    let data = upload(&server.endpoint, &bucket, "big");
+    let mut m = Mount::try_start_source(
+        &format!("s3://{bucket}"),
+        &["--endpoint", &server.endpoint, "--region", "us-east-1", "--enable-multi-range"],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let strided = strided_reads(&File::open(m.path("big")).unwrap());
+    assert!(strided == expected(&data, &strided_offsets()));
+    let concurrent = concurrent_reads(File::open(m.path("big")).unwrap());
+    assert!(concurrent == expected(&data, &scattered_offsets()));
+    let stats = stats(&m);
+    assert_eq!(counter(&stats, "multi_range_requests"), 0, "{stats}");
+    assert!(m.stop());
+    let log = m.log_text();
+    assert_eq!(log.matches("--enable-multi-range ignored").count(), 1, "logged once: {log}");
+}
+
+#[test]
+fn the_embedded_store_serves_batches_natively() {
+    let drives = Drives::new(4);
+    drives.make_bucket("sparse");
+    let data = s3_support::pattern(OBJECT_SIZE as usize, 7);
+    drives.put_objects("sparse", [("big".to_string(), data.clone())]);
+    let mut m = Mount::start(&drives, "sparse", &["--enable-multi-range", "--multi-range-batch-size=8"]);
+    let strided = strided_reads(&File::open(m.path("big")).unwrap());
+    assert!(strided == expected(&data, &strided_offsets()));
+    let concurrent = concurrent_reads(File::open(m.path("big")).unwrap());
+    assert!(concurrent == expected(&data, &scattered_offsets()));
+    let stats = stats(&m);
+    // the mount counts every backend request: one per batch
+    let gets = counter(&stats, "requests_get");
+    assert!(gets * 3 <= 2 * READS, "{gets} requests for {} reads\n{stats}", 2 * READS);
+    assert!(counter(&stats, "multi_range_ranges") > 2 * counter(&stats, "multi_range_requests"), "{stats}");
+    assert!(m.stop());
+}
