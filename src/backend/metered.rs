@@ -213,7 +213,12 @@ mod tests {
         assert_eq!(single.multi_range_mode(), MultiRangeMode::Unsupported);
         let fan_out = Arc::new(InstrumentedBackend::default());
         *fan_out.mode.lock().unwrap() = Some(MultiRangeMode::ParallelSingles);
-        let wrapped = MeteredBackend::wrap(PrefixedBackend::wrap(fan_out, "p/"), m);
+        fan_out.retries.store(7, std::sync::atomic::Ordering::Relaxed);
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Arc::new(crate::upload::journal::Journal::create(dir.path()).unwrap());
+        let journaled = crate::upload::journal::JournaledBackend::wrap(fan_out, journal);
+        let wrapped = MeteredBackend::wrap(PrefixedBackend::wrap(journaled, "p/"), m);
         assert_eq!(wrapped.multi_range_mode(), MultiRangeMode::ParallelSingles, "not hidden by wrappers");
+        assert_eq!(wrapped.retries(), 7, "retries not hidden by wrappers");
     }
 }

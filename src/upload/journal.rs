@@ -216,6 +216,9 @@ impl StorageBackend for JournaledBackend {
     fn multi_range_mode(&self) -> MultiRangeMode {
         self.inner.multi_range_mode()
     }
+    fn retries(&self) -> u64 {
+        self.inner.retries()
+    }
     async fn check_bucket(&self) -> BackendResult<()> {
         self.inner.check_bucket().await
     }

@@ -39,6 +39,8 @@ pub(crate) struct InstrumentedBackend {
     pub fail_get_ranges: AtomicBool,
     /// Overrides `multi_range_mode` (else derived from the capabilities).
     pub mode: std::sync::Mutex<Option<MultiRangeMode>>,
+    /// What `retries()` reports.
+    pub retries: AtomicU64,
 }
 
 pub(crate) fn small_part_caps(min_part_size: u64) -> Capabilities {
@@ -58,6 +60,9 @@ impl InstrumentedBackend {
 impl StorageBackend for InstrumentedBackend {
     fn capabilities(&self) -> Capabilities {
         self.inner.capabilities()
+    }
+    fn retries(&self) -> u64 {
+        self.retries.load(Ordering::Relaxed)
     }
     fn multi_range_mode(&self) -> MultiRangeMode {
         let mode = *self.mode.lock().unwrap();
