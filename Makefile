@@ -5,7 +5,7 @@ PREFIX ?= /usr/local
 DEMO ?= $(CURDIR)/demo
 BIN := target/debug/bucketfs
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-DEB_PACKAGES := fuse3 libfuse3-dev pkg-config
+DEB_PACKAGES := fuse3 libfuse3-dev pkg-config openssl
 
 .PHONY: all build deps test-deps run test bench install uninstall clean fmt lint
 

@@ -173,6 +173,11 @@ impl GcsBackend {
         }
     }
 
+    /// Every object under `prefix`, reserved ones included (tests check cleanup with it).
+    pub async fn list_raw_for_tests(&self, prefix: &str) -> BackendResult<Vec<ObjectMeta>> {
+        multipart::list_all(self, prefix).await
+    }
+
     fn ctx<'a>(&'a self, op: &'static str, key: &'a str) -> Ctx<'a> {
         Ctx { target: "gcs", op, key, endpoint: &self.endpoint }
     }

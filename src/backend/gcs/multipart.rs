@@ -233,7 +233,7 @@ async fn cleanup(b: &GcsBackend, id: &str) {
 }
 
 /// Every object under `prefix` (recursive, all pages).
-async fn list_all(b: &GcsBackend, prefix: &str) -> BackendResult<Vec<ObjectMeta>> {
+pub(super) async fn list_all(b: &GcsBackend, prefix: &str) -> BackendResult<Vec<ObjectMeta>> {
     let mut out = Vec::new();
     let mut req =
         ListRequest { prefix: prefix.to_owned(), delimiter: None, continuation: None, max_keys: 1000 };
