@@ -275,3 +275,102 @@ fn missing_bucket_or_container_is_reported() {
         assert!(matches!(e, BackendError::NoSuchBucket(ref b) if b == "no-such-container"), "{e}");
     });
 }
+
+/// A TCP relay to `upstream` (host:port) that counts the connections it accepts
+/// and holds each one's first bytes back briefly, so that requests sent in
+/// parallel really overlap (and so need connections of their own), while
+/// requests sent one after another reuse one pooled connection.
+async fn counting_relay(upstream: String) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::Ordering;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let c = count.clone();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            c.fetch_add(1, Ordering::SeqCst);
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else { return };
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            });
+        }
+    });
+    (port, count)
+}
+
+/// `get_ranges` on GCS fans out single-range reads in parallel (capability
+/// `multi_range`); on Azure it falls back to one range after another.
+#[test]
+fn gcs_reads_ranges_in_parallel_azure_one_after_another() {
+    use bucketfs::backend::azure::{AzureBackend, AzureConfig, AzureRequest};
+    use bucketfs::backend::gcs::{GcsBackend, GcsConfig};
+    use std::sync::atomic::Ordering;
+    rt().block_on(async {
+        let data = Bytes::from(pattern(2 << 20, 11));
+        let ranges: Vec<_> = (0..6u64).map(|i| i * 300_000..i * 300_000 + 1000).collect();
+        for kind in [Kind::Gcs, Kind::Azure] {
+            let name = unique_bucket("par");
+            let (server, via_relay): (String, Box<dyn Fn(String) -> Arc<dyn StorageBackend>>) = match kind {
+                Kind::Gcs => {
+                    cloud_support::gcs_bucket(&name).await;
+                    let n = name.clone();
+                    (
+                        cloud_support::fake_gcs().endpoint.clone(),
+                        Box::new(move |ep| {
+                            let cfg = GcsConfig { bucket: n.clone(), endpoint: Some(ep), anonymous: true };
+                            let b = futures::executor::block_on(GcsBackend::connect(cfg)).unwrap();
+                            Arc::new(b) as Arc<dyn StorageBackend>
+                        }),
+                    )
+                }
+                Kind::Azure => {
+                    cloud_support::azure_container(&name).await;
+                    let n = name.clone();
+                    (
+                        cloud_support::azurite().endpoint.clone(),
+                        Box::new(move |ep| {
+                            let req = AzureRequest {
+                                container: n.clone(),
+                                account: Some(cloud_support::AZ_ACCOUNT.into()),
+                                endpoint: Some(ep),
+                                anonymous: false,
+                            };
+                            Arc::new(AzureBackend::new(AzureConfig::resolve(&req).unwrap()).unwrap())
+                                as Arc<dyn StorageBackend>
+                        }),
+                    )
+                }
+            };
+            let direct = fresh_named(kind, &name);
+            direct.put("f", data.clone(), &PutOptions::default()).await.unwrap();
+            let hostport = server.trim_start_matches("http://").split('/').next().unwrap().to_owned();
+            let path = server.trim_start_matches("http://").split_once('/').map(|(_, p)| format!("/{p}"));
+            let (port, conns) = counting_relay(hostport).await;
+            let b = via_relay(format!("http://127.0.0.1:{port}{}", path.unwrap_or_default()));
+            let got = b.get_ranges("f", &ranges, &GetOptions::default()).await.unwrap();
+            for (r, g) in ranges.iter().zip(&got) {
+                assert!(g[..] == data[r.start as usize..r.end as usize], "{kind:?} {r:?}");
+            }
+            let n = conns.load(Ordering::SeqCst);
+            match kind {
+                Kind::Gcs => {
+                    assert!(b.capabilities().multi_range);
+                    assert!(n > 1, "GCS: {n} connection(s) for 6 ranges: not parallel");
+                }
+                Kind::Azure => {
+                    assert!(!b.capabilities().multi_range);
+                    assert_eq!(n, 1, "Azure: ranges are read one after another on one connection");
+                }
+            }
+        }
+    });
+}
+
+fn fresh_named(kind: Kind, name: &str) -> Arc<dyn StorageBackend> {
+    match kind {
+        Kind::Gcs => Arc::new(futures::executor::block_on(cloud_support::gcs_backend(name))),
+        Kind::Azure => Arc::new(cloud_support::azure_backend(name)),
+    }
+}
