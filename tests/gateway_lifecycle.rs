@@ -88,3 +88,36 @@ fn unusable_drives_are_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot open the store"), "{err}");
 }
+
+/// A client that opens a connection and never finishes its request head is cut off
+/// (header read timeout, 30 s) instead of holding the connection forever, and does not
+/// block other clients meanwhile.
+#[test]
+fn stalled_client_is_disconnected_and_others_are_served() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let drives = format!("{}/d{{1...4}}", dir.path().display());
+    let port = free_port();
+    let mut child = serve(&drives, port).spawn().unwrap();
+    wait_listening(&mut child, port);
+    let mut stalled = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stalled.write_all(b"GET /bucket/key HTTP/1.1\r\nHost: 127.0.0.1\r\n").unwrap();
+    // Another client is answered at once (403: unsigned).
+    let mut other = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    other.write_all(b"GET /bucket/key HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    other.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    // The stalled one is closed by the server after the header timeout.
+    stalled.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let t0 = Instant::now();
+    let mut buf = Vec::new();
+    let r = stalled.read_to_end(&mut buf);
+    let waited = t0.elapsed();
+    assert!(
+        r.is_ok() || waited < Duration::from_secs(59),
+        "server never closed the stalled connection: {r:?}"
+    );
+    assert!(waited >= Duration::from_secs(20), "closed after {waited:?}, before the timeout");
+    assert!(terminate(&mut child).success());
+}

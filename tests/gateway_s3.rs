@@ -95,7 +95,7 @@ async fn objects_copy_list_delete() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multipart_upload_list_abort() {
-    let (b, _) = fresh("mpu").await;
+    let (b, bucket) = fresh("mpu").await;
     let data = Bytes::from(pattern(11 << 20, 2));
     let id = b.create_multipart("big", &PutOptions::default()).await.unwrap();
     let ups = b.list_multipart("").await.unwrap();
@@ -106,6 +106,38 @@ async fn multipart_upload_list_abort() {
     let p3 = b.upload_part("big", &id, 3, data.slice(10 << 20..)).await.unwrap();
     let p1 = b.upload_part("big", &id, 1, data.slice(..5 << 20)).await.unwrap();
     let p2 = b.upload_part("big", &id, 2, data.slice(5 << 20..10 << 20)).await.unwrap();
+    // ListParts pages with max-parts and the next part-number marker.
+    let c = admin_client(&gateway().endpoint).await;
+    let page = c.list_parts().bucket(&bucket).key("big").upload_id(&id).max_parts(2).send().await.unwrap();
+    assert_eq!(page.parts().iter().map(|p| p.part_number().unwrap()).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!((page.is_truncated(), page.next_part_number_marker()), (Some(true), Some("2")));
+    let page = c
+        .list_parts()
+        .bucket(&bucket)
+        .key("big")
+        .upload_id(&id)
+        .part_number_marker("2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.parts().iter().map(|p| p.part_number().unwrap()).collect::<Vec<_>>(), [3]);
+    assert_eq!(page.is_truncated(), Some(false));
+    // ListMultipartUploads pages with max-uploads and key/upload-id markers.
+    let other = b.create_multipart("other", &PutOptions::default()).await.unwrap();
+    let page = c.list_multipart_uploads().bucket(&bucket).max_uploads(1).send().await.unwrap();
+    assert_eq!(page.uploads().len(), 1);
+    assert_eq!(page.is_truncated(), Some(true));
+    let next = c
+        .list_multipart_uploads()
+        .bucket(&bucket)
+        .key_marker(page.next_key_marker().unwrap())
+        .upload_id_marker(page.next_upload_id_marker().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(next.uploads().iter().map(|u| u.key().unwrap()).collect::<Vec<_>>(), ["other"]);
+    assert_eq!(next.is_truncated(), Some(false));
+    b.abort_multipart("other", &other).await.unwrap();
     let meta = b.complete_multipart("big", &id, &[p1, p2, p3]).await.unwrap();
     assert_eq!(meta.size, 11 << 20);
     assert!(meta.etag.ends_with("-3"), "{}", meta.etag);
@@ -140,12 +172,18 @@ async fn multi_range_get_is_one_multipart_byteranges_answer() {
 }
 
 /// Raw HTTP/1.1 exchange; returns the status line and the rest.
-fn raw(port: u16, request: &str) -> (String, String) {
+/// Sends a raw HTTP/1.1 request and returns the whole answer, head and body.
+fn raw_bytes(port: u16, request: &str) -> Vec<u8> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.write_all(request.as_bytes()).unwrap();
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
+    out
+}
+
+fn raw(port: u16, request: &str) -> (String, String) {
+    let out = raw_bytes(port, request);
     let text = String::from_utf8_lossy(&out).into_owned();
     let (status, rest) = text.split_once("\r\n").unwrap_or((&text, ""));
     (status.to_string(), rest.to_string())
@@ -196,28 +234,31 @@ fn refuses_to_start_without_credentials() {
     assert!(err.contains("BUCKETFS_ACCESS_KEY"), "{err}");
 }
 
+/// Runs the aws CLI against `endpoint` with the test identity (or `secret`), returning its output.
+fn aws_cli(endpoint: &str, secret: &str, args: &[&str]) -> std::process::Output {
+    Command::new("aws")
+        .args(["--endpoint-url", endpoint])
+        .args(args)
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", secret)
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .output()
+        .expect("the aws CLI is not installed; run `make test-deps` (scripts/test-servers.sh install)")
+}
+
+/// The aws CLI as an outside client: put (multipart), get, list, server-side multipart copy
+/// (UploadPartCopy) of a 100 MiB object, part-number reads, presigned GET, and a wrong key.
 #[test]
 fn aws_cli_round_trip() {
-    if Command::new("aws").arg("--version").output().map(|o| !o.status.success()).unwrap_or(true) {
-        eprintln!("aws CLI not on PATH: skipped");
-        return;
-    }
     let g = gateway();
     let bucket = unique_bucket("cli");
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src.bin");
-    let data = pattern(9 << 20, 4); // above the CLI's 8 MiB multipart threshold
+    let data = pattern(100 << 20, 4); // 13 parts at the CLI's 8 MiB part size
     std::fs::write(&src, &data).unwrap();
     let dst = dir.path().join("dst.bin");
     let aws = |args: &[&str]| {
-        let out = Command::new("aws")
-            .args(["--endpoint-url", &g.endpoint])
-            .args(args)
-            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-            .env("AWS_DEFAULT_REGION", "us-east-1")
-            .output()
-            .unwrap();
+        let out = aws_cli(&g.endpoint, SECRET_KEY, args);
         assert!(out.status.success(), "aws {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
@@ -225,28 +266,66 @@ fn aws_cli_round_trip() {
     aws(&["s3", "cp", src.to_str().unwrap(), &format!("s3://{bucket}/a/src.bin")]);
     let ls = aws(&["s3", "ls", "--recursive", &format!("s3://{bucket}")]);
     assert!(ls.contains("a/src.bin"), "{ls}");
-    aws(&["s3", "cp", &format!("s3://{bucket}/a/src.bin"), dst.to_str().unwrap()]);
-    assert!(std::fs::read(&dst).unwrap() == data, "aws s3 cp round trip differs");
+    // Server-side copy: the CLI copies objects above 8 MiB with UploadPartCopy.
+    aws(&["s3", "cp", &format!("s3://{bucket}/a/src.bin"), &format!("s3://{bucket}/b/copy.bin")]);
+    let log = g.requests(&bucket);
+    let copies = log
+        .iter()
+        .filter(|l| l.starts_with(&format!("PUT /{bucket}/b/copy.bin?")) && l.contains("partNumber="))
+        .count();
+    assert_eq!(copies, 13, "one UploadPartCopy per 8 MiB part: {log:#?}");
+    aws(&["s3", "cp", &format!("s3://{bucket}/b/copy.bin"), dst.to_str().unwrap()]);
+    assert!(std::fs::read(&dst).unwrap() == data, "aws s3 cp (upload, server-side copy, download) differs");
+    // One part of the multipart object by number: part 2 is bytes 8..16 MiB.
+    let part = dir.path().join("part2.bin");
+    let head = aws(&[
+        "s3api",
+        "get-object",
+        "--bucket",
+        &bucket,
+        "--key",
+        "b/copy.bin",
+        "--part-number",
+        "2",
+        part.to_str().unwrap(),
+    ]);
+    assert!(head.contains("\"PartsCount\": 13"), "{head}");
+    assert!(std::fs::read(&part).unwrap() == data[8 << 20..16 << 20], "partNumber=2 is not the second part");
+    // A presigned URL made by the CLI works for a plain, unsigned GET.
+    let url = aws(&["s3", "presign", &format!("s3://{bucket}/a/src.bin"), "--expires-in", "300"]);
+    let path = url.trim().strip_prefix(&g.endpoint).expect("presigned URL on the endpoint").to_owned();
+    let answer = raw_bytes(
+        g.port,
+        &format!(
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nRange: bytes=0-99\r\nConnection: close\r\n\r\n",
+            g.port
+        ),
+    );
+    let head = String::from_utf8_lossy(&answer[..answer.len().min(12)]).into_owned();
+    assert!(head.starts_with("HTTP/1.1 206"), "{}", String::from_utf8_lossy(&answer));
+    assert!(answer.ends_with(&data[..100]), "presigned ranged GET returned other bytes");
     // ListObjects V1 and HeadBucket through s3api.
     let v1 = aws(&["s3api", "list-objects", "--bucket", &bucket]);
     assert!(v1.contains("a/src.bin"), "{v1}");
     aws(&["s3api", "head-bucket", "--bucket", &bucket]);
+    // A wrong secret key is refused with 403.
+    let wrong = aws_cli(
+        &g.endpoint,
+        "not-the-secret",
+        &["s3api", "head-object", "--bucket", &bucket, "--key", "a/src.bin"],
+    );
+    assert!(!wrong.status.success());
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("403"), "{wrong:?}");
     // A bucket with objects cannot be removed.
-    let rb = Command::new("aws")
-        .args(["--endpoint-url", &g.endpoint, "s3", "rb", &format!("s3://{bucket}")])
-        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-        .env("AWS_DEFAULT_REGION", "us-east-1")
-        .output()
-        .unwrap();
+    let rb = aws_cli(&g.endpoint, SECRET_KEY, &["s3", "rb", &format!("s3://{bucket}")]);
     assert!(!rb.status.success());
     assert!(String::from_utf8_lossy(&rb.stderr).contains("BucketNotEmpty"), "{rb:?}");
     aws(&["s3", "rm", "--recursive", &format!("s3://{bucket}")]);
     aws(&["s3", "rb", &format!("s3://{bucket}")]);
 }
 
-/// A SigV4-signed curl (curl >= 7.75 signs with `--aws-sigv4`); None if curl is missing.
-fn curl(args: &[&str]) -> Option<(u16, String, Vec<u8>)> {
+/// A SigV4-signed curl (curl >= 7.75 signs with `--aws-sigv4`; `make deps` installs it).
+fn curl(args: &[&str]) -> (u16, String, Vec<u8>) {
     let dir = tempfile::tempdir().unwrap();
     let head = dir.path().join("headers");
     let out = Command::new("curl")
@@ -254,18 +333,14 @@ fn curl(args: &[&str]) -> Option<(u16, String, Vec<u8>)> {
         .args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD", "-D", head.to_str().unwrap()])
         .args(args)
         .output()
-        .ok()?;
+        .expect("curl is not installed; run `make deps`");
     let headers = std::fs::read_to_string(&head).unwrap_or_default();
     let status = headers.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    Some((status, headers.to_ascii_lowercase(), out.stdout))
+    (status, headers.to_ascii_lowercase(), out.stdout)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multi_range_wire_format_limits_and_conditions() {
-    if Command::new("curl").arg("--version").output().is_err() {
-        eprintln!("curl not on PATH: skipped");
-        return;
-    }
     let (b, bucket) = fresh("wire").await;
     let data = b"0123456789abcdefghij";
     let m = b.put("k", Bytes::from_static(data), &PutOptions::default()).await.unwrap();
@@ -276,7 +351,7 @@ async fn multi_range_wire_format_limits_and_conditions() {
             args.extend(["-H".to_string(), e.to_string()]);
         }
         args.push(url.clone());
-        curl(&args.iter().map(String::as_str).collect::<Vec<_>>()).expect("curl")
+        curl(&args.iter().map(String::as_str).collect::<Vec<_>>())
     };
 
     let (status, headers, body) = get("bytes=0-1,4-5,-3", &[]);
@@ -317,6 +392,19 @@ async fn multi_range_wire_format_limits_and_conditions() {
     assert_eq!(get("bytes=0-1,4-5", &["If-Match: \"00000000000000000000000000000000\""]).0, 412);
     let ok = format!("If-Match: \"{}\"", m.etag);
     assert_eq!(get("bytes=0-1,4-5", &[&ok]).0, 206);
+
+    // Date conditions, on single-range and multi-range GETs alike.
+    let past = "Sat, 01 Jan 2000 00:00:00 GMT";
+    let future = "Fri, 01 Jan 2100 00:00:00 GMT";
+    for range in ["bytes=0-1", "bytes=0-1,4-5"] {
+        assert_eq!(get(range, &[&format!("If-Modified-Since: {future}")]).0, 304, "{range}");
+        assert_eq!(get(range, &[&format!("If-Modified-Since: {past}")]).0, 206, "{range}");
+        assert_eq!(get(range, &[&format!("If-Unmodified-Since: {past}")]).0, 412, "{range}");
+        assert_eq!(get(range, &[&format!("If-Unmodified-Since: {future}")]).0, 206, "{range}");
+        // If-None-Match takes precedence over If-Modified-Since (RFC 9110 §13.2.2).
+        let mismatch = "If-None-Match: \"00000000000000000000000000000000\"";
+        assert_eq!(get(range, &[mismatch, &format!("If-Modified-Since: {future}")]).0, 206, "{range}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -357,6 +445,55 @@ async fn aws_chunked_upload_and_copy_between_buckets() {
     assert!(out.copy_object_result().and_then(|r| r.e_tag()).is_some());
     let got = b2.get_range("copied", None, &GetOptions::default()).await.unwrap();
     assert!(got.data == data, "cross-bucket copy differs");
+}
+
+/// `--public-read BUCKET`: unsigned reads of that bucket work (plain GET, multi-range GET,
+/// listing, and an anonymous S3 client); unsigned writes, and unsigned reads of any other
+/// bucket, get 403.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_read_bucket_allows_only_anonymous_reads() {
+    let g = gateway();
+    make_bucket(&g.endpoint, PUBLIC_BUCKET).await;
+    let signed = backend(&g.endpoint, PUBLIC_BUCKET).await;
+    signed.put("doc", Bytes::from_static(b"0123456789public"), &PutOptions::default()).await.unwrap();
+    let (private, private_bucket) = fresh("private").await;
+    private.put("doc", Bytes::from_static(b"secret"), &PutOptions::default()).await.unwrap();
+
+    let req = |method: &str, path: &str, extra: &str| {
+        raw(g.port, &format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n", g.port))
+    };
+    let (status, body) = req("GET", &format!("/{PUBLIC_BUCKET}/doc"), "");
+    assert!(status.contains(" 200 ") && body.ends_with("0123456789public"), "{status}\n{body}");
+    let (status, body) = req("GET", &format!("/{PUBLIC_BUCKET}/doc"), "Range: bytes=0-1,10-15\r\n");
+    assert!(
+        status.contains(" 206 ") && body.contains("multipart/byteranges") && body.contains("public"),
+        "{status}"
+    );
+    let (status, body) = req("GET", &format!("/{PUBLIC_BUCKET}?list-type=2"), "");
+    assert!(status.contains(" 200 ") && body.contains("<Key>doc</Key>"), "{status}\n{body}");
+    for (method, path) in [
+        ("PUT", format!("/{PUBLIC_BUCKET}/new")),
+        ("DELETE", format!("/{PUBLIC_BUCKET}/doc")),
+        ("POST", format!("/{PUBLIC_BUCKET}/big?uploads")),
+        ("GET", format!("/{private_bucket}/doc")),
+        ("GET", "/".to_string()),
+    ] {
+        let (status, _) = req(method, &path, "");
+        assert!(status.contains(" 403 "), "{method} {path}: {status}");
+    }
+    assert_eq!(
+        &signed.get_range("doc", None, &GetOptions::default()).await.unwrap().data[..],
+        b"0123456789public"
+    );
+    // An anonymous client (what `--no-sign-request` mounts use) reads, and cannot write.
+    let anon = S3Backend::connect(S3Config { no_sign_request: true, ..config(&g.endpoint, PUBLIC_BUCKET) })
+        .await
+        .unwrap();
+    anon.check_bucket().await.unwrap();
+    let got = anon.get_ranges("doc", &[0..2, 10..16], &GetOptions::default()).await.unwrap();
+    assert_eq!((&got[0][..], &got[1][..]), (&b"01"[..], &b"public"[..]));
+    let e = anon.put("x", Bytes::from_static(b"x"), &PutOptions::default()).await.unwrap_err();
+    assert!(matches!(e, BackendError::AccessDenied(_)), "{e:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -28,6 +28,8 @@ enum Mode {
     Whole,
     /// 400 InvalidArgument.
     Reject,
+    /// Every other GET fails with 503 SlowDown (the first one included); the rest as `FirstRangeOnly`.
+    Flaky,
     /// Like AWS for a bucket in eu-central-1: requests signed for another
     /// region get 301 with `x-amz-bucket-region`; then single-range answers.
     Regional,
@@ -140,7 +142,12 @@ fn serve(
         write!(conn, "HTTP/1.1 200 OK\r\n{head}Content-Length: 0\r\n\r\n")?;
         return Ok(());
     }
-    gets.fetch_add(1, Ordering::Relaxed);
+    let nth_get = gets.fetch_add(1, Ordering::Relaxed);
+    if mode == Mode::Flaky && nth_get % 2 == 0 {
+        let body = "<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
+        write!(conn, "HTTP/1.1 503 Slow Down\r\nConnection: close\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n{body}", body.len())?;
+        return Ok(());
+    }
     let ranges = range.as_deref().map(parse_ranges).unwrap_or_default();
     if ranges.len() > 1 {
         multi.fetch_add(1, Ordering::Relaxed);
@@ -155,7 +162,7 @@ fn serve(
             let body = "<?xml version=\"1.0\"?><Error><Code>InvalidArgument</Code><Message>multiple ranges</Message></Error>";
             write!(conn, "HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n{body}", body.len())
         }
-        (1, _) | (2.., Mode::FirstRangeOnly | Mode::Regional) => {
+        (1, _) | (2.., Mode::FirstRangeOnly | Mode::Regional | Mode::Flaky) => {
             let (a, b) = clamp(ranges[0]);
             write!(
                 conn,
@@ -284,6 +291,21 @@ async fn whole_object_answer_of_a_large_object_is_not_downloaded() {
     // Known single-range now: only single GETs from here on.
     b.get_ranges("obj", &ranges, &GetOptions::default()).await.unwrap();
     assert_eq!(srv.multi_requests.load(Ordering::Relaxed), 1);
+}
+
+/// 503 SlowDown is retried with backoff, and every retry is counted for `bucketfs stats`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_down_answers_are_retried_and_counted() {
+    let size = 10_000;
+    let srv = start(Mode::Flaky, size);
+    let b = anonymous(&srv.endpoint).await;
+    assert_eq!(b.retries(), 0);
+    for r in [0..10, 500..600, 9_990..10_000] {
+        let got = b.get_range("obj", Some(r.clone()), &GetOptions::default()).await.unwrap();
+        assert_eq!(&got.data[..], &expected(&r, size)[..]);
+    }
+    assert_eq!(srv.gets.load(Ordering::Relaxed), 6, "each GET failed once, then succeeded");
+    assert_eq!(b.retries(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

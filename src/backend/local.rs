@@ -166,6 +166,11 @@ impl StorageBackend for LocalBackend {
         self.run(move |s, b| s.abort_multipart_upload(b, &key, &id)).await
     }
 
+    async fn list_parts(&self, key: &str, upload_id: &str) -> BackendResult<Vec<CompletedPart>> {
+        let (key, id) = (key.to_string(), upload_id.to_string());
+        self.run(move |s, b| s.list_parts(b, &key, &id)).await
+    }
+
     async fn list_multipart(&self, prefix: &str) -> BackendResult<Vec<MultipartUploadInfo>> {
         let prefix = prefix.to_string();
         self.run(move |s, b| s.list_multipart_uploads(b, &prefix)).await

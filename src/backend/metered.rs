@@ -58,6 +58,9 @@ impl StorageBackend for MeteredBackend {
     fn capabilities(&self) -> Capabilities {
         self.inner.capabilities()
     }
+    fn retries(&self) -> u64 {
+        self.inner.retries()
+    }
     async fn check_bucket(&self) -> BackendResult<()> {
         self.run(&self.metrics.requests_head, span!("check_bucket"), self.inner.check_bucket()).await
     }
@@ -153,6 +156,10 @@ impl StorageBackend for MeteredBackend {
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> BackendResult<()> {
         let s = span!("abort_multipart", key = key);
         self.run(&self.metrics.requests_multipart, s, self.inner.abort_multipart(key, upload_id)).await
+    }
+    async fn list_parts(&self, key: &str, upload_id: &str) -> BackendResult<Vec<CompletedPart>> {
+        let s = span!("list_parts", key = key);
+        self.run(&self.metrics.requests_list, s, self.inner.list_parts(key, upload_id)).await
     }
     async fn list_multipart(&self, prefix: &str) -> BackendResult<Vec<MultipartUploadInfo>> {
         let s = span!("list_multipart", prefix = prefix);

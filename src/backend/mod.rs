@@ -201,6 +201,12 @@ pub type BackendResult<T> = Result<T, BackendError>;
 pub trait StorageBackend: Send + Sync + 'static {
     fn capabilities(&self) -> Capabilities;
 
+    /// Requests this backend re-sent after a failed attempt (its own retry policy), since
+    /// it was created; for `bucketfs stats`. Backends without retries report 0.
+    fn retries(&self) -> u64 {
+        0
+    }
+
     /// Checks at mount time that the bucket exists and is reachable with our credentials.
     async fn check_bucket(&self) -> BackendResult<()>;
 
@@ -276,6 +282,14 @@ pub trait StorageBackend: Send + Sync + 'static {
     ) -> BackendResult<ObjectMeta>;
 
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> BackendResult<()>;
+
+    /// The parts stored so far in an upload, ascending by number; what lets an
+    /// interrupted upload resume without re-sending them. Backends that cannot list
+    /// parts keep this default, and their callers start over instead.
+    async fn list_parts(&self, key: &str, upload_id: &str) -> BackendResult<Vec<CompletedPart>> {
+        let _ = (key, upload_id);
+        Err(BackendError::NotSupported("list_parts".into()))
+    }
 
     /// In-progress multipart uploads whose key starts with `prefix`.
     async fn list_multipart(&self, prefix: &str) -> BackendResult<Vec<MultipartUploadInfo>>;

@@ -47,6 +47,9 @@ impl StorageBackend for PrefixedBackend {
     fn capabilities(&self) -> Capabilities {
         self.inner.capabilities()
     }
+    fn retries(&self) -> u64 {
+        self.inner.retries()
+    }
     async fn check_bucket(&self) -> BackendResult<()> {
         self.inner.check_bucket().await
     }
@@ -120,6 +123,9 @@ impl StorageBackend for PrefixedBackend {
     }
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> BackendResult<()> {
         self.inner.abort_multipart(&self.full(key), upload_id).await
+    }
+    async fn list_parts(&self, key: &str, upload_id: &str) -> BackendResult<Vec<CompletedPart>> {
+        self.inner.list_parts(&self.full(key), upload_id).await
     }
     async fn list_multipart(&self, prefix: &str) -> BackendResult<Vec<MultipartUploadInfo>> {
         let ups = self.inner.list_multipart(&self.full(prefix)).await?;

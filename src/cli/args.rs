@@ -40,6 +40,12 @@ pub enum Command {
     Stats(StatsArgs),
     /// Serve the embedded store over the S3 API (credentials: BUCKETFS_ACCESS_KEY, BUCKETFS_SECRET_KEY).
     Serve(ServeArgs),
+    /// Copy a local file to a bucket URL or back: parallel parts, progress, resumable.
+    Cp(super::cp::CpArgs),
+    /// Multipart uploads by hand: start, put-part, complete, abort (parts may come from several machines).
+    Upload(super::upload_cmd::UploadArgs),
+    /// Find (list) and clean up (abort) pending multipart uploads under a URL.
+    Uploads(super::upload_cmd::UploadsArgs),
 }
 
 #[derive(Args, Debug)]
@@ -88,6 +94,9 @@ pub struct ServeArgs {
     /// Append one line per HTTP request (method, path, status, Range, length; never signatures) to FILE.
     #[arg(long = "access-log", value_name = "FILE")]
     pub access_log: Option<PathBuf>,
+    /// Let unsigned clients read (GET, HEAD, list) BUCKET; repeat for more buckets. Default: none.
+    #[arg(long = "public-read", value_name = "BUCKET")]
+    pub public_read: Vec<String>,
 }
 
 #[derive(Args, Debug, Clone)]

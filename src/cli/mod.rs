@@ -3,11 +3,13 @@
 
 pub mod args;
 pub mod backend;
+pub mod cp;
 pub mod daemon;
 pub mod fstab;
 pub mod mount;
 pub mod source;
 pub mod tools;
+pub mod upload_cmd;
 
 use std::collections::HashSet;
 use std::ffi::OsString;
@@ -82,8 +84,21 @@ pub fn main() -> i32 {
                 parity: a.drives.parity,
                 address: a.address,
                 access_log: a.access_log,
+                public_read: a.public_read,
             })
             .map_err(anyhow::Error::from)
+        }
+        Some(Command::Cp(a)) => {
+            init_logging(false, false);
+            cp::run(a)
+        }
+        Some(Command::Upload(a)) => {
+            init_logging(false, false);
+            upload_cmd::upload(a)
+        }
+        Some(Command::Uploads(a)) => {
+            init_logging(false, false);
+            upload_cmd::uploads(a)
         }
         None => mount::run(cli.mount),
     };

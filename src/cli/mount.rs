@@ -23,6 +23,7 @@ use crate::fs::handle::{HandleConfig, HandleContext};
 use crate::fs::{BucketFs, FsConfig};
 use crate::memory::MemoryLimiter;
 use crate::metrics::Metrics;
+use crate::upload::journal;
 
 /// Smallest `--memory-limit` that still lets one part upload while another buffers.
 const MIN_MEMORY_LIMIT: u64 = 32 << 20;
@@ -113,6 +114,7 @@ fn serve(
     let metrics = Arc::new(Metrics::default());
     // every request of this mount is counted and traced in one place
     let backend = MeteredBackend::wrap(backend, metrics.clone());
+    let backend = if args.read_only { backend } else { journaled(&rt, args, source, backend) };
     let handles = Arc::new(HandleContext {
         backend: backend.clone(),
         memory: MemoryLimiter::new(args.memory_limit),
@@ -227,6 +229,44 @@ fn serve(
     // Uploads still running in the runtime have been committed above; give stragglers a moment.
     rt.shutdown_timeout(Duration::from_secs(5));
     Ok(())
+}
+
+/// Aborts the uploads that dead mounts of this bucket left in their journals, then
+/// journals this mount's own (see `upload::journal`). Journal trouble costs only the
+/// early clean-up, never the mount.
+fn journaled(
+    rt: &tokio::runtime::Runtime,
+    args: &MountArgs,
+    source: &Source,
+    backend: Arc<dyn StorageBackend>,
+) -> Arc<dyn StorageBackend> {
+    let root = match &args.cache_dir {
+        Some(d) => d.join("journal"),
+        None => journal::default_root(),
+    };
+    let identity = format!(
+        "{source} endpoint={} drives={}",
+        args.backend.endpoint.as_deref().unwrap_or(""),
+        args.backend.drives.as_deref().unwrap_or("")
+    );
+    let dir = journal::journal_dir(&root, &identity);
+    let recovery = async {
+        tokio::time::timeout(Duration::from_secs(60), journal::recover(&dir, backend.as_ref())).await
+    };
+    match rt.block_on(recovery) {
+        Ok(r) if r.journals > 0 => {
+            info!(journals = r.journals, aborted = r.aborted, "cleaned up after dead mounts of this bucket")
+        }
+        Ok(_) => {}
+        Err(_) => warn!("recovering the upload journals in {} timed out", dir.display()),
+    }
+    match journal::Journal::create(&dir) {
+        Ok(j) => journal::JournaledBackend::wrap(backend, Arc::new(j)),
+        Err(e) => {
+            warn!("no upload journal, a crash will leave uploads for the age-based sweep: {e}");
+            backend
+        }
+    }
 }
 
 /// Aborts multipart uploads under the mount older than `age`: what crashed writers

@@ -104,7 +104,10 @@ impl Fs {
     pub async fn getxattr(&self, ino: u64, name: &std::ffi::OsStr) -> FsResult<Vec<u8>> {
         let name = name_str(name)?;
         if ino == ROOT_INO && name == STATS_XATTR {
-            return Ok(self.handles.metrics.render().into_bytes());
+            // retries are counted by the backend's own retry machinery
+            let m = &self.handles.metrics;
+            m.retries.store(self.handles.backend.retries(), std::sync::atomic::Ordering::Relaxed);
+            return Ok(m.render().into_bytes());
         }
         let Some(key) = encode_name(name) else { return Err(FsError::NoData) };
         let md = self.metadata_of(ino).await?;

@@ -5,7 +5,9 @@
 //! channel of [`DEPTH`] chunks; the store runs in `spawn_blocking` and reads
 //! from the other end with `blocking_recv`. Memory per upload is therefore a
 //! few body chunks (hyper's are at most tens of KiB), not the object size.
-//! A body error reaches the store as an `io::Error`, which aborts the write.
+//! A body error reaches the store as an `io::Error`, which aborts the write;
+//! so does a client that stops sending for [`BODY_IDLE_TIMEOUT`] (otherwise a
+//! stalled upload would hold a blocking thread and its part files forever).
 
 use std::io::{self, Read};
 
@@ -16,6 +18,8 @@ use tokio::sync::mpsc;
 
 /// Chunks in flight between the network task and the store thread.
 const DEPTH: usize = 8;
+/// Longest wait for the next chunk of a request body.
+pub const BODY_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 pub struct ChannelReader {
     rx: mpsc::Receiver<io::Result<Bytes>>,
@@ -42,8 +46,15 @@ pub fn reader(body: Option<StreamingBlob>) -> ChannelReader {
     let (tx, rx) = mpsc::channel(DEPTH);
     if let Some(mut body) = body {
         tokio::spawn(async move {
-            while let Some(chunk) = body.next().await {
-                let item = chunk.map_err(|e| io::Error::other(format!("request body: {e}")));
+            loop {
+                let item = match tokio::time::timeout(BODY_IDLE_TIMEOUT, body.next()).await {
+                    Ok(None) => break,
+                    Ok(Some(chunk)) => chunk.map_err(|e| io::Error::other(format!("request body: {e}"))),
+                    Err(_) => Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("request body: nothing received for {BODY_IDLE_TIMEOUT:?}"),
+                    )),
+                };
                 let failed = item.is_err();
                 // The store stopped reading (it failed): nothing left to do.
                 if tx.send(item).await.is_err() || failed {

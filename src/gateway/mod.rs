@@ -9,17 +9,21 @@
 //!   through a small bounded channel, so uploads stream with bounded memory.
 //! - [`multirange`]: an `S3Route` for `Range: bytes=a-b,c-d` GETs (s3s itself
 //!   rejects them), answered with `206 multipart/byteranges`.
+//! - [`parts`]: UploadPartCopy and `?partNumber=N` reads.
 //! - [`errors`]: `StoreError` to S3 error code mapping.
+//! - [`access`]: signed requests only, except reads of `--public-read` buckets.
 //! - [`access_log`]: `--access-log FILE`, one line per request (no secrets).
 //!
 //! Credentials come from `BUCKETFS_ACCESS_KEY` / `BUCKETFS_SECRET_KEY`; with
 //! `SimpleAuth` installed s3s refuses unsigned and wrongly signed requests
 //! (403 AccessDenied / SignatureDoesNotMatch) before any handler runs.
 
+mod access;
 mod access_log;
 mod body;
 mod errors;
 mod multirange;
+mod parts;
 mod s3;
 
 use std::net::SocketAddr;
@@ -32,6 +36,9 @@ use s3s::service::S3ServiceBuilder;
 use crate::store::{parse_drive_spec, Store, StoreConfig};
 
 pub use multirange::MAX_RANGES;
+
+/// Longest wait for a request's head (also bounds idle keep-alive connections and slow clients).
+const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// How long requests in flight may run on after SIGINT/SIGTERM.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
@@ -62,6 +69,8 @@ pub struct ServeConfig {
     pub address: String,
     /// Append one line per request to this file.
     pub access_log: Option<std::path::PathBuf>,
+    /// Buckets anonymous clients may read (`--public-read`).
+    pub public_read: Vec<String>,
 }
 
 /// Logging to stderr; RUST_LOG overrides. s3s logs every client error (404s,
@@ -103,7 +112,8 @@ pub fn run(cfg: ServeConfig) -> Result<(), ServeError> {
     let store = Store::open(StoreConfig { drives, parity: cfg.parity })?;
 
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(ServeError::Runtime)?;
-    let res = rt.block_on(serve(store.clone(), addr, access, secret, access_log));
+    let public = access::PublicReadAccess::new(cfg.public_read.iter().cloned());
+    let res = rt.block_on(serve(store.clone(), addr, access, secret, access_log, public));
     store.close();
     res
 }
@@ -114,6 +124,7 @@ async fn serve(
     access: String,
     secret: String,
     access_log: Option<access_log::AccessLog>,
+    public: access::PublicReadAccess,
 ) -> Result<(), ServeError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -121,7 +132,9 @@ async fn serve(
     let mut builder = S3ServiceBuilder::new(s3::Gateway::new(store.clone()));
     // The secret goes into s3s only; it is never logged.
     builder.set_auth(SimpleAuth::from_single(access.clone(), secret));
-    builder.set_route(multirange::MultiRange::new(store));
+    // the multi-range route applies the same rules as s3s's access check
+    builder.set_access(public.clone());
+    builder.set_route(multirange::MultiRange::new(store, public));
     let service = builder.build();
     tracing::info!(%addr, access_key = %access, "serving the S3 API");
 
@@ -155,6 +168,8 @@ async fn serve(
                     }
                 });
                 let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(HEADER_READ_TIMEOUT)
                     .serve_connection(TokioIo::new(stream), logged);
                 // Watched so that shutdown lets requests in flight finish.
                 let conn = graceful.watch(conn);

@@ -21,10 +21,12 @@ use bytes::Bytes;
 use hyper::http::{Extensions, HeaderValue};
 use hyper::{HeaderMap, Method, StatusCode, Uri};
 use s3s::dto::{ETagCondition, Timestamp, TimestampFormat};
+use s3s::path::S3Path;
 use s3s::route::S3Route;
 use s3s::{s3_error, Body, S3Request, S3Response, S3Result};
 
-use super::s3::{call, check_read_conditions, segments_stream, Seg};
+use super::access::PublicReadAccess;
+use super::s3::{call, check_read_conditions, segments_stream, ReadConditions, Seg};
 use crate::backend::GetOptions;
 use crate::store::Store;
 
@@ -35,11 +37,12 @@ const INLINE_MAX: u64 = 8 << 20;
 
 pub struct MultiRange {
     store: Arc<Store>,
+    access: PublicReadAccess,
 }
 
 impl MultiRange {
-    pub fn new(store: Arc<Store>) -> Self {
-        MultiRange { store }
+    pub fn new(store: Arc<Store>, access: PublicReadAccess) -> Self {
+        MultiRange { store, access }
     }
 }
 
@@ -152,6 +155,12 @@ fn header(v: impl AsRef<str>) -> S3Result<HeaderValue> {
     HeaderValue::from_str(v.as_ref()).map_err(|_| s3_error!(InternalError, "unencodable header value"))
 }
 
+/// An HTTP-date condition; an unparsable date is ignored, as RFC 9110 §13.1.3 says.
+fn date_cond(headers: &HeaderMap, name: &str) -> Option<Timestamp> {
+    let v = headers.get(name)?.to_str().ok()?;
+    Timestamp::parse(TimestampFormat::HttpDate, v).ok()
+}
+
 fn etag_cond(headers: &HeaderMap, name: &str) -> S3Result<Option<ETagCondition>> {
     match headers.get(name) {
         None => Ok(None),
@@ -173,17 +182,34 @@ impl S3Route for MultiRange {
             && plain_query(uri)
     }
 
+    /// Signed requests, or unsigned GETs of a `--public-read` bucket (same rule as s3s's access check).
+    async fn check_access(&self, req: &mut S3Request<Body>) -> S3Result<()> {
+        if req.credentials.is_some() {
+            return Ok(());
+        }
+        let path = object_path(&req.uri)
+            .map(|(bucket, key)| S3Path::Object { bucket: bucket.into(), key: key.into() });
+        match path {
+            Some(p) if self.access.allows_anonymous("GetObject", &p) => Ok(()),
+            _ => Err(s3_error!(AccessDenied, "Signature is required")),
+        }
+    }
+
     async fn call(&self, req: S3Request<Body>) -> S3Result<S3Response<Body>> {
         let (bucket, key) = object_path(&req.uri).ok_or_else(|| s3_error!(InvalidURI))?;
         let range_header =
             req.headers.get(hyper::header::RANGE).and_then(|v| v.to_str().ok()).unwrap_or_default();
         let specs = parse(range_header);
-        let if_match = etag_cond(&req.headers, "if-match")?;
-        let if_none_match = etag_cond(&req.headers, "if-none-match")?;
+        let conditions = ReadConditions {
+            if_match: etag_cond(&req.headers, "if-match")?,
+            if_none_match: etag_cond(&req.headers, "if-none-match")?,
+            if_modified_since: date_cond(&req.headers, "if-modified-since"),
+            if_unmodified_since: date_cond(&req.headers, "if-unmodified-since"),
+        };
 
         let (b, k) = (bucket.clone(), key.clone());
         let m = call(&self.store, move |s| s.head_object(&b, &k)).await?;
-        check_read_conditions(&m, if_match.as_ref(), if_none_match.as_ref())?;
+        check_read_conditions(&m, &conditions)?;
         // An unparsable Range header is ignored (RFC 9110 §14.2).
         let plan = specs.map_or(Plan::Whole, |s| plan(&s, m.size));
         let content_type = m.content_type.clone().unwrap_or_else(|| "binary/octet-stream".into());

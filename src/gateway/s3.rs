@@ -18,6 +18,7 @@ use s3s::{s3_error, S3Request, S3Response, S3Result, S3};
 
 use super::body;
 use super::errors::{join, to_s3};
+use super::parts::part_range;
 use crate::backend::{self, GetOptions, ListRequest, ObjectMeta, PutOptions};
 use crate::store::{Store, StoreError};
 
@@ -26,7 +27,7 @@ const CHUNK: u64 = 4 << 20;
 
 #[derive(Clone)]
 pub struct Gateway {
-    store: Arc<Store>,
+    pub(super) store: Arc<Store>,
 }
 
 impl Gateway {
@@ -78,23 +79,35 @@ fn etag_matches(cond: &ETagCondition, m: &ObjectMeta) -> bool {
     }
 }
 
-/// If-Match (412 on mismatch) and If-None-Match (304 on match) of GET/HEAD.
-pub(super) fn check_read_conditions(
-    m: &ObjectMeta,
-    if_match: Option<&ETagCondition>,
-    if_none_match: Option<&ETagCondition>,
-) -> S3Result<()> {
-    if let Some(c) = if_match {
-        if !etag_matches(c, m) {
-            return Err(s3_error!(PreconditionFailed, "ETag does not match If-Match"));
+/// The conditional headers of a GET or HEAD.
+#[derive(Default)]
+pub(super) struct ReadConditions {
+    pub if_match: Option<ETagCondition>,
+    pub if_none_match: Option<ETagCondition>,
+    pub if_modified_since: Option<Timestamp>,
+    pub if_unmodified_since: Option<Timestamp>,
+}
+
+/// RFC 9110 §13.2.2 order: If-Match (412), else If-Unmodified-Since (412); then
+/// If-None-Match (304), else If-Modified-Since (304). Dates compare at whole seconds,
+/// the resolution of HTTP dates.
+pub(super) fn check_read_conditions(m: &ObjectMeta, c: &ReadConditions) -> S3Result<()> {
+    let secs = m.last_modified.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let modified = Timestamp::from(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs));
+    match (&c.if_match, &c.if_unmodified_since) {
+        (Some(cond), _) if !etag_matches(cond, m) => {
+            return Err(s3_error!(PreconditionFailed, "ETag does not match If-Match"))
         }
-    }
-    if let Some(c) = if_none_match {
-        if etag_matches(c, m) {
-            return Err(s3_error!(NotModified));
+        (None, Some(t)) if modified > *t => {
+            return Err(s3_error!(PreconditionFailed, "modified since If-Unmodified-Since"))
         }
+        _ => {}
     }
-    Ok(())
+    match (&c.if_none_match, &c.if_modified_since) {
+        (Some(cond), _) if etag_matches(cond, m) => Err(s3_error!(NotModified)),
+        (None, Some(t)) if modified <= *t => Err(s3_error!(NotModified)),
+        _ => Ok(()),
+    }
 }
 
 /// A piece of a response body: bytes already in hand, or a range of the object.
@@ -236,14 +249,27 @@ impl S3 for Gateway {
 
     async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
         let i = req.input;
-        if i.part_number.is_some() {
-            return Err(s3_error!(NotImplemented, "partNumber reads are not supported"));
-        }
         let (b, k) = (i.bucket, i.key);
-        let m = self.call(move |s| s.head_object(&b, &k)).await?;
-        check_read_conditions(&m, i.if_match.as_ref(), i.if_none_match.as_ref())?;
+        let (m, sizes) = self.call(move |s| s.object_part_sizes(&b, &k)).await?;
+        check_read_conditions(
+            &m,
+            &ReadConditions {
+                if_match: i.if_match.clone(),
+                if_none_match: i.if_none_match.clone(),
+                if_modified_since: i.if_modified_since.clone(),
+                if_unmodified_since: i.if_unmodified_since.clone(),
+            },
+        )?;
+        let (len, parts_count) = match i.part_number {
+            Some(n) => {
+                let r = part_range(&sizes, n)?;
+                (r.end - r.start, Some(sizes.len() as i32))
+            }
+            None => (m.size, None),
+        };
         Ok(S3Response::new(HeadObjectOutput {
-            content_length: Some(m.size as i64),
+            content_length: Some(len as i64),
+            parts_count,
             content_type: m.content_type.clone(),
             e_tag: Some(etag(&m)),
             last_modified: Some(ts(m.last_modified)),
@@ -255,15 +281,26 @@ impl S3 for Gateway {
 
     async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
         let i = req.input;
-        if i.part_number.is_some() {
-            return Err(s3_error!(NotImplemented, "partNumber reads are not supported"));
-        }
         let (b, k) = (i.bucket.clone(), i.key.clone());
-        let m = self.call(move |s| s.head_object(&b, &k)).await?;
-        check_read_conditions(&m, i.if_match.as_ref(), i.if_none_match.as_ref())?;
-        let (range, content_range) = match &i.range {
-            None => (0..m.size, None),
-            Some(r) => {
+        let (m, sizes) = self.call(move |s| s.object_part_sizes(&b, &k)).await?;
+        check_read_conditions(
+            &m,
+            &ReadConditions {
+                if_match: i.if_match.clone(),
+                if_none_match: i.if_none_match.clone(),
+                if_modified_since: i.if_modified_since.clone(),
+                if_unmodified_since: i.if_unmodified_since.clone(),
+            },
+        )?;
+        let (range, content_range) = match (&i.range, i.part_number) {
+            (Some(_), Some(_)) => return Err(s3_error!(InvalidRequest, "Range and partNumber together")),
+            (None, None) => (0..m.size, None),
+            (None, Some(n)) => {
+                let r = part_range(&sizes, n)?;
+                let cr = format!("bytes {}-{}/{}", r.start, r.end.max(r.start + 1) - 1, m.size);
+                (r, Some(cr))
+            }
+            (Some(r), None) => {
                 let rr = r.check(m.size).map_err(|_| s3_error!(InvalidRange))?;
                 let cr = format!("bytes {}-{}/{}", rr.start, rr.end - 1, m.size);
                 (rr, Some(cr))
@@ -276,6 +313,7 @@ impl S3 for Gateway {
             body: Some(body),
             content_length: Some(len as i64),
             content_range,
+            parts_count: i.part_number.map(|_| sizes.len() as i32),
             content_type: m.content_type.clone(),
             e_tag: Some(etag(&m)),
             last_modified: Some(ts(m.last_modified)),
@@ -452,14 +490,25 @@ impl S3 for Gateway {
         Ok(S3Response::new(UploadPartOutput { e_tag: Some(ETag::Strong(p.etag)), ..Default::default() }))
     }
 
+    async fn upload_part_copy(
+        &self,
+        req: S3Request<UploadPartCopyInput>,
+    ) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        Ok(S3Response::new(self.part_copy(req.input).await?))
+    }
+
     async fn list_parts(&self, req: S3Request<ListPartsInput>) -> S3Result<S3Response<ListPartsOutput>> {
         let i = req.input;
         let (b, k, id) = (i.bucket.clone(), i.key.clone(), i.upload_id.clone());
         let parts = self.call(move |s| s.list_parts(&b, &k, &id)).await?;
         let marker = i.part_number_marker.unwrap_or(0);
-        let parts = parts
+        let max = i.max_parts.filter(|&m| m > 0).unwrap_or(1000).min(1000) as usize;
+        let mut after: Vec<_> = parts.into_iter().filter(|p| p.part_number as i32 > marker).collect();
+        let truncated = after.len() > max;
+        after.truncate(max);
+        let next_marker = after.last().map(|p| p.part_number as i32).filter(|_| truncated);
+        let parts = after
             .into_iter()
-            .filter(|p| p.part_number as i32 > marker)
             .map(|p| Part {
                 part_number: Some(p.part_number as i32),
                 e_tag: Some(ETag::Strong(p.etag)),
@@ -472,7 +521,10 @@ impl S3 for Gateway {
             key: Some(i.key),
             upload_id: Some(i.upload_id),
             parts: Some(parts),
-            is_truncated: Some(false),
+            max_parts: Some(max as i32),
+            part_number_marker: i.part_number_marker,
+            next_part_number_marker: next_marker,
+            is_truncated: Some(truncated),
             ..Default::default()
         }))
     }
@@ -517,7 +569,20 @@ impl S3 for Gateway {
     ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
         let i = req.input;
         let (b, prefix) = (i.bucket.clone(), i.prefix.clone().unwrap_or_default());
-        let ups = self.call(move |s| s.list_multipart_uploads(&b, &prefix)).await?;
+        let mut ups = self.call(move |s| s.list_multipart_uploads(&b, &prefix)).await?;
+        ups.sort_by(|a, b| (&a.key, &a.upload_id).cmp(&(&b.key, &b.upload_id)));
+        // S3 paging: after key-marker, or within it after upload-id-marker.
+        if let Some(km) = &i.key_marker {
+            let idm = i.upload_id_marker.as_deref();
+            ups.retain(|u| &u.key > km || (&u.key == km && idm.is_some_and(|m| u.upload_id.as_str() > m)));
+        }
+        let max = i.max_uploads.filter(|&m| m > 0).unwrap_or(1000).min(1000) as usize;
+        let truncated = ups.len() > max;
+        ups.truncate(max);
+        let (next_key, next_id) = match ups.last().filter(|_| truncated) {
+            Some(u) => (Some(u.key.clone()), Some(u.upload_id.clone())),
+            None => (None, None),
+        };
         let uploads = ups
             .into_iter()
             .map(|u| MultipartUpload {
@@ -530,8 +595,13 @@ impl S3 for Gateway {
         Ok(S3Response::new(ListMultipartUploadsOutput {
             bucket: Some(i.bucket),
             prefix: i.prefix,
+            key_marker: i.key_marker,
+            upload_id_marker: i.upload_id_marker,
+            next_key_marker: next_key,
+            next_upload_id_marker: next_id,
+            max_uploads: Some(max as i32),
             uploads: Some(uploads),
-            is_truncated: Some(false),
+            is_truncated: Some(truncated),
             ..Default::default()
         }))
     }

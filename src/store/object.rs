@@ -113,6 +113,15 @@ impl Store {
         Ok(info(key, &self.resolve(bucket, key, false)?.meta))
     }
 
+    /// The object's metadata and the sizes of the parts it was uploaded in (one for a
+    /// plain PUT), for S3 `GET ?partNumber=N`.
+    pub fn object_part_sizes(&self, bucket: &str, key: &str) -> StoreResult<(ObjectMeta, Vec<u64>)> {
+        self.require_bucket(bucket)?;
+        let m = self.resolve(bucket, key, false)?.meta;
+        let sizes = if m.parts.len() <= 1 { vec![m.size] } else { m.parts.iter().map(|p| p.size).collect() };
+        Ok((info(key, &m), sizes))
+    }
+
     /// Reads one range (`None` = whole object; clamped to the object's end).
     pub fn get_object(
         &self,

@@ -15,7 +15,13 @@
 //!
 //! Part sizes come from [`PartSizePlan`], which grows them so that a file can
 //! reach the backend's object size limit.
+//!
+//! [`contract`] is the multipart upload contract (handles that travel between
+//! processes) used by `bucketfs cp` and `bucketfs upload`; [`journal`] records
+//! a mount's in-flight uploads so the next mount can abort a dead one's.
 
+pub mod contract;
+pub mod journal;
 pub mod part_size;
 pub mod spool;
 pub mod streaming;

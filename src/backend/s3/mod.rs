@@ -106,6 +106,10 @@ impl S3Backend {
         self.probe.get()
     }
 
+    pub(crate) fn retry_counter(&self) -> &retry::RetryCounter {
+        &self.factory.retries
+    }
+
     fn client(&self) -> Client {
         match self.conn.read() {
             Ok(c) => c.client.clone(),
@@ -273,6 +277,10 @@ pub(crate) fn copy_source(bucket: &str, key: &str) -> String {
 
 #[async_trait]
 impl StorageBackend for S3Backend {
+    fn retries(&self) -> u64 {
+        self.factory.retries.retries()
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             name: "s3",
@@ -540,6 +548,10 @@ impl StorageBackend for S3Backend {
 
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> BackendResult<()> {
         multipart::abort(self, key, upload_id).await
+    }
+
+    async fn list_parts(&self, key: &str, upload_id: &str) -> BackendResult<Vec<CompletedPart>> {
+        multipart::list_parts(self, key, upload_id).await
     }
 
     async fn list_multipart(&self, prefix: &str) -> BackendResult<Vec<MultipartUploadInfo>> {

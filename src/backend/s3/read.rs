@@ -60,6 +60,7 @@ pub(super) async fn get_range(
             Ok(data) => return Ok(GetResult { meta, data: data.into_bytes() }),
             Err(e) if attempt < retry::BODY_ATTEMPTS => {
                 debug!(target: TARGET, key, attempt, error = %e, "GET body broke; retrying");
+                b.retry_counter().body_retry();
                 tokio::time::sleep(retry::backoff(attempt)).await;
                 attempt += 1;
             }

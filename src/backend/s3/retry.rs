@@ -7,9 +7,15 @@
 //! multiply its load. What the SDK cannot retry is a body that breaks after
 //! the response headers arrived (a connection reset in the middle of a GET):
 //! [`backoff`] gives the delays the backend uses to re-issue those reads.
+//!
+//! [`RetryCounter`] counts both kinds of retry for `bucketfs stats`: an SDK
+//! interceptor sees every operation start and every attempt, and retries are
+//! attempts minus operations; re-issued body reads are added by the backend.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
@@ -36,6 +42,56 @@ pub fn quick() -> RetryConfig {
         .with_max_attempts(2)
         .with_initial_backoff(INITIAL_BACKOFF)
         .with_max_backoff(MAX_BACKOFF)
+}
+
+/// Counts retried requests of one backend (cheap to clone; clones share the counts).
+#[derive(Clone, Debug, Default)]
+pub struct RetryCounter(Arc<Counts>);
+
+#[derive(Debug, Default)]
+struct Counts {
+    operations: AtomicU64,
+    attempts: AtomicU64,
+    body_retries: AtomicU64,
+}
+
+impl RetryCounter {
+    /// Requests sent again after a failed attempt, by the SDK or by the backend.
+    pub fn retries(&self) -> u64 {
+        let c = &self.0;
+        let sdk = c.attempts.load(Ordering::Relaxed).saturating_sub(c.operations.load(Ordering::Relaxed));
+        sdk + c.body_retries.load(Ordering::Relaxed)
+    }
+
+    /// A read re-issued by the backend because its body broke mid-stream.
+    pub fn body_retry(&self) {
+        self.0.body_retries.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl aws_sdk_s3::config::Intercept for RetryCounter {
+    fn name(&self) -> &'static str {
+        "bucketfs-retry-counter"
+    }
+
+    fn read_before_execution(
+        &self,
+        _ctx: &aws_sdk_s3::config::interceptors::BeforeSerializationInterceptorContextRef<'_>,
+        _cfg: &mut aws_sdk_s3::config::ConfigBag,
+    ) -> Result<(), aws_sdk_s3::error::BoxError> {
+        self.0.operations.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn read_before_attempt(
+        &self,
+        _ctx: &aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _rc: &aws_sdk_s3::config::RuntimeComponents,
+        _cfg: &mut aws_sdk_s3::config::ConfigBag,
+    ) -> Result<(), aws_sdk_s3::error::BoxError> {
+        self.0.attempts.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
 }
 
 /// Delay before retry number `attempt` (1-based): full jitter over an

@@ -1,0 +1,342 @@
+//! The mount's journal of in-flight multipart uploads.
+//!
+//! A killed daemon leaves its multipart uploads on the server: invisible, but
+//! stored and billed. The age-based sweep (`--stale-upload-age`) cannot tell a
+//! crashed writer's upload from a live writer's, so it waits a day. The
+//! journal lets the next mount of the same bucket abort exactly the uploads of
+//! mounts that died, at once:
+//!
+//! - Every mount appends to its own file in
+//!   `<journal dir>/<hash of source, endpoint and drives>/<pid>-<random>.log`
+//!   (created as `.new`, locked, then renamed, so it is never seen unlocked),
+//!   one line per event: `+ <upload id> <hex key>` when an upload is created,
+//!   `- <upload id>` when it is completed or aborted. The file is `flock`ed
+//!   for the life of the process; the kernel drops the lock when the process
+//!   dies, however it dies.
+//! - At mount, every other file in the same directory whose lock can be taken
+//!   belongs to a dead mount: its uploads still open are aborted (an upload
+//!   already gone counts as done) and the file is removed. Files still locked
+//!   belong to live mounts and are left alone, as are uploads of other clients,
+//!   which never appear in any journal.
+//!
+//! Lines are written with one `write(2)` each and not fsynced: a killed process
+//! loses nothing (the page cache survives it); a machine crash may lose the
+//! last lines, and then the age-based sweep is the backstop. The journal is
+//! a decorator over [`StorageBackend`], so every backend gets it unchanged.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::ops::Range;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::backend::*;
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("journal {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> JournalError + '_ {
+    move |source| JournalError::Io { path: path.to_owned(), source }
+}
+
+/// The directory of one bucket's journals under `root`; `identity` names the bucket
+/// (source URL plus whatever else distinguishes it, e.g. endpoint or drives).
+pub fn journal_dir(root: &Path, identity: &str) -> PathBuf {
+    root.join(format!("{:016x}", xxhash_rust::xxh3::xxh3_64(identity.as_bytes())))
+}
+
+/// Default root: `$XDG_STATE_HOME/bucketfs/journal`, else `~/.local/state/bucketfs/journal`.
+pub fn default_root() -> PathBuf {
+    if let Some(d) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("bucketfs/journal");
+    }
+    match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        Some(h) => PathBuf::from(h).join(".local/state/bucketfs/journal"),
+        None => std::env::temp_dir().join("bucketfs-journal"),
+    }
+}
+
+fn try_lock(f: &File) -> bool {
+    // SAFETY: flock on a descriptor we own.
+    unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+}
+
+/// Uploads a journal file leaves open: `+` lines without a later `-`.
+fn open_uploads(text: &str) -> BTreeMap<String, String> {
+    let mut open = BTreeMap::new();
+    for line in text.lines() {
+        let mut f = line.split(' ');
+        match (f.next(), f.next(), f.next()) {
+            (Some("+"), Some(id), Some(key)) => {
+                if let Ok(k) = hex::decode(key).map(|k| String::from_utf8_lossy(&k).into_owned()) {
+                    open.insert(id.to_owned(), k);
+                }
+            }
+            (Some("-"), Some(id), _) => {
+                open.remove(id);
+            }
+            _ => {}
+        }
+    }
+    open
+}
+
+/// What recovery did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Recovered {
+    /// Journals of dead mounts found.
+    pub journals: usize,
+    /// Their uploads aborted (or found already gone).
+    pub aborted: usize,
+}
+
+/// Aborts the open uploads of every dead mount's journal in `dir`; removes those journals.
+pub async fn recover(dir: &Path, backend: &dyn StorageBackend) -> Recovered {
+    let mut done = Recovered::default();
+    let Ok(rd) = std::fs::read_dir(dir) else { return done };
+    for e in rd.flatten() {
+        let path = e.path();
+        if path.extension().and_then(|x| x.to_str()) != Some("log") {
+            continue;
+        }
+        let Ok(file) = OpenOptions::new().read(true).write(true).open(&path) else { continue };
+        if !try_lock(&file) {
+            continue; // a live mount's journal
+        }
+        done.journals += 1;
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let mut all_gone = true;
+        for (id, key) in open_uploads(&text) {
+            match backend.abort_multipart(&key, &id).await {
+                Ok(()) | Err(BackendError::NoSuchUpload(_)) | Err(BackendError::NotFound(_)) => {
+                    done.aborted += 1;
+                    tracing::info!(key = %key, upload_id = %id, "aborted an upload left by a dead mount");
+                }
+                Err(err) => {
+                    all_gone = false;
+                    tracing::warn!(key = %key, upload_id = %id, "cannot abort an upload left by a dead mount: {err}");
+                }
+            }
+        }
+        if all_gone {
+            let _ = std::fs::remove_file(&path);
+        }
+        drop(file);
+    }
+    done
+}
+
+/// This mount's journal file, locked while it lives.
+pub struct Journal {
+    path: PathBuf,
+    file: Mutex<File>,
+}
+
+impl Journal {
+    pub fn create(dir: &Path) -> Result<Journal, JournalError> {
+        let name = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
+        let (tmp, path) = (dir.join(format!("{name}.new")), dir.join(format!("{name}.log")));
+        let mut attempt = 0;
+        let file = loop {
+            std::fs::create_dir_all(dir).map_err(io(dir))?;
+            match OpenOptions::new().create_new(true).append(true).open(&tmp) {
+                Ok(f) => break f,
+                // another mount removed the directory when it found it empty; make it again
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && attempt < 3 => attempt += 1,
+                Err(e) => return Err(io(&tmp)(e)),
+            }
+        };
+        // locked before it gets the name recovery looks at, so it is never taken for a dead one
+        if !try_lock(&file) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(JournalError::Io { path: tmp, source: std::io::Error::last_os_error() });
+        }
+        std::fs::rename(&tmp, &path).map_err(io(&path))?;
+        Ok(Journal { path, file: Mutex::new(file) })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn append(&self, line: String) {
+        let mut f = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = f.write_all(line.as_bytes()) {
+            tracing::warn!(path = %self.path.display(), "cannot write the upload journal: {e}");
+        }
+    }
+
+    fn started(&self, key: &str, upload_id: &str) {
+        self.append(format!("+ {upload_id} {}\n", hex::encode(key)));
+    }
+
+    fn ended(&self, upload_id: &str) {
+        self.append(format!("- {upload_id}\n"));
+    }
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        // a clean exit has finished or aborted everything; nothing to recover
+        let open = std::fs::read_to_string(&self.path).map(|t| open_uploads(&t).len()).unwrap_or(1);
+        if open == 0 {
+            let _ = std::fs::remove_file(&self.path);
+            if let Some(dir) = self.path.parent() {
+                let _ = std::fs::remove_dir(dir); // only if no other mount's journal is there
+            }
+        }
+    }
+}
+
+/// Records creation and end of every multipart upload made through it.
+pub struct JournaledBackend {
+    inner: Arc<dyn StorageBackend>,
+    journal: Arc<Journal>,
+}
+
+impl JournaledBackend {
+    pub fn wrap(inner: Arc<dyn StorageBackend>, journal: Arc<Journal>) -> Arc<dyn StorageBackend> {
+        Arc::new(JournaledBackend { inner, journal })
+    }
+}
+
+#[async_trait]
+impl StorageBackend for JournaledBackend {
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    async fn check_bucket(&self) -> BackendResult<()> {
+        self.inner.check_bucket().await
+    }
+    async fn head(&self, key: &str) -> BackendResult<ObjectMeta> {
+        self.inner.head(key).await
+    }
+    async fn list(&self, req: &ListRequest) -> BackendResult<ListPage> {
+        self.inner.list(req).await
+    }
+    async fn get_range(
+        &self,
+        key: &str,
+        range: Option<Range<u64>>,
+        opts: &GetOptions,
+    ) -> BackendResult<GetResult> {
+        self.inner.get_range(key, range, opts).await
+    }
+    async fn get_ranges(
+        &self,
+        key: &str,
+        ranges: &[Range<u64>],
+        opts: &GetOptions,
+    ) -> BackendResult<Vec<Bytes>> {
+        self.inner.get_ranges(key, ranges, opts).await
+    }
+    async fn put(&self, key: &str, data: Bytes, opts: &PutOptions) -> BackendResult<ObjectMeta> {
+        self.inner.put(key, data, opts).await
+    }
+    async fn delete(&self, key: &str) -> BackendResult<()> {
+        self.inner.delete(key).await
+    }
+    async fn delete_many(&self, keys: &[String]) -> BackendResult<Vec<(String, BackendError)>> {
+        self.inner.delete_many(keys).await
+    }
+    async fn copy(&self, src: &str, dst: &str, metadata: Option<&PutOptions>) -> BackendResult<ObjectMeta> {
+        self.inner.copy(src, dst, metadata).await
+    }
+    async fn rename(&self, src: &str, dst: &str) -> BackendResult<()> {
+        self.inner.rename(src, dst).await
+    }
+    async fn create_multipart(&self, key: &str, opts: &PutOptions) -> BackendResult<String> {
+        let id = self.inner.create_multipart(key, opts).await?;
+        self.journal.started(key, &id);
+        Ok(id)
+    }
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        data: Bytes,
+    ) -> BackendResult<CompletedPart> {
+        self.inner.upload_part(key, upload_id, part_number, data).await
+    }
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[CompletedPart],
+    ) -> BackendResult<ObjectMeta> {
+        let res = self.inner.complete_multipart(key, upload_id, parts).await;
+        if matches!(&res, Ok(_) | Err(BackendError::NoSuchUpload(_))) {
+            self.journal.ended(upload_id);
+        }
+        res
+    }
+    async fn abort_multipart(&self, key: &str, upload_id: &str) -> BackendResult<()> {
+        let res = self.inner.abort_multipart(key, upload_id).await;
+        if matches!(&res, Ok(_) | Err(BackendError::NoSuchUpload(_))) {
+            self.journal.ended(upload_id);
+        }
+        res
+    }
+    async fn list_parts(&self, key: &str, upload_id: &str) -> BackendResult<Vec<CompletedPart>> {
+        self.inner.list_parts(key, upload_id).await
+    }
+    async fn list_multipart(&self, prefix: &str) -> BackendResult<Vec<MultipartUploadInfo>> {
+        self.inner.list_multipart(prefix).await
+    }
+    async fn abort_multipart_under(&self, prefix: &str) -> BackendResult<usize> {
+        self.inner.abort_multipart_under(prefix).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::memory::MemoryBackend;
+
+    #[test]
+    fn open_uploads_pairs_starts_and_ends() {
+        let t = format!("+ u1 {}\n+ u2 {}\n- u1\ngarbage\n", hex::encode("a b"), hex::encode("c"));
+        let open = open_uploads(&t);
+        assert_eq!(open.into_iter().collect::<Vec<_>>(), vec![("u2".to_owned(), "c".to_owned())]);
+    }
+
+    #[tokio::test]
+    async fn recovery_aborts_only_dead_mounts_uploads() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = journal_dir(root.path(), "mem://x");
+        let mem: Arc<dyn StorageBackend> = Arc::new(MemoryBackend::default());
+        // a live mount with one open and one finished upload
+        let live = Arc::new(Journal::create(&dir).unwrap());
+        let live_be = JournaledBackend::wrap(mem.clone(), live.clone());
+        let live_id = live_be.create_multipart("live", &PutOptions::default()).await.unwrap();
+        let done_id = live_be.create_multipart("done", &PutOptions::default()).await.unwrap();
+        live_be.abort_multipart("done", &done_id).await.unwrap();
+        // a dead mount: a journal file nobody holds a lock on
+        let dead_id = mem.create_multipart("dead", &PutOptions::default()).await.unwrap();
+        let dead_path = dir.join("1-dead.log");
+        std::fs::write(dir.join("2-starting.new"), "+ x 78\n").unwrap(); // not yet a journal
+        std::fs::write(&dead_path, format!("+ {dead_id} {}\n", hex::encode("dead"))).unwrap();
+        // another client's upload, in no journal
+        let other_id = mem.create_multipart("other", &PutOptions::default()).await.unwrap();
+
+        let r = recover(&dir, mem.as_ref()).await;
+        assert_eq!(r, Recovered { journals: 1, aborted: 1 });
+        assert!(!dead_path.exists());
+        let mut left: Vec<String> =
+            mem.list_multipart("").await.unwrap().into_iter().map(|u| u.upload_id).collect();
+        left.sort();
+        let mut want = vec![live_id, other_id];
+        want.sort();
+        assert_eq!(left, want);
+        assert!(live.path().exists());
+    }
+}
