@@ -207,6 +207,14 @@ async fn multipart(kind: Kind, nparts: u32) {
     done.retain(|p| p.part_number != 2);
     done.push(b.upload_part("movies/film", &id, 2, part(2)).await.unwrap());
     b.upload_part("movies/film", &id, nparts + 1, Bytes::from_static(b"not named")).await.unwrap();
+    // the stored parts can be listed (what lets an interrupted upload resume)
+    let stored = b.list_parts("movies/film", &id).await.unwrap();
+    assert_eq!(
+        stored.iter().map(|p| p.part_number).collect::<Vec<_>>(),
+        (1..=nparts + 1).collect::<Vec<_>>()
+    );
+    let p2 = done.iter().find(|p| p.part_number == 2).unwrap();
+    assert_eq!(&stored[1], p2, "{kind:?}: the re-uploaded part, as its upload returned it");
     // nothing visible yet; the upload is listed under its key's prefix only
     assert!(b.head("movies/film").await.unwrap_err().is_not_found(), "{kind:?}");
     let listed = b.list_multipart("movies/").await.unwrap();

@@ -175,6 +175,55 @@ pub(super) async fn complete(
     b.head(key).await
 }
 
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+struct BlockList {
+    #[serde(default)]
+    uncommitted_blocks: Blocks,
+}
+
+#[derive(Deserialize, Default)]
+struct Blocks {
+    #[serde(rename = "Block", default)]
+    blocks: Vec<Block>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Block {
+    name: String,
+    #[serde(default)]
+    size: u64,
+}
+
+/// The parts stored so far: this upload's uncommitted blocks (Get Block List).
+pub(super) async fn list_parts(b: &AzureBackend, key: &str, id: &str) -> BackendResult<Vec<CompletedPart>> {
+    marker(b, key, id).await?;
+    let r = Req::new(Method::GET, Some(key)).q("comp", "blocklist").q("blocklisttype", "uncommitted");
+    let resp = match b.call("list_parts", key, r).await {
+        Ok(r) => r,
+        // no block uploaded yet (and no committed blob)
+        Err(BackendError::NotFound(_)) => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let body = crate::backend::http::body(resp, b.ctx("list_parts", key)).await?;
+    let list: BlockList = quick_xml::de::from_str(&String::from_utf8_lossy(&body))
+        .map_err(|e| BackendError::Io(format!("list_parts {key:?}: unexpected block list: {e}")))?;
+    let own = format!("{id}-");
+    let mut parts: Vec<CompletedPart> = list
+        .uncommitted_blocks
+        .blocks
+        .into_iter()
+        .filter_map(|blk| {
+            let raw = String::from_utf8(b64().decode(&blk.name).ok()?).ok()?;
+            let part_number = raw.strip_prefix(&own)?.parse().ok()?;
+            Some(CompletedPart { part_number, etag: blk.name, size: blk.size })
+        })
+        .collect();
+    parts.sort_by_key(|p| p.part_number);
+    Ok(parts)
+}
+
 pub(super) async fn abort(b: &AzureBackend, key: &str, id: &str) -> BackendResult<()> {
     marker(b, key, id).await?;
     b.delete(&marker_key(id)).await

@@ -632,6 +632,10 @@ impl StorageBackend for GcsBackend {
         multipart::abort(self, key, upload_id).await
     }
 
+    async fn list_parts(&self, key: &str, upload_id: &str) -> BackendResult<Vec<CompletedPart>> {
+        multipart::list_parts(self, key, upload_id).await
+    }
+
     async fn list_multipart(&self, prefix: &str) -> BackendResult<Vec<MultipartUploadInfo>> {
         multipart::list(self, prefix).await
     }

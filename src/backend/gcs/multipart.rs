@@ -247,6 +247,23 @@ pub(super) async fn list_all(b: &GcsBackend, prefix: &str) -> BackendResult<Vec<
     }
 }
 
+/// The parts stored so far (one temporary object each), ascending by number.
+pub(super) async fn list_parts(b: &GcsBackend, key: &str, id: &str) -> BackendResult<Vec<CompletedPart>> {
+    marker(b, key, id).await?;
+    let prefix = parts_prefix(id);
+    let mut parts: Vec<CompletedPart> = list_all(b, &prefix)
+        .await?
+        .into_iter()
+        .filter_map(|o| {
+            // intermediates of a compose round are named `c…`, parts are digits only
+            let part_number = o.key.strip_prefix(&prefix)?.parse().ok()?;
+            Some(CompletedPart { part_number, etag: o.etag, size: o.size })
+        })
+        .collect();
+    parts.sort_by_key(|p| p.part_number);
+    Ok(parts)
+}
+
 pub(super) async fn abort(b: &GcsBackend, key: &str, id: &str) -> BackendResult<()> {
     marker(b, key, id).await?;
     let keys: Vec<String> = list_all(b, &parts_prefix(id)).await?.into_iter().map(|o| o.key).collect();
