@@ -382,3 +382,37 @@ fn fresh_named(kind: Kind, name: &str) -> Arc<dyn StorageBackend> {
         Kind::Azure => Arc::new(cloud_support::azure_backend(name)),
     }
 }
+
+/// An endpoint nobody listens on: a clear `Unavailable` naming it, after the
+/// retries that `bucketfs stats` counts.
+#[test]
+fn unreachable_endpoints_fail_after_counted_retries() {
+    use bucketfs::backend::azure::{AzureBackend, AzureConfig, AzureRequest};
+    use bucketfs::backend::gcs::{GcsBackend, GcsConfig};
+    rt().block_on(async {
+        cloud_support::hermetic_env();
+        let port = s3_support::free_port(); // bound and released: nothing listens there
+        let ep = format!("http://127.0.0.1:{port}");
+        let gcs = GcsBackend::connect(GcsConfig {
+            bucket: "b".into(),
+            endpoint: Some(ep.clone()),
+            anonymous: true,
+        })
+        .await
+        .unwrap();
+        let req = AzureRequest {
+            container: "c".into(),
+            account: Some(cloud_support::AZ_ACCOUNT.into()),
+            endpoint: Some(format!("{ep}/{}", cloud_support::AZ_ACCOUNT)),
+            anonymous: false,
+        };
+        let azure = AzureBackend::new(AzureConfig::resolve(&req).unwrap()).unwrap();
+        let backends: [&dyn StorageBackend; 2] = [&gcs, &azure];
+        for b in backends {
+            let e = b.check_bucket().await.unwrap_err();
+            assert!(matches!(e, BackendError::Unavailable(_)), "{e}");
+            assert!(e.to_string().contains(&format!("127.0.0.1:{port}")), "{e}");
+            assert!(b.retries() >= 1, "{}: retries not counted", b.capabilities().name);
+        }
+    });
+}

@@ -15,6 +15,7 @@
 //! printed (see [`redact`]).
 
 use std::error::Error as StdError;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use reqwest::{RequestBuilder, Response, StatusCode};
@@ -44,6 +45,8 @@ pub struct Ctx<'a> {
     pub op: &'static str,
     pub key: &'a str,
     pub endpoint: &'a str,
+    /// Counts re-sent attempts, for `StorageBackend::retries` (`bucketfs stats`).
+    pub retries: &'a AtomicU64,
 }
 
 /// Sends the request built by `build` (called once per attempt), retrying
@@ -81,6 +84,7 @@ where
                 )))
             }
         }
+        ctx.retries.fetch_add(1, Ordering::Relaxed);
         tokio::time::sleep(backoff(attempt)).await;
         attempt += 1;
     }

@@ -57,6 +57,7 @@ const MAX_PUT: u64 = 5000 * MIB;
 pub struct AzureBackend {
     cfg: AzureConfig,
     http: reqwest::Client,
+    retries: std::sync::atomic::AtomicU64,
 }
 
 /// One request before signing: everything the signature covers.
@@ -94,7 +95,7 @@ impl<'a> Req<'a> {
 
 impl AzureBackend {
     pub fn new(cfg: AzureConfig) -> BackendResult<AzureBackend> {
-        Ok(AzureBackend { cfg, http: http::client()? })
+        Ok(AzureBackend { cfg, http: http::client()?, retries: Default::default() })
     }
 
     /// Creates the container (Azurite and `bucketfs mb`); an existing one is fine.
@@ -108,7 +109,7 @@ impl AzureBackend {
     }
 
     fn ctx<'a>(&'a self, op: &'static str, key: &'a str) -> Ctx<'a> {
-        Ctx { target: "azure", op, key, endpoint: &self.cfg.endpoint }
+        Ctx { target: "azure", op, key, retries: &self.retries, endpoint: &self.cfg.endpoint }
     }
 
     /// URL path of the container or a blob in it (encoded).
@@ -260,6 +261,7 @@ impl AzureBackend {
                 Ok(data) => return Ok(GetResult { meta, data }),
                 Err(e) if attempt < super::s3::retry::BODY_ATTEMPTS => {
                     debug!(target: TARGET, key, attempt, error = %http::root_cause(&e), "GET body broke; retrying");
+                    self.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tokio::time::sleep(super::s3::retry::backoff(attempt)).await;
                     attempt += 1;
                 }
@@ -539,6 +541,10 @@ fn hidden(key: &str) -> bool {
 
 #[async_trait]
 impl StorageBackend for AzureBackend {
+    fn retries(&self) -> u64 {
+        self.retries.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             name: "azure",

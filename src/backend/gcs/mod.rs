@@ -79,6 +79,7 @@ pub struct GcsBackend {
     endpoint: String,
     http: reqwest::Client,
     auth: Arc<Auth>,
+    retries: std::sync::atomic::AtomicU64,
 }
 
 /// An object resource of the JSON API (numbers travel as strings).
@@ -154,7 +155,13 @@ impl GcsBackend {
         let endpoint = cfg.endpoint.clone().unwrap_or_else(|| DEFAULT_ENDPOINT.to_owned());
         let endpoint = endpoint.trim_end_matches('/').to_owned();
         let auth = resolve_auth(&cfg).await?;
-        Ok(GcsBackend { bucket: cfg.bucket, endpoint, http: http::client()?, auth: Arc::new(auth) })
+        Ok(GcsBackend {
+            bucket: cfg.bucket,
+            endpoint,
+            http: http::client()?,
+            auth: Arc::new(auth),
+            retries: Default::default(),
+        })
     }
 
     /// Creates the bucket (emulators and `bucketfs mb`); `project` is required by real GCS.
@@ -179,7 +186,7 @@ impl GcsBackend {
     }
 
     fn ctx<'a>(&'a self, op: &'static str, key: &'a str) -> Ctx<'a> {
-        Ctx { target: "gcs", op, key, endpoint: &self.endpoint }
+        Ctx { target: "gcs", op, key, retries: &self.retries, endpoint: &self.endpoint }
     }
 
     fn object_url(&self, key: &str) -> String {
@@ -381,6 +388,7 @@ impl GcsBackend {
                 Ok(data) => return Ok(GetResult { meta, data }),
                 Err(e) if attempt < super::s3::retry::BODY_ATTEMPTS => {
                     debug!(target: TARGET, key, attempt, error = %http::root_cause(&e), "GET body broke; retrying");
+                    self.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tokio::time::sleep(super::s3::retry::backoff(attempt)).await;
                     attempt += 1;
                 }
@@ -448,6 +456,10 @@ fn hidden(key: &str) -> bool {
 
 #[async_trait]
 impl StorageBackend for GcsBackend {
+    fn retries(&self) -> u64 {
+        self.retries.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             name: "gcs",
