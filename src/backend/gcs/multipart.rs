@@ -20,7 +20,6 @@
 //! marker first, so an aborted upload takes no more parts.
 
 use std::collections::BTreeMap;
-use std::time::SystemTime;
 
 use bytes::Bytes;
 use reqwest::Method;
@@ -288,6 +287,5 @@ pub(super) async fn list(b: &GcsBackend, prefix: &str) -> BackendResult<Vec<Mult
         })
         .collect();
     out.sort_by(|a, b| (&a.key, a.initiated).cmp(&(&b.key, b.initiated)));
-    let _ = SystemTime::now;
     Ok(out)
 }
