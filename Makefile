@@ -5,7 +5,7 @@ PREFIX ?= /usr/local
 DEMO ?= $(CURDIR)/demo
 BIN := target/debug/bucketfs
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-DEB_PACKAGES := fuse3 libfuse3-dev pkg-config curl
+DEB_PACKAGES := fuse3 libfuse3-dev pkg-config curl openssl
 
 .PHONY: all build deps test-deps run test run-test-multirange bench bench-multirange install uninstall clean fmt lint
 
@@ -18,7 +18,7 @@ deps:
 		$(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEB_PACKAGES); \
 	fi
 
-# Local S3 servers of the integration tests (moto, SeaweedFS), installed only when missing.
+# Local servers of the integration tests (moto, SeaweedFS, fake-gcs-server, Azurite), installed only when missing.
 test-deps:
 	@$(CARGO) nextest --version >/dev/null 2>&1 || $(CARGO) install --locked cargo-nextest
 	scripts/test-servers.sh install

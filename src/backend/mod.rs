@@ -16,6 +16,9 @@
 //! `PreconditionFailed` -> EEXIST/ESTALE, `InvalidKey` -> EINVAL/ENAMETOOLONG,
 //! anything transient -> EIO). Messages never contain credentials.
 
+pub mod azure;
+pub mod gcs;
+pub(crate) mod http;
 pub mod local;
 pub mod memory;
 pub mod metered;

@@ -229,3 +229,18 @@ pub fn run_bucketfs(args: &[&str]) -> (i32, String, Duration) {
     let out = Command::new(BIN).args(args).stdin(Stdio::null()).output().unwrap();
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned(), t.elapsed())
 }
+
+/// [`run_bucketfs`] with environment changes (`None` removes the variable).
+pub fn run_bucketfs_env(args: &[&str], env: &[(&str, Option<&str>)]) -> (i32, String, Duration) {
+    let t = Instant::now();
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).stdin(Stdio::null());
+    for (k, v) in env {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    let out = cmd.output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned(), t.elapsed())
+}

@@ -6,7 +6,8 @@
 //! thread that lives as long as the binary; the server gets
 //! `PR_SET_PDEATHSIG(SIGKILL)`, so it dies with the test binary even though a
 //! static is never dropped. A missing server program makes the test fail with
-//! the command that installs it; nothing is skipped silently.
+//! the command that installs it; nothing is skipped silently. The process
+//! helpers are shared with `tests/cloud_support` (fake-gcs-server, Azurite).
 #![allow(dead_code)]
 
 use std::io::Write;
@@ -21,7 +22,7 @@ use bucketfs::backend::s3::{S3Backend, S3Config};
 
 pub const ACCESS_KEY: &str = "bucketfs-test";
 pub const SECRET_KEY: &str = "bucketfs-secret-key";
-const INSTALL_HINT: &str =
+pub const INSTALL_HINT: &str =
     "install the test servers with `make test-deps` (runs scripts/test-servers.sh install)";
 
 /// Makes the AWS environment of this process hermetic: no developer
@@ -86,7 +87,7 @@ fn alive(pid: u32) -> bool {
 }
 
 /// Waits until `pid` listens on `port`; false if it died or the time ran out.
-fn wait_own_port(pid: u32, port: u16, timeout: Duration) -> bool {
+pub fn wait_own_port(pid: u32, port: u16, timeout: Duration) -> bool {
     let t0 = Instant::now();
     while t0.elapsed() < timeout {
         if !alive(pid) {
@@ -111,7 +112,7 @@ fn wait_port(port: u16, what: &str, timeout: Duration) {
 
 /// Starts `cmd` from a thread that lives until the process exits, with
 /// PDEATHSIG so the child dies with us.
-fn spawn_for_process_lifetime(mut cmd: Command, log: PathBuf) -> u32 {
+pub fn spawn_for_process_lifetime(mut cmd: Command, log: PathBuf) -> u32 {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let out = std::fs::File::create(&log).unwrap();
@@ -136,7 +137,7 @@ fn spawn_for_process_lifetime(mut cmd: Command, log: PathBuf) -> u32 {
     }
 }
 
-fn program_exists(check: &mut Command) -> bool {
+pub fn program_exists(check: &mut Command) -> bool {
     check.stdout(Stdio::null()).stderr(Stdio::null()).status().map(|s| s.success()).unwrap_or(false)
 }
 
