@@ -41,7 +41,8 @@ test: deps test-deps
 # multipart/byteranges parser, backend capability reporting (crafted servers,
 # bucketfs serve, moto, SeaweedFS), and sparse reads through a real mount.
 MULTIRANGE_TESTS := test(/^read::(pattern|multirange)::/) | test(/multi_range|multirange|byteranges|sparse/) \
-	| binary(mount_multirange) | binary(s3_multirange)
+	| binary(mount_multirange) | binary(s3_multirange) | binary(s3_multirange_servers) | binary(capabilities) \
+	| test(/ranges_in_parallel/)
 run-test-multirange: deps test-deps
 	$(CARGO) nextest run --no-fail-fast -E '$(MULTIRANGE_TESTS)'
 

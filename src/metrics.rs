@@ -41,6 +41,9 @@ counters!(
     multi_range_ranges,
     multi_range_requests_saved,
     multi_range_bytes_overfetched,
+    // batches of sparse reads sent as concurrent single-range requests (backends
+    // without multi-range GETs, e.g. GCS): round trips saved, requests not
+    multi_range_parallel_batches,
 );
 
 impl Metrics {

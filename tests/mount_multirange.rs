@@ -3,7 +3,10 @@
 //! the requests it sees without the flag, with identical bytes; against a
 //! single-range server (SeaweedFS answers a multi-range GET with the whole
 //! object) the flag is probed once, then ignored, and reads stay correct.
+//! On GCS (fake-gcs-server) batches become concurrent single-range reads; on
+//! Azure (Azurite) the flag is ignored with one log line. Bytes are exact everywhere.
 
+mod cloud_support;
 mod common;
 mod s3_support;
 
@@ -204,4 +207,48 @@ fn the_embedded_store_serves_batches_natively() {
     assert!(gets * 3 <= 2 * READS, "{gets} requests for {} reads\n{stats}", 2 * READS);
     assert!(counter(&stats, "multi_range_ranges") > 2 * counter(&stats, "multi_range_requests"), "{stats}");
     assert!(m.stop());
+}
+
+/// Mounts `source` with `--enable-multi-range`, runs both workloads, checks the bytes,
+/// and returns the mount's counters and log.
+fn cloud_sparse_reads(source: &str, endpoint: &str, data: &[u8]) -> (String, String) {
+    let mut m = Mount::try_start_source(source, &["--endpoint", endpoint, "--enable-multi-range"])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let strided = strided_reads(&File::open(m.path("big")).unwrap());
+    assert!(strided == expected(data, &strided_offsets()), "{source}: strided bytes");
+    let concurrent = concurrent_reads(File::open(m.path("big")).unwrap());
+    assert!(concurrent == expected(data, &scattered_offsets()), "{source}: concurrent bytes");
+    let stats = stats(&m);
+    assert!(m.stop(), "clean unmount");
+    (stats, m.log_text())
+}
+
+#[test]
+fn gcs_batches_become_parallel_single_range_reads() {
+    let bucket = s3_support::unique_bucket("mrange-gcs");
+    let data = s3_support::pattern(OBJECT_SIZE as usize, 5);
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let b = cloud_support::gcs_bucket(&bucket).await;
+        b.put("big", Bytes::from(data.clone()), &PutOptions::default()).await.unwrap();
+    });
+    let (stats, log) =
+        cloud_sparse_reads(&format!("gs://{bucket}"), &cloud_support::fake_gcs().endpoint, &data);
+    assert!(counter(&stats, "multi_range_parallel_batches") > 0, "{stats}");
+    assert_eq!(counter(&stats, "multi_range_requests"), 0, "GCS has no multi-range GET\n{stats}");
+    assert!(!log.contains("--enable-multi-range ignored"), "{log}");
+}
+
+#[test]
+fn azure_ignores_the_flag_with_one_log_line() {
+    let container = s3_support::unique_bucket("mrange-az");
+    let data = s3_support::pattern(OBJECT_SIZE as usize, 5);
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let b = cloud_support::azure_container(&container).await;
+        b.put("big", Bytes::from(data.clone()), &PutOptions::default()).await.unwrap();
+    });
+    let (stats, log) =
+        cloud_sparse_reads(&format!("wasb://{container}"), &cloud_support::azurite().endpoint, &data);
+    assert_eq!(counter(&stats, "multi_range_parallel_batches"), 0, "{stats}");
+    assert_eq!(counter(&stats, "multi_range_requests"), 0, "{stats}");
+    assert_eq!(log.matches("--enable-multi-range ignored").count(), 1, "logged once: {log}");
 }

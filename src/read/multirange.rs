@@ -56,7 +56,8 @@
 //! no prediction), while ranges that reads are waiting for are fetched
 //! regardless, as the prefetcher does.
 //!
-//! Counters ([`Metrics`]): `multi_range_requests` (requests that carried more
+//! Counters ([`Metrics`]): `multi_range_parallel_batches` (batches of several
+//! ranges sent as concurrent single-range reads), `multi_range_requests` (requests that carried more
 //! than one range in one round trip), `multi_range_ranges` (ranges those
 //! requests returned), `multi_range_requests_saved` (ranges minus requests:
 //! the single-range requests they replaced) and `multi_range_bytes_overfetched`
@@ -506,6 +507,9 @@ async fn fetch_batch(
                 Ok(parts)
             }
             _ => {
+                if ranges.len() > 1 {
+                    Metrics::inc(&metrics.multi_range_parallel_batches);
+                }
                 let reads =
                     ranges.iter().map(|r| get_pinned(backend.clone(), key.clone(), r.clone(), etag.clone()));
                 futures::future::try_join_all(reads).await.map_err(|e| e.to_string())

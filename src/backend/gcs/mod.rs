@@ -460,6 +460,11 @@ impl StorageBackend for GcsBackend {
         self.retries.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// One request per range, all at once: the read path sends a batch as concurrent GETs.
+    fn multi_range_mode(&self) -> MultiRangeMode {
+        MultiRangeMode::ParallelSingles
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             name: "gcs",
