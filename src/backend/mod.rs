@@ -22,8 +22,10 @@ pub(crate) mod http;
 pub mod local;
 pub mod memory;
 pub mod metered;
+pub mod part_rules;
 pub mod prefixed;
 pub mod s3;
+pub mod upload_marker;
 
 use std::collections::BTreeMap;
 use std::ops::Range;

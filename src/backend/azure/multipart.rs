@@ -23,29 +23,20 @@
 //!
 //! Limits: 50,000 blocks per blob, 4000 MiB per block.
 
-use std::collections::BTreeMap;
-
 use base64::Engine;
 use bytes::Bytes;
 use reqwest::Method;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::{AzureBackend, Req, RESERVED_PREFIX};
+use crate::backend::part_rules;
+use crate::backend::upload_marker::UploadMarker;
 use crate::backend::*;
 
 pub const MAX_BLOCKS: u32 = 50_000;
 pub const MAX_BLOCK: u64 = 4000 * 1024 * 1024;
 /// Marker metadata naming the destination key (base64).
 const KEY_META: &str = "bucketfs_upload_key";
-
-#[derive(Serialize, Deserialize, Default)]
-struct Marker {
-    key: String,
-    content_type: Option<String>,
-    user_metadata: BTreeMap<String, String>,
-    if_none_match_any: bool,
-    if_match: Option<String>,
-}
 
 fn marker_key(id: &str) -> String {
     format!("{RESERVED_PREFIX}{id}")
@@ -68,14 +59,7 @@ fn check_id(id: &str) -> BackendResult<()> {
 
 pub(super) async fn create(b: &AzureBackend, key: &str, opts: &PutOptions) -> BackendResult<String> {
     let id = uuid::Uuid::new_v4().simple().to_string();
-    let marker = Marker {
-        key: key.to_owned(),
-        content_type: opts.content_type.clone(),
-        user_metadata: opts.user_metadata.clone(),
-        if_none_match_any: opts.if_none_match_any,
-        if_match: opts.if_match.clone(),
-    };
-    let body = Bytes::from(serde_json::to_vec(&marker).unwrap_or_default());
+    let body = UploadMarker::new(key, opts).to_bytes();
     let mk = marker_key(&id);
     let r = Req::new(Method::PUT, Some(&mk))
         .h("x-ms-blob-type", "BlockBlob")
@@ -86,19 +70,10 @@ pub(super) async fn create(b: &AzureBackend, key: &str, opts: &PutOptions) -> Ba
 }
 
 /// The upload's marker, checked to belong to `key`.
-async fn marker(b: &AzureBackend, key: &str, id: &str) -> BackendResult<Marker> {
+async fn marker(b: &AzureBackend, key: &str, id: &str) -> BackendResult<UploadMarker> {
     check_id(id)?;
-    let data = match b.get_range_impl(&marker_key(id), None, &GetOptions::default()).await {
-        Ok(g) => g.data,
-        Err(BackendError::NotFound(_)) => return Err(BackendError::NoSuchUpload(id.to_owned())),
-        Err(e) => return Err(e),
-    };
-    let m: Marker = serde_json::from_slice(&data)
-        .map_err(|e| BackendError::Corrupt(format!("upload {id}: unreadable marker: {e}")))?;
-    if m.key != key {
-        return Err(BackendError::NoSuchUpload(format!("upload {id} is not for key {key:?}")));
-    }
-    Ok(m)
+    let read = b.get_range_impl(&marker_key(id), None, &GetOptions::default()).await.map(|g| g.data);
+    UploadMarker::from_read(id, key, read)
 }
 
 pub(super) async fn upload_part(
@@ -108,17 +83,8 @@ pub(super) async fn upload_part(
     part_number: u32,
     data: Bytes,
 ) -> BackendResult<CompletedPart> {
-    if part_number == 0 || part_number > MAX_BLOCKS {
-        return Err(BackendError::InvalidArgument(format!(
-            "part number {part_number} outside 1..={MAX_BLOCKS}"
-        )));
-    }
     let size = data.len() as u64;
-    if size > MAX_BLOCK {
-        return Err(BackendError::InvalidArgument(format!(
-            "part {part_number} of {size} bytes exceeds 4000 MiB"
-        )));
-    }
+    part_rules::check_part(part_number, size, MAX_BLOCKS, MAX_BLOCK)?;
     // HEAD is enough to know the upload is alive; the key check needs its metadata.
     check_id(id)?;
     let head = match b.head(&marker_key(id)).await {
@@ -143,25 +109,13 @@ pub(super) async fn complete(
     parts: &[CompletedPart],
 ) -> BackendResult<ObjectMeta> {
     let m = marker(b, key, id).await?;
-    if parts.is_empty() {
-        return Err(BackendError::InvalidArgument(format!("complete {key:?}: no parts")));
-    }
-    let mut sorted = parts.to_vec();
-    sorted.sort_by_key(|p| p.part_number);
-    if sorted.windows(2).any(|w| w[0].part_number == w[1].part_number) {
-        return Err(BackendError::InvalidArgument(format!("complete {key:?}: a part is named twice")));
-    }
+    let sorted = part_rules::sorted_parts(key, parts)?;
     let mut xml = String::from(r#"<?xml version="1.0" encoding="utf-8"?><BlockList>"#);
     for p in &sorted {
         xml.push_str(&format!("<Latest>{}</Latest>", block_id(id, p.part_number)));
     }
     xml.push_str("</BlockList>");
-    let opts = PutOptions {
-        content_type: m.content_type.clone(),
-        user_metadata: m.user_metadata.clone(),
-        if_none_match_any: m.if_none_match_any,
-        if_match: m.if_match.clone(),
-    };
+    let opts = m.put_options();
     let r = Req::new(Method::PUT, Some(key)).q("comp", "blocklist").body(Bytes::from(xml));
     let r = b.write_headers(r, &opts, "x-ms-blob-content-type");
     let res = b.call("complete_multipart", key, r).await;

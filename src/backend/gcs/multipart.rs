@@ -23,10 +23,11 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use reqwest::Method;
-use serde::{Deserialize, Serialize};
 
 use super::{GcsBackend, GcsObject, RESERVED_PREFIX};
 use crate::backend::http;
+use crate::backend::part_rules;
+use crate::backend::upload_marker::UploadMarker;
 use crate::backend::*;
 
 /// Sources per compose request (a GCS limit).
@@ -38,15 +39,6 @@ const MAX_PART_NUMBER: u32 = 10_000;
 const MAX_PART: u64 = 5 * 1024 * 1024 * 1024;
 /// Marker metadata naming the destination key.
 const KEY_META: &str = "bucketfs-upload-key";
-
-#[derive(Serialize, Deserialize, Default)]
-struct Marker {
-    key: String,
-    content_type: Option<String>,
-    user_metadata: BTreeMap<String, String>,
-    if_none_match_any: bool,
-    if_match: Option<String>,
-}
 
 fn marker_key(id: &str) -> String {
     format!("{RESERVED_PREFIX}uploads/{id}")
@@ -65,33 +57,17 @@ fn check_id(id: &str) -> BackendResult<()> {
 
 pub(super) async fn create(b: &GcsBackend, key: &str, opts: &PutOptions) -> BackendResult<String> {
     let id = uuid::Uuid::new_v4().simple().to_string();
-    let marker = Marker {
-        key: key.to_owned(),
-        content_type: opts.content_type.clone(),
-        user_metadata: opts.user_metadata.clone(),
-        if_none_match_any: opts.if_none_match_any,
-        if_match: opts.if_match.clone(),
-    };
-    let body = Bytes::from(serde_json::to_vec(&marker).unwrap_or_default());
+    let body = UploadMarker::new(key, opts).to_bytes();
     let meta = BTreeMap::from([(KEY_META.to_owned(), key.to_owned())]);
     b.upload("create_multipart", &marker_key(&id), body, Some("application/json"), &meta, None).await?;
     Ok(id)
 }
 
 /// The upload's marker, checked to belong to `key`.
-async fn marker(b: &GcsBackend, key: &str, id: &str) -> BackendResult<Marker> {
+async fn marker(b: &GcsBackend, key: &str, id: &str) -> BackendResult<UploadMarker> {
     check_id(id)?;
-    let m = match b.get_range_impl(&marker_key(id), None, &GetOptions::default()).await {
-        Ok(g) => g.data,
-        Err(BackendError::NotFound(_)) => return Err(BackendError::NoSuchUpload(id.to_owned())),
-        Err(e) => return Err(e),
-    };
-    let m: Marker = serde_json::from_slice(&m)
-        .map_err(|e| BackendError::Corrupt(format!("upload {id}: unreadable marker: {e}")))?;
-    if m.key != key {
-        return Err(BackendError::NoSuchUpload(format!("upload {id} is not for key {key:?}")));
-    }
-    Ok(m)
+    let read = b.get_range_impl(&marker_key(id), None, &GetOptions::default()).await.map(|g| g.data);
+    UploadMarker::from_read(id, key, read)
 }
 
 pub(super) async fn upload_part(
@@ -101,17 +77,8 @@ pub(super) async fn upload_part(
     part_number: u32,
     data: Bytes,
 ) -> BackendResult<CompletedPart> {
-    if part_number == 0 || part_number > MAX_PART_NUMBER {
-        return Err(BackendError::InvalidArgument(format!(
-            "part number {part_number} outside 1..={MAX_PART_NUMBER}"
-        )));
-    }
     let size = data.len() as u64;
-    if size > MAX_PART {
-        return Err(BackendError::InvalidArgument(format!(
-            "part {part_number} of {size} bytes exceeds 5 GiB"
-        )));
-    }
+    part_rules::check_part(part_number, size, MAX_PART_NUMBER, MAX_PART)?;
     marker(b, key, id).await?;
     let name = format!("{}{part_number:05}", parts_prefix(id));
     let meta = b.upload("upload_part", &name, data, None, &BTreeMap::new(), None).await?;
@@ -161,21 +128,14 @@ pub(super) async fn complete(
     id: &str,
     parts: &[CompletedPart],
 ) -> BackendResult<ObjectMeta> {
-    let m = marker(b, key, id).await?;
-    if parts.is_empty() {
-        return Err(BackendError::InvalidArgument(format!("complete {key:?}: no parts")));
-    }
+    let m = marker(b, key, id).await?.put_options();
     if parts.len() > MAX_PARTS as usize {
         return Err(BackendError::InvalidArgument(format!(
             "complete {key:?}: {} parts, GCS composes at most {MAX_PARTS}",
             parts.len()
         )));
     }
-    let mut sorted = parts.to_vec();
-    sorted.sort_by_key(|p| p.part_number);
-    if sorted.windows(2).any(|w| w[0].part_number == w[1].part_number) {
-        return Err(BackendError::InvalidArgument(format!("complete {key:?}: a part is named twice")));
-    }
+    let sorted = part_rules::sorted_parts(key, parts)?;
     let prefix = parts_prefix(id);
     let mut sources: Vec<(String, String)> =
         sorted.iter().map(|p| (format!("{prefix}{:05}", p.part_number), p.etag.clone())).collect();

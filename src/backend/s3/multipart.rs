@@ -71,17 +71,8 @@ pub(super) async fn upload_part(
     part_number: u32,
     data: Bytes,
 ) -> BackendResult<CompletedPart> {
-    if part_number == 0 || part_number > MAX_PARTS {
-        return Err(BackendError::InvalidArgument(format!(
-            "part number {part_number} outside 1..={MAX_PARTS}"
-        )));
-    }
     let size = data.len() as u64;
-    if size > MAX_PART {
-        return Err(BackendError::InvalidArgument(format!(
-            "part {part_number} of {size} bytes exceeds 5 GiB"
-        )));
-    }
+    crate::backend::part_rules::check_part(part_number, size, MAX_PARTS, MAX_PART)?;
     let out = b
         .run("upload_part", key, |c| {
             c.upload_part()
