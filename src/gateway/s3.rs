@@ -35,6 +35,19 @@ impl Gateway {
         Gateway { store }
     }
 
+    /// The object's metadata and part sizes, if the read's conditions let it be read.
+    async fn checked_meta(
+        &self,
+        bucket: &str,
+        key: &str,
+        conditions: ReadConditions,
+    ) -> S3Result<(ObjectMeta, Vec<u64>)> {
+        let (b, k) = (bucket.to_owned(), key.to_owned());
+        let (m, sizes) = self.call(move |s| s.object_part_sizes(&b, &k)).await?;
+        check_read_conditions(&m, &conditions)?;
+        Ok((m, sizes))
+    }
+
     /// Runs a store call on the blocking pool and maps its error.
     async fn call<T, F>(&self, f: F) -> S3Result<T>
     where
@@ -77,6 +90,18 @@ fn etag_matches(cond: &ETagCondition, m: &ObjectMeta) -> bool {
         ETagCondition::Any => true,
         ETagCondition::ETag(e) => e.value() == m.etag,
     }
+}
+
+/// The conditional headers of a `GetObjectInput` or `HeadObjectInput` (same field names).
+macro_rules! read_conditions {
+    ($i:expr) => {
+        ReadConditions {
+            if_match: $i.if_match.clone(),
+            if_none_match: $i.if_none_match.clone(),
+            if_modified_since: $i.if_modified_since.clone(),
+            if_unmodified_since: $i.if_unmodified_since.clone(),
+        }
+    };
 }
 
 /// The conditional headers of a GET or HEAD.
@@ -249,17 +274,7 @@ impl S3 for Gateway {
 
     async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
         let i = req.input;
-        let (b, k) = (i.bucket, i.key);
-        let (m, sizes) = self.call(move |s| s.object_part_sizes(&b, &k)).await?;
-        check_read_conditions(
-            &m,
-            &ReadConditions {
-                if_match: i.if_match.clone(),
-                if_none_match: i.if_none_match.clone(),
-                if_modified_since: i.if_modified_since.clone(),
-                if_unmodified_since: i.if_unmodified_since.clone(),
-            },
-        )?;
+        let (m, sizes) = self.checked_meta(&i.bucket, &i.key, read_conditions!(i)).await?;
         let (len, parts_count) = match i.part_number {
             Some(n) => {
                 let r = part_range(&sizes, n)?;
@@ -281,17 +296,7 @@ impl S3 for Gateway {
 
     async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
         let i = req.input;
-        let (b, k) = (i.bucket.clone(), i.key.clone());
-        let (m, sizes) = self.call(move |s| s.object_part_sizes(&b, &k)).await?;
-        check_read_conditions(
-            &m,
-            &ReadConditions {
-                if_match: i.if_match.clone(),
-                if_none_match: i.if_none_match.clone(),
-                if_modified_since: i.if_modified_since.clone(),
-                if_unmodified_since: i.if_unmodified_since.clone(),
-            },
-        )?;
+        let (m, sizes) = self.checked_meta(&i.bucket, &i.key, read_conditions!(i)).await?;
         let (range, content_range) = match (&i.range, i.part_number) {
             (Some(_), Some(_)) => return Err(s3_error!(InvalidRequest, "Range and partNumber together")),
             (None, None) => (0..m.size, None),
