@@ -14,6 +14,24 @@ use common::{pattern, test_root, BIN};
 
 const MIB: usize = 1 << 20;
 
+/// `bucketfs cp SRC DST` against `endpoint` in 5 MiB parts, two at a time, paced to
+/// 20 MiB/s so a test can kill it half-way; resume state in `state`.
+fn throttled_cp(
+    endpoint: &str,
+    state: &std::path::Path,
+    src: &std::ffi::OsStr,
+    dst: &std::ffi::OsStr,
+) -> Command {
+    let mut c = Command::new(BIN);
+    c.args(["cp", "--part-size", "5M", "--parallel", "2", "--limit-rate", "20M", "--endpoint", endpoint])
+        .arg("--state-dir")
+        .arg(state)
+        .arg(src)
+        .arg(dst)
+        .stdin(Stdio::null());
+    c
+}
+
 /// Part numbers of successful UploadPart requests among access-log `lines`.
 fn stored_parts(lines: &[String]) -> Vec<u32> {
     let mut parts: Vec<u32> = lines
@@ -39,26 +57,7 @@ fn killed_cp_resumes_without_resending_stored_parts() {
     std::fs::write(&src, &data).unwrap();
     let url = format!("s3://{bucket}/images/big.iso");
     let state = dir.path().join("state");
-    let cp = || {
-        let mut c = Command::new(BIN);
-        c.args([
-            "cp",
-            "--part-size",
-            "5M",
-            "--parallel",
-            "2",
-            "--limit-rate",
-            "20M",
-            "--endpoint",
-            &gw.endpoint,
-        ])
-        .arg("--state-dir")
-        .arg(&state)
-        .arg(&src)
-        .arg(&url)
-        .stdin(Stdio::null());
-        c
-    };
+    let cp = || throttled_cp(&gw.endpoint, &state, src.as_os_str(), url.as_ref());
 
     // first run: killed once the server has stored three parts
     let mut child = cp().stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
@@ -187,26 +186,8 @@ fn killed_download_resumes_fetching_only_missing_ranges() {
     let dir = tempfile::tempdir_in(test_root()).unwrap();
     let dst = dir.path().join("big");
     let state = dir.path().join("state");
-    let cp = || {
-        let mut c = Command::new(BIN);
-        c.args([
-            "cp",
-            "--part-size",
-            "5M",
-            "--parallel",
-            "2",
-            "--limit-rate",
-            "20M",
-            "--endpoint",
-            &gw.endpoint,
-        ])
-        .arg("--state-dir")
-        .arg(&state)
-        .arg(format!("s3://{bucket}/big"))
-        .arg(&dst)
-        .stdin(Stdio::null());
-        c
-    };
+    let src = format!("s3://{bucket}/big");
+    let cp = || throttled_cp(&gw.endpoint, &state, src.as_ref(), dst.as_os_str());
     let mut child = cp().stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     while fetched_ranges(&gw.requests(&bucket)).len() < 4 {
