@@ -28,7 +28,7 @@ fn bad_input_fails_fast_with_a_clear_message() {
         (vec!["--bogus-flag", "--drives", &drives.spec, "local://exists", m], "--bogus-flag"),
         (vec!["-o", "allow_othr", "--drives", &drives.spec, "local://exists", m], "allow_othr"),
         (vec!["local://exists", m], "--drives"),
-        (vec!["--drives", &drives.spec, "gs://bucket", m], "not built yet"),
+        (vec!["--endpoint", "http://127.0.0.1:1", "gs://bucket", m], "127.0.0.1:1"),
         (vec!["--endpoint", "http://127.0.0.1:9", "s3://bucket", m], "127.0.0.1:9"),
         (vec!["--drives", &drives.spec, "--part-size", "8Q", "local://exists", m], "8Q"),
     ];
