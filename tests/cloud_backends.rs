@@ -288,6 +288,9 @@ fn missing_bucket_or_container_is_reported() {
 /// and holds each one's first bytes back briefly, so that requests sent in
 /// parallel really overlap (and so need connections of their own), while
 /// requests sent one after another reuse one pooled connection.
+/// Makes a backend that reaches its server at the given endpoint.
+type BackendAt = Box<dyn Fn(String) -> Arc<dyn StorageBackend>>;
+
 async fn counting_relay(upstream: String) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::io::AsyncWriteExt;
@@ -338,7 +341,7 @@ fn gcs_reads_ranges_in_parallel_azure_one_after_another() {
         let ranges: Vec<_> = (0..6u64).map(|i| i * 300_000..i * 300_000 + 1000).collect();
         for kind in [Kind::Gcs, Kind::Azure] {
             let name = unique_bucket("par");
-            let (server, via_relay): (String, Box<dyn Fn(String) -> Arc<dyn StorageBackend>>) = match kind {
+            let (server, via_relay): (String, BackendAt) = match kind {
                 Kind::Gcs => {
                     cloud_support::gcs_bucket(&name).await;
                     let n = name.clone();

@@ -123,10 +123,10 @@ impl StorageBackend for MemoryBackend {
                 continue;
             }
             let rest = &k[req.prefix.len()..];
-            let entry = match req.delimiter.as_deref().and_then(|d| rest.find(d).map(|i| (i, d))) {
-                Some((i, d)) => Some(format!("{}{}", req.prefix, &rest[..i + d.len()])),
-                None => None,
-            };
+            let entry = req
+                .delimiter
+                .as_deref()
+                .and_then(|d| rest.find(d).map(|i| format!("{}{}", req.prefix, &rest[..i + d.len()])));
             if let Some(cp) = &entry {
                 if page.common_prefixes.last() == Some(cp)
                     || (!start.is_empty() && cp.as_str() <= start.as_str() && start.starts_with(cp.as_str()))
