@@ -119,10 +119,12 @@ async fn lone_random_reads_are_not_batched() {
     assert_eq!(f.backend.gets.load(SeqCst), 8);
 }
 
-async fn concurrent_waves(wave_size: usize) -> (Arc<Fixture>, u64) {
+/// 40 reads at scattered offsets (a fixed pseudo-random sequence from `seed`, no stride or
+/// cycle), `wave_size` at a time, like that many threads issuing preads on one file.
+async fn concurrent_waves(wave_size: usize, seed: u64) -> (Arc<Fixture>, u64) {
     let f = Arc::new(fixture(64 * MIB, MultiRangeConfig::default()).await);
     f.backend.get_delay_ms.store(20, SeqCst);
-    let mut x = 777u64;
+    let mut x = seed;
     let offsets: Vec<u64> = (0..40)
         .map(|_| {
             x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
@@ -148,38 +150,14 @@ async fn concurrent_waves(wave_size: usize) -> (Arc<Fixture>, u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn more_concurrent_reads_than_a_batch_fill_several_batches() {
-    let (f, requests) = concurrent_waves(10).await;
+    let (f, requests) = concurrent_waves(10, 777).await;
     assert!(requests <= 40 / 3, "{requests} requests for 40 reads in waves of 10");
     assert_eq!(f.backend.max_multi_get_ranges.load(SeqCst), 5, "full batches, never more");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_reads_are_coalesced() {
-    let f = Arc::new(fixture(64 * MIB, MultiRangeConfig::default()).await);
-    f.backend.get_delay_ms.store(20, SeqCst);
-    // scattered offsets with no stride or cycle (a fixed pseudo-random sequence)
-    let mut x = 12345u64;
-    let offsets: Vec<u64> = (0..40)
-        .map(|_| {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            (x >> 33) % (63 * MIB) / (4 * KIB) * (4 * KIB)
-        })
-        .collect();
-    // 5 readers at a time, like 5 threads issuing preads on one file
-    for wave in offsets.chunks(5) {
-        let tasks: Vec<_> = wave
-            .iter()
-            .map(|&o| {
-                let f = f.clone();
-                tokio::spawn(async move { (o, f.read(o, 16 * KIB).await.0) })
-            })
-            .collect();
-        for t in tasks {
-            let (o, got) = t.await.unwrap();
-            assert_eq!(got, f.expect(o, 16 * KIB), "offset {o}");
-        }
-    }
-    let requests = f.requests();
+    let (f, requests) = concurrent_waves(5, 12345).await;
     let (singles, multis) = (f.backend.gets.load(SeqCst), f.backend.multi_gets.load(SeqCst));
     assert!(requests <= 40 / 3, "{singles} single + {multis} multi-range requests for 40 concurrent reads");
     assert!(f.backend.max_multi_get_ranges.load(SeqCst) <= 5);
