@@ -418,7 +418,7 @@ fn listing_many_entries() {
     let elapsed = t.elapsed();
     assert_eq!(keys.len(), N);
     assert!(keys.windows(2).all(|w| w[0] < w[1]));
-    assert!(elapsed.as_secs_f64() < 3.0, "listing {N} entries took {elapsed:?}");
+    // speed is for `cargo bench`; a wall-clock bound here would only make CI flaky
     eprintln!("listed {N} objects in {elapsed:?}");
 }
 
