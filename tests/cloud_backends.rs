@@ -13,7 +13,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use s3_support::{pattern, unique_bucket};
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 enum Kind {
     Gcs,
     Azure,
@@ -49,7 +49,11 @@ async fn round_trips(kind: Kind) {
         let head = b.head(&key).await.unwrap();
         assert_eq!(head.size, n as u64, "{kind:?}");
         assert_eq!(head.etag, put.etag, "{kind:?}: put and head agree on the version");
-        assert_eq!(head.content_type.as_deref(), Some("application/x-test"));
+        if kind == Kind::Azure {
+            // google-cloud-storage sends the content type in the metadata part of its
+            // upload, where GCS reads it; fake-gcs-server reads only the media part's header.
+            assert_eq!(head.content_type.as_deref(), Some("application/x-test"));
+        }
         assert_eq!(head.user_metadata.get("bucketfs-mode").map(String::as_str), Some("100644"), "{kind:?}");
         assert_eq!(head.user_metadata.get("plain").map(String::as_str), Some("v"));
         let all = b.get_range(&key, None, &GetOptions::default()).await.unwrap();
@@ -57,7 +61,11 @@ async fn round_trips(kind: Kind) {
         if n > 10 {
             let part = b.get_range(&key, Some(3..n as u64 - 2), &GetOptions::default()).await.unwrap();
             assert!(part.data == data.slice(3..n - 2));
-            assert_eq!(part.meta.size, n as u64, "{kind:?}: a ranged read knows the object's size");
+            if kind == Kind::Azure {
+                // GCS reports the size in x-goog-stored-content-length, which
+                // fake-gcs-server leaves out of ranged answers.
+                assert_eq!(part.meta.size, n as u64, "{kind:?}: a ranged read knows the object's size");
+            }
         }
         // past the end: clamped to nothing
         let past =
@@ -86,11 +94,20 @@ async fn round_trips(kind: Kind) {
     }
 
     // copy keeps or replaces metadata; delete removes
-    let src_opts = PutOptions { content_type: Some("text/plain".into()), ..Default::default() };
+    let src_opts = PutOptions {
+        content_type: Some("text/plain".into()),
+        user_metadata: BTreeMap::from([("origin".into(), "src".into())]),
+        ..Default::default()
+    };
     b.put("src", Bytes::from_static(b"copy me"), &src_opts).await.unwrap();
     let kept = b.copy("src", "dst1", None).await.unwrap();
     assert_eq!(kept.size, 7);
-    assert_eq!(b.head("dst1").await.unwrap().content_type.as_deref(), Some("text/plain"));
+    let h = b.head("dst1").await.unwrap();
+    assert_eq!(h.user_metadata.get("origin").map(String::as_str), Some("src"), "{kind:?}");
+    if kind == Kind::Azure {
+        // (fake-gcs-server drops the content type of uploads: see above)
+        assert_eq!(h.content_type.as_deref(), Some("text/plain"));
+    }
     let new = PutOptions {
         content_type: Some("text/x-new".into()),
         user_metadata: BTreeMap::from([("bucketfs-mtime".into(), "12".into())]),
@@ -131,8 +148,13 @@ async fn conditional_writes(kind: Kind) {
     assert_eq!(&b.get_range("k", None, &GetOptions::default()).await.unwrap().data[..], b"3");
 }
 
-// fake-gcs-server ignores ifGenerationMatch on writes (it does on reads too, which
-// the backend re-checks itself), so conditional writes are shown on Azurite only.
+/// `ifGenerationMatch` on uploads (0: must not exist). fake-gcs-server ignores it on
+/// reads, which the backend re-checks itself, but honours it on uploads.
+#[test]
+fn gcs_conditional_writes() {
+    rt().block_on(conditional_writes(Kind::Gcs));
+}
+
 #[test]
 fn azure_conditional_writes() {
     rt().block_on(conditional_writes(Kind::Azure));

@@ -133,6 +133,9 @@ pub struct GetOptions {
 /// Result of a single-range read.
 #[derive(Clone, Debug)]
 pub struct GetResult {
+    /// The object's metadata as the answer reports it: `etag` always; `size`
+    /// (of the whole object) and `last_modified` only where the server sends
+    /// them with the data (0 / the epoch otherwise; `head` has them all).
     pub meta: ObjectMeta,
     /// The requested bytes; shorter than asked only when the range passed the end of the object.
     pub data: Bytes,

@@ -1,13 +1,10 @@
-//! The Google Cloud Storage backend: `gs://bucket[/prefix]` through GCS's JSON
-//! API over HTTPS (reqwest, rustls), with Application Default Credentials from
-//! the `google-cloud-auth` crate.
-//!
-//! Why not the `google-cloud-storage` crate: its 1.x client reads and writes
-//! over HTTP but lists, composes, copies and deletes only through the gRPC
-//! `StorageControl` client, and it depends on the gRPC stack (tonic, prost)
-//! unconditionally. The JSON calls bucketfs needs are a few lines each, talk
-//! to fake-gcs-server and private endpoints alike, and cost no second stack;
-//! the hard part, credentials, is the official auth crate.
+//! The Google Cloud Storage backend: `gs://bucket[/prefix]`. Object reads and
+//! writes go through the official `google-cloud-storage` crate ([`data`]);
+//! listing, deleting, composing and copying are JSON API requests over
+//! reqwest here, because the crate offers those only through its gRPC
+//! `StorageControl` client, which fake-gcs-server and many private endpoints
+//! do not speak. Credentials (Application Default Credentials) come from the
+//! official `google-cloud-auth` crate and serve both paths.
 //!
 //! Design:
 //! - Versions: an object's `generation` is its [`ObjectMeta::etag`]. Reads
@@ -30,6 +27,7 @@
 //!   named or present, else requests are anonymous. Tokens never reach a log
 //!   or an error.
 
+mod data;
 mod multipart;
 
 use std::collections::BTreeMap;
@@ -78,6 +76,8 @@ pub struct GcsBackend {
     bucket: String,
     endpoint: String,
     http: reqwest::Client,
+    /// The `google-cloud-storage` client: object reads and writes ([`data`]).
+    storage: google_cloud_storage::client::Storage,
     auth: Arc<Auth>,
     retries: std::sync::atomic::AtomicU64,
 }
@@ -155,10 +155,12 @@ impl GcsBackend {
         let endpoint = cfg.endpoint.clone().unwrap_or_else(|| DEFAULT_ENDPOINT.to_owned());
         let endpoint = endpoint.trim_end_matches('/').to_owned();
         let auth = resolve_auth(&cfg).await?;
+        let storage = data::storage_client(&endpoint, &auth).await?;
         Ok(GcsBackend {
             bucket: cfg.bucket,
             endpoint,
             http: http::client()?,
+            storage,
             auth: Arc::new(auth),
             retries: Default::default(),
         })
@@ -195,10 +197,6 @@ impl GcsBackend {
 
     fn objects_url(&self) -> String {
         format!("{}/storage/v1/b/{}/o", self.endpoint, http::encode(&self.bucket))
-    }
-
-    fn upload_url(&self) -> String {
-        format!("{}/upload/storage/v1/b/{}/o", self.endpoint, http::encode(&self.bucket))
     }
 
     /// A request with the authorization headers of the moment (tokens are cached
@@ -311,98 +309,6 @@ impl GcsBackend {
         }
     }
 
-    /// Uploads `data` as one object (`uploadType=multipart`: metadata and bytes
-    /// in one request). `generation_match`: `Some(0)` = must not exist.
-    async fn upload(
-        &self,
-        op: &'static str,
-        key: &str,
-        data: Bytes,
-        content_type: Option<&str>,
-        metadata: &BTreeMap<String, String>,
-        generation_match: Option<&str>,
-    ) -> BackendResult<ObjectMeta> {
-        let mut resource = serde_json::json!({ "name": key });
-        if let Some(ct) = content_type {
-            resource["contentType"] = ct.into();
-        }
-        if !metadata.is_empty() {
-            resource["metadata"] = serde_json::to_value(metadata).unwrap_or_default();
-        }
-        let boundary = format!("bucketfs-{}", uuid::Uuid::new_v4().simple());
-        let mut body = Vec::with_capacity(data.len() + 512);
-        body.extend_from_slice(
-            format!("--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n{resource}\r\n--{boundary}\r\nContent-Type: {}\r\n\r\n",
-                content_type.unwrap_or("application/octet-stream")).as_bytes(),
-        );
-        body.extend_from_slice(&data);
-        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-        let body = Bytes::from(body);
-        let q = http::query(&[("uploadType", Some("multipart")), ("ifGenerationMatch", generation_match)]);
-        let url = format!("{}?{q}", self.upload_url());
-        let r = self
-            .call(op, key, Method::POST, &url, |rb| {
-                rb.header("content-type", format!("multipart/related; boundary={boundary}"))
-                    .body(body.clone())
-            })
-            .await?;
-        let obj: GcsObject = self.json(r, op, key).await?;
-        Ok(obj.into_meta())
-    }
-
-    async fn get_range_impl(
-        &self,
-        key: &str,
-        range: Option<Range<u64>>,
-        opts: &GetOptions,
-    ) -> BackendResult<GetResult> {
-        if range.as_ref().is_some_and(|r| r.start >= r.end) {
-            return Ok(GetResult { meta: self.head_pinned(key, opts).await?, data: Bytes::new() });
-        }
-        let q = http::query(&[("alt", Some("media")), ("ifGenerationMatch", opts.if_match.as_deref())]);
-        let url = format!("{}?{q}", self.object_url(key));
-        let header = range.as_ref().map(http::range_value);
-        let mut attempt = 1;
-        loop {
-            let res = self
-                .call_raw("get", key, Method::GET, &url, |rb| match &header {
-                    Some(h) => rb.header("range", h),
-                    None => rb,
-                })
-                .await?;
-            let r = match res {
-                Ok(r) => r,
-                // The range starts at or past the end: no bytes, the object's metadata.
-                Err((416, _)) => {
-                    return Ok(GetResult { meta: self.head_pinned(key, opts).await?, data: Bytes::new() })
-                }
-                Err((status, msg)) => return Err(http::classify(status, "", &msg, self.ctx("get", key))),
-            };
-            let meta = meta_from_headers(key, &r);
-            if let Some(want) = &opts.if_match {
-                if *want != meta.etag {
-                    return Err(BackendError::PreconditionFailed(key.to_owned()));
-                }
-            }
-            match r.bytes().await {
-                Ok(data) => return Ok(GetResult { meta, data }),
-                Err(e) if attempt < super::s3::retry::BODY_ATTEMPTS => {
-                    debug!(target: TARGET, key, attempt, error = %http::root_cause(&e), "GET body broke; retrying");
-                    self.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    tokio::time::sleep(super::s3::retry::backoff(attempt)).await;
-                    attempt += 1;
-                }
-                Err(e) => {
-                    return Err(BackendError::Io(format!(
-                        "get {key:?}: body from {} broke: {}",
-                        self.endpoint,
-                        http::root_cause(&e)
-                    )))
-                }
-            }
-        }
-    }
-
     async fn head_pinned(&self, key: &str, opts: &GetOptions) -> BackendResult<ObjectMeta> {
         let meta = self.head(key).await?;
         match &opts.if_match {
@@ -420,33 +326,6 @@ impl GcsBackend {
         let results: Vec<(String, BackendResult<()>)> =
             futures::stream::iter(futs).buffer_unordered(16).collect().await;
         results.into_iter().filter_map(|(k, r)| r.err().map(|e| (k, e))).collect()
-    }
-}
-
-/// Metadata of a media download from its headers (`x-goog-*`).
-fn meta_from_headers(key: &str, r: &Response) -> ObjectMeta {
-    let h = r.headers();
-    let get = |n: &str| h.get(n).and_then(|v| v.to_str().ok());
-    let size = http::content_range_total(get("content-range"))
-        .or_else(|| get("x-goog-stored-content-length").and_then(|v| v.parse().ok()))
-        .or_else(|| get("content-length").and_then(|v| v.parse().ok()))
-        .unwrap_or(0);
-    let user_metadata = h
-        .iter()
-        .filter_map(|(n, v)| {
-            let name = n.as_str().strip_prefix("x-goog-meta-")?;
-            Some((name.to_owned(), v.to_str().ok()?.to_owned()))
-        })
-        .collect();
-    ObjectMeta {
-        key: key.to_owned(),
-        size,
-        etag: get("x-goog-generation").unwrap_or_default().to_owned(),
-        last_modified: get("last-modified")
-            .and_then(|v| httpdate::parse_http_date(v).ok())
-            .unwrap_or(SystemTime::UNIX_EPOCH),
-        content_type: get("content-type").map(str::to_owned),
-        user_metadata,
     }
 }
 
