@@ -6,7 +6,8 @@
 //! - Credentials: `--no-sign-request` (anonymous, public containers), else
 //!   `AZURE_STORAGE_SAS_TOKEN`, else `AZURE_STORAGE_KEY` (Shared Key signing), else
 //!   `AZURE_STORAGE_CONNECTION_STRING` (`AccountKey` or `SharedAccessSignature`;
-//!   `UseDevelopmentStorage=true` means Azurite's well-known account).
+//!   `UseDevelopmentStorage=true` means Azurite's well-known account), else an
+//!   Entra ID token (Azure CLI, workload or managed identity; see [`super::entra`]).
 //! - Endpoint: `--endpoint` (the blob service URL; for Azurite
 //!   `http://127.0.0.1:10000/devstoreaccount1`), else the connection string's
 //!   `BlobEndpoint`, else `https://ACCOUNT.blob.core.windows.net`.
@@ -16,9 +17,11 @@
 //! kept out of `Debug` output and error messages.
 
 use std::fmt;
+use std::sync::Arc;
 
 use base64::Engine;
 
+use super::entra::{EntraSource, EntraToken, AUTH_ENV};
 use crate::backend::{BackendError, BackendResult};
 
 /// Azurite's documented development account and key (public, not a secret).
@@ -42,6 +45,8 @@ pub enum Credential {
     Key(Vec<u8>),
     /// SAS token without the leading `?`.
     Sas(String),
+    /// Microsoft Entra ID bearer tokens.
+    Entra(Arc<EntraToken>),
 }
 
 impl fmt::Debug for Credential {
@@ -50,6 +55,7 @@ impl fmt::Debug for Credential {
             Credential::Anonymous => "anonymous",
             Credential::Key(_) => "account key",
             Credential::Sas(_) => "SAS token",
+            Credential::Entra(t) => t.source().describe(),
         })
     }
 }
@@ -127,9 +133,11 @@ impl AzureConfig {
             Credential::Key(decode_key(key, "the AccountKey of AZURE_STORAGE_CONNECTION_STRING")?)
         } else if let Some(sas) = &conn.sas {
             Credential::Sas(sas.trim_start_matches('?').to_owned())
+        } else if let Some(source) = EntraSource::detect()? {
+            Credential::Entra(Arc::new(EntraToken::new(source)?))
         } else {
             return Err(BackendError::AccessDenied(format!(
-                "no Azure credentials for account {account:?}: set AZURE_STORAGE_KEY, AZURE_STORAGE_SAS_TOKEN or AZURE_STORAGE_CONNECTION_STRING (or --no-sign-request for a public container)"
+                "no Azure credentials for account {account:?}: set AZURE_STORAGE_KEY, AZURE_STORAGE_SAS_TOKEN or AZURE_STORAGE_CONNECTION_STRING, log in with `az login`, set {AUTH_ENV}=msi on a VM with a managed identity (or --no-sign-request for a public container)"
             )));
         };
         let endpoint = match (&req.endpoint, &conn.blob_endpoint) {

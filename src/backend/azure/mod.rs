@@ -1,14 +1,14 @@
 //! The Azure Blob Storage backend: `wasb://container[/prefix]` through the Blob
-//! REST API over HTTPS (reqwest, rustls), signed with Shared Key or a SAS token.
+//! REST API over HTTPS (reqwest, rustls), signed with Shared Key, a SAS token or
+//! an Entra ID bearer token from the official `azure_identity` crate ([`entra`]).
 //!
-//! Why no Azure SDK crate: the official `azure_storage_blob` (1.x) authorizes
-//! with Entra ID token credentials only (no account key, so no Azurite
-//! without extra set-up), and the older `azure_storage_blobs` (0.21) is retired
-//! upstream and brings its own HTTP stack (`http-types`, an older reqwest)
-//! beside ours. Shared Key signing is one HMAC ([`sign`]), and the dozen calls
-//! below are plain requests, so a direct client is smaller than either.
-//! Entra ID tokens (Azure CLI, managed identity) are therefore not supported;
-//! use a key or a SAS.
+//! Why no Azure SDK crate for the blobs: the official `azure_storage_blob`
+//! (1.x) authorizes with Entra ID token credentials only (no account key, so
+//! no Azurite without extra set-up), and the older `azure_storage_blobs`
+//! (0.21) is retired upstream and brings its own HTTP stack (`http-types`, an
+//! older reqwest) beside ours. Shared Key signing is one HMAC ([`sign`]), and
+//! the dozen calls below are plain requests, so a direct client is smaller
+//! than either. Tokens, the part worth an SDK, come from `azure_identity`.
 //!
 //! Design:
 //! - Blobs are block blobs. `put` is one Put Blob; multipart uploads are Put
@@ -25,6 +25,7 @@
 //! - Errors: `x-ms-error-code` first, then the status; see [`classify`].
 
 pub mod config;
+pub mod entra;
 mod multipart;
 
 use std::collections::BTreeMap;
@@ -132,7 +133,7 @@ impl AzureBackend {
     }
 
     /// The signed request of one attempt (fresh `x-ms-date`).
-    fn build(&self, r: &Req<'_>) -> reqwest::RequestBuilder {
+    async fn build(&self, r: &Req<'_>) -> BackendResult<reqwest::RequestBuilder> {
         let path = self.path(r.blob);
         let origin = &self.cfg.endpoint[..self.cfg.endpoint.len() - url_path(&self.cfg.endpoint).len()];
         let mut query: Vec<String> =
@@ -154,6 +155,9 @@ impl AzureBackend {
             let sig = sign(key, &to_sign);
             headers.push(("authorization".into(), format!("SharedKey {}:{sig}", self.cfg.account)));
         }
+        if let Credential::Entra(token) = &self.cfg.credential {
+            headers.push(("authorization".into(), token.bearer().await?));
+        }
         for (k, v) in &headers {
             rb = rb.header(k.as_str(), v.as_str());
         }
@@ -163,7 +167,7 @@ impl AzureBackend {
             // Azure wants a Content-Length on every write; reqwest sends none for an empty body.
             rb = rb.header("content-length", "0");
         }
-        rb
+        Ok(rb)
     }
 
     /// Sends with retries; an error answer becomes a [`BackendError`].
@@ -180,7 +184,7 @@ impl AzureBackend {
     ) -> BackendResult<Result<Response, ErrorAnswer>> {
         let span = tracing::debug_span!(target: TARGET, "azure", op, key = %key);
         async {
-            let resp = http::send(self.ctx(op, key), || async { Ok(self.build(&r)) }).await?;
+            let resp = http::send(self.ctx(op, key), || self.build(&r)).await?;
             if resp.status().is_success() {
                 return Ok(Ok(resp));
             }
@@ -572,10 +576,18 @@ impl StorageBackend for AzureBackend {
         match self.list_raw(&req, false).await {
             Ok(_) => Ok(()),
             Err(BackendError::NotFound(_)) => Err(BackendError::NoSuchBucket(self.cfg.container.clone())),
-            Err(BackendError::AccessDenied(m)) => Err(BackendError::AccessDenied(format!(
-                "container {:?} of account {:?}: {m}; check the account name and its key or SAS token (credentials: {:?})",
-                self.cfg.container, self.cfg.account, self.cfg.credential
-            ))),
+            Err(BackendError::AccessDenied(m)) => {
+                let what = match self.cfg.credential {
+                    Credential::Entra(_) => {
+                        "that the identity has a Storage Blob Data role on the account or container"
+                    }
+                    _ => "the account name and its key or SAS token",
+                };
+                Err(BackendError::AccessDenied(format!(
+                    "container {:?} of account {:?}: {m}; check {what} (credentials: {:?})",
+                    self.cfg.container, self.cfg.account, self.cfg.credential
+                )))
+            }
             Err(BackendError::Unavailable(m)) => Err(BackendError::Unavailable(format!(
                 "account {:?}: {m}; check the account name and --endpoint",
                 self.cfg.account
