@@ -141,6 +141,21 @@ pub struct GetResult {
     pub data: Bytes,
 }
 
+/// The answer to a read that yields no bytes (an empty range, or one that
+/// starts past the end): the object's metadata from `head`, pinned to
+/// `opts.if_match` as the read would have been.
+pub(crate) async fn empty_read<B: StorageBackend + ?Sized>(
+    b: &B,
+    key: &str,
+    opts: &GetOptions,
+) -> BackendResult<GetResult> {
+    let meta = b.head(key).await?;
+    match &opts.if_match {
+        Some(e) if *e != meta.etag => Err(BackendError::PreconditionFailed(key.to_owned())),
+        _ => Ok(GetResult { meta, data: Bytes::new() }),
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CompletedPart {
     pub part_number: u32,

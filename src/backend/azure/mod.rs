@@ -242,7 +242,7 @@ impl AzureBackend {
         opts: &GetOptions,
     ) -> BackendResult<GetResult> {
         if range.as_ref().is_some_and(|r| r.start >= r.end) {
-            return Ok(GetResult { meta: self.head_pinned(key, opts).await?, data: Bytes::new() });
+            return super::empty_read(self, key, opts).await;
         }
         let mut attempt = 1;
         loop {
@@ -256,7 +256,7 @@ impl AzureBackend {
             let resp = match self.call_raw("get", key, r).await? {
                 Ok(resp) => resp,
                 Err(e) if e.status == 416 => {
-                    return Ok(GetResult { meta: self.head_pinned(key, opts).await?, data: Bytes::new() })
+                    return super::empty_read(self, key, opts).await
                 }
                 Err(e) => return Err(e.into_error(self.ctx("get", key), &self.cfg.container)),
             };
@@ -280,13 +280,6 @@ impl AzureBackend {
         }
     }
 
-    async fn head_pinned(&self, key: &str, opts: &GetOptions) -> BackendResult<ObjectMeta> {
-        let meta = self.head(key).await?;
-        match &opts.if_match {
-            Some(e) if *e != meta.etag => Err(BackendError::PreconditionFailed(key.to_owned())),
-            _ => Ok(meta),
-        }
-    }
 
     /// Headers of content type, metadata and write conditions.
     fn write_headers<'a>(&self, mut r: Req<'a>, opts: &PutOptions, content_type_header: &str) -> Req<'a> {

@@ -153,7 +153,7 @@ impl GcsBackend {
         opts: &GetOptions,
     ) -> BackendResult<GetResult> {
         if range.as_ref().is_some_and(|r| r.start >= r.end) {
-            return Ok(GetResult { meta: self.head_pinned(key, opts).await?, data: Bytes::new() });
+            return super::super::empty_read(self, key, opts).await;
         }
         let pinned = match &opts.if_match {
             Some(g) => Some(parse_generation(g, key)?),
@@ -182,7 +182,7 @@ impl GcsBackend {
             Ok(r) => r,
             // The range starts at or past the end: no bytes, the object's metadata.
             Err(BackendError::InvalidArgument(m)) if m.contains("HTTP 416") => {
-                return Ok(GetResult { meta: self.head_pinned(key, opts).await?, data: Bytes::new() })
+                return super::super::empty_read(self, key, opts).await
             }
             Err(e) => return Err(e),
         };

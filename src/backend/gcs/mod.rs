@@ -309,13 +309,6 @@ impl GcsBackend {
         }
     }
 
-    async fn head_pinned(&self, key: &str, opts: &GetOptions) -> BackendResult<ObjectMeta> {
-        let meta = self.head(key).await?;
-        match &opts.if_match {
-            Some(e) if *e != meta.etag => Err(BackendError::PreconditionFailed(key.to_owned())),
-            _ => Ok(meta),
-        }
-    }
 
     /// Deletes keys with up to 16 requests in flight; returns the failures.
     async fn delete_parallel(&self, keys: &[String]) -> Vec<(String, BackendError)> {

@@ -41,7 +41,7 @@ pub(super) async fn get_range(
 ) -> BackendResult<GetResult> {
     if range.as_ref().is_some_and(|r| r.start >= r.end) {
         // HTTP cannot express an empty range; only the metadata (and pin) matter.
-        return Ok(GetResult { meta: head_pinned(b, key, opts).await?, data: Bytes::new() });
+        return super::super::empty_read(b, key, opts).await;
     }
     let header = range.as_ref().and_then(|r| multirange::range_header(std::slice::from_ref(r)));
     let mut attempt = 1;
@@ -51,7 +51,7 @@ pub(super) async fn get_range(
             Ok(out) => out,
             Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 416) => {
                 // The range starts at or past the end of the object: clamp to nothing.
-                return Ok(GetResult { meta: head_pinned(b, key, opts).await?, data: Bytes::new() });
+                return super::super::empty_read(b, key, opts).await;
             }
             Err(e) => return Err(b.map_err("get", key, &e)),
         };
@@ -92,14 +92,6 @@ async fn send_get(
     .await
 }
 
-/// HEAD that honours `GetOptions::if_match` like a GET would.
-async fn head_pinned(b: &S3Backend, key: &str, opts: &GetOptions) -> BackendResult<ObjectMeta> {
-    let meta = b.head(key).await?;
-    match &opts.if_match {
-        Some(e) if *e != meta.etag => Err(BackendError::PreconditionFailed(key.to_owned())),
-        _ => Ok(meta),
-    }
-}
 
 fn meta_of(key: &str, out: &GetObjectOutput) -> ObjectMeta {
     // A 206 carries the object's size after the slash of Content-Range.
