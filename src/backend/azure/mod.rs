@@ -255,9 +255,7 @@ impl AzureBackend {
             }
             let resp = match self.call_raw("get", key, r).await? {
                 Ok(resp) => resp,
-                Err(e) if e.status == 416 => {
-                    return super::empty_read(self, key, opts).await
-                }
+                Err(e) if e.status == 416 => return super::empty_read(self, key, opts).await,
                 Err(e) => return Err(e.into_error(self.ctx("get", key), &self.cfg.container)),
             };
             let meta = meta_from_headers(key, &resp);
@@ -279,7 +277,6 @@ impl AzureBackend {
             }
         }
     }
-
 
     /// Headers of content type, metadata and write conditions.
     fn write_headers<'a>(&self, mut r: Req<'a>, opts: &PutOptions, content_type_header: &str) -> Req<'a> {

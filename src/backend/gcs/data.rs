@@ -169,22 +169,23 @@ impl GcsBackend {
                 if let Some(g) = pinned {
                     req = req.set_if_generation_match(g);
                 }
-                let mut resp = req.send().await?;
+                let mut resp = match req.send().await {
+                    Ok(resp) => resp,
+                    // The range starts at or past the end.
+                    Err(e) if e.http_status_code() == Some(416) => return Ok(None),
+                    Err(e) => return Err(e),
+                };
                 let highlights = resp.object();
                 let mut data = Vec::new();
                 while let Some(chunk) = resp.next().await {
                     data.extend_from_slice(&chunk?);
                 }
-                Ok((highlights, Bytes::from(data)))
+                Ok(Some((highlights, Bytes::from(data))))
             })
-            .await;
-        let (h, data) = match read {
-            Ok(r) => r,
-            // The range starts at or past the end: no bytes, the object's metadata.
-            Err(BackendError::InvalidArgument(m)) if m.contains("HTTP 416") => {
-                return super::super::empty_read(self, key, opts).await
-            }
-            Err(e) => return Err(e),
+            .await?;
+        let Some((h, data)) = read else {
+            // no bytes: the object's metadata
+            return super::super::empty_read(self, key, opts).await;
         };
         if pinned.is_some_and(|g| g != h.generation) {
             return Err(BackendError::PreconditionFailed(key.to_owned()));

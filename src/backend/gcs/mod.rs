@@ -309,7 +309,6 @@ impl GcsBackend {
         }
     }
 
-
     /// Deletes keys with up to 16 requests in flight; returns the failures.
     async fn delete_parallel(&self, keys: &[String]) -> Vec<(String, BackendError)> {
         let mut futs = Vec::new();

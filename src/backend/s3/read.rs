@@ -92,7 +92,6 @@ async fn send_get(
     .await
 }
 
-
 fn meta_of(key: &str, out: &GetObjectOutput) -> ObjectMeta {
     // A 206 carries the object's size after the slash of Content-Range.
     let size = out
