@@ -32,6 +32,10 @@ counters!(
     requests_copy,
     requests_multipart,
     requests_failed,
+    // backend requests running right now, and the most ever running at once:
+    // how much latency the mount hides by overlapping requests
+    requests_in_flight,
+    requests_in_flight_peak,
     retries,
     bytes_read,
     bytes_written,

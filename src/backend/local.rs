@@ -80,6 +80,7 @@ impl StorageBackend for LocalBackend {
             rename: false,
             conditional_put: true,
             list_metadata: true,
+            list_attrs: true,
         }
     }
 

@@ -31,6 +31,8 @@ pub struct MemoryBackend {
     caps: Capabilities,
     /// Number of `get_range`/`get_ranges` calls, for tests that count requests.
     pub gets: AtomicU64,
+    /// Listings leave out user metadata and content type, as S3 listings do.
+    pub bare_listings: std::sync::atomic::AtomicBool,
 }
 
 impl Default for MemoryBackend {
@@ -52,6 +54,7 @@ impl MemoryBackend {
             rename: false,
             conditional_put: true,
             list_metadata: false,
+            list_attrs: false,
         })
     }
 
@@ -62,6 +65,7 @@ impl MemoryBackend {
             next_id: AtomicU64::new(1),
             caps,
             gets: AtomicU64::new(0),
+            bare_listings: Default::default(),
         }
     }
 
@@ -146,7 +150,12 @@ impl StorageBackend for MemoryBackend {
                 }
                 None => {
                     last = k.clone();
-                    page.objects.push(m.clone());
+                    let mut m = m.clone();
+                    if self.bare_listings.load(Ordering::Relaxed) {
+                        m.user_metadata.clear();
+                        m.content_type = None;
+                    }
+                    page.objects.push(m);
                 }
             }
         }

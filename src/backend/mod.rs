@@ -16,6 +16,7 @@
 //! `PreconditionFailed` -> EEXIST/ESTALE, `InvalidKey` -> EINVAL/ENAMETOOLONG,
 //! anything transient -> EIO). Messages never contain credentials.
 
+pub mod attr_index;
 pub mod azure;
 pub mod gcs;
 pub(crate) mod http;
@@ -59,6 +60,10 @@ pub struct Capabilities {
     /// Listing entries carry content type and user metadata (S3 listings do not), so
     /// the filesystem can tell symlinks and `--enable-perms` attributes without a HEAD.
     pub list_metadata: bool,
+    /// Listing entries carry bucketfs's own attributes (symlink type, `--enable-perms`
+    /// mode, owner and mtime), if not all user metadata: true with `list_metadata`, and
+    /// for backends wrapped in [`attr_index::AttrIndexBackend`].
+    pub list_attrs: bool,
 }
 
 /// How a backend serves several ranges of one object, as the read path sees it
@@ -70,9 +75,11 @@ pub enum MultiRangeMode {
     /// Not known yet: the next `get_ranges` call finds out (and, if the server
     /// turns out to serve one range at a time, still answers every range).
     Probe,
-    /// No multi-range request exists, but parallel single-range reads are cheap.
+    /// No multi-range request exists: a batch is fetched as parallel single-range reads
+    /// (still one round trip of wall time, and predicted reads are fetched ahead).
     ParallelSingles,
-    /// Batching sparse reads does not pay here: `--enable-multi-range` is ignored.
+    /// Batching sparse reads is impossible here: `--enable-multi-range` is ignored.
+    /// No backend answers this today; every one can at least read ranges in parallel.
     Unsupported,
 }
 
@@ -170,7 +177,8 @@ pub struct MultipartUploadInfo {
     pub initiated: SystemTime,
 }
 
-#[derive(Debug, thiserror::Error)]
+/// Cloneable so that one failed request can be reported to every read waiting for it.
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum BackendError {
     #[error("not found: {0}")]
     NotFound(String),
@@ -237,13 +245,14 @@ pub trait StorageBackend: Send + Sync + 'static {
     fn capabilities(&self) -> Capabilities;
 
     /// How sparse reads of one object should be batched. The default follows
-    /// `Capabilities::multi_range`; a backend that must probe its server first
-    /// (S3) or whose single-range reads fan out cheaply (GCS) says so here.
+    /// `Capabilities::multi_range`: `Native` with it, `ParallelSingles` without
+    /// (any backend can run single-range reads in parallel); a backend that must
+    /// probe its server first (S3) says so here.
     fn multi_range_mode(&self) -> MultiRangeMode {
         if self.capabilities().multi_range {
             MultiRangeMode::Native
         } else {
-            MultiRangeMode::Unsupported
+            MultiRangeMode::ParallelSingles
         }
     }
 

@@ -17,6 +17,7 @@ use super::args::MountArgs;
 use super::backend::open_backend;
 use super::daemon::{self, Readiness};
 use super::source::{parse_source, Source};
+use crate::backend::attr_index::AttrIndexBackend;
 use crate::backend::metered::MeteredBackend;
 use crate::backend::StorageBackend;
 use crate::fs::handle::{HandleConfig, HandleContext};
@@ -115,6 +116,8 @@ fn serve(
     let metrics = Arc::new(Metrics::default());
     // every request of this mount is counted and traced in one place
     let backend = MeteredBackend::wrap(backend, metrics.clone());
+    // symlinks and --enable-perms attributes visible in S3 listings (above the meter: its requests count)
+    let backend = AttrIndexBackend::wrap_if_needed(backend, crate::fs::INDEXED_METADATA);
     let backend = if args.read_only { backend } else { journaled(&rt, args, source, backend) };
     let handles = Arc::new(HandleContext {
         backend: backend.clone(),

@@ -12,6 +12,7 @@
 //! | `bucketfs-uid`   | decimal                                 | `chown` (only with `--enable-perms`) |
 //! | `bucketfs-gid`   | decimal                                 | `chgrp` (only with `--enable-perms`) |
 //! | `bucketfs-mtime` | `SECONDS.NANOSECONDS` since the epoch   | `touch`/`utimes` (only with `--enable-perms`) |
+//! | `bucketfs-target`| a symlink's target, `%XX`-encoded       | copy of the content of a short symlink, so `readlink` after a listing needs no GET |
 //!
 //! Without `--enable-perms` these permission entries are ignored even when
 //! present, so a bucket shared by several mounts looks the same to all of them.
@@ -30,6 +31,47 @@ pub const META_UID: &str = "bucketfs-uid";
 pub const META_GID: &str = "bucketfs-gid";
 pub const META_MTIME: &str = "bucketfs-mtime";
 pub const TYPE_SYMLINK: &str = "symlink";
+/// A copy of a short symlink target (percent-encoded), so `readlink` of a listed or
+/// looked-up symlink needs no GET; the object's content stays the authority.
+pub const META_TARGET: &str = "bucketfs-target";
+/// Longest encoded target kept in [`META_TARGET`] (metadata and listing-index keys are small).
+pub const TARGET_META_MAX: usize = 200;
+/// The names a listing must carry for `ls -l` to need no request per entry; kept in
+/// the listing index on backends whose listings omit user metadata (`backend::attr_index`).
+pub const INDEXED_METADATA: &[&str] = &[META_TYPE, META_MODE, META_UID, META_GID, META_MTIME, META_TARGET];
+
+/// `target` for [`META_TARGET`]: `%XX` for `%` and anything outside printable ASCII
+/// (header values must be ASCII); `None` when too long to keep.
+pub fn encode_target(target: &[u8]) -> Option<String> {
+    let mut out = String::new();
+    for &b in target {
+        if b.is_ascii_graphic() && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+        if out.len() > TARGET_META_MAX {
+            return None;
+        }
+    }
+    Some(out)
+}
+
+pub fn decode_target(s: &str) -> Option<Vec<u8>> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            out.push(u8::from_str_radix(s.get(i + 1..i + 3)?, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
 
 /// `st_blksize`: a hint for buffer sizes of tools like `cp`.
 const BLKSIZE: u32 = 4096;
@@ -166,6 +208,17 @@ mod tests {
             content_type: None,
             user_metadata: md.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect::<BTreeMap<_, _>>(),
         }
+    }
+
+    #[test]
+    fn symlink_targets_round_trip() {
+        for t in [&b"../a b/c"[..], "d\u{e9}j\u{e0}".as_bytes(), b"100%"] {
+            let e = encode_target(t).unwrap();
+            assert!(e.bytes().all(|b| b.is_ascii_graphic()), "{e}");
+            assert_eq!(decode_target(&e).unwrap(), t);
+        }
+        assert!(encode_target(&[b'x'; TARGET_META_MAX + 1]).is_none());
+        assert!(decode_target("%G0").is_none() && decode_target("").is_none());
     }
 
     #[test]

@@ -18,11 +18,15 @@
 //! the corresponding cache. Both caches are LRUs of bounded size, behind
 //! `std::sync::Mutex`es that are never held across an `.await`.
 //!
-//! Listing entries are marked *incomplete*: S3-style listings return size,
-//! ETag and date but not user metadata, so they cannot tell a symlink (marked in
-//! user metadata) from a small file, nor carry `--enable-perms` attributes.
-//! Lookups trust an incomplete entry only when nothing it lacks could matter
-//! (see [`Cached::trustworthy`]) and otherwise issue a HEAD.
+//! Listing entries are marked *incomplete* unless the backend's listings carry
+//! all user metadata (`Capabilities::list_metadata`): an S3 listing has size,
+//! ETag and date only. They are still *typed* (symlink or file, with their
+//! `--enable-perms` attributes) when the listing carries bucketfs's own
+//! attributes (`Capabilities::list_attrs`: GCS, Azure, the embedded store, and
+//! S3 through `backend::attr_index`), so `ls -l` needs no request per entry.
+//! `stat` trusts a typed entry; only what needs the rest of the metadata
+//! (extended attributes, rewriting metadata) issues a HEAD, see
+//! [`Cached::trustworthy`] and `Fs::resolve_complete`.
 
 use std::num::NonZeroUsize;
 use std::sync::Mutex;
@@ -54,32 +58,36 @@ pub struct Cached {
     pub meta: Option<ObjectMeta>,
     /// `meta` came with its user metadata (HEAD, our own writes), not from a listing.
     pub complete: bool,
+    /// The kind and bucketfs's own attributes in `meta` are known (complete, or from
+    /// a listing that carries them), even if other user metadata may be missing.
+    pub typed: bool,
 }
 
 impl Cached {
     pub fn dir(marker: Option<ObjectMeta>) -> Self {
-        Cached { kind: Kind::Dir, meta: marker, complete: true }
+        Cached { kind: Kind::Dir, meta: marker, complete: true, typed: true }
     }
 
     /// From a HEAD or a write: metadata is authoritative.
     pub fn object(meta: ObjectMeta) -> Self {
         let kind = if super::attr::is_symlink(&meta) { Kind::Symlink } else { Kind::File };
-        Cached { kind, meta: Some(meta), complete: true }
+        Cached { kind, meta: Some(meta), complete: true, typed: true }
     }
 
     /// From a listing: user metadata may be missing, unless the backend says its
-    /// listings carry it (`Capabilities::list_metadata`) or the entry has some.
-    pub fn listed(meta: ObjectMeta, list_metadata: bool) -> Self {
-        let complete = list_metadata || !meta.user_metadata.is_empty();
+    /// listings carry it (`Capabilities::list_metadata`); the entry is typed when
+    /// they carry at least bucketfs's own attributes (`Capabilities::list_attrs`).
+    pub fn listed(meta: ObjectMeta, caps: &crate::backend::Capabilities) -> Self {
         let mut c = Cached::object(meta);
-        c.complete = complete;
+        c.complete = caps.list_metadata;
+        c.typed = caps.list_metadata || caps.list_attrs;
         c
     }
 
-    /// Whether this entry can answer `stat` without a HEAD: complete, or a listed
+    /// Whether this entry can answer `stat` without a HEAD: typed, or a listed
     /// object too large to be a symlink when permissions are not kept in metadata.
     pub fn trustworthy(&self, enable_perms: bool) -> bool {
-        if self.complete || self.kind == Kind::Dir {
+        if self.complete || self.typed || self.kind == Kind::Dir {
             return true;
         }
         !enable_perms && self.meta.as_ref().is_some_and(|m| m.size > SYMLINK_MAX)
@@ -243,15 +251,25 @@ mod tests {
 
     #[test]
     fn listed_entries_are_trusted_only_when_safe() {
-        let small = Cached::listed(meta("s", 10), false);
-        assert!(!small.complete);
+        let caps = |list_metadata, list_attrs| crate::backend::Capabilities {
+            list_metadata,
+            list_attrs,
+            ..crate::backend::StorageBackend::capabilities(&crate::backend::memory::MemoryBackend::new())
+        };
+        let plain = caps(false, false);
+        let small = Cached::listed(meta("s", 10), &plain);
+        assert!(!small.complete && !small.typed);
         assert!(!small.trustworthy(false), "may be a symlink");
-        let big = Cached::listed(meta("b", SYMLINK_MAX + 1), false);
+        let big = Cached::listed(meta("b", SYMLINK_MAX + 1), &plain);
         assert!(big.trustworthy(false));
         assert!(!big.trustworthy(true), "permissions live in user metadata");
+        // a listing that carries bucketfs's attributes types every entry, but is not complete
         let mut m = meta("m", 10);
         m.user_metadata.insert("bucketfs-type".into(), "symlink".into());
-        let with_meta = Cached::listed(m, false);
-        assert!(with_meta.complete && with_meta.kind == Kind::Symlink);
+        let indexed = Cached::listed(m, &caps(false, true));
+        assert!(indexed.typed && !indexed.complete && indexed.kind == Kind::Symlink);
+        assert!(indexed.trustworthy(true));
+        assert!(Cached::listed(meta("f", 10), &caps(false, true)).trustworthy(true));
+        assert!(Cached::listed(meta("g", 10), &caps(true, true)).complete);
     }
 }

@@ -199,10 +199,12 @@ impl Fs {
     /// Whether `path` is a directory (any key under `path/`); caches a positive answer.
     async fn probe_dir(&self, path: &str) -> FsResult<Option<Cached>> {
         let prefix = dir_prefix(path);
+        // two keys: one may be the hidden listing index (backend::attr_index), which
+        // a page of one would spend on nothing and make the wrapper ask again
         let req = ListRequest {
             prefix: prefix.clone(),
             delimiter: Some("/".into()),
-            max_keys: 1,
+            max_keys: 2,
             ..Default::default()
         };
         let page = self.backend.list(&req).await?;
@@ -381,10 +383,11 @@ impl Fs {
             return Ok(false);
         }
         let prefix = dir_prefix(path);
+        // the marker, the hidden listing index (backend::attr_index) and one real entry
         let req = ListRequest {
             prefix: prefix.clone(),
             delimiter: Some("/".into()),
-            max_keys: 2,
+            max_keys: 3,
             ..Default::default()
         };
         let page = self.backend.list(&req).await?;
@@ -446,6 +449,9 @@ impl Fs {
         let mut md = self.owner_metadata(0o777, 0, who);
         md.remove(attr::META_MODE);
         md.insert(attr::META_TYPE.into(), attr::TYPE_SYMLINK.into());
+        if let Some(t) = attr::encode_target(target.as_bytes()) {
+            md.insert(attr::META_TARGET.into(), t);
+        }
         let opts = PutOptions { user_metadata: md, ..Default::default() };
         let meta = self.backend.put(&path, Bytes::copy_from_slice(target.as_bytes()), &opts).await?;
         let c = Cached::object(meta);
@@ -457,6 +463,13 @@ impl Fs {
         let (path, kind) = self.inode(ino)?;
         if kind != Kind::Symlink {
             return Err(FsError::Invalid("not a symlink"));
+        }
+        // the copy in metadata (from a listing or a HEAD within the stat TTL) saves a GET
+        let cached = self.cache.stat(&path).filter(|c| c.kind == Kind::Symlink);
+        if let Some(t) = cached.as_ref().and_then(|c| c.meta.as_ref()?.user_metadata.get(attr::META_TARGET)) {
+            if let Some(t) = attr::decode_target(t) {
+                return Ok(Bytes::from(t));
+            }
         }
         let r = self.backend.get_range(&path, None, &Default::default()).await?;
         if !attr::is_symlink(&r.meta) {

@@ -238,7 +238,7 @@ impl DirStream {
             // a complete entry for the same version is better than the listing's
             Some(c) if c.complete && c.meta.as_ref().is_some_and(|m| m.etag == o.etag) => c,
             _ => {
-                let c = Cached::listed(o, fs.backend.capabilities().list_metadata);
+                let c = Cached::listed(o, &fs.backend.capabilities());
                 fs.cache.put(&path, c.clone());
                 c
             }
@@ -326,7 +326,7 @@ impl Fs {
                 (Some(f), None) => (f.pending_cached(&path), Some(f.handle.size())),
                 (None, Some(c)) => (c.clone(), None),
                 // a local file closed since opendir: let the kernel look it up
-                (None, None) => (Cached { kind: e.kind, meta: None, complete: false }, None),
+                (None, None) => (Cached { kind: e.kind, meta: None, complete: false, typed: false }, None),
             };
             let ino = self.inodes.remember(&path, c.kind);
             let attr = self.attr_of(ino, &c, size);

@@ -103,7 +103,7 @@ impl OpenFile {
         let st = self.lock();
         let mut m = pending_meta(path, st.mtime);
         m.user_metadata = st.opts.user_metadata.clone();
-        Cached { kind: Kind::File, meta: Some(m), complete: true }
+        Cached { kind: Kind::File, meta: Some(m), complete: true, typed: true }
     }
 
     /// `c` as this handle will commit it: with the metadata changes it holds

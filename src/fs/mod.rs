@@ -56,6 +56,7 @@ use fuser::{
 };
 use tracing::Instrument;
 
+pub use self::attr::INDEXED_METADATA;
 pub use self::core::{Caller, Entry, Fs};
 pub use self::error::{FsError, FsResult};
 use self::handle::HandleContext;

@@ -119,6 +119,7 @@ mod tests {
             rename: false,
             conditional_put: true,
             list_metadata: false,
+            list_attrs: false,
         }
     }
 

@@ -16,9 +16,10 @@
 //!   invisible until the list is committed.
 //! - Versions: the blob's ETag. Ranged reads send `If-Match`, conditional
 //!   writes `If-Match` / `If-None-Match: *`.
-//! - Multi-range: Azure serves one range per request and we do not fan out,
-//!   so `Capabilities::multi_range` is false and the trait's sequential
-//!   `get_ranges` is used (the filesystem then ignores `--enable-multi-range`).
+//! - Multi-range: Azure serves one range per request, so
+//!   `Capabilities::multi_range` is false and the trait's sequential
+//!   `get_ranges` is used; with `--enable-multi-range` the read path fetches
+//!   each batch as parallel single-range reads (`MultiRangeMode::ParallelSingles`).
 //! - User metadata names must be C# identifiers on Azure; other names (like
 //!   `bucketfs-mode`) are stored hex-encoded behind [`META_ESCAPE`] and decoded
 //!   on the way back, so the filesystem sees the names it wrote.
@@ -542,7 +543,7 @@ impl StorageBackend for AzureBackend {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             name: "azure",
-            // One range per request and no fan-out: `--enable-multi-range` does not apply.
+            // One range per request: `--enable-multi-range` batches become parallel single-range reads.
             multi_range: false,
             native_directories: false,
             parallel_multipart: true,
@@ -553,7 +554,12 @@ impl StorageBackend for AzureBackend {
             rename: false,
             conditional_put: true,
             list_metadata: true,
+            list_attrs: true,
         }
+    }
+
+    fn multi_range_mode(&self) -> MultiRangeMode {
+        MultiRangeMode::ParallelSingles
     }
 
     async fn check_bucket(&self) -> BackendResult<()> {

@@ -352,6 +352,7 @@ impl StorageBackend for GcsBackend {
             rename: false,
             conditional_put: true,
             list_metadata: true,
+            list_attrs: true,
         }
     }
 

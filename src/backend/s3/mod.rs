@@ -294,6 +294,7 @@ impl StorageBackend for S3Backend {
             rename: false,
             conditional_put: true,
             list_metadata: false,
+            list_attrs: false,
         }
     }
     fn multi_range_mode(&self) -> MultiRangeMode {
@@ -301,7 +302,8 @@ impl StorageBackend for S3Backend {
             multirange::Support::Multi => MultiRangeMode::Native,
             // the first batch of sparse reads probes the endpoint
             multirange::Support::Unknown => MultiRangeMode::Probe,
-            multirange::Support::Single => MultiRangeMode::Unsupported,
+            // a single-range server: each batch becomes parallel single-range GETs
+            multirange::Support::Single => MultiRangeMode::ParallelSingles,
         }
     }
 

@@ -1,0 +1,127 @@
+//! `ls -l` of a large directory over S3 costs a few LISTs, never a request per entry
+//! (issue 11): S3 listings carry no user metadata, so symlinks and `--enable-perms`
+//! attributes reach them through the listing index (src/backend/attr_index.rs).
+//! Objects written by another client, symlinks and modes set through an earlier
+//! mount, then a fresh mount lists them: counted at the mount's own counters.
+
+mod common;
+mod s3_support;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+
+use common::*;
+use futures::StreamExt;
+
+/// Objects in the listed directory: 1,995 plain files and 5 symlinks.
+const FILES: usize = 1995;
+const LINKS: usize = 5;
+
+fn mount(endpoint: &str, bucket: &str, perms: bool) -> Mount {
+    let mut flags = vec!["--endpoint", endpoint, "--region", "us-east-1"];
+    if perms {
+        flags.push("--enable-perms");
+    }
+    Mount::try_start_source(&format!("s3://{bucket}"), &flags).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Every backend request the mount has made so far.
+fn requests(m: &Mount) -> (u64, String) {
+    let stats = sh(&format!("{BIN} stats {}", m.mnt.display()));
+    let total = stats
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .filter(|(k, _)| {
+            k.starts_with("requests_") && !matches!(*k, "requests_failed" | "requests_in_flight" | "requests_in_flight_peak")
+        })
+        .map(|(_, v)| v.trim().parse::<u64>().unwrap())
+        .sum();
+    (total, stats)
+}
+
+/// Small objects as another client writes them (no bucketfs metadata), many at once.
+async fn put_small_objects(endpoint: &str, bucket: &str) {
+    let c = s3_support::admin_client(endpoint).await;
+    let puts = (0..FILES).map(|i| {
+        let c = c.clone();
+        async move {
+            c.put_object()
+                .bucket(bucket)
+                .key(format!("f{i:04}"))
+                .body(format!("file {i}\n").into_bytes().into())
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("put f{i:04}: {e:?}"));
+        }
+    });
+    futures::stream::iter(puts).buffer_unordered(32).collect::<Vec<()>>().await;
+}
+
+fn listing_needs_no_request_per_entry(endpoint: &str, tag: &str, perms: bool) {
+    let bucket = s3_support::unique_bucket(tag);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        s3_support::make_bucket(endpoint, &bucket).await;
+        put_small_objects(endpoint, &bucket).await;
+    });
+    let mut first = mount(endpoint, &bucket, perms);
+    for i in 0..LINKS {
+        std::os::unix::fs::symlink(format!("f{i:04}"), first.path(&format!("ln{i}"))).unwrap();
+    }
+    if perms {
+        for i in 0..LINKS {
+            fs::set_permissions(first.path(&format!("f{i:04}")), fs::Permissions::from_mode(0o600)).unwrap();
+        }
+    }
+    assert!(first.stop(), "clean stop");
+
+    // the listing is the root's: no lookup of the directory itself to count
+    let m = mount(endpoint, &bucket, perms);
+    let (before, _) = requests(&m);
+    let out = sh(&format!("ls -l {}", m.mnt.display()));
+    let (after, stats) = requests(&m);
+    let lines: Vec<&str> = out.lines().filter(|l| !l.starts_with("total")).collect();
+    assert_eq!(lines.len(), FILES + LINKS, "entries listed");
+    assert!(!out.contains(".bucketfs-attrs"), "the listing index is hidden");
+    // 2,000 objects and the index prefix: three pages of 1,000, and one LIST of the index
+    assert!(
+        after - before <= 5,
+        "ls -l of {} entries cost {} requests (perms: {perms}):\n{stats}",
+        FILES + LINKS,
+        after - before
+    );
+    for i in 0..LINKS {
+        let line = lines.iter().find(|l| l.ends_with(&format!(" ln{i} -> f{i:04}"))).unwrap_or_else(|| {
+            panic!("symlink ln{i} not listed as one:\n{}", lines.iter().filter(|l| l.contains("ln")).cloned().collect::<Vec<_>>().join("\n"))
+        });
+        assert!(line.starts_with('l'), "{line}");
+        if perms {
+            let f = lines.iter().find(|l| l.ends_with(&format!(" f{i:04}"))).unwrap();
+            assert!(f.starts_with("-rw------- "), "stored mode of f{i:04}: {f}");
+        }
+    }
+    let plain = lines.iter().find(|l| l.ends_with(" f1000")).unwrap();
+    assert!(plain.starts_with("-rw-r--r-- "), "{plain}");
+    assert_eq!(fs::read_link(m.path("ln3")).unwrap().to_str(), Some("f0003"));
+    assert_eq!(fs::read_to_string(m.path("ln3")).unwrap(), "file 3\n");
+}
+
+#[test]
+fn seaweedfs_listing_costs_no_request_per_entry() {
+    listing_needs_no_request_per_entry(&s3_support::seaweed().endpoint, "lsweed", false);
+}
+
+#[test]
+fn seaweedfs_listing_with_perms_costs_no_request_per_entry() {
+    listing_needs_no_request_per_entry(&s3_support::seaweed().endpoint, "lsweedp", true);
+}
+
+#[test]
+fn serve_listing_costs_no_request_per_entry() {
+    listing_needs_no_request_per_entry(&s3_support::gateway().endpoint, "lsserve", false);
+}
+
+#[test]
+fn serve_listing_with_perms_costs_no_request_per_entry() {
+    listing_needs_no_request_per_entry(&s3_support::gateway().endpoint, "lsservep", true);
+}
