@@ -36,9 +36,16 @@
 //! the file twice. (Files smaller than a part are unaffected: they are only
 //! `put` at commit, with the commit's options and current key.)
 //!
-//! Locking: one `tokio::sync::Mutex` per handle guards the state across backend
-//! calls; `size`, `is_dirty` and `set_key` are synchronous, so they use atomics
-//! and a std mutex that is never held across an `.await`.
+//! Locking: one `tokio::sync::Mutex` per handle guards the state. Writes,
+//! truncation and commits hold it across their backend calls; reads never do:
+//! a remote read takes it only to let the prefetcher plan the read (classify it,
+//! queue read-ahead, start requests) and awaits the planned requests after
+//! releasing it, and sparse reads with `--enable-multi-range` do not take it at
+//! all, so concurrent reads of one file reach the backend concurrently. A read
+//! that races with a write may return the bytes from before the write. Reads of
+//! local content (the spool) are served under the lock. `size`, `is_dirty` and
+//! `set_key` are synchronous, so they use atomics and a std mutex that is never
+//! held across an `.await`.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -182,7 +189,8 @@ impl FileHandle {
     /// Reads up to `size` bytes at `offset`; sees this handle's own unflushed writes.
     pub async fn read(&self, offset: u64, size: u32) -> BackendResult<Bytes> {
         // Sparse reads are served without the state lock, so that concurrent
-        // reads can be batched (see read::multirange); the others take it once.
+        // reads can be batched (see read::multirange); the others take it only
+        // to plan their requests, which they await after releasing it.
         let sparse = self.multi_range_reader();
         let _in_flight = sparse.as_ref().map(|r| r.enter());
         if let Some(reader) = &sparse {
@@ -190,32 +198,35 @@ impl FileHandle {
                 return res;
             }
         }
-        let mut st = self.state.lock().await;
-        let st = &mut *st;
-        match &st.content {
-            Content::Streaming { spool, .. } | Content::Spooled(spool) => {
-                spool.read_at(offset, size as u64).await
-            }
-            Content::Remote => {
-                let Some(base) = &st.base else { return Ok(Bytes::new()) };
-                let key = self.current_key();
-                if sparse.is_none() {
-                    self.start_multi_range(&key, base, offset..offset.saturating_add(size as u64));
+        let plan = {
+            let mut st = self.state.lock().await;
+            let st = &mut *st;
+            match &st.content {
+                Content::Streaming { spool, .. } | Content::Spooled(spool) => {
+                    return spool.read_at(offset, size as u64).await;
                 }
-                let prefetcher = match &mut st.prefetcher {
-                    Some(p) if p.key() == key => p,
-                    slot => slot.insert(Prefetcher::new(
-                        self.ctx.backend.clone(),
-                        self.ctx.memory.clone(),
-                        key,
-                        base.size,
-                        base.etag.clone(),
-                        PrefetchConfig::with_max_window(self.ctx.cfg.read_ahead),
-                    )),
-                };
-                prefetcher.read(offset, size as u64).await
+                Content::Remote => {
+                    let Some(base) = &st.base else { return Ok(Bytes::new()) };
+                    let key = self.current_key();
+                    if sparse.is_none() {
+                        self.start_multi_range(&key, base, offset..offset.saturating_add(size as u64));
+                    }
+                    let prefetcher = match &mut st.prefetcher {
+                        Some(p) if p.key() == key => p,
+                        slot => slot.insert(Prefetcher::new(
+                            self.ctx.backend.clone(),
+                            self.ctx.memory.clone(),
+                            key,
+                            base.size,
+                            base.etag.clone(),
+                            PrefetchConfig::with_max_window(self.ctx.cfg.read_ahead),
+                        )),
+                    };
+                    prefetcher.plan(offset, size as u64)
+                }
             }
-        }
+        };
+        plan.read().await
     }
 
     /// The multi-range reader of the current remote content, if one was started.

@@ -651,3 +651,32 @@ async fn concurrent_sparse_reads_of_one_handle_meet_in_one_batch() {
         "{requests} requests for 20 concurrent reads: the handle lock serialized them?"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_reads_of_one_handle_run_concurrently_with_default_flags() {
+    let f = fixture(64 * KIB, 64 * MIB, 4);
+    f.backend.get_delay_ms.store(50, SeqCst);
+    let data = Arc::new(pattern(32 * MIB, 9));
+    let meta = f.put("conc", &data).await;
+    let h = Arc::new(f.open("conc", Some(meta), OpenMode { read: true, ..Default::default() }));
+    // 8 readers x 8 preads of 16 KiB, 480 KiB apart or more: every read is random
+    let tasks: Vec<_> = (0..8u64)
+        .map(|t| {
+            let (h, data) = (h.clone(), data.clone());
+            tokio::spawn(async move {
+                for i in 0..8u64 {
+                    let off = ((t * 8 + i) * 29 % 64 + 1) * 480 * KIB + 100;
+                    let got = h.read(off, 16 * 1024).await.unwrap();
+                    assert_eq!(&got[..], &data[off as usize..off as usize + 16 * 1024], "offset {off}");
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let running = f.backend.max_gets_running.load(SeqCst);
+    assert!(running >= 4, "at most {running} GETs in flight: the handle lock serialized the reads?");
+    assert_eq!(f.backend.gets.load(SeqCst), 64);
+    assert_eq!(f.backend.get_bytes.load(SeqCst), 64 * 16 * KIB, "a random read fetches what it asks for");
+}

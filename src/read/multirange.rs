@@ -39,10 +39,21 @@
 //! Wanted ranges are merged when closer than [`MERGE_GAP`] and split into
 //! requests of at most `batch_size` ranges. How a batch is fetched is decided
 //! by [`StorageBackend::multi_range_mode`], never by the backend's name:
-//! `Native` and `Probe` send one `get_ranges` call (a probing S3 backend falls
-//! back to parallel single-range GETs inside it and reports `Unsupported`
-//! afterwards), `ParallelSingles` sends concurrent single-range GETs, and
-//! `Unsupported` turns the reader off: reads go to the prefetcher unchanged.
+//! `Native` and `Probe` send one `get_ranges` call (a probing S3 backend that
+//! finds a single-range server answers that call with parallel single-range
+//! GETs and reports `ParallelSingles` afterwards), `ParallelSingles` (S3
+//! servers without multi-range, GCS, Azure) sends the batch's ranges as
+//! concurrent single-range GETs: one round trip of wall time per batch, and
+//! predicted reads are still fetched ahead. Concurrent misses are not
+//! collected in that mode (each would cost its own request anyway, so the
+//! collection window would only add latency): they go straight to the
+//! ordinary path. Only `Unsupported` (no backend answers it today) turns the
+//! reader off, with one "flag ignored" line per mount.
+//!
+//! Predicted ranges are widened by the predictor to cover page-rounded kernel
+//! reads (see [`ReadPattern::predict`]); a prediction that overlaps a piece
+//! already fetched or downloading counts as present, so a re-estimate that
+//! shifted by a page does not fetch the same record twice.
 //!
 //! **Failures never reach the application as new errors**: when a batch fails
 //! (or returns a piece of the wrong length), each read that wanted bytes from
@@ -57,7 +68,8 @@
 //! regardless, as the prefetcher does.
 //!
 //! Counters ([`Metrics`]): `multi_range_parallel_batches` (batches of several
-//! ranges sent as concurrent single-range reads), `multi_range_requests` (requests that carried more
+//! ranges sent as concurrent single-range reads, including a probe answered
+//! that way), `multi_range_requests` (requests that carried more
 //! than one range in one round trip), `multi_range_ranges` (ranges those
 //! requests returned), `multi_range_requests_saved` (ranges minus requests:
 //! the single-range requests they replaced) and `multi_range_bytes_overfetched`
@@ -115,7 +127,8 @@ impl MultiRangeConfig {
         MultiRangeConfig { batch_size: batch_size.max(1), threshold, ignored_logged: Arc::default() }
     }
 
-    /// Whether `backend` batches sparse reads; if not, says once per mount that the flag is ignored.
+    /// Whether `backend` batches sparse reads (every mode but `Unsupported`, which no
+    /// backend reports today); if not, says once per mount that the flag is ignored.
     pub fn usable_with(&self, backend: &dyn StorageBackend) -> bool {
         if backend.multi_range_mode() != MultiRangeMode::Unsupported {
             return true;
@@ -307,7 +320,9 @@ impl MultiRangeReader {
                         open.full.notify_one();
                     }
                     Step::Join(open.closed.clone())
-                } else if self.concurrent() {
+                } else if self.concurrent()
+                    && self.backend.multi_range_mode() != MultiRangeMode::ParallelSingles
+                {
                     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
                     let closed = rx.map(|_| ()).boxed().shared();
                     let full = Arc::new(tokio::sync::Notify::new());
@@ -316,7 +331,8 @@ impl MultiRangeReader {
                     st.open.push(OpenBatch { id, ranges: vec![want.clone()], closed, full: full.clone() });
                     Step::Lead(id, tx, full)
                 } else {
-                    // sparse but nothing to batch it with: a plain single-range read
+                    // sparse but nothing to batch it with (or batching would not save a
+                    // request): a plain single-range read, now
                     return None;
                 }
             };
@@ -357,7 +373,7 @@ impl MultiRangeReader {
         let missing: Vec<Range<u64>> = predicted
             .into_iter()
             .map(|r| r.start..r.end.min(r.start + MAX_PREDICTED_LEN))
-            .filter(|r| r != want && !st.pieces.iter().any(|p| covers(&p.range, r)))
+            .filter(|r| r != want && !st.pieces.iter().any(|p| overlaps(&p.range, r)))
             .collect();
         // the current read, when it misses, rides along with the first batch
         let current_missing = !st.pieces.iter().any(|p| covers(&p.range, want));
@@ -480,6 +496,10 @@ fn covers(outer: &Range<u64>, inner: &Range<u64>) -> bool {
     outer.start <= inner.start && inner.end <= outer.end
 }
 
+fn overlaps(a: &Range<u64>, b: &Range<u64>) -> bool {
+    a.start < b.end && b.start < a.end
+}
+
 /// One batch: a single `get_ranges` request where the backend has one (or is
 /// probing), concurrent single-range reads otherwise. Every part must have
 /// exactly the requested length.
@@ -497,12 +517,14 @@ async fn fetch_batch(
             MultiRangeMode::Native | MultiRangeMode::Probe if ranges.len() > 1 => {
                 let opts = GetOptions { if_match: etag };
                 let parts = backend.get_ranges(&key, &ranges, &opts).await.map_err(|e| e.to_string())?;
-                // a probe that found a single-range server was answered by parallel singles
                 if backend.multi_range_mode() == MultiRangeMode::Native {
                     let n = ranges.len() as u64;
                     Metrics::inc(&metrics.multi_range_requests);
                     Metrics::add(&metrics.multi_range_ranges, n);
                     Metrics::add(&metrics.multi_range_requests_saved, n - 1);
+                } else {
+                    // a probe that found a single-range server was answered by parallel singles
+                    Metrics::inc(&metrics.multi_range_parallel_batches);
                 }
                 Ok(parts)
             }

@@ -201,27 +201,38 @@ async fn a_replaced_object_gives_the_single_read_error() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn single_range_backends_ignore_the_flag() {
+async fn single_range_backends_get_parallel_batches() {
+    // a backend without multi-range (Azure, an S3 server probed as single-range) is
+    // never "flag ignored": its batches become concurrent single-range reads
     let caps = Capabilities { multi_range: false, ..MemoryBackend::new().capabilities() };
-    let backend: Arc<dyn StorageBackend> = Arc::new(MemoryBackend::with_capabilities(caps));
-    assert_eq!(backend.multi_range_mode(), MultiRangeMode::Unsupported);
+    let backend = Arc::new(MemoryBackend::with_capabilities(caps));
+    assert_eq!(backend.multi_range_mode(), MultiRangeMode::ParallelSingles);
     let cfg = MultiRangeConfig::default();
-    assert!(!cfg.usable_with(backend.as_ref()));
-    let meta =
-        backend.put("o", Bytes::from(vec![1u8; 8 * MIB as usize]), &PutOptions::default()).await.unwrap();
+    assert!(cfg.usable_with(backend.as_ref()));
+    assert!(MultiRangeConfig::default().usable_with(&MemoryBackend::new()));
+    let data: Vec<u8> = (0..8 * MIB).map(|i| (i % 253) as u8).collect();
+    let meta = backend.put("o", Bytes::from(data.clone()), &PutOptions::default()).await.unwrap();
+    let metrics = Arc::new(Metrics::default());
     let reader = MultiRangeReader::new(
         backend.clone(),
         MemoryLimiter::new(64 * MIB),
-        Arc::new(Metrics::default()),
+        metrics.clone(),
         "o".into(),
         meta.size,
         meta.etag,
         cfg,
     );
-    for i in 0..6 {
-        assert!(reader.read(i * MIB, 4 * KIB).await.is_none());
+    let mut batched = 0;
+    for i in 0..8 {
+        let _in_flight = reader.enter();
+        if let Some(got) = reader.read(i * MIB, 4 * KIB).await {
+            assert_eq!(&got.unwrap()[..], &data[(i * MIB) as usize..][..4 * KIB as usize]);
+            batched += 1;
+        }
     }
-    assert!(MultiRangeConfig::default().usable_with(&MemoryBackend::new()));
+    assert!(batched >= 4, "{batched} of 8 strided reads served from batches");
+    assert!(metrics.multi_range_parallel_batches.load(Relaxed) > 0);
+    assert_eq!(metrics.multi_range_requests.load(Relaxed), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -235,4 +246,23 @@ async fn parallel_single_backends_get_concurrent_single_reads() {
     assert_eq!(f.backend.multi_gets.load(SeqCst), 0, "no multi-range request is sent");
     assert!(f.backend.max_gets_running.load(SeqCst) >= 3, "a batch's ranges are fetched concurrently");
     assert_eq!(f.metrics.multi_range_requests.load(Relaxed), 0);
+    assert!(f.metrics.multi_range_parallel_batches.load(Relaxed) > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_rounded_unaligned_strides_are_served_from_batches() {
+    // the kernel's view of 16 KiB preads at multiples of 1,342,177 bytes: page-aligned
+    // reads of 16 or 20 KiB; after a few reads nearly all of them hit predicted pieces
+    const STRIDE: u64 = 1_342_177;
+    let f = fixture(48 * STRIDE, MultiRangeConfig::default()).await;
+    let size = f.data.len() as u64;
+    for k in 0..48 {
+        let (start, end) = (k * STRIDE / 4096 * 4096, ((k * STRIDE + 16 * KIB).div_ceil(4096) * 4096).min(size));
+        let (got, _) = f.read(start, end - start).await;
+        assert_eq!(got, f.expect(start, end - start), "read {k}");
+    }
+    let requests = f.requests();
+    assert!(requests <= 48 / 3, "{requests} requests for 48 page-rounded strided reads");
+    // and the pieces were small: no read-ahead window per record
+    assert!(f.backend.get_bytes.load(SeqCst) <= 48 * 64 * KIB, "{} bytes", f.backend.get_bytes.load(SeqCst));
 }

@@ -13,12 +13,30 @@
 //!   gap exceeds the threshold (`--multi-range-threshold`, 1 MiB by default):
 //!   a small gap is cheaper to read through than to skip, and a sequential
 //!   reader (ratio near 0) keeps the ordinary read-ahead.
-//! - **Where next?** [`ReadPattern::predict`] looks at the offset deltas of the
-//!   most recent reads and finds the shortest period (1 = a constant stride,
-//!   up to [`MAX_PERIOD`] = a repeating cycle such as "header, payload, header,
-//!   payload") that explains at least two full cycles. The pattern is then
-//!   extrapolated, each predicted read taking the length of the read in the
-//!   same phase. Predictions stop at the end of the object and never go below 0.
+//! - **Where next?** [`ReadPattern::predict`] extrapolates a stride or a
+//!   repeating cycle. It works on *records*: consecutive reads that touch or
+//!   overlap (one pread split by the kernel into several FUSE reads, or
+//!   reordered pieces of it) are joined first, so a record of any size is one
+//!   entry. It then looks at the deltas between record starts and finds the
+//!   shortest period (1 = a constant stride, up to [`MAX_PERIOD`] = a cycle
+//!   such as "header, payload, header, payload") such that, over a suffix of
+//!   at least two full cycles, the deltas of each phase differ by at most
+//!   [`DELTA_TOLERANCE`] (two pages). The tolerance is what the kernel needs:
+//!   it rounds every FUSE read to pages, so an application reading 16 KiB at
+//!   multiples of 1,342,177 bytes reaches us as reads of 16 or 20 KiB at page
+//!   boundaries whose deltas alternate between 327 and 328 pages. Each
+//!   predicted record is placed one or more cycles after the last record of
+//!   its phase, with the cycle's *average* advance over the consistent suffix
+//!   ((last - first start of each phase) / cycles, which telescopes: its error
+//!   shrinks with every read instead of adding up), and takes the longest
+//!   length seen in its phase. Since an observed start can be a page from the
+//!   application's (page-aligned reads were rounded by the kernel) or jitter
+//!   by the deltas' spread, each prediction is widened by the error the average
+//!   can have accumulated by then (cycles ahead x that uncertainty / cycles
+//!   seen, plus a page when the deltas varied) and rounded out to page
+//!   boundaries: a predicted piece must contain the real read, or it is
+//!   wasted. An exact stride of unaligned reads is predicted exactly.
+//!   Predictions stop at the end of the object and never go below 0.
 //!
 //! [`merge_close`] turns a set of wanted ranges into the ranges to request:
 //! sorted, overlaps joined, and neighbours closer than a small gap merged (one
@@ -39,6 +57,10 @@ pub const SPARSE_GAP_RATIO: f64 = 0.5;
 pub const MAX_PERIOD: usize = 4;
 /// Wanted ranges closer than this are fetched as one range.
 pub const MERGE_GAP: u64 = 64 * 1024;
+/// The kernel's page: FUSE reads start and end on these boundaries (but at the end of a file).
+pub const PAGE: u64 = 4096;
+/// Largest difference between deltas of one phase that still counts as the same stride.
+pub const DELTA_TOLERANCE: u64 = 2 * PAGE;
 
 /// The sparseness of a set of reads.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -92,10 +114,21 @@ impl GapAnalysis {
     }
 }
 
-/// The recent reads of one handle, oldest first.
+/// The recent reads of one handle, oldest first, and the records they form.
 #[derive(Clone, Debug, Default)]
 pub struct ReadPattern {
     reads: VecDeque<Range<u64>>,
+    /// Touching or overlapping consecutive reads joined, oldest first.
+    records: VecDeque<Range<u64>>,
+}
+
+/// How a period fits the recent record deltas.
+struct Fit {
+    period: usize,
+    /// Deltas of the consistent suffix (the most recent ones).
+    used: usize,
+    /// Largest difference between two deltas of one phase.
+    spread: u64,
 }
 
 impl ReadPattern {
@@ -111,7 +144,19 @@ impl ReadPattern {
         if self.reads.len() == HISTORY {
             self.reads.pop_front();
         }
-        self.reads.push_back(range);
+        self.reads.push_back(range.clone());
+        match self.records.back_mut() {
+            Some(last) if range.start <= last.end && last.start <= range.end => {
+                last.start = last.start.min(range.start);
+                last.end = last.end.max(range.end);
+            }
+            _ => {
+                if self.records.len() == HISTORY {
+                    self.records.pop_front();
+                }
+                self.records.push_back(range);
+            }
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -127,45 +172,92 @@ impl ReadPattern {
         GapAnalysis::of(self.reads.iter())
     }
 
-    /// Up to `count` reads extrapolated from a stride or repeating cycle of the
-    /// most recent reads, each clamped to `0..size`; empty when no pattern holds.
+    /// Up to `count` records extrapolated from a stride or repeating cycle of the
+    /// most recent records, page-aligned and widened to cover the reads the
+    /// kernel will send for them, clamped to `0..size`; empty when no pattern holds.
     pub fn predict(&self, count: usize, size: u64) -> Vec<Range<u64>> {
-        let reads: Vec<&Range<u64>> = self.reads.iter().collect();
-        let deltas: Vec<i128> = reads.windows(2).map(|w| w[1].start as i128 - w[0].start as i128).collect();
-        let Some(period) = (1..=MAX_PERIOD).find(|&p| is_periodic(&deltas, p)) else {
+        let records: Vec<&Range<u64>> = self.records.iter().collect();
+        let deltas: Vec<i128> =
+            records.windows(2).map(|w| w[1].start as i128 - w[0].start as i128).collect();
+        let Some(fit) = (1..=MAX_PERIOD).find_map(|p| fit_period(&deltas, p)) else {
             return Vec::new();
         };
-        let n = deltas.len();
+        let (n, p) = (deltas.len(), fit.period);
+        // per phase of records (record i follows delta i - 1): its first and last
+        // record in the suffix, and its longest record
+        let (mut first, mut last, mut length) = (vec![usize::MAX; p], vec![0usize; p], vec![0u64; p]);
+        for (i, r) in records.iter().enumerate().skip(n - fit.used) {
+            let c = i % p;
+            first[c] = first[c].min(i);
+            last[c] = i;
+            length[c] = length[c].max(r.end - r.start);
+        }
+        // one cycle's advance, averaged over every phase: (last - first) of a phase
+        // telescopes, so its error does not grow with the number of reads
+        let (mut advance, mut cycles) = (0i128, 0usize);
+        for c in 0..p {
+            advance += records[last[c]].start as i128 - records[first[c]].start as i128;
+            cycles += (last[c] - first[c]) / p;
+        }
+        let cycle = advance as f64 / cycles.max(1) as f64;
+        // how far one observed start can be from the application's: a page when the
+        // reads are page-aligned (the kernel rounded them), else what the deltas vary by
+        let aligned = records[n - fit.used..].iter().all(|r| r.start % PAGE == 0);
+        let noise = fit.spread.max(if aligned { PAGE } else { 0 }) as f64;
         let mut out = Vec::with_capacity(count);
-        let mut offset = reads[reads.len() - 1].start as i128;
         for i in 0..count {
-            // the delta and length in the same phase of the cycle, one cycle back
-            let delta = deltas[n - period + i % period];
-            let len = {
-                let r = reads[reads.len() - period + i % period];
-                (r.end - r.start) as i128
-            };
-            offset += delta;
-            if offset < 0 || offset >= size as i128 {
+            let t = n + 1 + i;
+            let c = t % p;
+            let k = (t - last[c]) / p;
+            let center = records[last[c]].start as f64 + k as f64 * cycle;
+            if center.round() < 0.0 || center.round() >= size as f64 {
                 break;
             }
-            let end = (offset + len).min(size as i128);
-            out.push(offset as u64..end as u64);
+            // the error of `cycle`, k cycles on, and a page more if the phases jitter
+            let jitter = if fit.spread > 0 { PAGE as f64 } else { 0.0 };
+            let margin = (k * p) as f64 * noise / cycles.max(1) as f64 + jitter;
+            let start = ((center - margin).max(0.0) as u64) / PAGE * PAGE;
+            let end = ((center + margin + length[c] as f64).ceil() as u64).div_ceil(PAGE);
+            let end = end.saturating_mul(PAGE).min(size);
+            if start < end {
+                out.push(start..end);
+            }
         }
         out
     }
 }
 
-/// The last `2 * period` deltas repeat with `period`, and the pattern moves (not all zero).
-fn is_periodic(deltas: &[i128], period: usize) -> bool {
-    let need = 2 * period;
-    if deltas.len() < need {
-        return false;
+/// The longest suffix of `deltas` (at least two cycles) in which each phase of
+/// `period` stays within [`DELTA_TOLERANCE`], never crosses zero, and the cycle moves.
+fn fit_period(deltas: &[i128], period: usize) -> Option<Fit> {
+    let n = deltas.len();
+    if n < 2 * period {
+        return None;
     }
-    let tail = &deltas[deltas.len() - need..];
-    let cycle_moves = tail[..period].iter().sum::<i128>() != 0;
-    // a cycle of one delta must be a real stride, not a repeated re-read
-    cycle_moves && (0..period).all(|i| tail[i] == tail[i + period]) && tail.iter().all(|&d| d != 0)
+    let tolerance = DELTA_TOLERANCE as i128;
+    let (mut lo, mut hi) = (vec![i128::MAX; period], vec![i128::MIN; period]);
+    let (mut sum, mut count) = (vec![0i128; period], vec![0usize; period]);
+    let mut used = 0;
+    for j in (0..n).rev() {
+        let (c, d) = (j % period, deltas[j]);
+        let (l, h) = (lo[c].min(d), hi[c].max(d));
+        // a phase that re-reads (or steps back and forth around) one place is not a stride
+        if h - l > tolerance || (l <= 0 && h >= 0) {
+            break;
+        }
+        (lo[c], hi[c], sum[c], count[c]) = (l, h, sum[c] + d, count[c] + 1);
+        used += 1;
+    }
+    if used < 2 * period {
+        return None;
+    }
+    // the cycle as a whole must go somewhere (not forth and back to the same place)
+    let cycle: f64 = (0..period).map(|c| sum[c] as f64 / count[c] as f64).sum();
+    if cycle.abs() <= DELTA_TOLERANCE as f64 {
+        return None;
+    }
+    let spread = (0..period).map(|c| (hi[c] - lo[c]) as u64).max().unwrap_or(0);
+    Some(Fit { period, used, spread })
 }
 
 /// Sorted ranges with overlaps joined and neighbours closer than `max_gap` merged.

@@ -3,8 +3,15 @@
 //! # Design
 //!
 //! The prefetcher keeps a queue of *chunks*: contiguous, ascending byte ranges
-//! of the object, each either a running ranged GET (a spawned task, so chunks
-//! download in parallel) or the bytes it returned. Every read is classified:
+//! of the object, each a running ranged GET (a spawned task, so chunks
+//! download in parallel) behind a shared future that any number of reads can
+//! await. Reading is split in two so that no lock is held across a request:
+//! [`Prefetcher::plan`] is synchronous (the handle calls it under its lock)
+//! and only classifies the read, updates the queue and hands back a
+//! [`ReadPlan`]: the chunk futures that hold the bytes, plus any range to fetch
+//! on its own. [`ReadPlan::read`] then awaits them after the lock is released,
+//! so concurrent reads of one file wait for their own bytes only. Every read is
+//! classified:
 //!
 //! - **Sequential**: it starts at most [`SEQUENTIAL_SLACK`] after where the
 //!   previous read ended, or inside the chunks already queued (the kernel may
@@ -16,8 +23,11 @@
 //!   split into requests of at most `request_size` (8 MiB) that run
 //!   concurrently, so a large window becomes several parallel ranged GETs.
 //! - **Random**: anything else. The queue is dropped, the window goes back to
-//!   its initial size, and exactly the requested range is fetched. If the next
-//!   read continues where this one ended, read-ahead starts again from there.
+//!   its initial size, and exactly the requested range is fetched, by the read
+//!   itself (it is not queued: a random reader downloads what it asks for and
+//!   nothing more, and concurrent random reads never cancel each other). If
+//!   the next read continues where this one ended, read-ahead starts again
+//!   from there.
 //!
 //! Objects no larger than the initial window are fetched whole on first read.
 //!
@@ -28,19 +38,24 @@
 //! or with each other. Read-ahead also leaves [`WRITER_SHARE`] of the budget
 //! free, because writers *do* wait for memory and read-ahead buffers of files
 //! that are open but idle would otherwise be able to starve them forever.
-//! Reservations live as long as their chunk.
+//! Reservations live as long as their chunk stays queued.
 //!
 //! Every GET carries `If-Match` with the ETag seen at open: if the object is
 //! replaced while the file is open, reads fail with an I/O error instead of
-//! returning a mix of two versions. Reads at or past the end return nothing.
-//! Dropping the prefetcher cancels its running requests and frees its buffers.
+//! returning a mix of two versions. A GET that returns fewer bytes than asked
+//! (a misbehaving server) is an I/O error, never a hole handed out as data.
+//! Reads at or past the end return nothing. A chunk that failed is forgotten
+//! with the rest of the queue by the next plan, so a retry starts from
+//! scratch. Dropping the prefetcher (or a random read's plan) cancels the
+//! downloads that no read is waiting for, and frees their buffers.
 
 use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use tokio::task::JoinHandle;
+use futures::future::{BoxFuture, FutureExt, Shared};
+use tokio::task::AbortHandle;
 use tracing::Instrument;
 
 use crate::backend::{BackendError, BackendResult, GetOptions, StorageBackend};
@@ -80,43 +95,82 @@ impl PrefetchConfig {
     }
 }
 
-enum ChunkState {
-    Pending(JoinHandle<BackendResult<Bytes>>),
-    Ready(Bytes),
+/// The bytes of one chunk, shared by every read that wants them.
+type ChunkFuture = Shared<BoxFuture<'static, BackendResult<Bytes>>>;
+
+/// Aborts a chunk's download when neither the queue nor any read holds it any more.
+struct AbortOnDrop(AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 struct Chunk {
     range: Range<u64>,
-    state: ChunkState,
+    data: ChunkFuture,
+    abort: Arc<AbortOnDrop>,
     _reservation: Option<Reservation>,
 }
 
 impl Chunk {
-    async fn data(&mut self) -> BackendResult<Bytes> {
-        if let ChunkState::Pending(handle) = &mut self.state {
-            let data = handle.await.map_err(|e| BackendError::Other(format!("read task failed: {e}")))??;
-            if data.len() as u64 != self.range.end - self.range.start {
-                // with a pinned ETag this means a misbehaving server: never return a hole as data
-                return Err(BackendError::Io(format!(
-                    "short read: {} of {} bytes",
-                    data.len(),
-                    self.range.end - self.range.start
-                )));
-            }
-            self.state = ChunkState::Ready(data);
-        }
-        match &self.state {
-            ChunkState::Ready(d) => Ok(d.clone()),
-            ChunkState::Pending(_) => Err(BackendError::Other("chunk not ready".into())),
-        }
+    /// Whether the chunk is known to have failed (only once some read awaited it).
+    fn failed(&self) -> bool {
+        matches!(self.data.peek(), Some(Err(_)))
     }
 }
 
-impl Drop for Chunk {
-    fn drop(&mut self) {
-        if let ChunkState::Pending(h) = &self.state {
-            h.abort();
+/// One source of a read's bytes.
+enum Piece {
+    /// `want` out of a queued chunk that starts at `start`.
+    Chunk { start: u64, want: Range<u64>, data: ChunkFuture, _abort: Arc<AbortOnDrop> },
+    /// A range fetched by this read alone (cancelled if the read is dropped).
+    Fetch(BoxFuture<'static, BackendResult<Bytes>>),
+}
+
+/// What one read has to await, built under the handle's lock by [`Prefetcher::plan`]
+/// and awaited without it.
+pub struct ReadPlan {
+    len: u64,
+    pieces: Vec<Piece>,
+}
+
+impl ReadPlan {
+    fn empty() -> Self {
+        ReadPlan { len: 0, pieces: Vec::new() }
+    }
+
+    /// Whether the plan fetches a range of its own instead of (only) queued chunks.
+    pub fn fetches_alone(&self) -> bool {
+        self.pieces.iter().any(|p| matches!(p, Piece::Fetch(_)))
+    }
+
+    /// Awaits the pieces (concurrently) and returns the read's bytes.
+    pub async fn read(self) -> BackendResult<Bytes> {
+        let len = self.len;
+        let waits = self.pieces.into_iter().map(|piece| async move {
+            match piece {
+                Piece::Chunk { start, want, data, _abort } => {
+                    let d = data.await?;
+                    let (s, e) = ((want.start - start) as usize, (want.end - start) as usize);
+                    if e > d.len() {
+                        return Err(BackendError::Io(format!("short read: chunk of {} bytes", d.len())));
+                    }
+                    Ok(d.slice(s..e))
+                }
+                Piece::Fetch(f) => f.await,
+            }
+        });
+        let mut parts = futures::future::try_join_all(waits).await?;
+        if parts.len() == 1 {
+            return Ok(parts.pop().unwrap_or_default());
         }
+        let mut out = BytesMut::with_capacity(len as usize);
+        for p in parts {
+            out.extend_from_slice(&p);
+        }
+        Ok(out.freeze())
     }
 }
 
@@ -168,22 +222,47 @@ impl Prefetcher {
         self.chunks.iter().map(|c| c.range.end - c.range.start).sum()
     }
 
-    /// Up to `len` bytes at `offset`; empty at or past the end.
+    /// Up to `len` bytes at `offset`; empty at or past the end. (Plans and awaits
+    /// in one go: for callers that hold the prefetcher alone.)
     pub async fn read(&mut self, offset: u64, len: u64) -> BackendResult<Bytes> {
+        self.plan(offset, len).read().await
+    }
+
+    /// Classifies a read of up to `len` bytes at `offset`, starts whatever
+    /// requests it needs, and returns what to await for its bytes. Never waits.
+    pub fn plan(&mut self, offset: u64, len: u64) -> ReadPlan {
         if offset >= self.size || len == 0 {
-            return Ok(Bytes::new());
+            return ReadPlan::empty();
         }
         let end = offset.saturating_add(len).min(self.size);
-        let res = self.read_inner(offset, end).await;
-        if res.is_err() {
+        if self.chunks.iter().any(Chunk::failed) {
             // forget everything: a retry starts from scratch instead of hitting a failed chunk
             self.chunks.clear();
             self.window = self.cfg.initial_window.max(1);
             self.last_end = None;
-        } else {
-            self.last_end = Some(end);
         }
-        res
+        let plan = if self.size <= self.cfg.initial_window && self.chunks.is_empty() {
+            let reservation = self.reserve_read_ahead(self.size);
+            self.spawn_chunk(0..self.size, reservation);
+            self.assemble(offset, end)
+        } else if self.is_sequential(offset) {
+            while self.chunks.front().is_some_and(|c| c.range.end.saturating_add(KEEP_BEHIND) <= offset) {
+                self.chunks.pop_front();
+            }
+            if self.chunks.back().is_some_and(|c| c.range.end < offset) {
+                // skipped forward past everything queued
+                self.chunks.clear();
+            }
+            self.top_up(offset, end);
+            self.assemble(offset, end)
+        } else {
+            tracing::debug!(target: TARGET, key = %self.key, offset, "random read: read-ahead reset");
+            self.chunks.clear();
+            self.window = self.cfg.initial_window.max(1);
+            ReadPlan { len: end - offset, pieces: vec![self.fetch_alone(offset..end)] }
+        };
+        self.last_end = Some(end);
+        plan
     }
 
     fn is_sequential(&self, offset: u64) -> bool {
@@ -197,28 +276,6 @@ impl Prefetcher {
             Some(l) => offset >= l && offset - l <= SEQUENTIAL_SLACK,
         };
         buffered || near_last
-    }
-
-    async fn read_inner(&mut self, offset: u64, end: u64) -> BackendResult<Bytes> {
-        if self.size <= self.cfg.initial_window && self.chunks.is_empty() {
-            let reservation = self.reserve_read_ahead(self.size);
-            self.spawn_chunk(0..self.size, reservation);
-        } else if self.is_sequential(offset) {
-            while self.chunks.front().is_some_and(|c| c.range.end.saturating_add(KEEP_BEHIND) <= offset) {
-                self.chunks.pop_front();
-            }
-            if self.chunks.back().is_some_and(|c| c.range.end < offset) {
-                // skipped forward past everything queued
-                self.chunks.clear();
-            }
-            self.top_up(offset, end);
-        } else {
-            tracing::debug!(target: TARGET, key = %self.key, offset, "random read: read-ahead reset");
-            self.chunks.clear();
-            self.window = self.cfg.initial_window.max(1);
-            self.spawn_chunk(offset..end, None);
-        }
-        self.assemble(offset, end).await
     }
 
     /// Queues requests so that at least `end` and, memory allowing, one window past it are covered.
@@ -270,32 +327,38 @@ impl Prefetcher {
         self.memory.try_reserve(bytes)
     }
 
+    /// Starts one pinned ranged GET in the background and queues it.
     fn spawn_chunk(&mut self, range: Range<u64>, reservation: Option<Reservation>) {
-        let handle = self.fetch(range.clone());
-        self.chunks.push_back(Chunk { range, state: ChunkState::Pending(handle), _reservation: reservation });
+        let task = tokio::spawn(get_exact(self.backend.clone(), self.key.clone(), range.clone(), self.etag.clone()));
+        let abort = Arc::new(AbortOnDrop(task.abort_handle()));
+        let data = async move {
+            match task.await {
+                Ok(res) => res,
+                Err(e) => Err(BackendError::Other(format!("read task failed: {e}"))),
+            }
+        }
+        .boxed()
+        .shared();
+        self.chunks.push_back(Chunk { range, data, abort, _reservation: reservation });
     }
 
-    /// Starts one pinned ranged GET in the background.
-    fn fetch(&self, range: Range<u64>) -> JoinHandle<BackendResult<Bytes>> {
-        let task = get_pinned(self.backend.clone(), self.key.clone(), range, self.etag.clone());
-        tokio::spawn(task)
+    /// A read of exactly `range`, run by the read that awaits it.
+    fn fetch_alone(&self, range: Range<u64>) -> Piece {
+        Piece::Fetch(get_exact(self.backend.clone(), self.key.clone(), range, self.etag.clone()).boxed())
     }
 
-    /// Copies `offset..end` out of the queued chunks, fetching directly what lies before them.
-    async fn assemble(&mut self, offset: u64, end: u64) -> BackendResult<Bytes> {
-        let mut pieces: Vec<Bytes> = Vec::new();
+    /// The pieces holding `offset..end`: queued chunks, and a fetch of its own for what lies before them.
+    fn assemble(&self, offset: u64, end: u64) -> ReadPlan {
+        let mut pieces = Vec::new();
         let mut pos = offset;
         let front = self.chunks.front().map_or(end, |c| c.range.start);
         if pos < front {
             // a read just before the queue (reordered backwards): fetch it on its own
             let stop = front.min(end);
-            let handle = self.fetch(pos..stop);
-            let mut chunk =
-                Chunk { range: pos..stop, state: ChunkState::Pending(handle), _reservation: None };
-            pieces.push(chunk.data().await?);
+            pieces.push(self.fetch_alone(pos..stop));
             pos = stop;
         }
-        for chunk in self.chunks.iter_mut() {
+        for chunk in &self.chunks {
             if pos >= end {
                 break;
             }
@@ -305,23 +368,38 @@ impl Prefetcher {
             if chunk.range.start > pos {
                 break;
             }
-            let data = chunk.data().await?;
             let stop = chunk.range.end.min(end);
-            pieces.push(data.slice((pos - chunk.range.start) as usize..(stop - chunk.range.start) as usize));
+            pieces.push(Piece::Chunk {
+                start: chunk.range.start,
+                want: pos..stop,
+                data: chunk.data.clone(),
+                _abort: chunk.abort.clone(),
+            });
             pos = stop;
         }
         if pos < end {
-            return Err(BackendError::Other(format!("read-ahead gap at {pos} in {}", self.key)));
+            // chunks are contiguous and topped up past `end`, so only a short
+            // top-up (no memory) leaves this: fetch the rest on its own
+            pieces.push(self.fetch_alone(pos..end));
         }
-        if pieces.len() == 1 {
-            return Ok(pieces.pop().unwrap_or_default());
-        }
-        let mut out = BytesMut::with_capacity((end - offset) as usize);
-        for p in pieces {
-            out.extend_from_slice(&p);
-        }
-        Ok(out.freeze())
+        ReadPlan { len: end - offset, pieces }
     }
+}
+
+/// [`get_pinned`] that fails with an I/O error unless it got all of `range`.
+async fn get_exact(
+    backend: Arc<dyn StorageBackend>,
+    key: String,
+    range: Range<u64>,
+    etag: Option<String>,
+) -> BackendResult<Bytes> {
+    let want = range.end - range.start;
+    let data = get_pinned(backend, key, range, etag).await?;
+    if data.len() as u64 != want {
+        // with a pinned ETag this means a misbehaving server: never return a hole as data
+        return Err(BackendError::Io(format!("short read: {} of {want} bytes", data.len())));
+    }
+    Ok(data)
 }
 
 /// One ranged GET pinned to `etag` (when given). A changed
@@ -401,10 +479,78 @@ mod tests {
         let b = p.read(50 * MIB, 1000).await.unwrap();
         assert_eq!(&b[..], &data[50 * MIB as usize..][..1000]);
         assert_eq!(p.window(), MIB);
-        assert_eq!(p.buffered_bytes(), 1000, "older read-ahead dropped");
+        assert_eq!(p.buffered_bytes(), 0, "older read-ahead dropped, the random read not queued");
         // let already-started read-ahead requests finish before counting
         tokio::task::yield_now().await;
         assert!(backend.get_bytes.load(SeqCst) - before <= 1000 + 16 * MIB);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn planned_reads_run_concurrently_and_never_cancel_each_other() {
+        let (backend, mut p, data, _memory) = setup(64 * MIB, 256 * MIB).await;
+        backend.get_delay_ms.store(50, SeqCst);
+        // 8 scattered reads planned one after another (as under the handle's lock),
+        // each random: every one clears the queue, none may cancel another's request
+        let offsets: Vec<u64> = (0..8u64).map(|i| (i * 37 % 61) * MIB + 12_345).collect();
+        let plans: Vec<_> = offsets.iter().map(|&o| (o, p.plan(o, 16 * 1024))).collect();
+        assert!(plans.iter().all(|(_, plan)| plan.fetches_alone()), "random reads fetch on their own");
+        assert_eq!(p.buffered_bytes(), 0);
+        let reads = plans.into_iter().map(|(o, plan)| async move { (o, plan.read().await) });
+        for (o, got) in futures::future::join_all(reads).await {
+            assert_eq!(&got.unwrap()[..], &data[o as usize..][..16 * 1024], "offset {o}");
+        }
+        assert_eq!(backend.gets.load(SeqCst), 8);
+        assert_eq!(backend.get_bytes.load(SeqCst), 8 * 16 * 1024, "exactly what was asked");
+        assert!(backend.max_gets_running.load(SeqCst) >= 4, "{}", backend.max_gets_running.load(SeqCst));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_of_one_chunk_share_its_request() {
+        let (backend, mut p, data, _memory) = setup(64 * MIB, 256 * MIB).await;
+        backend.get_delay_ms.store(20, SeqCst);
+        // the kernel's read-ahead: several sequential reads in flight at once
+        let plans: Vec<_> = (0..8u64).map(|i| (i * 128 * 1024, p.plan(i * 128 * 1024, 128 * 1024))).collect();
+        assert!(plans.iter().all(|(_, plan)| !plan.fetches_alone()), "all served by read-ahead chunks");
+        let reads = plans.into_iter().map(|(o, plan)| async move { (o, plan.read().await) });
+        for (o, got) in futures::future::join_all(reads).await {
+            assert_eq!(&got.unwrap()[..], &data[o as usize..][..128 * 1024]);
+        }
+        // every request was a read-ahead chunk (the window doubled with each top-up)
+        assert!(backend.gets.load(SeqCst) <= 9, "{}", backend.gets.load(SeqCst));
+        assert!(backend.get_bytes.load(SeqCst) <= 33 * MIB);
+    }
+
+    #[tokio::test]
+    async fn a_short_answer_is_an_error_and_the_next_read_starts_afresh() {
+        let (backend, mut p, data, _memory) = setup(16 * MIB, 256 * MIB).await;
+        backend.get_short_by.store(1, SeqCst);
+        let e = p.read(0, 4096).await.unwrap_err();
+        assert!(matches!(e, BackendError::Io(ref m) if m.contains("short read")), "{e}");
+        let e = p.read(8 * MIB, 4096).await.unwrap_err();
+        assert!(matches!(e, BackendError::Io(ref m) if m.contains("short read")), "random: {e}");
+        backend.get_short_by.store(0, SeqCst);
+        // the failed chunk is forgotten, not served again
+        assert_eq!(&p.read(0, 4096).await.unwrap()[..], &data[..4096]);
+        assert_eq!(&p.read(4096, 4096).await.unwrap()[..], &data[4096..8192]);
+    }
+
+    #[tokio::test]
+    async fn dropping_the_prefetcher_cancels_its_read_ahead() {
+        let (backend, mut p, _data, memory) = setup(64 * MIB, 256 * MIB).await;
+        backend.get_delay_ms.store(60_000, SeqCst);
+        let _ = p.plan(0, 128 * 1024);
+        tokio::task::yield_now().await;
+        assert!(p.buffered_bytes() > MIB);
+        assert!(memory.available_bytes() < memory.limit_bytes());
+        drop(p);
+        for _ in 0..100 {
+            if backend.gets_running.load(SeqCst) == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(backend.gets_running.load(SeqCst), 0, "requests cancelled");
+        assert_eq!(memory.available_bytes(), memory.limit_bytes(), "buffers freed");
     }
 
     #[tokio::test]

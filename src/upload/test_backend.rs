@@ -21,6 +21,8 @@ pub(crate) struct InstrumentedBackend {
     pub max_gets_running: AtomicU64,
     /// Milliseconds each `get_range` sleeps, so that concurrency shows.
     pub get_delay_ms: AtomicU64,
+    /// `get_range` returns this many bytes fewer than it read (a misbehaving server).
+    pub get_short_by: AtomicU64,
     pub puts: AtomicU64,
     pub creates: AtomicU64,
     pub parts: AtomicU64,
@@ -69,7 +71,7 @@ impl StorageBackend for InstrumentedBackend {
         mode.unwrap_or(if self.capabilities().multi_range {
             MultiRangeMode::Native
         } else {
-            MultiRangeMode::Unsupported
+            MultiRangeMode::ParallelSingles
         })
     }
     async fn check_bucket(&self) -> BackendResult<()> {
@@ -87,16 +89,24 @@ impl StorageBackend for InstrumentedBackend {
         range: Option<Range<u64>>,
         opts: &GetOptions,
     ) -> BackendResult<GetResult> {
+        /// Counts a GET as running until it ends, even when it is cancelled.
+        struct Running<'a>(&'a AtomicU64);
+        impl Drop for Running<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
         self.gets.fetch_add(1, Ordering::SeqCst);
         let running = self.gets_running.fetch_add(1, Ordering::SeqCst) + 1;
+        let _running = Running(&self.gets_running);
         self.max_gets_running.fetch_max(running, Ordering::SeqCst);
         let delay = self.get_delay_ms.load(Ordering::SeqCst);
         if delay > 0 {
             tokio::time::sleep(Duration::from_millis(delay)).await;
         }
-        let res = self.inner.get_range(key, range, opts).await;
-        self.gets_running.fetch_sub(1, Ordering::SeqCst);
-        let r = res?;
+        let mut r = self.inner.get_range(key, range, opts).await?;
+        let short = (self.get_short_by.load(Ordering::SeqCst) as usize).min(r.data.len());
+        r.data.truncate(r.data.len() - short);
         self.get_bytes.fetch_add(r.data.len() as u64, Ordering::SeqCst);
         Ok(r)
     }

@@ -24,7 +24,14 @@
 //! until the first multi-range request (probing lazily costs nothing on mounts
 //! that never read sparsely, and needs no object to exist at mount time),
 //! then `Multi` after a correct multipart answer or `Single` after any other,
-//! after which no multi-range request is sent again.
+//! after which no multi-range request is sent again (the read path then fetches
+//! each batch as parallel single-range GETs).
+//!
+//! Alibaba Cloud OSS answers a multi-range GET with the whole object unless the
+//! request carries `x-oss-multi-range-behavior: multi-range`, and then takes at
+//! most [`OSS_MAX_RANGES`] ranges: [`alibaba_oss`] recognises its endpoints
+//! (host `*.aliyuncs.com`), whose multi-range GETs carry [`OSS_MULTI_RANGE_HEADER`]
+//! and are cut at that many ranges.
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -33,6 +40,11 @@ use bytes::Bytes;
 
 /// Most ranges sent in one request; keeps the header far below servers' 8 KiB limits.
 pub const MAX_RANGES_PER_REQUEST: usize = 64;
+/// The request header (name, value) without which Alibaba OSS answers a
+/// multi-range GET with the whole object.
+pub const OSS_MULTI_RANGE_HEADER: (&str, &str) = ("x-oss-multi-range-behavior", "multi-range");
+/// Most ranges Alibaba OSS serves in one multi-range GET.
+pub const OSS_MAX_RANGES: usize = 50;
 /// On a `200` answer, the largest gap we read through rather than drop the connection.
 pub const WHOLE_BODY_SKIP_LIMIT: u64 = 2 * 1024 * 1024;
 /// A multipart answer may exceed the requested bytes by this much per part (headers).
@@ -75,6 +87,30 @@ impl ProbeState {
     /// Records any answer that was not a correct multipart one; returns true when this changed the state.
     pub fn saw_single(&self) -> bool {
         self.0.swap(2, Ordering::Relaxed) != 2
+    }
+}
+
+/// Whether `endpoint` (a URL or bare host, as given to `--endpoint`) is Alibaba
+/// Cloud OSS: its host is `aliyuncs.com` or ends with `.aliyuncs.com`.
+pub fn alibaba_oss(endpoint: Option<&str>) -> bool {
+    let Some(e) = endpoint else { return false };
+    let rest = e.split_once("://").map_or(e, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match host_port.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host_port,
+    };
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    host == "aliyuncs.com" || host.ends_with(".aliyuncs.com")
+}
+
+/// Most ranges per multi-range GET to this endpoint.
+pub fn max_ranges_per_request(oss: bool) -> usize {
+    if oss {
+        OSS_MAX_RANGES
+    } else {
+        MAX_RANGES_PER_REQUEST
     }
 }
 

@@ -331,3 +331,30 @@ fn byteranges_parser_property_round_trip_and_no_panic_on_mangled_input() {
         }
     }
 }
+
+#[test]
+fn alibaba_oss_endpoints_are_recognised_by_their_host() {
+    for e in [
+        "https://oss-cn-hangzhou.aliyuncs.com",
+        "http://oss-cn-beijing-internal.aliyuncs.com:80/",
+        "https://my-bucket.oss-eu-central-1.aliyuncs.com/some/path?x=1",
+        "oss-cn-shanghai.aliyuncs.com",
+        "https://s3.oss-cn-hangzhou.aliyuncs.com.",
+        "HTTPS://OSS-CN-HANGZHOU.ALIYUNCS.COM",
+    ] {
+        assert!(alibaba_oss(Some(e)), "{e}");
+    }
+    for e in [
+        "http://127.0.0.1:9000",
+        "https://s3.amazonaws.com",
+        "https://notaliyuncs.com",
+        "https://aliyuncs.com.example.org",
+        "http://example.org/aliyuncs.com",
+    ] {
+        assert!(!alibaba_oss(Some(e)), "{e}");
+    }
+    assert!(!alibaba_oss(None), "AWS by default");
+    assert_eq!(max_ranges_per_request(true), 50);
+    assert_eq!(max_ranges_per_request(false), MAX_RANGES_PER_REQUEST);
+    assert_eq!(OSS_MULTI_RANGE_HEADER, ("x-oss-multi-range-behavior", "multi-range"));
+}
