@@ -7,7 +7,7 @@ BIN := target/debug/bucketfs
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEB_PACKAGES := fuse3 libfuse3-dev pkg-config curl openssl
 
-.PHONY: all build deps test-deps run test run-test-multirange bench bench-multirange install uninstall clean fmt lint
+.PHONY: all build deps test-deps run test run-test-multirange bench bench-multirange bench-peers install uninstall clean fmt lint
 
 all: build
 
@@ -51,11 +51,20 @@ bench-multirange: deps
 	$(CARGO) build --release --bins
 	scripts/bench-multirange.sh target/release/bucketfs
 
+# bucketfs next to s3fs, rclone mount and curl (installed when missing), against
+# SeaweedFS and `bucketfs serve` behind a delaying, counting proxy at 0 and 20 ms RTT:
+# one Markdown row per (server, RTT, client, workload). Sizes: BENCH_* variables,
+# e.g. `make bench-peers BENCH_OBJECT_MIB=32 BENCH_WRITE_MIB=32 BENCH_FILES=200`.
+bench-peers: deps
+	$(CARGO) build --release --bins
+	scripts/bench-peers.sh target/release/bucketfs
+
 bench: deps
 	$(CARGO) bench --bench store
 	$(CARGO) build --release --bins
 	scripts/bench-mount.sh target/release/bucketfs
 	scripts/bench-s3.sh target/release/bucketfs
+	scripts/bench-peers.sh target/release/bucketfs
 
 install:
 	$(CARGO) build --release --bins
