@@ -309,53 +309,6 @@ fn missing_bucket_or_container_is_reported() {
 /// Makes a backend that reaches its server at the given endpoint.
 type BackendAt = Box<dyn Fn(String) -> Arc<dyn StorageBackend>>;
 
-/// A TCP relay to `upstream` (host:port) that holds every chunk a client sends
-/// for 100 ms before passing it on, and records the most requests held at once.
-/// Requests sent in parallel overlap in that window (>= 2); requests sent one
-/// after another never do (1), however many connections the client's pool
-/// happens to open. (Counting open connections instead was flaky: hyper may
-/// open a second connection when the next request starts before the first
-/// connection is back in the pool.)
-async fn counting_relay(upstream: String) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let max_held = Arc::new(AtomicUsize::new(0));
-    let held = Arc::new(AtomicUsize::new(0));
-    let m = max_held.clone();
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            let (upstream, held, m) = (upstream.clone(), held.clone(), m.clone());
-            tokio::spawn(async move {
-                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else { return };
-                let (mut cr, mut cw) = client.into_split();
-                let (mut sr, mut sw) = server.into_split();
-                let up = tokio::spawn(async move {
-                    let mut buf = vec![0u8; 64 << 10];
-                    while let Ok(n) = cr.read(&mut buf).await {
-                        if n == 0 {
-                            break;
-                        }
-                        let now = held.fetch_add(1, Ordering::SeqCst) + 1;
-                        m.fetch_max(now, Ordering::SeqCst);
-                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                        held.fetch_sub(1, Ordering::SeqCst);
-                        if sw.write_all(&buf[..n]).await.is_err() {
-                            break;
-                        }
-                    }
-                    let _ = sw.shutdown().await;
-                });
-                let _ = tokio::io::copy(&mut sr, &mut cw).await;
-                let _ = cw.shutdown().await;
-                up.abort();
-            });
-        }
-    });
-    (port, max_held)
-}
-
 /// `get_ranges` on GCS fans out single-range reads in parallel (capability
 /// `multi_range`); on Azure it falls back to one range after another.
 #[test]
@@ -403,7 +356,7 @@ fn gcs_reads_ranges_in_parallel_azure_one_after_another() {
             direct.put("f", data.clone(), &PutOptions::default()).await.unwrap();
             let hostport = server.trim_start_matches("http://").split('/').next().unwrap().to_owned();
             let path = server.trim_start_matches("http://").split_once('/').map(|(_, p)| format!("/{p}"));
-            let (port, held) = counting_relay(hostport).await;
+            let (port, held) = s3_support::counting_relay(hostport).await;
             let b = via_relay(format!("http://127.0.0.1:{port}{}", path.unwrap_or_default()));
             let got = b.get_ranges("f", &ranges, &GetOptions::default()).await.unwrap();
             for (r, g) in ranges.iter().zip(&got) {

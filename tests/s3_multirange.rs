@@ -269,7 +269,11 @@ async fn rejected_multi_range_falls_back_to_parallel_singles() {
     check(&got, &ranges, size);
     assert!(!b.capabilities().multi_range);
     assert_eq!(b.multi_range_support(), Support::Single);
-    assert_eq!(b.multi_range_mode(), MultiRangeMode::Unsupported, "--enable-multi-range is ignored now");
+    assert_eq!(
+        b.multi_range_mode(),
+        MultiRangeMode::ParallelSingles,
+        "--enable-multi-range batches become parallel single-range GETs"
+    );
     b.get_ranges("obj", &ranges, &GetOptions::default()).await.unwrap();
     assert_eq!(srv.multi_requests.load(Ordering::Relaxed), 1);
 }

@@ -315,6 +315,54 @@ fn pipe(mut from: TcpStream, mut to: TcpStream, count: Option<std::sync::Arc<std
     let _ = to.shutdown(std::net::Shutdown::Both);
 }
 
+/// A TCP relay to `upstream` (host:port) that holds every chunk a client sends
+/// for 100 ms before passing it on, and records the most requests held at once.
+/// Requests sent in parallel overlap in that window (>= 2); requests sent one
+/// after another never do (1), however many connections the client's pool
+/// happens to open. (Counting open connections instead was flaky: hyper may
+/// open a second connection when the next request starts before the first
+/// connection is back in the pool.) Needs a multi-threaded runtime that outlives
+/// the test's requests: the relay runs on tasks spawned on it.
+pub async fn counting_relay(upstream: String) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let max_held = std::sync::Arc::new(AtomicUsize::new(0));
+    let held = std::sync::Arc::new(AtomicUsize::new(0));
+    let m = max_held.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let (upstream, held, m) = (upstream.clone(), held.clone(), m.clone());
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else { return };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                let up = tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 << 10];
+                    while let Ok(n) = cr.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        let now = held.fetch_add(1, Ordering::SeqCst) + 1;
+                        m.fetch_max(now, Ordering::SeqCst);
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        held.fetch_sub(1, Ordering::SeqCst);
+                        if sw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                    let _ = sw.shutdown().await;
+                });
+                let _ = tokio::io::copy(&mut sr, &mut cw).await;
+                let _ = cw.shutdown().await;
+                up.abort();
+            });
+        }
+    });
+    (port, max_held)
+}
+
 /// A plain SDK client with the test identity, for test set-up (bucket creation).
 pub async fn admin_client(endpoint: &str) -> aws_sdk_s3::Client {
     let creds = aws_sdk_s3::config::Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "tests");
