@@ -8,12 +8,17 @@
 //! A body error reaches the store as an `io::Error`, which aborts the write;
 //! so does a client that stops sending for [`BODY_IDLE_TIMEOUT`] (otherwise a
 //! stalled upload would hold a blocking thread and its part files forever).
+//! The [`BodyStatus`] of a client's body remembers which of the two happened, so
+//! the client gets S3's answer (400 IncompleteBody / RequestTimeout) rather than
+//! the 500 of the store's aborted write.
 
 use std::io::{self, Read};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures::StreamExt;
 use s3s::dto::StreamingBlob;
+use s3s::{S3Error, S3ErrorCode};
 use tokio::sync::mpsc;
 
 /// Chunks in flight between the network task and the store thread.
@@ -41,19 +46,73 @@ impl Read for ChannelReader {
     }
 }
 
+/// How a client's request body failed, if it did.
+#[derive(Clone, Debug, PartialEq)]
+enum Failure {
+    /// The body ended early (fewer bytes than its Content-Length, a cut connection,
+    /// an undecodable aws-chunked body).
+    Incomplete(String),
+    /// Nothing arrived for [`BODY_IDLE_TIMEOUT`].
+    Stalled,
+}
+
+/// Whether the request body a [`ChannelReader`] delivers arrived whole; shared with the
+/// task that pumps it.
+#[derive(Clone, Default)]
+pub struct BodyStatus(Arc<Mutex<Option<Failure>>>);
+
+impl BodyStatus {
+    fn set(&self, f: Failure) {
+        let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        slot.get_or_insert(f);
+    }
+
+    /// The error to answer for a write that failed with `e`: a failed body is the
+    /// client's fault (400, as S3 answers), whatever the store made of it.
+    pub fn explain(&self, e: S3Error) -> S3Error {
+        let failure = self.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        match failure {
+            None => e,
+            Some(Failure::Incomplete(why)) => S3Error::with_message(
+                S3ErrorCode::IncompleteBody,
+                format!("You did not provide the number of bytes specified by the Content-Length HTTP header ({why})"),
+            ),
+            Some(Failure::Stalled) => S3Error::with_message(
+                S3ErrorCode::RequestTimeout,
+                format!("Your socket connection to the server was not read from or written to within the timeout period ({BODY_IDLE_TIMEOUT:?})"),
+            ),
+        }
+    }
+}
+
 /// Starts pumping `body` (none = empty) and returns the reader end.
 pub fn reader(body: Option<StreamingBlob>) -> ChannelReader {
+    client_reader(body).0
+}
+
+/// [`reader`] for a client's request body, with the status that tells a failed body
+/// from a failed store.
+pub fn client_reader(body: Option<StreamingBlob>) -> (ChannelReader, BodyStatus) {
     let (tx, rx) = mpsc::channel(DEPTH);
+    let status = BodyStatus::default();
     if let Some(mut body) = body {
+        let status = status.clone();
         tokio::spawn(async move {
             loop {
                 let item = match tokio::time::timeout(BODY_IDLE_TIMEOUT, body.next()).await {
                     Ok(None) => break,
-                    Ok(Some(chunk)) => chunk.map_err(|e| io::Error::other(format!("request body: {e}"))),
-                    Err(_) => Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!("request body: nothing received for {BODY_IDLE_TIMEOUT:?}"),
-                    )),
+                    Ok(Some(Ok(chunk))) => Ok(chunk),
+                    Ok(Some(Err(e))) => {
+                        status.set(Failure::Incomplete(e.to_string()));
+                        Err(io::Error::other(format!("request body: {e}")))
+                    }
+                    Err(_) => {
+                        status.set(Failure::Stalled);
+                        Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            format!("request body: nothing received for {BODY_IDLE_TIMEOUT:?}"),
+                        ))
+                    }
                 };
                 let failed = item.is_err();
                 // The store stopped reading (it failed): nothing left to do.
@@ -63,5 +122,5 @@ pub fn reader(body: Option<StreamingBlob>) -> ChannelReader {
             }
         });
     }
-    ChannelReader { rx, cur: Bytes::new() }
+    (ChannelReader { rx, cur: Bytes::new() }, status)
 }

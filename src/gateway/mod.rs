@@ -36,6 +36,7 @@ use s3s::service::S3ServiceBuilder;
 use crate::store::{parse_drive_spec, Store, StoreConfig};
 
 pub use multirange::MAX_RANGES;
+pub use s3::MAX_DELETE_KEYS;
 
 /// Longest wait for a request's head (also bounds idle keep-alive connections and slow clients).
 const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);

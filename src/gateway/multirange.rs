@@ -53,6 +53,16 @@ enum Spec {
     Suffix(u64),
 }
 
+/// A byte position: one or more ASCII digits (no sign, no space inside), saturating at
+/// `u64::MAX`. RFC 9110 puts no bound on the digits, so a position past any object is
+/// still a well-formed one: unsatisfiable (416), not a syntax error (400).
+fn position(s: &str) -> Option<u64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(s.bytes().fold(0u64, |n, d| n.saturating_mul(10).saturating_add(u64::from(d - b'0'))))
+}
+
 fn parse(header: &str) -> Option<Vec<Spec>> {
     let list = header.trim().strip_prefix("bytes=")?;
     let mut out = Vec::new();
@@ -62,11 +72,12 @@ fn parse(header: &str) -> Option<Vec<Spec>> {
             continue; // RFC 9110 allows empty list elements.
         }
         let (a, b) = part.split_once('-')?;
+        let (a, b) = (a.trim(), b.trim());
         let spec = if a.is_empty() {
-            Spec::Suffix(b.parse().ok()?)
+            Spec::Suffix(position(b)?)
         } else {
-            let first = a.parse().ok()?;
-            let last = if b.is_empty() { None } else { Some(b.parse().ok()?) };
+            let first = position(a)?;
+            let last = if b.is_empty() { None } else { Some(position(b)?) };
             if last.is_some_and(|l| l < first) {
                 return None;
             }
@@ -83,8 +94,11 @@ fn resolve(specs: &[Spec], size: u64) -> Vec<Range<u64>> {
         .iter()
         .filter_map(|s| match *s {
             Spec::Int(first, _) if first >= size => None,
-            Spec::Int(first, last) => Some(first..last.map_or(size, |l| (l + 1).min(size))),
+            // first < size, so `last + 1` is only needed (and only computed) below size
+            Spec::Int(first, last) => Some(first..last.filter(|&l| l < size).map_or(size, |l| l + 1)),
+            // a suffix of an empty object selects nothing (RFC 9110 §14.1.2)
             Spec::Suffix(0) => None,
+            Spec::Suffix(_) if size == 0 => None,
             Spec::Suffix(n) => Some(size.saturating_sub(n)..size),
         })
         .collect()
@@ -106,7 +120,7 @@ fn plan(specs: &[Spec], size: u64) -> Plan {
     if ranges.is_empty() {
         return Plan::Unsatisfiable;
     }
-    let total: u64 = ranges.iter().map(|r| r.end - r.start).sum();
+    let total = ranges.iter().fold(0u64, |t, r| t.saturating_add(r.end - r.start));
     let mut sorted = ranges.clone();
     sorted.sort_by_key(|r| r.start);
     let overlap = sorted.windows(2).any(|w| w[1].start < w[0].end);
@@ -114,6 +128,22 @@ fn plan(specs: &[Spec], size: u64) -> Plan {
         return Plan::Whole;
     }
     Plan::Ranges(ranges)
+}
+
+/// The plan for a `Range` header against an object of `size` bytes; a header that is
+/// not a valid byte-range set is ignored (RFC 9110 §14.2, and S3): the whole object.
+fn plan_for(header: &str, size: u64) -> Plan {
+    parse(header).map_or(Plan::Whole, |s| plan(&s, size))
+}
+
+/// Range headers this route answers: several ranges (s3s rejects them), and single
+/// ranges s3s would answer 400 although RFC 9110 and S3 say otherwise: positions beyond
+/// `i64::MAX` (a valid position past the end: 416) and malformed headers (ignored: 200).
+fn ours(range: &[u8]) -> bool {
+    match std::str::from_utf8(range) {
+        Ok(v) => v.contains(',') || s3s::dto::Range::parse(v.trim()).is_err(),
+        Err(_) => true,
+    }
 }
 
 /// `(bucket, key)` of a path-style object URI, percent-decoded.
@@ -130,8 +160,11 @@ fn percent_decode(s: &str) -> Option<String> {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' {
-            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
+            let hex = b.get(i + 1..i + 3)?;
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return None;
+            }
+            out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
             i += 3;
         } else {
             out.push(b[i]);
@@ -174,10 +207,7 @@ fn etag_cond(headers: &HeaderMap, name: &str) -> S3Result<Option<ETagCondition>>
 impl S3Route for MultiRange {
     fn is_match(&self, method: &Method, uri: &Uri, headers: &HeaderMap, _: &mut Extensions) -> bool {
         method == Method::GET
-            && headers
-                .get(hyper::header::RANGE)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.contains(','))
+            && headers.get(hyper::header::RANGE).is_some_and(|v| ours(v.as_bytes()))
             && object_path(uri).is_some()
             && plain_query(uri)
     }
@@ -199,7 +229,6 @@ impl S3Route for MultiRange {
         let (bucket, key) = object_path(&req.uri).ok_or_else(|| s3_error!(InvalidURI))?;
         let range_header =
             req.headers.get(hyper::header::RANGE).and_then(|v| v.to_str().ok()).unwrap_or_default();
-        let specs = parse(range_header);
         let conditions = ReadConditions {
             if_match: etag_cond(&req.headers, "if-match")?,
             if_none_match: etag_cond(&req.headers, "if-none-match")?,
@@ -210,8 +239,7 @@ impl S3Route for MultiRange {
         let (b, k) = (bucket.clone(), key.clone());
         let m = call(&self.store, move |s| s.head_object(&b, &k)).await?;
         check_read_conditions(&m, &conditions)?;
-        // An unparsable Range header is ignored (RFC 9110 §14.2).
-        let plan = specs.map_or(Plan::Whole, |s| plan(&s, m.size));
+        let plan = plan_for(range_header, m.size);
         let content_type = m.content_type.clone().unwrap_or_else(|| "binary/octet-stream".into());
 
         let mut headers = HeaderMap::new();
@@ -301,6 +329,132 @@ mod tests {
         assert_eq!(plan(&parse(&format!("bytes={many}")).unwrap(), 1000), Plan::Whole);
         assert!(parse("bytes=5-1,7-9").is_none());
         assert!(parse("items=1-2").is_none());
+    }
+
+    #[test]
+    fn positions_past_u64_and_i64_are_unsatisfiable_not_errors() {
+        // issue 14: `last + 1` overflowed on u64::MAX; s3s refuses first > i64::MAX with 400
+        let max = u64::MAX;
+        assert_eq!(plan_for(&format!("bytes=0-1,5-{max}"), 100), Plan::Ranges(vec![0..2, 5..100]));
+        assert_eq!(plan_for(&format!("bytes=0-{max}"), 100), Plan::Ranges(vec![0..100]));
+        assert_eq!(plan_for(&format!("bytes={max}-"), 100), Plan::Unsatisfiable);
+        assert_eq!(plan_for(&format!("bytes={max}-{max}"), max), Plan::Unsatisfiable);
+        assert_eq!(plan_for("bytes=99999999999999999999999999-", 100), Plan::Unsatisfiable);
+        assert_eq!(plan_for("bytes=0-99999999999999999999999999", 100), Plan::Ranges(vec![0..100]));
+        assert_eq!(plan_for("bytes=-99999999999999999999999999", 100), Plan::Ranges(vec![0..100]));
+        assert_eq!(plan_for(&format!("bytes={}-", i64::MAX as u64 + 1), 100), Plan::Unsatisfiable);
+        // not digits: the header is ignored (the whole object), never an error
+        for bad in ["bytes=+1-2", "bytes=1-+2", "bytes=0x10-", "bytes=1 2-3", "bytes=-", "bytes=", "bytes=5-3"] {
+            assert_eq!(plan_for(bad, 100), Plan::Whole, "{bad}");
+        }
+        // the route takes what s3s would refuse, and leaves it the single ranges it answers right
+        assert!(ours(format!("bytes={max}-").as_bytes()));
+        assert!(ours(b"bytes=0-1,4-5"));
+        assert!(ours(b"bytes=abc"));
+        assert!(ours(&[0xff, 0xfe]));
+        assert!(!ours(b"bytes=0-1"));
+        assert!(!ours(b"bytes=-5"));
+        assert!(!ours(b"bytes=100-"));
+    }
+
+    /// Seeded fuzzing of the Range parser: headers built from the grammar's pieces,
+    /// edge-case numbers and garbage, against objects of edge-case sizes. Never a
+    /// panic; every range answered lies inside the object; 416 exactly when no range
+    /// is satisfiable; single ranges get the answer s3s gives the ones it parses.
+    #[test]
+    fn fuzz_range_headers() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed_0014);
+        let sizes = [0, 1, 2, 10, 100, 4096, i64::MAX as u64, u64::MAX - 1, u64::MAX];
+        let number = |rng: &mut rand::rngs::StdRng, size: u64| -> String {
+            match rng.gen_range(0..12) {
+                0 => "0".into(),
+                1 => size.saturating_sub(1).to_string(),
+                2 => size.to_string(),
+                3 => size.saturating_add(1).to_string(),
+                4 => u64::MAX.to_string(),
+                5 => (i64::MAX as u64).to_string(),
+                6 => (i64::MAX as u64 + 1).to_string(),
+                7 => "184467440737095516150".into(),
+                8 => format!("00{}", rng.gen_range(0..200u32)),
+                9 => rng.gen::<u64>().to_string(),
+                _ => rng.gen_range(0..size.saturating_add(1).min(1 << 20)).to_string(),
+            }
+        };
+        const JUNK: &[&str] = &["", " ", ",", "-", "--", "=", "+", "x", "\t", "é", "\0", "bytes=", ";"];
+        for case in 0..20_000 {
+            let size = sizes[rng.gen_range(0..sizes.len())];
+            let n = rng.gen_range(1..=5);
+            let mut specs = Vec::new();
+            for _ in 0..n {
+                let spec = match rng.gen_range(0..8) {
+                    0 | 1 => format!("{}-{}", number(&mut rng, size), number(&mut rng, size)),
+                    2 => format!("{}-", number(&mut rng, size)),
+                    3 => format!("-{}", number(&mut rng, size)),
+                    4 => format!(" {} - {} ", number(&mut rng, size), number(&mut rng, size)),
+                    5 => JUNK[rng.gen_range(0..JUNK.len())].to_string(),
+                    6 => {
+                        let len = rng.gen_range(0..8);
+                        (0..len).map(|_| rng.gen_range(0x20u8..0x7f) as char).collect()
+                    }
+                    _ => format!("{}{}", number(&mut rng, size), JUNK[rng.gen_range(0..JUNK.len())]),
+                };
+                specs.push(spec);
+            }
+            let unit = if rng.gen_range(0..20) == 0 { "items=" } else { "bytes=" };
+            let header = format!("{unit}{}", specs.join(","));
+            let _ = ours(header.as_bytes());
+            let Some(parsed) = parse(&header) else {
+                assert_eq!(plan_for(&header, size), Plan::Whole, "case {case}: {header:?}");
+                continue;
+            };
+            let satisfiable = parsed.iter().any(|s| match *s {
+                Spec::Int(first, _) => first < size,
+                Spec::Suffix(n) => n > 0 && size > 0,
+            });
+            match plan_for(&header, size) {
+                Plan::Unsatisfiable => assert!(!satisfiable, "case {case}: 416 for {header:?} of {size}"),
+                Plan::Whole => assert!(satisfiable || parsed.len() > MAX_RANGES, "case {case}: {header:?}"),
+                Plan::Ranges(rs) => {
+                    assert!(satisfiable);
+                    assert!(!rs.is_empty() && rs.len() <= MAX_RANGES);
+                    for r in &rs {
+                        assert!(r.start < r.end && r.end <= size, "case {case}: {r:?} of {size} for {header:?}");
+                    }
+                }
+            }
+            // One range: the same answer as s3s's own single-range path, where s3s parses it.
+            if parsed.len() == 1 {
+                if let Ok(r) = s3s::dto::Range::parse(header.trim()) {
+                    // (an empty range is what s3s answers for a suffix of an empty object;
+                    // get_object turns it into 416, as here)
+                    let want = r
+                        .check(size)
+                        .ok()
+                        .filter(|r| !r.is_empty())
+                        .map_or(Plan::Unsatisfiable, |r| Plan::Ranges(vec![r]));
+                    assert_eq!(plan_for(&header, size), want, "case {case}: {header:?} of {size}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fuzz_paths_and_queries() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(14);
+        const PIECES: &[&str] = &["/", "b", "%", "%2", "%2F", "%zz", "%+f", "%C3%A9", "%ff", "?", "&", "=", "a b"];
+        for _ in 0..20_000 {
+            let n = rng.gen_range(0..10);
+            let s: String = (0..n).map(|_| PIECES[rng.gen_range(0..PIECES.len())]).collect();
+            if let Some(d) = percent_decode(&s) {
+                assert!(!s.contains("%+"), "{s:?} decoded to {d:?}");
+            }
+            if let Ok(u) = format!("/{s}").parse::<Uri>() {
+                let _ = object_path(&u);
+                let _ = plain_query(&u);
+            }
+        }
     }
 
     #[test]

@@ -24,6 +24,8 @@ use crate::store::{Store, StoreError};
 
 /// Bytes per store read while streaming an object out.
 const CHUNK: u64 = 4 << 20;
+/// Most keys one DeleteObjects request may name (S3's limit).
+pub const MAX_DELETE_KEYS: usize = 1000;
 
 #[derive(Clone)]
 pub struct Gateway {
@@ -266,9 +268,12 @@ impl S3 for Gateway {
     async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
         let i = req.input;
         let opts = put_options(i.content_type, i.metadata, i.if_match, i.if_none_match)?;
-        let mut r = body::reader(i.body);
+        let (mut r, body_status) = body::client_reader(i.body);
         let (b, k) = (i.bucket, i.key);
-        let m = self.call(move |s| s.put_object_reader(&b, &k, &mut r, &opts)).await?;
+        let m = self
+            .call(move |s| s.put_object_reader(&b, &k, &mut r, &opts))
+            .await
+            .map_err(|e| body_status.explain(e))?;
         Ok(S3Response::new(PutObjectOutput { e_tag: Some(etag(&m)), ..Default::default() }))
     }
 
@@ -306,7 +311,8 @@ impl S3 for Gateway {
                 (r, Some(cr))
             }
             (Some(r), None) => {
-                let rr = r.check(m.size).map_err(|_| s3_error!(InvalidRange))?;
+                // (s3s answers a suffix range of an empty object with an empty range: 416 too)
+                let rr = r.check(m.size).ok().filter(|r| !r.is_empty()).ok_or_else(|| s3_error!(InvalidRange))?;
                 let cr = format!("bytes {}-{}/{}", rr.start, rr.end - 1, m.size);
                 (rr, Some(cr))
             }
@@ -342,6 +348,14 @@ impl S3 for Gateway {
         req: S3Request<DeleteObjectsInput>,
     ) -> S3Result<S3Response<DeleteObjectsOutput>> {
         let i = req.input;
+        if i.delete.objects.len() > MAX_DELETE_KEYS {
+            // S3's answer to more than 1,000 keys
+            return Err(s3_error!(
+                MalformedXML,
+                "The XML you provided was not well-formed or did not validate against our published schema (at most {MAX_DELETE_KEYS} keys per DeleteObjects request, got {})",
+                i.delete.objects.len()
+            ));
+        }
         let keys: Vec<String> = i.delete.objects.into_iter().map(|o| o.key).collect();
         let b = i.bucket;
         // One blocking task for the whole batch: up to 1000 small deletes.
@@ -489,9 +503,12 @@ impl S3 for Gateway {
     async fn upload_part(&self, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
         let i = req.input;
         let n = u32::try_from(i.part_number).map_err(|_| s3_error!(InvalidArgument, "bad part number"))?;
-        let mut r = body::reader(i.body);
+        let (mut r, body_status) = body::client_reader(i.body);
         let (b, k, id) = (i.bucket, i.key, i.upload_id);
-        let p = self.call(move |s| s.put_part(&b, &k, &id, n, &mut r)).await?;
+        let p = self
+            .call(move |s| s.put_part(&b, &k, &id, n, &mut r))
+            .await
+            .map_err(|e| body_status.explain(e))?;
         Ok(S3Response::new(UploadPartOutput { e_tag: Some(ETag::Strong(p.etag)), ..Default::default() }))
     }
 
