@@ -8,14 +8,18 @@
 //! | name             | value                                   | meaning |
 //! |------------------|-----------------------------------------|---------|
 //! | `bucketfs-type`  | `symlink`                               | the object is a symlink; its content is the target |
-//! | `bucketfs-mode`  | octal permission bits, e.g. `644`       | `chmod` (only with `--enable-perms`) |
-//! | `bucketfs-uid`   | decimal                                 | `chown` (only with `--enable-perms`) |
-//! | `bucketfs-gid`   | decimal                                 | `chgrp` (only with `--enable-perms`) |
-//! | `bucketfs-mtime` | `SECONDS.NANOSECONDS` since the epoch   | `touch`/`utimes` (only with `--enable-perms`) |
+//! | `bucketfs-mode`  | octal permission bits, e.g. `644`       | `chmod`; a new file's mode with `--enable-perms` |
+//! | `bucketfs-uid`   | decimal                                 | `chown`; a new file's creator with `--enable-perms` |
+//! | `bucketfs-gid`   | decimal                                 | `chgrp`; a new file's group with `--enable-perms` |
+//! | `bucketfs-mtime` | `SECONDS.NANOSECONDS` since the epoch   | `touch`/`utimes` |
 //! | `bucketfs-target`| a symlink's target, `%XX`-encoded       | copy of the content of a short symlink, so `readlink` after a listing needs no GET |
 //!
-//! Without `--enable-perms` these permission entries are ignored even when
-//! present, so a bucket shared by several mounts looks the same to all of them.
+//! Stored entries are shown whatever the flags (as s3fs does), so `rsync -a`,
+//! `cp -a`, `tar -xp` and `install -m` work on a default mount and what they set
+//! is seen after a remount. `--enable-perms` adds that every new file and
+//! directory records its creator and requested mode, for mounts shared by
+//! several users (`--allow-other`); without it, entries never chmod'ed show the
+//! mount's `--uid`, `--gid`, `--file-mode` and `--dir-mode`.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -103,8 +107,9 @@ pub fn parse_mode(s: &str) -> Option<u16> {
     u16::from_str_radix(s, 8).ok().filter(|m| *m <= 0o7777)
 }
 
-/// Owner, group, permission bits and mtime of an object, honouring stored
-/// metadata only with `--enable-perms`.
+/// Owner, group, permission bits and mtime of an object: stored metadata where
+/// present (chmod/chown/utimes store it, with or without `--enable-perms`), the
+/// mount's defaults otherwise.
 struct Perms {
     perm: u16,
     uid: u32,
@@ -114,20 +119,18 @@ struct Perms {
 
 fn perms(meta: Option<&ObjectMeta>, default_mode: u16, cfg: &FsConfig) -> Perms {
     let mut p = Perms { perm: default_mode, uid: cfg.uid, gid: cfg.gid, mtime: None };
-    if cfg.enable_perms {
-        if let Some(m) = meta {
-            let um = &m.user_metadata;
-            if let Some(v) = um.get(META_MODE).and_then(|s| parse_mode(s)) {
-                p.perm = v;
-            }
-            if let Some(v) = um.get(META_UID).and_then(|s| s.parse().ok()) {
-                p.uid = v;
-            }
-            if let Some(v) = um.get(META_GID).and_then(|s| s.parse().ok()) {
-                p.gid = v;
-            }
-            p.mtime = um.get(META_MTIME).and_then(|s| parse_mtime(s));
+    if let Some(m) = meta {
+        let um = &m.user_metadata;
+        if let Some(v) = um.get(META_MODE).and_then(|s| parse_mode(s)) {
+            p.perm = v;
         }
+        if let Some(v) = um.get(META_UID).and_then(|s| s.parse().ok()) {
+            p.uid = v;
+        }
+        if let Some(v) = um.get(META_GID).and_then(|s| s.parse().ok()) {
+            p.gid = v;
+        }
+        p.mtime = um.get(META_MTIME).and_then(|s| parse_mtime(s));
     }
     p
 }
@@ -247,11 +250,13 @@ mod tests {
     }
 
     #[test]
-    fn perms_metadata_only_with_enable_perms() {
+    fn stored_perms_are_shown_with_or_without_enable_perms() {
         let md = [(META_MODE, "600"), (META_UID, "0"), (META_GID, "5"), (META_MTIME, "42.5")];
         let c = Cached::object(obj(1, &md));
         let off = to_attr(2, &c, None, &cfg(false), UNIX_EPOCH);
-        assert_eq!((off.perm, off.uid, off.gid), (0o644, 1000, 100));
+        assert_eq!((off.perm, off.uid, off.gid), (0o600, 0, 5));
+        let plain = to_attr(2, &Cached::object(obj(1, &[])), None, &cfg(false), UNIX_EPOCH);
+        assert_eq!((plain.perm, plain.uid, plain.gid), (0o644, 1000, 100));
         let on = to_attr(2, &c, None, &cfg(true), UNIX_EPOCH);
         assert_eq!((on.perm, on.uid, on.gid), (0o600, 0, 5));
         assert_eq!(on.mtime, UNIX_EPOCH + Duration::from_millis(42_500));

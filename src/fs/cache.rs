@@ -84,13 +84,10 @@ impl Cached {
         c
     }
 
-    /// Whether this entry can answer `stat` without a HEAD: typed, or a listed
-    /// object too large to be a symlink when permissions are not kept in metadata.
-    pub fn trustworthy(&self, enable_perms: bool) -> bool {
-        if self.complete || self.typed || self.kind == Kind::Dir {
-            return true;
-        }
-        !enable_perms && self.meta.as_ref().is_some_and(|m| m.size > SYMLINK_MAX)
+    /// Whether this entry can answer `stat` without a HEAD: it is typed. (An untyped
+    /// listing entry may be a symlink, and any object may carry a stored mode.)
+    pub fn trustworthy(&self) -> bool {
+        self.complete || self.typed || self.kind == Kind::Dir
     }
 }
 
@@ -259,17 +256,16 @@ mod tests {
         let plain = caps(false, false);
         let small = Cached::listed(meta("s", 10), &plain);
         assert!(!small.complete && !small.typed);
-        assert!(!small.trustworthy(false), "may be a symlink");
+        assert!(!small.trustworthy(), "may be a symlink");
         let big = Cached::listed(meta("b", SYMLINK_MAX + 1), &plain);
-        assert!(big.trustworthy(false));
-        assert!(!big.trustworthy(true), "permissions live in user metadata");
+        assert!(!big.trustworthy(), "may carry a stored mode");
         // a listing that carries bucketfs's attributes types every entry, but is not complete
         let mut m = meta("m", 10);
         m.user_metadata.insert("bucketfs-type".into(), "symlink".into());
         let indexed = Cached::listed(m, &caps(false, true));
         assert!(indexed.typed && !indexed.complete && indexed.kind == Kind::Symlink);
-        assert!(indexed.trustworthy(true));
-        assert!(Cached::listed(meta("f", 10), &caps(false, true)).trustworthy(true));
+        assert!(indexed.trustworthy());
+        assert!(Cached::listed(meta("f", 10), &caps(false, true)).trustworthy());
         assert!(Cached::listed(meta("g", 10), &caps(true, true)).complete);
     }
 }

@@ -121,7 +121,7 @@ impl Fs {
     pub(super) fn ttl_for(&self, c: &Cached) -> Duration {
         // Incomplete listing entries must come back to us (and get a HEAD) before
         // the kernel relies on them.
-        if c.trustworthy(self.cfg.enable_perms) {
+        if c.trustworthy() {
             self.cfg.stat_cache_ttl
         } else {
             Duration::ZERO
@@ -140,7 +140,7 @@ impl Fs {
             return Ok(Cached::dir(None));
         }
         if let Some(c) = self.cache.stat(path) {
-            if c.trustworthy(self.cfg.enable_perms) {
+            if c.trustworthy() {
                 Metrics::inc(&self.metrics().stat_cache_hits);
                 return Ok(c);
             }
@@ -207,15 +207,24 @@ impl Fs {
             max_keys: 2,
             ..Default::default()
         };
-        let page = self.backend.list(&req).await?;
+        // Listings without user metadata (S3) cannot say the marker's stored mode and
+        // owner: HEAD the marker at the same time rather than one round trip later
+        // (a 404 for implicit directories and files; goofys asks the same three).
+        let (page, head) = if self.backend.capabilities().list_metadata {
+            (self.backend.list(&req).await?, None)
+        } else {
+            let (page, head) = tokio::join!(self.backend.list(&req), self.backend.head(&prefix));
+            (page?, Some(head))
+        };
         if page.objects.is_empty() && page.common_prefixes.is_empty() {
             return Ok(None);
         }
-        let mut marker = page.objects.into_iter().find(|o| o.key == prefix);
-        if self.cfg.enable_perms && marker.as_ref().is_some_and(|m| m.user_metadata.is_empty()) {
-            // listings omit user metadata; the marker carries the directory's permissions
-            marker = Some(self.backend.head(&prefix).await?);
-        }
+        let listed = page.objects.into_iter().find(|o| o.key == prefix);
+        let marker = match head {
+            Some(Ok(m)) => Some(m),
+            Some(Err(e)) if !e.is_not_found() => return Err(e.into()),
+            _ => listed,
+        };
         let c = Cached::dir(marker);
         self.cache.put(path, c.clone());
         Ok(Some(c))

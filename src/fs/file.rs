@@ -370,14 +370,10 @@ impl Fs {
             self.truncate(ino, &path, size, fh).await?;
         }
         let perms_change = mode.is_some() || uid.is_some() || gid.is_some();
-        if !self.cfg.enable_perms {
-            if perms_change {
-                // Nothing could store it: failing is better than pretending (see SEMANTICS.md).
-                return Err(FsError::Perm("changing owner or mode needs --enable-perms"));
-            }
-            // mtime/atime: accepted without effect, so `touch`, `cp -p` and `make` work;
-            // the mtime shown stays the object's Last-Modified date.
-        } else if perms_change || mtime.is_some() {
+        // Stored as metadata with or without --enable-perms (as s3fs does): rsync -a,
+        // cp -a, tar -xp and install -m chmod the files they create, and refusing
+        // failed them all (issue 12). Open files take it with their commit.
+        if perms_change || mtime.is_some() {
             if ino == super::inode::ROOT_INO {
                 return Err(FsError::Perm("the mount root has no object to store attributes in"));
             }

@@ -187,7 +187,10 @@ async fn file_and_directory_twins_across_pages() {
 
 #[tokio::test]
 async fn large_directory_is_listed_completely_and_primes_the_stat_cache() {
-    let (mem, fs) = setup();
+    // listings that carry bucketfs's attributes, as every real backend's do (S3 through the index)
+    let caps = Capabilities { list_attrs: true, ..MemoryBackend::new().capabilities() };
+    let mem = Arc::new(MemoryBackend::with_capabilities(caps));
+    let fs = make(mem.clone(), cfg());
     let big = vec![7u8; 5000];
     for i in 0..2500 {
         put(&mem, &format!("big/f{i:05}"), &big).await;
@@ -203,9 +206,23 @@ async fn large_directory_is_listed_completely_and_primes_the_stat_cache() {
     let e = fs.lookup(d, n("f01234")).await.unwrap();
     assert_eq!(e.attr.size, 5000);
     assert_eq!(e.ttl, Duration::from_secs(60));
-    // a small listed object may be a symlink: it is checked with a HEAD
+    // so is a small one: the listing says it is no symlink
     mem.delete("big/small").await.unwrap();
+    assert_eq!(fs.lookup(d, n("small")).await.unwrap().attr.size, 4);
+}
+
+#[tokio::test]
+async fn untyped_listing_entries_are_checked_with_a_head() {
+    // a listing that carries no attributes at all: any entry may be a symlink or carry a mode
+    let (mem, fs) = setup();
+    put(&mem, "d/small", b"tiny").await;
+    put(&mem, "d/big", &[1u8; 5000]).await;
+    let d = ino_of(&fs, "d").await;
+    assert_eq!(names(&fs, d).await.len(), 4);
+    mem.delete("d/small").await.unwrap();
+    mem.delete("d/big").await.unwrap();
     assert_eq!(errno(fs.lookup(d, n("small")).await), libc::ENOENT);
+    assert_eq!(errno(fs.lookup(d, n("big")).await), libc::ENOENT);
 }
 
 #[tokio::test]
@@ -451,23 +468,29 @@ async fn root_exposes_stats() {
 }
 
 #[tokio::test]
-async fn chmod_without_enable_perms_fails_unless_a_no_op() {
+async fn chmod_chown_touch_are_stored_without_enable_perms() {
     let (mem, fs) = setup();
     put(&mem, "f", b"x").await;
     let f = ino_of(&fs, "f").await;
-    let none = || None;
-    assert_eq!(
-        errno(fs.setattr(f, Some(0o100600), none(), none(), None, None, None, None).await),
-        libc::EPERM
-    );
-    assert_eq!(errno(fs.setattr(f, None, Some(0), None, None, None, None, None).await), libc::EPERM);
+    // a no-op stores nothing
     let (a, _) = fs.setattr(f, Some(0o100644), Some(1000), Some(1000), None, None, None, None).await.unwrap();
     assert_eq!(a.perm, 0o644);
-    // touch succeeds
-    fs.setattr(f, None, None, None, None, Some(fuser::TimeOrNow::Now), Some(fuser::TimeOrNow::Now), None)
-        .await
-        .unwrap();
     assert!(mem.head("f").await.unwrap().user_metadata.is_empty());
+    let t = std::time::UNIX_EPOCH + Duration::from_secs(1_500_000_000);
+    let when = Some(fuser::TimeOrNow::SpecificTime(t));
+    let (a, _) = fs.setattr(f, Some(0o100600), Some(0), Some(5), None, None, when, None).await.unwrap();
+    assert_eq!((a.perm, a.uid, a.gid, a.mtime), (0o600, 0, 5, t));
+    let m = mem.head("f").await.unwrap().user_metadata;
+    assert_eq!(m.get("bucketfs-mode").map(String::as_str), Some("600"));
+    assert_eq!(m.get("bucketfs-mtime").map(String::as_str), Some("1500000000.000000000"));
+    // seen by a new mount with default flags
+    let fs2 = make(mem.clone(), cfg());
+    let e = fs2.lookup(ROOT_INO, n("f")).await.unwrap();
+    assert_eq!((e.attr.perm, e.attr.uid, e.attr.gid, e.attr.mtime), (0o600, 0, 5, t));
+    // but new files do not record their creator without --enable-perms
+    let (e, fh) = fs.create(ROOT_INO, n("new"), 0o100600, 0o022, libc::O_WRONLY, Caller { uid: 9, gid: 9 }).await.unwrap();
+    fs.release(fh).await.unwrap();
+    assert_eq!((e.attr.perm, e.attr.uid), (0o644, 1000));
 }
 
 #[tokio::test]
