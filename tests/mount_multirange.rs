@@ -217,7 +217,10 @@ fn concurrent_preads_with_default_flags_reach_the_server_concurrently() {
     drop(file);
     assert!(m.stop(), "clean unmount");
     eprintln!("at most {peak} requests in flight at once\n{stats}");
-    assert!(peak >= 4, "at most {peak} requests in flight for 8 threads: the reads were served one after another");
+    assert!(
+        peak >= 4,
+        "at most {peak} requests in flight for 8 threads: the reads were served one after another"
+    );
     assert_eq!(counter(&stats, "multi_range_requests"), 0, "default flags: no batching\n{stats}");
 }
 
@@ -231,7 +234,8 @@ fn a_single_range_server_gets_parallel_batches_and_the_same_bytes() {
     for flags in [&[][..], &["--enable-multi-range"][..]] {
         let mut args = vec!["--endpoint", server.endpoint.as_str(), "--region", "us-east-1"];
         args.extend_from_slice(flags);
-        let mut m = Mount::try_start_source(&format!("s3://{bucket}"), &args).unwrap_or_else(|e| panic!("{e}"));
+        let mut m =
+            Mount::try_start_source(&format!("s3://{bucket}"), &args).unwrap_or_else(|e| panic!("{e}"));
         let strided = strided_reads(&File::open(m.path("big")).unwrap());
         let concurrent = concurrent_reads(File::open(m.path("big")).unwrap());
         let stats = stats(&m);

@@ -257,7 +257,8 @@ async fn page_rounded_unaligned_strides_are_served_from_batches() {
     let f = fixture(48 * STRIDE, MultiRangeConfig::default()).await;
     let size = f.data.len() as u64;
     for k in 0..48 {
-        let (start, end) = (k * STRIDE / 4096 * 4096, ((k * STRIDE + 16 * KIB).div_ceil(4096) * 4096).min(size));
+        let (start, end) =
+            (k * STRIDE / 4096 * 4096, ((k * STRIDE + 16 * KIB).div_ceil(4096) * 4096).min(size));
         let (got, _) = f.read(start, end - start).await;
         assert_eq!(got, f.expect(start, end - start), "read {k}");
     }

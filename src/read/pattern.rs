@@ -177,8 +177,7 @@ impl ReadPattern {
     /// kernel will send for them, clamped to `0..size`; empty when no pattern holds.
     pub fn predict(&self, count: usize, size: u64) -> Vec<Range<u64>> {
         let records: Vec<&Range<u64>> = self.records.iter().collect();
-        let deltas: Vec<i128> =
-            records.windows(2).map(|w| w[1].start as i128 - w[0].start as i128).collect();
+        let deltas: Vec<i128> = records.windows(2).map(|w| w[1].start as i128 - w[0].start as i128).collect();
         let Some(fit) = (1..=MAX_PERIOD).find_map(|p| fit_period(&deltas, p)) else {
             return Vec::new();
         };

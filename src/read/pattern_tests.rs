@@ -1,3 +1,6 @@
+// One-range slices are the point of several tests.
+#![allow(clippy::single_range_in_vec_init)]
+
 use super::*;
 
 const KIB: u64 = 1024;
@@ -10,7 +13,10 @@ const MIB: u64 = 1024 * 1024;
 fn assert_around(got: Vec<Range<u64>>, want: &[Range<u64>], pages: u64) {
     assert_eq!(got.len(), want.len(), "{got:?} for {want:?}");
     for (q, r) in got.iter().zip(want) {
-        let ok = q.start <= r.start && r.end <= q.end && r.start - q.start <= pages * PAGE && q.end - r.end <= pages * PAGE;
+        let ok = q.start <= r.start
+            && r.end <= q.end
+            && r.start - q.start <= pages * PAGE
+            && q.end - r.end <= pages * PAGE;
         assert!(ok, "{q:?} for {r:?} in {got:?}");
     }
 }
@@ -204,14 +210,22 @@ fn page_aligned_strides_are_predicted_exactly() {
     }
     // the stride might be a fraction of a page off (rounded reads): a page of slack each side
     for (q, r) in p.predict(10, size).iter().zip(&reads[20..30]) {
-        assert!(q.start + PAGE >= r.start && q.start <= r.start && r.end <= q.end && q.end <= r.end + PAGE, "{q:?} for {r:?}");
+        assert!(
+            q.start + PAGE >= r.start && q.start <= r.start && r.end <= q.end && q.end <= r.end + PAGE,
+            "{q:?} for {r:?}"
+        );
     }
     assert_predictions_cover(&reads, 3, 10, size);
     // reads that are not page-aligned were not rounded: an exact stride is predicted exactly
     let p = pattern_of(&(0..16).map(|k| (k * 1_000_001 + 3, 10_000)).collect::<Vec<_>>());
     let exact: Vec<Range<u64>> = (16..18).map(|k| k * 1_000_001 + 3..k * 1_000_001 + 10_003).collect();
     let got = p.predict(2, size);
-    assert!(got.iter().zip(&exact).all(|(q, r)| q.start == r.start / PAGE * PAGE && q.end == r.end.div_ceil(PAGE) * PAGE), "{got:?}");
+    assert!(
+        got.iter()
+            .zip(&exact)
+            .all(|(q, r)| q.start == r.start / PAGE * PAGE && q.end == r.end.div_ceil(PAGE) * PAGE),
+        "{got:?}"
+    );
 }
 
 #[test]
@@ -248,12 +262,14 @@ fn records_split_into_several_reads_are_one_record() {
     let predicted = p.predict(5, size);
     assert_eq!(predicted.len(), 5, "{predicted:?}");
     for rec in &records[15..20] {
-        assert!(predicted.iter().any(|q| q.start <= rec.start && rec.end <= q.end), "{rec:?} in {predicted:?}");
+        assert!(
+            predicted.iter().any(|q| q.start <= rec.start && rec.end <= q.end),
+            "{rec:?} in {predicted:?}"
+        );
     }
     // a reordered piece of the current record joins it too
     let mut p = ReadPattern::new();
-    for k in 0..6 {
-        let rec = &records[k];
+    for rec in &records[..6] {
         p.record(rec.start + MIB..rec.start + 2 * MIB);
         p.record(rec.start..rec.start + MIB);
         p.record(rec.start + 2 * MIB..rec.end);
@@ -278,7 +294,8 @@ fn cycles_with_page_jitter_and_varying_lengths_are_predicted() {
 #[test]
 fn a_pattern_that_goes_nowhere_is_not_a_stride() {
     // forth and back between two places (or jitter around one): no prediction
-    let back_and_forth: Vec<(u64, u64)> = (0..10).map(|i| (if i % 2 == 0 { MIB } else { 5 * MIB }, 4 * KIB)).collect();
+    let back_and_forth: Vec<(u64, u64)> =
+        (0..10).map(|i| (if i % 2 == 0 { MIB } else { 5 * MIB }, 4 * KIB)).collect();
     assert!(pattern_of(&back_and_forth).predict(4, 256 * MIB).is_empty());
     let jitter: Vec<(u64, u64)> = (0..10).map(|i| (10 * MIB + (i % 3) * 8 * KIB, 4 * KIB)).collect();
     assert!(pattern_of(&jitter).predict(4, 256 * MIB).is_empty());

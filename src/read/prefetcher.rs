@@ -329,7 +329,8 @@ impl Prefetcher {
 
     /// Starts one pinned ranged GET in the background and queues it.
     fn spawn_chunk(&mut self, range: Range<u64>, reservation: Option<Reservation>) {
-        let task = tokio::spawn(get_exact(self.backend.clone(), self.key.clone(), range.clone(), self.etag.clone()));
+        let task =
+            tokio::spawn(get_exact(self.backend.clone(), self.key.clone(), range.clone(), self.etag.clone()));
         let abort = Arc::new(AbortOnDrop(task.abort_handle()));
         let data = async move {
             match task.await {
