@@ -177,6 +177,42 @@ fn sparse_reads_through_bucketfs_serve_take_a_third_of_the_requests() {
     assert!(multi_lines as u64 >= requests, "the server saw the multi-range GETs: {multi_lines}");
 }
 
+/// 200 reads of 16 KiB at multiples of 1/200 of the object (1,342,177 bytes: not
+/// page-aligned, as real record sizes are). The kernel rounds each to pages.
+fn unaligned_strided_reads(file: &File) -> Vec<(u64, Vec<u8>)> {
+    let stride = OBJECT_SIZE / READS;
+    let mut buf = vec![0u8; READ as usize];
+    (0..READS)
+        .map(|k| {
+            file.read_exact_at(&mut buf, k * stride).unwrap();
+            (k * stride, buf.clone())
+        })
+        .collect()
+}
+
+#[test]
+fn unaligned_strides_through_bucketfs_serve_are_predicted() {
+    let gw = s3_support::gateway();
+    let bucket = s3_support::unique_bucket("mrange-unaligned");
+    let data = upload(&gw.endpoint, &bucket, "big");
+    let mut m = Mount::try_start_source(
+        &format!("s3://{bucket}"),
+        &["--endpoint", gw.endpoint.as_str(), "--enable-multi-range"],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let before = gets(gw, &bucket, "big");
+    let got = unaligned_strided_reads(&File::open(m.path("big")).unwrap());
+    let requests = gets(gw, &bucket, "big") - before;
+    let stats = stats(&m);
+    assert!(m.stop(), "clean unmount");
+    for (off, buf) in &got {
+        assert!(buf[..] == data[*off as usize..(*off + READ) as usize], "bytes at {off}");
+    }
+    eprintln!("{requests} GETs for {READS} unaligned strided reads\n{stats}");
+    // one batch of 5 per 5 reads would be 40; without prediction it is about 200
+    assert!(requests <= 50, "{requests} GETs for {READS} reads: the stride was not predicted\n{stats}");
+}
+
 #[test]
 fn concurrent_preads_with_default_flags_reach_the_server_concurrently() {
     let gw = s3_support::gateway();

@@ -31,10 +31,12 @@
 //!   arrival order is noise, so a miss is coalesced rather than sent at once
 //!   with extrapolated ranges.
 //!
-//! This is why the handle's state lock is *not* held across these reads
-//! (`FileHandle` only takes it to find this reader): everything here lives
-//! behind one `std::sync::Mutex` that is never held across an `.await`, and
-//! the downloads are spawned tasks shared by all readers that want them.
+//! This is why the handle's state lock is *not* taken by these reads
+//! (`FileHandle` finds this reader through a slot of its own): everything here
+//! lives behind one `std::sync::Mutex` that is never held across an `.await`,
+//! and the downloads are spawned tasks shared by all readers that want them.
+//! (Reads this reader declines go to the prefetcher, which plans under the
+//! handle's lock but awaits without it, so they do not queue either.)
 //!
 //! Wanted ranges are merged when closer than [`MERGE_GAP`] and split into
 //! requests of at most `batch_size` ranges. How a batch is fetched is decided
