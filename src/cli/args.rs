@@ -127,7 +127,7 @@ pub struct MountArgs {
     pub file_mode: u16,
     #[arg(long = "dir-mode", alias = "dir_mode", value_parser = parse_mode, default_value = "0755")]
     pub dir_mode: u16,
-    #[arg(long = "enable-perms", alias = "enable_perms", help = "Keep chmod/chown/mtime as object metadata")]
+    #[arg(long = "enable-perms", alias = "enable_perms", help = "New files and directories record their creator's uid/gid and mode (chmod/chown/utimes are stored either way)")]
     pub enable_perms: bool,
     #[arg(
         long = "allow-other",
@@ -137,6 +137,12 @@ pub struct MountArgs {
     pub allow_other: bool,
     #[arg(long = "read-only", alias = "read_only", visible_alias = "ro")]
     pub read_only: bool,
+    #[arg(
+        long = "allow-stacking",
+        alias = "allow_stacking",
+        help = "Mount even if MOUNTPOINT is already a mount point (hides what is mounted there)"
+    )]
+    pub allow_stacking: bool,
 
     // --- caching and memory ---
     #[arg(long = "stat-cache-ttl", alias = "stat_cache_ttl", value_parser = parse_duration, default_value = "1m")]

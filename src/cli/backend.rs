@@ -8,10 +8,10 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, bail, Result};
 use clap::Args;
 
-use super::source::{BackendKind, Source};
+use super::source::{s3_bucket_name_problem, BackendKind, Source};
 use crate::backend::azure::{AzureBackend, AzureConfig, AzureRequest};
 use crate::backend::gcs::{GcsBackend, GcsConfig};
 use crate::backend::local::LocalBackend;
@@ -19,6 +19,10 @@ use crate::backend::prefixed::PrefixedBackend;
 use crate::backend::s3::{config::S3Config, S3Backend};
 use crate::backend::StorageBackend;
 use crate::store::{parse_drive_spec, Store, StoreConfig};
+
+/// Longest wait for a remote bucket to answer the first check: a silent endpoint fails
+/// the mount (or command) within 5 s, with its address named.
+const BUCKET_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(4);
 
 /// Backend selection and credentials flags (flattened into the mount's and other commands' flags).
 #[derive(Args, Debug, Clone, Default)]
@@ -69,7 +73,32 @@ impl BackendArgs {
     /// Checks what can be checked without touching the network (drive spec present and
     /// well-formed, backend built), so the mount fails before it daemonizes.
     pub fn preflight(&self, source: &Source) -> Result<()> {
+        if source.kind == BackendKind::S3 {
+            if let Some(p) = s3_bucket_name_problem(&source.bucket).filter(|p| p.hard) {
+                bail!("invalid bucket name {:?}: {} (S3 bucket naming rules)", source.bucket, p.rule);
+            }
+        }
         self.drives_for(source).map(|_| ())
+    }
+
+    /// Where a remote backend's requests go, for messages: the endpoint if given, else the
+    /// service's public one.
+    fn address(&self, source: &Source) -> String {
+        if let Some(e) = &self.endpoint {
+            return e.clone();
+        }
+        match &source.kind {
+            BackendKind::S3 => match &self.region {
+                Some(r) => format!("https://s3.{r}.amazonaws.com"),
+                None => "https://s3.amazonaws.com".into(),
+            },
+            BackendKind::Gcs => "https://storage.googleapis.com".into(),
+            BackendKind::Azure { account } => match account.as_ref().or(self.account.as_ref()) {
+                Some(a) => format!("https://{a}.blob.core.windows.net"),
+                None => "https://ACCOUNT.blob.core.windows.net".into(),
+            },
+            BackendKind::Local => String::new(),
+        }
     }
 
     fn drives_for(&self, source: &Source) -> Result<Vec<PathBuf>> {
@@ -153,6 +182,28 @@ pub fn open_backend(
             Arc::new(AzureBackend::new(cfg).map_err(|e| anyhow!("{source}: {e}"))?)
         }
     };
-    rt.block_on(backend.check_bucket()).map_err(|e| anyhow!("{source}: {e}"))?;
+    let checked = match source.kind {
+        BackendKind::Local => Ok(rt.block_on(backend.check_bucket())),
+        // a server that accepts connections and never answers, or a blackholed address,
+        // must not hold the mount for the SDKs' whole retry budget
+        _ => rt.block_on(async { tokio::time::timeout(BUCKET_CHECK_TIMEOUT, backend.check_bucket()).await }),
+    };
+    match checked {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            let hint = match s3_bucket_name_problem(&source.bucket) {
+                Some(p) if source.kind == BackendKind::S3 => {
+                    format!(" (bucket name {:?} breaks an S3 naming rule: {})", source.bucket, p.rule)
+                }
+                _ => String::new(),
+            };
+            bail!("{source}: {e}{hint}");
+        }
+        Err(_) => bail!(
+            "{source}: no answer from {} within {} s (is the endpoint right, and is the server up and reachable?)",
+            args.address(source),
+            BUCKET_CHECK_TIMEOUT.as_secs()
+        ),
+    }
     Ok(PrefixedBackend::wrap(backend, &source.prefix))
 }

@@ -151,6 +151,50 @@ mod tests {
         assert_eq!(got, ["bucketfs", "b", "/m"]);
     }
 
+    /// Seeded fuzzing of `-o` strings: no panic; every token becomes nothing, a flag as
+    /// written, or `--known-name[=value]`; anything else is an error that names it.
+    #[test]
+    fn fuzz_option_strings() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0xf57ab);
+        const PIECES: &[&str] = &[
+            ",", "=", "-", "--", "_", "allow_other", "allow-other", "uid", "1000", "ro", "rw", "nofail",
+            "x-systemd.automount", "file_mode", "0666", "bogus", " ", "é", "\0", "-o", "comment=", "stat_cache_ttl",
+        ];
+        let known = known();
+        for case in 0..20_000 {
+            let n = rng.gen_range(0..10);
+            let opts: String = (0..n).map(|_| PIECES[rng.gen_range(0..PIECES.len())]).collect();
+            // (a glued "-o" with nothing after it would take the next argument as its value)
+            let glued = rng.gen_bool(0.5) && !opts.is_empty();
+            let argv: Vec<OsString> = if glued {
+                vec!["bucketfs".into(), format!("-o{opts}").into(), "b".into(), "/m".into()]
+            } else {
+                vec!["bucketfs".into(), "-o".into(), opts.clone().into(), "b".into(), "/m".into()]
+            };
+            match expand_mount_options(argv, &known) {
+                Ok(out) => {
+                    assert_eq!(out.first().map(|s| s.to_str()), Some(Some("bucketfs")), "case {case}");
+                    for flag in &out[1..out.len() - 2] {
+                        let f = flag.to_str().unwrap();
+                        assert!(f.starts_with('-'), "case {case}: {opts:?} gave {f:?}");
+                        if !opts.split(',').any(|t| t.trim() == f) {
+                            let name = f.trim_start_matches("--").split('=').next().unwrap();
+                            assert!(known.contains(name), "case {case}: {opts:?} gave {f:?}");
+                        }
+                    }
+                    assert_eq!(&out[out.len() - 2..], ["b", "/m"], "case {case}");
+                }
+                Err(e) => {
+                    assert!(
+                        opts.split(',').any(|t| !t.trim().is_empty() && e.contains(&format!("{:?}", t.trim()))),
+                        "case {case}: {opts:?}: {e}"
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn unknown_option_is_an_error() {
         let err = expand(&["bucketfs", "-o", "allow_othr", "b", "/m"]).unwrap_err();

@@ -16,6 +16,8 @@ use tracing::{info, warn};
 use super::args::MountArgs;
 use super::backend::open_backend;
 use super::daemon::{self, Readiness};
+use super::guard_fs;
+use super::mountinfo;
 use super::source::{parse_source, Source};
 use crate::backend::attr_index::AttrIndexBackend;
 use crate::backend::metered::MeteredBackend;
@@ -35,15 +37,11 @@ pub fn run(args: MountArgs) -> Result<()> {
     super::init_logging(args.debug_fuse, args.debug_s3);
     let source = parse_source(args.source.as_deref().unwrap_or_default()).map_err(|e| anyhow!(e))?;
     let mountpoint = check_mountpoint(args.mountpoint.as_deref().unwrap_or(Path::new("")))?;
+    if !args.allow_stacking {
+        check_not_a_mount(&mountpoint)?;
+    }
     if args.memory_limit < MIN_MEMORY_LIMIT {
         bail!("--memory-limit must be at least 32M");
-    }
-    if args.memory_limit < 2 * args.part_size {
-        bail!(
-            "--memory-limit ({}) must hold at least two parts of --part-size ({})",
-            args.memory_limit,
-            args.part_size
-        );
     }
     args.backend.preflight(&source)?;
 
@@ -85,6 +83,90 @@ fn check_mountpoint(p: &Path) -> Result<PathBuf> {
     p.canonicalize().with_context(|| format!("mountpoint {}", p.display()))
 }
 
+/// Refuses a mountpoint that is already a mount point: a second mount would hide the
+/// first (and one `fusermount3 -u` would then take both down).
+fn check_not_a_mount(mountpoint: &Path) -> Result<()> {
+    if let Some(top) = mountinfo::mounts_at(mountpoint).last() {
+        bail!(
+            "{} is already a mount point ({} {}); unmount it first (fusermount3 -u {}), or pass \
+             --allow-stacking (fstab: allow_stacking) to mount on top of it",
+            mountpoint.display(),
+            top.fstype,
+            top.source,
+            mountpoint.display()
+        );
+    }
+    Ok(())
+}
+
+/// `n` bytes as the CLI's sizes are written (`5M`, `5G`, `4000M`), exact.
+fn size_text(n: u64) -> String {
+    for (shift, unit) in [(40, "T"), (30, "G"), (20, "M"), (10, "K")] {
+        if n >= 1 << shift && n % (1 << shift) == 0 {
+            return format!("{}{unit}", n >> shift);
+        }
+    }
+    n.to_string()
+}
+
+/// `--part-size` within what the backend accepts, and `--memory-limit` large enough for it.
+fn check_part_size(args: &MountArgs, backend: &dyn StorageBackend) -> Result<()> {
+    let caps = backend.capabilities();
+    let (min, max) = (caps.min_part_size, caps.max_part_size);
+    if args.part_size < min || args.part_size > max {
+        bail!(
+            "--part-size {} is outside the part size limits of {} ({} to {})",
+            size_text(args.part_size),
+            caps.name,
+            size_text(min),
+            size_text(max)
+        );
+    }
+    if args.memory_limit < args.part_size.saturating_mul(2) {
+        bail!(
+            "--memory-limit ({}) must hold at least two parts of --part-size ({})",
+            size_text(args.memory_limit),
+            size_text(args.part_size)
+        );
+    }
+    Ok(())
+}
+
+/// FUSE mounts are listed as `fuse` (mount(2) by root, as fuser does it) or
+/// `fuse.bucketfs` (through fusermount3, which adds the subtype).
+fn is_fuse(fstype: &str) -> bool {
+    fstype == "fuse" || fstype.starts_with("fuse.")
+}
+
+/// Whether the top of a mount `stack` (bottom first) is a bucketfs mount of `source`
+/// that is not one of the mounts that were there `before` (their ids).
+fn top_is_ours(stack: &[mountinfo::MountEntry], source: &str, before: &[u64]) -> Result<(), String> {
+    match stack.last() {
+        Some(top) if !before.contains(&top.id) && is_fuse(&top.fstype) && top.source == source => Ok(()),
+        Some(top) => Err(format!("{} {} (mount id {})", top.fstype, top.source, top.id)),
+        None => Err("nothing".into()),
+    }
+}
+
+/// Waits (briefly: the kernel lists a mount once mount(2) returns; the fusermount3
+/// path may lag a moment) until the mount a lookup of `mountpoint` sees is the one this
+/// process just made; an error names what is there instead.
+fn our_mount_is_on_top(mountpoint: &Path, source: &Source, before: &[u64]) -> Result<u64> {
+    let want = source.to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        let stack = mountinfo::mounts_at(mountpoint);
+        match top_is_ours(&stack, &want, before) {
+            Ok(()) => return Ok(stack.last().map_or(0, |m| m.id)),
+            Err(seen) if std::time::Instant::now() >= deadline => bail!(
+                "mounting on {} did not take effect: the mount there is {seen}, not this bucketfs mount of {want}",
+                mountpoint.display()
+            ),
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
 fn lazy_unmount(p: &Path) {
     if let Ok(c) = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()) {
         // SAFETY: a valid NUL-terminated path.
@@ -113,6 +195,9 @@ fn serve(
         Ok(b) => b,
         Err(e) => return Err((e, readiness)),
     };
+    if let Err(e) = check_part_size(args, backend.as_ref()) {
+        return Err((e, readiness));
+    }
     let metrics = Arc::new(Metrics::default());
     // every request of this mount is counted and traced in one place
     let backend = MeteredBackend::wrap(backend, metrics.clone());
@@ -152,6 +237,9 @@ fn serve(
     let sweep_backend = backend.clone();
     let fs = BucketFs::new(rt.handle().clone(), backend, fs_cfg, handles);
     let controller = fs.controller();
+    // keeps the end of the session from unmounting a mount that is not ours (see guard_fs)
+    let session_end = guard_fs::SessionEnd::new(mountpoint);
+    let fs = guard_fs::Guarded::new(fs, session_end.clone());
 
     let mut options = vec![
         MountOption::FSName(source.to_string()),
@@ -169,6 +257,7 @@ fn serve(
     config.n_threads = Some(8);
     config.clone_fd = true;
 
+    let before: Vec<u64> = mountinfo::mounts_at(mountpoint).iter().map(|m| m.id).collect();
     let mut session = match fuser::Session::new(fs, mountpoint, &config) {
         Ok(s) => s,
         Err(e) => return Err((anyhow!("cannot mount on {}: {e}", mountpoint.display()), readiness)),
@@ -182,6 +271,14 @@ fn serve(
             Ok(t) => t,
             Err(e) => return Err((anyhow!("cannot start the FUSE session: {e}"), readiness)),
         };
+    // Readiness only for a mount that is ours and visible: never for one that was
+    // there before, or one another mount has since covered.
+    // (No unmount on failure: unmounting goes by path and would take down whatever is
+    // on top, which is then not ours; our session ends when the process exits.)
+    match our_mount_is_on_top(mountpoint, source, &before) {
+        Ok(id) => session_end.set_our_id(id),
+        Err(e) => return Err((e, readiness)),
+    }
     info!(source = %source, mountpoint = %mountpoint.display(), "mounted");
     if !args.stale_upload_age.is_zero() {
         rt.spawn(sweep_stale_uploads(sweep_backend, args.stale_upload_age));
@@ -205,7 +302,7 @@ fn serve(
             tokio::select! {
                 _ = term.recv() => return true,
                 _ = int.recv() => return true,
-                _ = tick.tick() => if session_thread.is_finished() { return false },
+                _ = tick.tick() => if session_thread.is_finished() || session_end.parked() { return false },
             }
         }
     });
@@ -215,17 +312,34 @@ fn serve(
         if failed > 0 {
             warn!("{failed} open file(s) could not be committed");
         }
-        if let Err(e) = unmounter.unmount() {
-            warn!("unmount failed ({e}); detaching lazily");
-            lazy_unmount(mountpoint);
+        // (unmounting goes by path: only while the path shows our mount)
+        if session_end.ours_on_top() {
+            session_end.unmounting();
+            if let Err(e) = unmounter.unmount() {
+                warn!("unmount failed ({e}); detaching lazily");
+                lazy_unmount(mountpoint);
+            }
+        } else {
+            warn!(
+                "another mount now covers ours on {}; leaving it alone (ours ends with this process)",
+                mountpoint.display()
+            );
+            rt.shutdown_timeout(Duration::from_secs(5));
+            std::process::exit(0);
         }
     }
     // After a lazy detach the kernel keeps the session until the last open file is
     // closed; everything is committed by now, so wait briefly and then exit (closing
     // /dev/fuse ends the session) rather than hang on an application's open file.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while !session_thread.is_finished() && std::time::Instant::now() < deadline {
+    while !session_thread.is_finished() && !session_end.parked() && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
+    }
+    if session_end.parked() {
+        // unmounted from outside, and something else is on the path now: exit without
+        // letting the session thread unmount it
+        rt.shutdown_timeout(Duration::from_secs(5));
+        std::process::exit(0);
     }
     if session_thread.is_finished() {
         match session_thread.join() {
@@ -301,5 +415,41 @@ async fn sweep_stale_uploads(backend: Arc<dyn StorageBackend>, age: Duration) {
     }
     if aborted > 0 {
         info!("aborted {aborted} stale multipart upload(s) older than {age:?}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mountinfo::MountEntry;
+
+    fn entry(id: u64, fstype: &str, source: &str) -> MountEntry {
+        MountEntry { id, mount_point: "/mnt/b".into(), fstype: fstype.into(), source: source.into() }
+    }
+
+    #[test]
+    fn readiness_only_for_our_new_mount_on_top() {
+        let ours = entry(40, "fuse.bucketfs", "local://photos");
+        assert!(top_is_ours(&[ours.clone()], "local://photos", &[]).is_ok());
+        assert!(top_is_ours(&[entry(7, "ext4", "/dev/sdb1"), ours.clone()], "local://photos", &[7]).is_ok());
+        // the mount that was there before, even of the same source
+        assert!(top_is_ours(&[ours.clone()], "local://photos", &[40]).is_err());
+        // another file system, or another bucketfs mount, on top of ours
+        let err = top_is_ours(&[ours.clone(), entry(41, "tmpfs", "tmpfs")], "local://photos", &[]).unwrap_err();
+        assert!(err.contains("tmpfs"), "{err}");
+        assert!(top_is_ours(&[ours, entry(42, "fuse.bucketfs", "s3://other")], "local://photos", &[]).is_err());
+        // (mounted by root through mount(2), the type has no subtype)
+        assert!(top_is_ours(&[entry(43, "fuse", "local://photos")], "local://photos", &[]).is_ok());
+        assert_eq!(top_is_ours(&[], "local://photos", &[]).unwrap_err(), "nothing");
+    }
+
+    #[test]
+    fn sizes_are_written_as_the_flags_take_them() {
+        assert_eq!(size_text(5 << 20), "5M");
+        assert_eq!(size_text(5 << 30), "5G");
+        assert_eq!(size_text(4000 << 20), "4000M");
+        assert_eq!(size_text(0), "0");
+        assert_eq!(size_text(1000), "1000");
+        assert_eq!(size_text(3 << 40), "3T");
     }
 }
