@@ -6,6 +6,7 @@
 //! (PDEATHSIG); every test uses its own bucket.
 
 mod s3_support;
+mod tool_support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -236,7 +237,7 @@ fn refuses_to_start_without_credentials() {
 
 /// Runs the aws CLI against `endpoint` with the test identity (or `secret`), returning its output.
 fn aws_cli(endpoint: &str, secret: &str, args: &[&str]) -> std::process::Output {
-    Command::new("aws")
+    Command::new(tool_support::tool("aws"))
         .args(["--endpoint-url", endpoint])
         .args(args)
         .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
@@ -530,4 +531,129 @@ async fn presigned_sigv4_urls_are_verified() {
         "{log:#?}"
     );
     assert!(!log.iter().any(|l| l.contains("X-Amz-Signature") || l.contains("X-Amz-Credential")), "{log:#?}");
+}
+
+/// Issue 14: Range positions at the edges of u64 never crash the gateway, and a range that
+/// starts past the end is 416 (not 400) on the single- and multi-range paths alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn range_positions_past_u64_are_answered_as_s3_does() {
+    let (b, bucket) = fresh("u64range").await;
+    let data = b"0123456789abcdefghij";
+    b.put("k", Bytes::from_static(data), &PutOptions::default()).await.unwrap();
+    b.put("empty", Bytes::new(), &PutOptions::default()).await.unwrap();
+    let url = format!("{}/{bucket}/k", gateway().endpoint);
+    let get = |range: &str, url: &str| curl(&["-H", &format!("Range: {range}"), url]);
+    let max = u64::MAX;
+
+    let (status, headers, body) = get(&format!("bytes=0-1,5-{max}"), &url);
+    assert_eq!(status, 206, "{headers}");
+    let body = String::from_utf8_lossy(&body);
+    assert!(body.contains("Content-Range: bytes 0-1/20") && body.contains("\r\n\r\n01\r\n"), "{body}");
+    assert!(body.contains("Content-Range: bytes 5-19/20") && body.contains("\r\n\r\n56789abcdefghij\r\n"), "{body}");
+
+    for range in [format!("bytes={max}-"), format!("bytes={max}-{max}"), "bytes=99999999999999999999999-".into()] {
+        let (status, headers, body) = get(&range, &url);
+        assert_eq!(status, 416, "{range}: {headers}{}", String::from_utf8_lossy(&body));
+        assert!(String::from_utf8_lossy(&body).contains("InvalidRange"), "{range}");
+    }
+    // a last position past u64 (or i64, s3s's bound) is the end of the object
+    for range in [format!("bytes=2-{max}"), format!("bytes=2-{}", i64::MAX as u64 + 1)] {
+        let (status, headers, body) = get(&range, &url);
+        assert_eq!((status, body.as_slice()), (206, &data[2..]), "{range}");
+        assert!(headers.contains("content-range: bytes 2-19/20"), "{range}: {headers}");
+    }
+    // a malformed Range header is ignored, as S3 does: the whole object
+    for range in ["bytes=abc", "bytes=5-3", "bytes=+1-2"] {
+        let (status, _, body) = get(range, &url);
+        assert_eq!((status, body.as_slice()), (200, &data[..]), "{range}");
+    }
+    // a suffix of an empty object selects nothing: 416 (it used to underflow `end - 1`)
+    let empty = format!("{}/{bucket}/empty", gateway().endpoint);
+    for range in ["bytes=-5", "bytes=-5,-6", "bytes=0-"] {
+        let (status, headers, _) = get(range, &empty);
+        assert_eq!(status, 416, "{range} of an empty object: {headers}");
+    }
+    // the server is still there
+    let (status, _, body) = get("bytes=0-1", &url);
+    assert_eq!((status, body.as_slice()), (206, &b"01"[..]));
+}
+
+/// Sends `head` (a presigned request's head, without the blank line) with a body of
+/// `sent` bytes that claims `Content-Length: claimed`, then (if the body is short) closes
+/// the sending side, as a client that gives up or loses its connection does.
+fn short_body_request(port: u16, head: &str, claimed: usize, sent: usize) -> (String, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(s, "{head}Content-Length: {claimed}\r\nConnection: close\r\n\r\n").unwrap();
+    s.write_all(&vec![b'x'; sent]).unwrap();
+    if sent < claimed {
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+    }
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let (status, rest) = text.split_once("\r\n").unwrap_or((&text, ""));
+    (status.to_string(), rest.to_string())
+}
+
+/// Issue 14: a body shorter than its Content-Length is the client's fault: 400
+/// IncompleteBody (PutObject and UploadPart), never a 500, and nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_shorter_than_its_content_length_is_400_incomplete_body() {
+    let (b, bucket) = fresh("short").await;
+    let g = gateway();
+    let c = admin_client(&g.endpoint).await;
+    let presign = || aws_sdk_s3::presigning::PresigningConfig::expires_in(Duration::from_secs(300)).unwrap();
+    let put = c.put_object().bucket(&bucket).key("cut").presigned(presign()).await.unwrap();
+    let path = put.uri().strip_prefix(&g.endpoint).unwrap().to_owned();
+    let head = format!("PUT {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n", g.port);
+    for (claimed, sent) in [(100, 10), (5 << 20, 1 << 20), (10, 0)] {
+        let (status, body) = short_body_request(g.port, &head, claimed, sent);
+        assert!(status.contains(" 400 "), "{claimed}/{sent}: {status}\n{body}");
+        assert!(body.contains("<Code>IncompleteBody</Code>"), "{claimed}/{sent}: {body}");
+        assert!(b.head("cut").await.unwrap_err().is_not_found(), "a cut body must not be stored");
+    }
+    // the same request with the whole body works
+    let (status, body) = short_body_request(g.port, &head, 10, 10);
+    assert!(status.contains(" 200 "), "{status}\n{body}");
+    assert_eq!(b.head("cut").await.unwrap().size, 10);
+
+    let id = b.create_multipart("mp", &PutOptions::default()).await.unwrap();
+    let part = c.upload_part().bucket(&bucket).key("mp").upload_id(&id).part_number(1);
+    let part = part.presigned(presign()).await.unwrap();
+    let path = part.uri().strip_prefix(&g.endpoint).unwrap().to_owned();
+    let head = format!("PUT {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n", g.port);
+    let (status, body) = short_body_request(g.port, &head, 1 << 20, 1000);
+    assert!(status.contains(" 400 ") && body.contains("<Code>IncompleteBody</Code>"), "{status}\n{body}");
+    let listed = c.list_parts().bucket(&bucket).key("mp").upload_id(&id).send().await.unwrap();
+    assert!(listed.parts().is_empty(), "a cut part must not be stored: {listed:?}");
+    b.abort_multipart("mp", &id).await.unwrap();
+}
+
+/// Issue 14: DeleteObjects names at most 1,000 keys; more is S3's 400 MalformedXML, and
+/// nothing is deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_objects_refuses_more_than_1000_keys() {
+    use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+    let (b, bucket) = fresh("del1001").await;
+    b.put("keep", Bytes::from_static(b"k"), &PutOptions::default()).await.unwrap();
+    let c = admin_client(&gateway().endpoint).await;
+    let delete = |n: usize| {
+        let objects = (0..n)
+            .map(|i| {
+                let key = if i == 0 { "keep".to_string() } else { format!("k{i}") };
+                ObjectIdentifier::builder().key(key).build().unwrap()
+            })
+            .collect();
+        Delete::builder().set_objects(Some(objects)).quiet(true).build().unwrap()
+    };
+    let e = c.delete_objects().bucket(&bucket).delete(delete(1001)).send().await.unwrap_err();
+    let raw = e.raw_response().map(|r| r.status().as_u16());
+    assert_eq!(raw, Some(400), "{e:?}");
+    assert_eq!(aws_sdk_s3::error::ProvideErrorMetadata::code(&e), Some("MalformedXML"), "{e:?}");
+    assert!(b.head("keep").await.is_ok(), "a refused DeleteObjects deleted something");
+    assert_eq!(bucketfs::gateway::MAX_DELETE_KEYS, 1000);
+    let out = c.delete_objects().bucket(&bucket).delete(delete(1000)).send().await.unwrap();
+    assert!(out.errors().is_empty(), "{out:?}");
+    assert!(b.head("keep").await.unwrap_err().is_not_found());
 }
