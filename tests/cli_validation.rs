@@ -59,7 +59,8 @@ fn part_size_outside_the_backends_limits_is_refused_with_the_limits() {
     let args = ["--endpoint", &g.endpoint, "--part-size", "1M", &src, &m];
     assert_fails_fast(&args, AWS_ENV, &["--part-size 1M", "s3", "5M to 5G"]);
     // at the limit: mounts
-    let (code, stderr, _) = run_bucketfs(&["--drives", &drives.spec, "--part-size", "5M", "local://parts", &m]);
+    let (code, stderr, _) =
+        run_bucketfs(&["--drives", &drives.spec, "--part-size", "5M", "local://parts", &m]);
     assert_eq!(code, 0, "{stderr}");
     sh(&format!("umount {m}"));
 }
@@ -77,7 +78,11 @@ fn s3_bucket_names_are_checked_against_the_naming_rules() {
     // named when the server refuses
     for (name, rule) in [("Bad_Bucket", "capitals"), ("bad_bucket", "no '_'"), ("-abc", "begin and end")] {
         let src = format!("s3://{name}");
-        assert_fails_fast(&["--endpoint", &g.endpoint, &src, &m], AWS_ENV, &[name, "breaks an S3 naming rule", rule]);
+        assert_fails_fast(
+            &["--endpoint", &g.endpoint, &src, &m],
+            AWS_ENV,
+            &[name, "breaks an S3 naming rule", rule],
+        );
     }
 }
 

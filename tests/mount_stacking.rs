@@ -39,7 +39,10 @@ fn a_second_mount_on_a_live_mountpoint_is_refused_and_the_first_keeps_working() 
         let (code, stderr, took) = run_bucketfs(&args);
         assert_ne!(code, 0, "{args:?} stacked a second mount: {stderr}");
         assert!(stderr.contains("already a mount point"), "{args:?}: {stderr}");
-        assert!(stderr.contains("local://first") && stderr.contains("--allow-stacking"), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("local://first") && stderr.contains("--allow-stacking"),
+            "{args:?}: {stderr}"
+        );
         assert!(took < Duration::from_secs(5), "{args:?} took {took:?}");
         assert_eq!(mounts_on(&mnt), 1, "{args:?}");
         // the first mount is untouched and still serves reads and writes

@@ -12,9 +12,19 @@ const HINT: &str = "install the test servers with `make test-deps` (runs scripts
 
 fn runs(name: &str, arg: &str) -> String {
     let path = tool_support::tool(name);
-    assert!(path.is_absolute(), "{name} not found in pip's script directories of {} nor on PATH; {HINT}", tool_support::python());
-    let out = Command::new(&path).arg(arg).output().unwrap_or_else(|e| panic!("{}: {e}; {HINT}", path.display()));
-    assert!(out.status.success(), "{} {arg} failed: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        path.is_absolute(),
+        "{name} not found in pip's script directories of {} nor on PATH; {HINT}",
+        tool_support::python()
+    );
+    let out =
+        Command::new(&path).arg(arg).output().unwrap_or_else(|e| panic!("{}: {e}; {HINT}", path.display()));
+    assert!(
+        out.status.success(),
+        "{} {arg} failed: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 

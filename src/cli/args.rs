@@ -127,7 +127,11 @@ pub struct MountArgs {
     pub file_mode: u16,
     #[arg(long = "dir-mode", alias = "dir_mode", value_parser = parse_mode, default_value = "0755")]
     pub dir_mode: u16,
-    #[arg(long = "enable-perms", alias = "enable_perms", help = "New files and directories record their creator's uid/gid and mode (chmod/chown/utimes are stored either way)")]
+    #[arg(
+        long = "enable-perms",
+        alias = "enable_perms",
+        help = "New files and directories record their creator's uid/gid and mode (chmod/chown/utimes are stored either way)"
+    )]
     pub enable_perms: bool,
     #[arg(
         long = "allow-other",

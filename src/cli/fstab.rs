@@ -158,8 +158,28 @@ mod tests {
         use rand::{Rng, SeedableRng};
         let mut rng = rand::rngs::StdRng::seed_from_u64(0xf57ab);
         const PIECES: &[&str] = &[
-            ",", "=", "-", "--", "_", "allow_other", "allow-other", "uid", "1000", "ro", "rw", "nofail",
-            "x-systemd.automount", "file_mode", "0666", "bogus", " ", "é", "\0", "-o", "comment=", "stat_cache_ttl",
+            ",",
+            "=",
+            "-",
+            "--",
+            "_",
+            "allow_other",
+            "allow-other",
+            "uid",
+            "1000",
+            "ro",
+            "rw",
+            "nofail",
+            "x-systemd.automount",
+            "file_mode",
+            "0666",
+            "bogus",
+            " ",
+            "é",
+            "\0",
+            "-o",
+            "comment=",
+            "stat_cache_ttl",
         ];
         let known = known();
         for case in 0..20_000 {
@@ -187,7 +207,8 @@ mod tests {
                 }
                 Err(e) => {
                     assert!(
-                        opts.split(',').any(|t| !t.trim().is_empty() && e.contains(&format!("{:?}", t.trim()))),
+                        opts.split(',')
+                            .any(|t| !t.trim().is_empty() && e.contains(&format!("{:?}", t.trim()))),
                         "case {case}: {opts:?}: {e}"
                     );
                 }

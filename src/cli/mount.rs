@@ -430,14 +430,17 @@ mod tests {
     #[test]
     fn readiness_only_for_our_new_mount_on_top() {
         let ours = entry(40, "fuse.bucketfs", "local://photos");
-        assert!(top_is_ours(&[ours.clone()], "local://photos", &[]).is_ok());
+        assert!(top_is_ours(std::slice::from_ref(&ours), "local://photos", &[]).is_ok());
         assert!(top_is_ours(&[entry(7, "ext4", "/dev/sdb1"), ours.clone()], "local://photos", &[7]).is_ok());
         // the mount that was there before, even of the same source
-        assert!(top_is_ours(&[ours.clone()], "local://photos", &[40]).is_err());
+        assert!(top_is_ours(std::slice::from_ref(&ours), "local://photos", &[40]).is_err());
         // another file system, or another bucketfs mount, on top of ours
-        let err = top_is_ours(&[ours.clone(), entry(41, "tmpfs", "tmpfs")], "local://photos", &[]).unwrap_err();
+        let err =
+            top_is_ours(&[ours.clone(), entry(41, "tmpfs", "tmpfs")], "local://photos", &[]).unwrap_err();
         assert!(err.contains("tmpfs"), "{err}");
-        assert!(top_is_ours(&[ours, entry(42, "fuse.bucketfs", "s3://other")], "local://photos", &[]).is_err());
+        assert!(
+            top_is_ours(&[ours, entry(42, "fuse.bucketfs", "s3://other")], "local://photos", &[]).is_err()
+        );
         // (mounted by root through mount(2), the type has no subtype)
         assert!(top_is_ours(&[entry(43, "fuse", "local://photos")], "local://photos", &[]).is_ok());
         assert_eq!(top_is_ours(&[], "local://photos", &[]).unwrap_err(), "nothing");

@@ -94,8 +94,22 @@ garbage line
     fn fuzz_mountinfo_lines() {
         use rand::{Rng, SeedableRng};
         let mut rng = rand::rngs::StdRng::seed_from_u64(0x0314);
-        const PIECES: &[&str] =
-            &["1", "22", " ", "-", "/", "\\", "\\0", "\\040", "\\7777", "0:45", "fuse.bucketfs", "\n", "é", "shared:1"];
+        const PIECES: &[&str] = &[
+            "1",
+            "22",
+            " ",
+            "-",
+            "/",
+            "\\",
+            "\\0",
+            "\\040",
+            "\\7777",
+            "0:45",
+            "fuse.bucketfs",
+            "\n",
+            "é",
+            "shared:1",
+        ];
         for _ in 0..20_000 {
             let n = rng.gen_range(0..24);
             let text: String = (0..n).map(|_| PIECES[rng.gen_range(0..PIECES.len())]).collect();

@@ -120,7 +120,9 @@ pub fn s3_bucket_name_problem(name: &str) -> Option<NameProblem> {
         return soft("must not start with the reserved prefixes xn--, sthree- or amzn-s3-demo-");
     }
     if ["-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3"].iter().any(|x| name.ends_with(x)) {
-        return soft("must not end with the reserved suffixes -s3alias, --ol-s3, .mrap, --x-s3 or --table-s3");
+        return soft(
+            "must not end with the reserved suffixes -s3alias, --ol-s3, .mrap, --x-s3 or --table-s3",
+        );
     }
     None
 }
@@ -169,8 +171,28 @@ mod tests {
         use rand::{Rng, SeedableRng};
         let mut rng = rand::rngs::StdRng::seed_from_u64(0x50c);
         const PIECES: &[&str] = &[
-            "s3://", "gs://", "wasb://", "local://", "ftp://", "b", "Bad", "_", ".", "..", "-", "/", ":", "@",
-            "acct.blob.core.windows.net", "\\", "\0", "é", "xn--", "-s3alias", "1", "://",
+            "s3://",
+            "gs://",
+            "wasb://",
+            "local://",
+            "ftp://",
+            "b",
+            "Bad",
+            "_",
+            ".",
+            "..",
+            "-",
+            "/",
+            ":",
+            "@",
+            "acct.blob.core.windows.net",
+            "\\",
+            "\0",
+            "é",
+            "xn--",
+            "-s3alias",
+            "1",
+            "://",
         ];
         for _ in 0..20_000 {
             let n = rng.gen_range(0..8);

@@ -312,7 +312,8 @@ impl S3 for Gateway {
             }
             (Some(r), None) => {
                 // (s3s answers a suffix range of an empty object with an empty range: 416 too)
-                let rr = r.check(m.size).ok().filter(|r| !r.is_empty()).ok_or_else(|| s3_error!(InvalidRange))?;
+                let rr =
+                    r.check(m.size).ok().filter(|r| !r.is_empty()).ok_or_else(|| s3_error!(InvalidRange))?;
                 let cr = format!("bytes {}-{}/{}", rr.start, rr.end - 1, m.size);
                 (rr, Some(cr))
             }
