@@ -501,9 +501,19 @@ impl Fs {
         self.lock_files().values().filter(|f| f.ino == ino).cloned().collect()
     }
 
-    /// An open, writable, not unlinked handle of `ino`: its size is the file's size.
+    /// The newest open, writable, not unlinked handle of `ino`: its size is the file's size.
+    ///
+    /// The newest, because the kernel sends `release` after `close` has returned: a
+    /// program that closes, reopens and truncates can still have its old handle here,
+    /// holding the size from before the truncate. Picking any handle made `fstat` and
+    /// `lseek(SEEK_END)` report that stale size now and then (issue 12: 1-6 times in
+    /// 500 loops, and SIGBUS for an mmap reader).
     pub(super) fn writer_of(&self, ino: u64) -> Option<Arc<OpenFile>> {
-        self.lock_files().values().find(|f| f.ino == ino && f.writable && !f.is_unlinked()).cloned()
+        self.lock_files()
+            .iter()
+            .filter(|(_, f)| f.ino == ino && f.writable && !f.is_unlinked())
+            .max_by_key(|(fh, _)| **fh)
+            .map(|(_, f)| f.clone())
     }
 }
 

@@ -579,3 +579,31 @@ async fn forget_drops_inodes() {
     fs.forget(f, 2);
     assert_eq!(errno(fs.getattr(f).await), libc::ESTALE);
 }
+
+#[tokio::test]
+async fn size_after_close_reopen_truncate_is_the_new_one_while_the_old_handle_awaits_release() {
+    // the kernel's `release` of a closed handle comes after `close` returned, so the
+    // old handle (with the old size) is still open when the program reopens
+    let (_mem, fs) = setup();
+    for round in 0..40 {
+        let name = format!("f{round}");
+        let (e, old) = fs.create(ROOT_INO, n(&name), 0o100644, 0, libc::O_RDWR, Caller::default()).await.unwrap();
+        let ino = e.attr.ino.0;
+        fs.write(old, 0, &[7u8; 1000]).await.unwrap();
+        fs.flush(old).await.unwrap(); // close(); release not yet
+        let mut handles = vec![old];
+        for (i, size) in [300u64, 40, 700, 5].into_iter().enumerate() {
+            let fh = fs.open(ino, libc::O_RDWR).await.unwrap();
+            fs.setattr(ino, None, None, None, Some(size), None, None, Some(fh)).await.unwrap();
+            let (a, _) = fs.getattr(ino).await.unwrap();
+            assert_eq!(a.size, size, "round {round}, step {i}: stale size");
+            fs.flush(fh).await.unwrap();
+            handles.push(fh);
+        }
+        for fh in handles {
+            fs.release(fh).await.unwrap();
+        }
+        let (a, _) = fs.getattr(ino).await.unwrap();
+        assert_eq!(a.size, 5, "round {round}: after every release");
+    }
+}
