@@ -11,6 +11,7 @@
 #
 #   scripts/test-servers.sh install        # idempotent; what `make test-deps` runs
 #   scripts/test-servers.sh check          # exit 1 and say what is missing
+#   scripts/test-servers.sh selftest       # install into a fresh virtualenv and HOME, then check
 #   scripts/test-servers.sh start-moto PORT
 #   scripts/test-servers.sh start-seaweed DIR PORT   # S3 on PORT, identity bucketfs-test/bucketfs-secret-key
 #   scripts/test-servers.sh start-fake-gcs PORT       # gs:// with --endpoint http://127.0.0.1:PORT
@@ -71,8 +72,8 @@ pip_install() {
 		SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
 		$SUDO apt-get update -qq && $SUDO DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip
 	fi
-	"$PY" -m pip install --quiet --disable-pip-version-check "$@" 2>/dev/null ||
-		"$PY" -m pip install --quiet --disable-pip-version-check --user --break-system-packages "$@"
+	"$PY" -m pip install --quiet --disable-pip-version-check --no-warn-script-location "$@" 2>/dev/null ||
+		"$PY" -m pip install --quiet --disable-pip-version-check --no-warn-script-location --user --break-system-packages "$@"
 }
 
 cmd=${1:-install}
@@ -121,6 +122,19 @@ check)
 	have_azurite || { echo "missing: Azurite azurite-blob (npm $AZURITE)"; ok=0; }
 	[ $ok = 1 ] && echo "test servers installed" || { echo "run: make test-deps"; exit 1; }
 	;;
+selftest)
+	# What a fresh machine does: install into a new virtualenv with a new HOME, its
+	# bin directory NOT on PATH (nor pyenv's shims, nor ~/.local/bin), then check that
+	# every tool is found by absolute path. Installs from PyPI: takes a minute or two.
+	tmp=$(mktemp -d)
+	trap 'rm -rf "$tmp"' EXIT
+	"$PY" -m venv "$tmp/venv"
+	mkdir "$tmp/home"
+	path=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+	if command -v npm >/dev/null 2>&1; then path="$path:$(dirname "$(command -v npm)")"; fi
+	HOME="$tmp/home" PYTHON="$tmp/venv/bin/python3" PATH="$path" "$0" install
+	HOME="$tmp/home" PYTHON="$tmp/venv/bin/python3" PATH="$path" "$0" check
+	;;
 start-moto)
 	exec "$PY" -m moto.server -H 127.0.0.1 -p "${2:?port}"
 	;;
@@ -150,7 +164,7 @@ start-azurite)
 	exec "$(tool_path azurite-blob)" --blobHost 127.0.0.1 --blobPort "$port" --location "$dir" --skipApiVersionCheck --loose
 	;;
 *)
-	echo "usage: $0 install|check|start-moto PORT|start-seaweed DIR PORT|start-fake-gcs PORT|start-azurite DIR PORT" >&2
+	echo "usage: $0 install|check|selftest|start-moto PORT|start-seaweed DIR PORT|start-fake-gcs PORT|start-azurite DIR PORT" >&2
 	exit 2
 	;;
 esac
