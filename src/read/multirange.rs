@@ -104,6 +104,11 @@ pub const COALESCE_WINDOW: Duration = Duration::from_millis(4);
 pub const CONCURRENCY_MEMORY: usize = 8;
 /// Pieces kept per handle, in batches.
 pub const MAX_PIECES_PER_BATCH: usize = 4;
+/// Predicted reads kept in flight when batches are parallel single-range GETs. A
+/// batch then saves no request, only round trips, so what pays is depth: a strided
+/// reader at 20 ms round trip waits once per horizon instead of once per batch
+/// (issue 11: 200 strided preads took 1.7 s with 5 ahead).
+pub const PARALLEL_HORIZON: usize = 32;
 /// Longest predicted range (reads are at most 1 MiB through FUSE; this bounds odd patterns).
 const MAX_PREDICTED_LEN: u64 = 8 * 1024 * 1024;
 
@@ -371,7 +376,8 @@ impl MultiRangeReader {
     /// Starts a background batch for predicted reads once a full batch of them is
     /// missing; with `ride_along`, a missing `want` is fetched with the predictions.
     fn extrapolate(&self, st: &mut State, want: &Range<u64>, ride_along: bool) {
-        let predicted = st.pattern.predict(2 * self.cfg.batch_size, self.size);
+        let horizon = self.horizon();
+        let predicted = st.pattern.predict(2 * horizon, self.size);
         let missing: Vec<Range<u64>> = predicted
             .into_iter()
             .map(|r| r.start..r.end.min(r.start + MAX_PREDICTED_LEN))
@@ -381,10 +387,21 @@ impl MultiRangeReader {
         let current_missing = !st.pieces.iter().any(|p| covers(&p.range, want));
         if ride_along && current_missing && !missing.is_empty() {
             let mut ranges = vec![want.clone()];
-            ranges.extend(missing.into_iter().take(self.cfg.batch_size - 1));
+            ranges.extend(missing.into_iter().take(horizon - 1));
             self.fetch(st, &ranges, true);
         } else if missing.len() >= self.cfg.batch_size {
-            self.fetch(st, &missing[..self.cfg.batch_size], false);
+            let n = missing.len().min(horizon);
+            self.fetch(st, &missing[..n], false);
+        }
+    }
+
+    /// Predicted reads fetched ahead: one batch where a batch is one request, a
+    /// deeper window where it is parallel single-range GETs anyway.
+    fn horizon(&self) -> usize {
+        if self.backend.multi_range_mode() == MultiRangeMode::ParallelSingles {
+            PARALLEL_HORIZON.max(self.cfg.batch_size)
+        } else {
+            self.cfg.batch_size
         }
     }
 
@@ -415,7 +432,7 @@ impl MultiRangeReader {
             }
             .boxed()
             .shared();
-            let max_pieces = MAX_PIECES_PER_BATCH * self.cfg.batch_size;
+            let max_pieces = (MAX_PIECES_PER_BATCH * self.cfg.batch_size).max(2 * self.horizon());
             for (index, range) in batch.into_iter().enumerate() {
                 while st.pieces.len() >= max_pieces {
                     if let Some(old) = st.pieces.pop_front() {

@@ -18,6 +18,9 @@ use std::process::{Command, Stdio};
 use std::sync::{mpsc, Once, OnceLock};
 use std::time::{Duration, Instant};
 
+#[path = "../tool_support/mod.rs"]
+pub mod tool_support;
+
 use bucketfs::backend::s3::{S3Backend, S3Config};
 
 pub const ACCESS_KEY: &str = "bucketfs-test";
@@ -143,12 +146,7 @@ pub fn program_exists(check: &mut Command) -> bool {
 
 /// `weed` from PATH, else from pip's user-site bin (where a `--user` install puts it).
 fn weed_program() -> PathBuf {
-    if program_exists(Command::new("weed").arg("version")) {
-        return "weed".into();
-    }
-    let base = Command::new("python3").args(["-m", "site", "--user-base"]).output().ok();
-    let base = base.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default();
-    PathBuf::from(base).join("bin/weed")
+    tool_support::tool("weed")
 }
 
 pub struct Server {
@@ -162,12 +160,12 @@ pub fn moto() -> &'static Server {
     S.get_or_init(|| {
         hermetic_env();
         assert!(
-            program_exists(Command::new("python3").args(["-c", "import moto.server, flask"])),
+            program_exists(Command::new(tool_support::python()).args(["-c", "import moto.server, flask"])),
             "moto server is not installed (python3 -c 'import moto.server' failed); {INSTALL_HINT}"
         );
         for _attempt in 0..4 {
             let port = free_port();
-            let mut cmd = Command::new("python3");
+            let mut cmd = Command::new(tool_support::python());
             cmd.args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()]);
             let log = std::env::temp_dir().join(format!("bucketfs-moto-{port}.log"));
             let pid = spawn_for_process_lifetime(cmd, log);
@@ -246,13 +244,13 @@ pub fn rclone() -> &'static Rclone {
     static S: OnceLock<Rclone> = OnceLock::new();
     S.get_or_init(|| {
         assert!(
-            program_exists(Command::new("rclone").arg("version")),
+            program_exists(Command::new(tool_support::tool("rclone")).arg("version")),
             "rclone is not installed; {INSTALL_HINT}"
         );
         let root = tempfile::Builder::new().prefix("bucketfs-rclone-").tempdir().unwrap().keep();
         for _attempt in 0..4 {
             let port = free_port();
-            let mut cmd = Command::new("rclone");
+            let mut cmd = Command::new(tool_support::tool("rclone"));
             cmd.args(["serve", "s3", "--addr", &format!("127.0.0.1:{port}")]).arg(&root);
             let log = std::env::temp_dir().join(format!("bucketfs-rclone-{port}.log"));
             let pid = spawn_for_process_lifetime(cmd, log);
