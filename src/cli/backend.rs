@@ -22,7 +22,18 @@ use crate::store::{parse_drive_spec, Store, StoreConfig};
 
 /// Longest wait for a remote bucket to answer the first check: a silent endpoint fails
 /// the mount (or command) within 5 s, with its address named.
+/// `BUCKETFS_BUCKET_CHECK_TIMEOUT` (seconds) overrides it, for a server known to be
+/// slow to answer (the tests' Azurite right after thousands of writes took longer).
 const BUCKET_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(4);
+
+fn bucket_check_timeout() -> std::time::Duration {
+    std::env::var("BUCKETFS_BUCKET_CHECK_TIMEOUT")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|s| *s > 0)
+        .map(std::time::Duration::from_secs)
+        .unwrap_or(BUCKET_CHECK_TIMEOUT)
+}
 
 /// Backend selection and credentials flags (flattened into the mount's and other commands' flags).
 #[derive(Args, Debug, Clone, Default)]
@@ -186,7 +197,7 @@ pub fn open_backend(
         BackendKind::Local => Ok(rt.block_on(backend.check_bucket())),
         // a server that accepts connections and never answers, or a blackholed address,
         // must not hold the mount for the SDKs' whole retry budget
-        _ => rt.block_on(async { tokio::time::timeout(BUCKET_CHECK_TIMEOUT, backend.check_bucket()).await }),
+        _ => rt.block_on(async { tokio::time::timeout(bucket_check_timeout(), backend.check_bucket()).await }),
     };
     match checked {
         Ok(Ok(())) => {}
@@ -202,7 +213,7 @@ pub fn open_backend(
         Err(_) => bail!(
             "{source}: no answer from {} within {} s (is the endpoint right, and is the server up and reachable?)",
             args.address(source),
-            BUCKET_CHECK_TIMEOUT.as_secs()
+            bucket_check_timeout().as_secs()
         ),
     }
     Ok(PrefixedBackend::wrap(backend, &source.prefix))

@@ -123,6 +123,9 @@ impl Mount {
             .stdout(logf.try_clone().unwrap())
             .stderr(logf)
             .env("RUST_LOG", "warn,bucketfs=debug")
+            // a test server busy with a test's own load (Azurite after 2,000 writes) may
+            // take longer than the 4 s a silent endpoint gets (tests/cli_validation.rs)
+            .env("BUCKETFS_BUCKET_CHECK_TIMEOUT", "60")
             .spawn()
             .unwrap();
         let mut m = Mount { mnt, _mnt_dir: mnt_dir, child: Some(child), log };
