@@ -393,7 +393,8 @@ impl MultiRangeReader {
         let horizon = self.horizon();
         let mut predicted = st.pattern.predict(2 * horizon, self.size);
         let trial_failed = st.lattice_fetched >= LATTICE_TRIAL && st.lattice_used * 4 < st.lattice_fetched;
-        if predicted.is_empty() && !trial_failed {
+        // (concurrent reads are coalesced instead: their misses already travel together)
+        if predicted.is_empty() && ride_along && !trial_failed {
             predicted = self.lattice_points(st, want, 2 * horizon);
             st.fetching_lattice = !predicted.is_empty();
         }
