@@ -87,7 +87,13 @@ impl Cached {
     /// Whether this entry can answer `stat` without a HEAD: it is typed. (An untyped
     /// listing entry may be a symlink, and any object may carry a stored mode.)
     pub fn trustworthy(&self) -> bool {
-        self.complete || self.typed || self.kind == Kind::Dir
+        self.complete || self.typed
+    }
+
+    /// A directory seen as a listing's common prefix: whether it has a marker with
+    /// stored attributes (chmod, utimes) is not known until it is looked up.
+    pub fn listed_dir() -> Self {
+        Cached { kind: Kind::Dir, meta: None, complete: false, typed: false }
     }
 }
 

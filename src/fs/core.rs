@@ -144,8 +144,13 @@ impl Fs {
                 Metrics::inc(&self.metrics().stat_cache_hits);
                 return Ok(c);
             }
-            // a listed small object: only a HEAD can tell a file from a symlink
-            if let Some(c) = self.revalidate_object(path).await? {
+            if c.kind == Kind::Dir {
+                // a listed directory: its marker may hold a stored mode and mtime
+                if let Some(c) = self.probe_dir(path).await? {
+                    return Ok(c);
+                }
+            } else if let Some(c) = self.revalidate_object(path).await? {
+                // an untyped listed object: only a HEAD can tell a file from a symlink
                 return Ok(c);
             }
         }
@@ -272,9 +277,17 @@ impl Fs {
             return Err(FsError::NotFound);
         }
         if kind == Kind::Dir {
-            // directory attributes are synthetic: no request needed to answer them
-            let c = self.cache.stat(&path).filter(|c| c.kind == Kind::Dir).unwrap_or(Cached::dir(None));
-            return Ok((self.attr_of(ino, &c, None), ttl));
+            // a directory looked up (or created) here is answered from the cache; one only
+            // listed, or expired, is probed once for its marker's stored attributes
+            let c = match self.cache.stat(&path).filter(|c| c.kind == Kind::Dir && c.trustworthy()) {
+                Some(c) => c,
+                None => match self.resolve(&path).await {
+                    Ok(c) if c.kind == Kind::Dir => c,
+                    Ok(_) | Err(FsError::NotFound) => return Err(FsError::NotFound),
+                    Err(e) => return Err(e),
+                },
+            };
+            return Ok((self.attr_of(ino, &c, None), self.ttl_for(&c)));
         }
         let c = self.resolve(&path).await?;
         if c.kind != kind {
@@ -288,11 +301,18 @@ impl Fs {
         self.inodes.forget(ino, n);
     }
 
-    /// User metadata recording who created an entry, under `--enable-perms`.
+    /// User metadata of a new entry: its mode when it differs from what the mount
+    /// shows by default (`mkdir -m 700`, `open(O_CREAT, 0600)`: tar, ssh-keygen and
+    /// install rely on the create mode and do not chmod afterwards), and under
+    /// `--enable-perms` always the mode and the creator's uid/gid.
     pub(super) fn owner_metadata(&self, mode: u32, umask: u32, who: Caller) -> BTreeMap<String, String> {
         let mut md = BTreeMap::new();
+        let perm = mode & !umask & 0o7777;
+        let default = if mode & libc::S_IFMT == libc::S_IFDIR { self.cfg.dir_mode } else { self.cfg.file_mode };
+        if self.cfg.enable_perms || perm != u32::from(default) {
+            md.insert(attr::META_MODE.into(), format!("{perm:o}"));
+        }
         if self.cfg.enable_perms {
-            md.insert(attr::META_MODE.into(), format!("{:o}", mode & !umask & 0o7777));
             md.insert(attr::META_UID.into(), who.uid.to_string());
             md.insert(attr::META_GID.into(), who.gid.to_string());
         }
@@ -322,7 +342,8 @@ impl Fs {
         self.check_writable()?;
         let path = self.child(parent, name)?;
         self.ensure_absent(&path).await?;
-        let opts = PutOptions { user_metadata: self.owner_metadata(mode, umask, who), ..Default::default() };
+        let md = self.owner_metadata(mode | libc::S_IFDIR, umask, who);
+        let opts = PutOptions { user_metadata: md, ..Default::default() };
         let marker = self.backend.put(&dir_prefix(&path), Bytes::new(), &opts).await?;
         let c = Cached::dir(Some(marker));
         self.cache.put(&path, c.clone());

@@ -187,7 +187,7 @@ impl DirStream {
                         let c = match fs.cache.stat(&path) {
                             Some(c) if c.kind == Kind::Dir => c,
                             _ => {
-                                let c = Cached::dir(None);
+                                let c = Cached::listed_dir();
                                 fs.cache.put(&path, c.clone());
                                 c
                             }

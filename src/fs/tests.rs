@@ -487,10 +487,20 @@ async fn chmod_chown_touch_are_stored_without_enable_perms() {
     let fs2 = make(mem.clone(), cfg());
     let e = fs2.lookup(ROOT_INO, n("f")).await.unwrap();
     assert_eq!((e.attr.perm, e.attr.uid, e.attr.gid, e.attr.mtime), (0o600, 0, 5, t));
-    // but new files do not record their creator without --enable-perms
-    let (e, fh) = fs.create(ROOT_INO, n("new"), 0o100600, 0o022, libc::O_WRONLY, Caller { uid: 9, gid: 9 }).await.unwrap();
+    // a new file keeps the mode it was created with (tar and ssh-keygen rely on it),
+    // but records its creator only with --enable-perms
+    let (_, fh) = fs.create(ROOT_INO, n("new"), 0o100600, 0o022, libc::O_WRONLY, Caller { uid: 9, gid: 9 }).await.unwrap();
     fs.release(fh).await.unwrap();
-    assert_eq!((e.attr.perm, e.attr.uid), (0o644, 1000));
+    let e = make(mem.clone(), cfg()).lookup(ROOT_INO, n("new")).await.unwrap();
+    assert_eq!((e.attr.perm, e.attr.uid), (0o600, 1000));
+    let md = mem.head("new").await.unwrap().user_metadata;
+    assert!(!md.contains_key("bucketfs-uid"), "{md:?}");
+    // the default mode is not stored at all
+    let (_, fh) = fs.create(ROOT_INO, n("plain"), 0o100666, 0o022, libc::O_WRONLY, Caller::default()).await.unwrap();
+    fs.release(fh).await.unwrap();
+    assert!(mem.head("plain").await.unwrap().user_metadata.is_empty());
+    let d = fs.mkdir(ROOT_INO, n("private"), 0o700, 0o022, Caller::default()).await.unwrap();
+    assert_eq!(d.attr.perm, 0o700);
 }
 
 #[tokio::test]
