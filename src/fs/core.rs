@@ -202,7 +202,7 @@ impl Fs {
     }
 
     /// Whether `path` is a directory (any key under `path/`); caches a positive answer.
-    async fn probe_dir(&self, path: &str) -> FsResult<Option<Cached>> {
+    pub(super) async fn probe_dir(&self, path: &str) -> FsResult<Option<Cached>> {
         let prefix = dir_prefix(path);
         // two keys: one may be the hidden listing index (backend::attr_index), which
         // a page of one would spend on nothing and make the wrapper ask again
@@ -301,15 +301,16 @@ impl Fs {
         self.inodes.forget(ino, n);
     }
 
-    /// User metadata of a new entry: its mode when it differs from what the mount
-    /// shows by default (`mkdir -m 700`, `open(O_CREAT, 0600)`: tar, ssh-keygen and
-    /// install rely on the create mode and do not chmod afterwards), and under
-    /// `--enable-perms` always the mode and the creator's uid/gid.
+    /// User metadata of a new entry: its mode (after umask) when the program asked
+    /// for a particular one (`mkdir -m 700`, `open(O_CREAT, 0600)`: tar, ssh-keygen
+    /// and install rely on the create mode and do not chmod afterwards), not for the
+    /// usual 0666/0777, which keep showing the mount's `--file-mode`/`--dir-mode`;
+    /// under `--enable-perms` always the mode and the creator's uid/gid.
     pub(super) fn owner_metadata(&self, mode: u32, umask: u32, who: Caller) -> BTreeMap<String, String> {
         let mut md = BTreeMap::new();
         let perm = mode & !umask & 0o7777;
-        let default = if mode & libc::S_IFMT == libc::S_IFDIR { self.cfg.dir_mode } else { self.cfg.file_mode };
-        if self.cfg.enable_perms || perm != u32::from(default) {
+        let usual = if mode & libc::S_IFMT == libc::S_IFDIR { 0o777 } else { 0o666 };
+        if self.cfg.enable_perms || mode & 0o7777 != usual {
             md.insert(attr::META_MODE.into(), format!("{perm:o}"));
         }
         if self.cfg.enable_perms {

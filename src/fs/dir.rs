@@ -27,11 +27,16 @@
 
 use std::collections::{BTreeSet, VecDeque};
 
+use futures::StreamExt;
+
 use super::cache::{Cached, Kind};
 use super::core::Fs;
 use super::inode::{child_path, NAME_MAX};
 use super::FsResult;
 use crate::backend::{ListRequest, ObjectMeta};
+
+/// Subdirectories of a listing page looked up at once.
+const DIR_PROBES: usize = 32;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct DirEntry {
@@ -169,6 +174,7 @@ impl DirStream {
             max_keys: 0,
         };
         let page = fs.backend.list(&req).await?;
+        let first_new = self.entries.len();
         let mut items: Vec<Item> = page.objects.into_iter().map(Item::Object).collect();
         items.extend(page.common_prefixes.into_iter().map(Item::Prefix));
         items.sort_by(|a, b| a.key().cmp(b.key()));
@@ -198,11 +204,38 @@ impl DirStream {
                 }
             }
         }
+        self.probe_listed_dirs(fs, first_new).await;
         self.token = page.next_continuation;
         if self.token.is_none() {
             self.listed_all = true;
         }
         Ok(())
+    }
+
+    /// Looks up the subdirectories this page listed, many at once: a directory's
+    /// stored mode and mtime live on its marker, which no listing carries, and
+    /// `ls -l` would otherwise look them up one after another (issue 11: no
+    /// per-entry request may wait behind another). Failures leave the entry to a
+    /// later lookup.
+    async fn probe_listed_dirs(&mut self, fs: &Fs, from: usize) {
+        let todo: Vec<(usize, String)> = self
+            .entries
+            .iter()
+            .enumerate()
+            .skip(from)
+            .filter(|(_, e)| e.kind == Kind::Dir && e.cached.as_ref().is_some_and(|c| !c.trustworthy()))
+            .map(|(i, e)| (i, child_path(&self.path, &e.name)))
+            .collect();
+        if todo.is_empty() {
+            return;
+        }
+        let probes = futures::stream::iter(todo).map(|(i, path)| async move { (i, fs.probe_dir(&path).await) });
+        let done: Vec<(usize, FsResult<Option<Cached>>)> = probes.buffer_unordered(DIR_PROBES).collect().await;
+        for (i, r) in done {
+            if let (Ok(Some(c)), Some(e)) = (r, self.entries.get_mut(i)) {
+                e.cached = Some(c);
+            }
+        }
     }
 
     /// Emits held objects that can no longer have a directory twin: their `key/`

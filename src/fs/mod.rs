@@ -179,9 +179,16 @@ fn reply_xattr(reply: ReplyXattr, size: u32, r: FsResult<Vec<u8>>) {
 impl Filesystem for BucketFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // readdirplus hands attributes from the listing to the kernel with the names,
-        // saving a lookup round trip per entry; "auto" lets the kernel use it only
-        // when the names are followed by stats.
-        let want = InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO;
+        // saving a lookup per entry. Always, not "auto": our listings carry the
+        // attributes anyway, and with "auto" the kernel sent plain readdir after the
+        // first batch, so `ls -l` of 2,000 files still made 2,000 lookups.
+        let want = InitFlags::FUSE_DO_READDIRPLUS;
+        // The mode a program asked for at create/mkdir, with the umask apart: only a
+        // particular mode (0600, 0700) is stored, the usual 0666/0777 keep showing
+        // --file-mode/--dir-mode (Fs::owner_metadata applies the umask itself).
+        if let Err(missing) = config.add_capabilities(InitFlags::FUSE_DONT_MASK) {
+            tracing::debug!(target: "bucketfs::fs", ?missing, "kernel applies the umask itself");
+        }
         if let Err(missing) = config.add_capabilities(want) {
             tracing::debug!(target: "bucketfs::fs", ?missing, "kernel lacks readdirplus");
         }
