@@ -32,7 +32,8 @@ fn requests(m: &Mount) -> (u64, String) {
         .lines()
         .filter_map(|l| l.split_once(' '))
         .filter(|(k, _)| {
-            k.starts_with("requests_") && !matches!(*k, "requests_failed" | "requests_in_flight" | "requests_in_flight_peak")
+            k.starts_with("requests_")
+                && !matches!(*k, "requests_failed" | "requests_in_flight" | "requests_in_flight_peak")
         })
         .map(|(_, v)| v.trim().parse::<u64>().unwrap())
         .sum();
@@ -92,7 +93,10 @@ fn listing_needs_no_request_per_entry(endpoint: &str, tag: &str, perms: bool) {
     );
     for i in 0..LINKS {
         let line = lines.iter().find(|l| l.ends_with(&format!(" ln{i} -> f{i:04}"))).unwrap_or_else(|| {
-            panic!("symlink ln{i} not listed as one:\n{}", lines.iter().filter(|l| l.contains("ln")).cloned().collect::<Vec<_>>().join("\n"))
+            panic!(
+                "symlink ln{i} not listed as one:\n{}",
+                lines.iter().filter(|l| l.contains("ln")).cloned().collect::<Vec<_>>().join("\n")
+            )
         });
         assert!(line.starts_with('l'), "{line}");
         if perms {

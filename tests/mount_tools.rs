@@ -56,11 +56,17 @@ fn everyday_tools(start: impl Fn() -> Mount) {
     sh(&format!("rsync -a {s}/ {d}/rsync/"));
     assert_eq!(tree_stat(&mnt.join("rsync")), tree_stat(src.path()), "rsync -a");
     // an update: one file changed, rsync replaces it through a temporary file and a rename
-    sh(&format!("printf changed > {s}/notes && touch -d '2021-03-04 05:06:07' {s}/notes && rsync -a {s}/ {d}/rsync/"));
+    sh(&format!(
+        "printf changed > {s}/notes && touch -d '2021-03-04 05:06:07' {s}/notes && rsync -a {s}/ {d}/rsync/"
+    ));
     assert_eq!(fs::read_to_string(mnt.join("rsync/notes")).unwrap(), "changed");
     sh(&format!("cp -a {s} {d}/cp"));
     let tar = src.path().with_extension("tar");
-    sh(&format!("tar -cf {} -C {s} . && mkdir {d}/tar && tar -xpf {} -C {d}/tar", tar.display(), tar.display()));
+    sh(&format!(
+        "tar -cf {} -C {s} . && mkdir {d}/tar && tar -xpf {} -C {d}/tar",
+        tar.display(),
+        tar.display()
+    ));
     let _ = fs::remove_file(&tar);
     sh(&format!("install -m 0755 {s}/notes {d}/installed && touch -d '2018-01-01 00:00:00' {d}/installed"));
     sh(&format!("chmod 0604 {d}/cp/notes"));
@@ -69,8 +75,7 @@ fn everyday_tools(start: impl Fn() -> Mount) {
     for l in want_cp.iter_mut().filter(|l| l.starts_with("./notes ")) {
         *l = l.replacen(" 644 ", " 604 ", 1);
     }
-    let before: Vec<Vec<String>> =
-        ["rsync", "cp", "tar"].iter().map(|t| tree_stat(&mnt.join(t))).collect();
+    let before: Vec<Vec<String>> = ["rsync", "cp", "tar"].iter().map(|t| tree_stat(&mnt.join(t))).collect();
     let stopped = m.stop();
     assert!(stopped, "clean stop:\n{}", m.log_text());
 
@@ -99,7 +104,10 @@ fn everyday_tools_over_s3() {
     let bucket = s3_support::unique_bucket("tools");
     tokio::runtime::Runtime::new().unwrap().block_on(s3_support::make_bucket(&gw.endpoint, &bucket));
     everyday_tools(|| {
-        Mount::try_start_source(&format!("s3://{bucket}"), &["--endpoint", &gw.endpoint, "--region", "us-east-1"])
-            .unwrap_or_else(|e| panic!("{e}"))
+        Mount::try_start_source(
+            &format!("s3://{bucket}"),
+            &["--endpoint", &gw.endpoint, "--region", "us-east-1"],
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
     });
 }

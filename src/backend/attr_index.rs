@@ -102,7 +102,10 @@ pub struct AttrIndexBackend {
 
 impl AttrIndexBackend {
     /// Wraps `inner` when its listings lack user metadata; returns it unchanged otherwise.
-    pub fn wrap_if_needed(inner: Arc<dyn StorageBackend>, names: &'static [&'static str]) -> Arc<dyn StorageBackend> {
+    pub fn wrap_if_needed(
+        inner: Arc<dyn StorageBackend>,
+        names: &'static [&'static str],
+    ) -> Arc<dyn StorageBackend> {
         if inner.capabilities().list_metadata {
             return inner;
         }
@@ -156,7 +159,9 @@ impl AttrIndexBackend {
             for o in page.objects {
                 let Some(rest) = o.key.strip_prefix(&prefix) else { continue };
                 let mut it = rest.splitn(3, '/');
-                let (Some(name), Some(etag), Some(attrs)) = (it.next(), it.next(), it.next()) else { continue };
+                let (Some(name), Some(etag), Some(attrs)) = (it.next(), it.next(), it.next()) else {
+                    continue;
+                };
                 let Some(etag) = unescape(etag) else { continue };
                 index.entry(name.to_owned()).or_default().push((etag, attrs.to_owned(), o.key.clone()));
             }
@@ -186,7 +191,8 @@ impl AttrIndexBackend {
         for o in objects.iter_mut() {
             let Some(name) = o.key.strip_prefix(dir) else { continue };
             let Some(entries) = index.get(name) else { continue };
-            let mut k = Known { attrs: String::new(), entries: entries.iter().map(|e| e.2.clone()).collect() };
+            let mut k =
+                Known { attrs: String::new(), entries: entries.iter().map(|e| e.2.clone()).collect() };
             if let Some((_, attrs, _)) = entries.iter().find(|(etag, _, _)| *etag == o.etag) {
                 if let Some(md) = self.decode_attrs(attrs) {
                     for (name, v) in md {
@@ -256,7 +262,9 @@ impl AttrIndexBackend {
                     let entries: Vec<String> = index.values().flatten().map(|e| e.2.clone()).collect();
                     self.delete_entries(key, entries).await;
                 }
-                Err(e) => tracing::warn!(target: TARGET, key, error = %e, "could not read the index of a removed directory"),
+                Err(e) => {
+                    tracing::warn!(target: TARGET, key, error = %e, "could not read the index of a removed directory")
+                }
             }
         }
     }
@@ -345,9 +353,10 @@ impl StorageBackend for AttrIndexBackend {
         Ok(meta)
     }
     async fn list(&self, req: &ListRequest) -> BackendResult<ListPage> {
-        let is_dir_listing = req.delimiter.as_deref() == Some("/")
-            && (req.prefix.is_empty() || req.prefix.ends_with('/'));
-        if req.delimiter.is_some() && (is_index_key(&req.prefix) || req.prefix.ends_with(&format!("{INDEX_DIR}/")))
+        let is_dir_listing =
+            req.delimiter.as_deref() == Some("/") && (req.prefix.is_empty() || req.prefix.ends_with('/'));
+        if req.delimiter.is_some()
+            && (is_index_key(&req.prefix) || req.prefix.ends_with(&format!("{INDEX_DIR}/")))
         {
             return Ok(ListPage::default());
         }

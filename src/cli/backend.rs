@@ -197,7 +197,9 @@ pub fn open_backend(
         BackendKind::Local => Ok(rt.block_on(backend.check_bucket())),
         // a server that accepts connections and never answers, or a blackholed address,
         // must not hold the mount for the SDKs' whole retry budget
-        _ => rt.block_on(async { tokio::time::timeout(bucket_check_timeout(), backend.check_bucket()).await }),
+        _ => {
+            rt.block_on(async { tokio::time::timeout(bucket_check_timeout(), backend.check_bucket()).await })
+        }
     };
     match checked {
         Ok(Ok(())) => {}

@@ -229,8 +229,10 @@ impl DirStream {
         if todo.is_empty() {
             return;
         }
-        let probes = futures::stream::iter(todo).map(|(i, path)| async move { (i, fs.probe_dir(&path).await) });
-        let done: Vec<(usize, FsResult<Option<Cached>>)> = probes.buffer_unordered(DIR_PROBES).collect().await;
+        let probes =
+            futures::stream::iter(todo).map(|(i, path)| async move { (i, fs.probe_dir(&path).await) });
+        let done: Vec<(usize, FsResult<Option<Cached>>)> =
+            probes.buffer_unordered(DIR_PROBES).collect().await;
         for (i, r) in done {
             if let (Ok(Some(c)), Some(e)) = (r, self.entries.get_mut(i)) {
                 e.cached = Some(c);

@@ -489,14 +489,18 @@ async fn chmod_chown_touch_are_stored_without_enable_perms() {
     assert_eq!((e.attr.perm, e.attr.uid, e.attr.gid, e.attr.mtime), (0o600, 0, 5, t));
     // a new file keeps the mode it was created with (tar and ssh-keygen rely on it),
     // but records its creator only with --enable-perms
-    let (_, fh) = fs.create(ROOT_INO, n("new"), 0o100600, 0o022, libc::O_WRONLY, Caller { uid: 9, gid: 9 }).await.unwrap();
+    let (_, fh) = fs
+        .create(ROOT_INO, n("new"), 0o100600, 0o022, libc::O_WRONLY, Caller { uid: 9, gid: 9 })
+        .await
+        .unwrap();
     fs.release(fh).await.unwrap();
     let e = make(mem.clone(), cfg()).lookup(ROOT_INO, n("new")).await.unwrap();
     assert_eq!((e.attr.perm, e.attr.uid), (0o600, 1000));
     let md = mem.head("new").await.unwrap().user_metadata;
     assert!(!md.contains_key("bucketfs-uid"), "{md:?}");
     // the default mode is not stored at all
-    let (_, fh) = fs.create(ROOT_INO, n("plain"), 0o100666, 0o022, libc::O_WRONLY, Caller::default()).await.unwrap();
+    let (_, fh) =
+        fs.create(ROOT_INO, n("plain"), 0o100666, 0o022, libc::O_WRONLY, Caller::default()).await.unwrap();
     fs.release(fh).await.unwrap();
     assert!(mem.head("plain").await.unwrap().user_metadata.is_empty());
     let d = fs.mkdir(ROOT_INO, n("private"), 0o700, 0o022, Caller::default()).await.unwrap();
@@ -597,7 +601,8 @@ async fn size_after_close_reopen_truncate_is_the_new_one_while_the_old_handle_aw
     let (_mem, fs) = setup();
     for round in 0..40 {
         let name = format!("f{round}");
-        let (e, old) = fs.create(ROOT_INO, n(&name), 0o100644, 0, libc::O_RDWR, Caller::default()).await.unwrap();
+        let (e, old) =
+            fs.create(ROOT_INO, n(&name), 0o100644, 0, libc::O_RDWR, Caller::default()).await.unwrap();
         let ino = e.attr.ino.0;
         fs.write(old, 0, &[7u8; 1000]).await.unwrap();
         fs.flush(old).await.unwrap(); // close(); release not yet

@@ -257,7 +257,8 @@ impl Lattice {
         }
         let margin = DELTA_TOLERANCE as f64;
         let start = ((center - margin).max(0.0) as u64) / PAGE * PAGE;
-        let end = ((center + margin + self.len as f64).ceil() as u64).div_ceil(PAGE).saturating_mul(PAGE).min(size);
+        let end =
+            ((center + margin + self.len as f64).ceil() as u64).div_ceil(PAGE).saturating_mul(PAGE).min(size);
         (start < end).then_some(start..end)
     }
 }

@@ -326,7 +326,10 @@ fn a_lattice_is_recognised_in_shuffled_order() {
         for j in 0..200 {
             let real = kernel_read(j * stride, 16 * KIB, size);
             let piece = l.record(l.index_of(real.start), size).unwrap();
-            assert!(piece.start <= real.start && real.end <= piece.end, "after {n} reads, record {j}: {piece:?} vs {real:?}");
+            assert!(
+                piece.start <= real.start && real.end <= piece.end,
+                "after {n} reads, record {j}: {piece:?} vs {real:?}"
+            );
             assert!(piece.end - piece.start <= 20 * KIB + 5 * PAGE, "{piece:?}");
         }
     }
