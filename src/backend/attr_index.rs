@@ -286,34 +286,28 @@ pub fn is_index_key(key: &str) -> bool {
     key.split('/').rev().skip(1).any(|seg| seg == INDEX_DIR)
 }
 
-/// Percent-encodes what would break an index key: `/ , = %` and anything not printable ASCII.
+/// What would break an index key: `/ , = %`, and controls and spaces (anything
+/// outside ASCII is always encoded).
+const KEY_UNSAFE: &percent_encoding::AsciiSet =
+    &percent_encoding::CONTROLS.add(b' ').add(b'/').add(b',').add(b'=').add(b'%');
+
 fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_graphic() && !matches!(b, b'/' | b',' | b'=' | b'%') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(s, KEY_UNSAFE).to_string()
 }
 
+/// The inverse of [`escape`]; `None` for a malformed escape or bytes that are not UTF-8.
 fn unescape(s: &str) -> Option<String> {
-    let mut out = Vec::with_capacity(s.len());
+    // percent_decode passes a malformed `%` through: such a key was not written by us
     let b = s.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let h = s.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(h, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
+    let malformed = b.iter().enumerate().any(|(i, &c)| {
+        c == b'%'
+            && !(b.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+    });
+    if malformed {
+        return None;
     }
-    String::from_utf8(out).ok()
+    percent_encoding::percent_decode_str(s).decode_utf8().ok().map(|c| c.into_owned())
 }
 
 fn reserved(key: &str) -> BackendError {

@@ -44,37 +44,26 @@ pub const TARGET_META_MAX: usize = 200;
 /// the listing index on backends whose listings omit user metadata (`backend::attr_index`).
 pub const INDEXED_METADATA: &[&str] = &[META_TYPE, META_MODE, META_UID, META_GID, META_MTIME, META_TARGET];
 
-/// `target` for [`META_TARGET`]: `%XX` for `%` and anything outside printable ASCII
-/// (header values must be ASCII); `None` when too long to keep.
+/// Bytes of a symlink target kept as they are in [`META_TARGET`]: printable ASCII
+/// but `%` (header values must be ASCII).
+const TARGET_UNSAFE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b' ').add(b'%');
+
+/// `target` for [`META_TARGET`], `%XX`-encoded; `None` when too long to keep.
 pub fn encode_target(target: &[u8]) -> Option<String> {
-    let mut out = String::new();
-    for &b in target {
-        if b.is_ascii_graphic() && b != b'%' {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-        if out.len() > TARGET_META_MAX {
-            return None;
-        }
-    }
-    Some(out)
+    let out = percent_encoding::percent_encode(target, TARGET_UNSAFE).to_string();
+    (out.len() <= TARGET_META_MAX).then_some(out)
 }
 
+/// The target in [`META_TARGET`]; `None` for a malformed or empty value.
 pub fn decode_target(s: &str) -> Option<Vec<u8>> {
     let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            out.push(u8::from_str_radix(s.get(i + 1..i + 3)?, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    (!out.is_empty()).then_some(out)
+    let malformed = b.iter().enumerate().any(|(i, &c)| {
+        c == b'%'
+            && !(b.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+    });
+    let out: Vec<u8> = percent_encoding::percent_decode_str(s).collect();
+    (!malformed && !out.is_empty()).then_some(out)
 }
 
 /// `st_blksize`: a hint for buffer sizes of tools like `cp`.
