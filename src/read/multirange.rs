@@ -109,9 +109,6 @@ pub const MAX_PIECES_PER_BATCH: usize = 4;
 /// reader at 20 ms round trip waits once per horizon instead of once per batch
 /// (issue 11: 200 strided preads took 1.7 s with 5 ahead).
 pub const PARALLEL_HORIZON: usize = 32;
-/// Lattice records fetched before their use is judged: under a quarter read, and the
-/// handle stops predicting from its lattice (random reads of aligned blocks).
-pub const LATTICE_TRIAL: usize = 64;
 /// Longest predicted range (reads are at most 1 MiB through FUSE; this bounds odd patterns).
 const MAX_PREDICTED_LEN: u64 = 8 * 1024 * 1024;
 
@@ -170,8 +167,6 @@ struct Piece {
     index: usize,
     /// Bytes of this piece handed to reads (capped at its length when counted).
     served: u64,
-    /// Predicted from a lattice (see `State::lattice_used`).
-    lattice: bool,
     _abort: Arc<AbortOnDrop>,
     _reservation: Option<Arc<Reservation>>,
 }
@@ -192,12 +187,6 @@ struct State {
     /// Batches being collected; only the newest one takes joiners.
     open: Vec<OpenBatch>,
     next_batch_id: u64,
-    /// Lattice records fetched ahead, and how many of them a read used: a reader of
-    /// random aligned blocks also lies on a lattice, but reads few of its records.
-    lattice_fetched: usize,
-    lattice_used: usize,
-    /// Pieces being added come from the lattice (set by `extrapolate` around `fetch`).
-    fetching_lattice: bool,
 }
 
 /// Counts the reads in flight on one handle (all of them, not only sparse ones).
@@ -263,9 +252,6 @@ impl MultiRangeReader {
                 pieces: VecDeque::new(),
                 open: Vec::new(),
                 next_batch_id: 0,
-                lattice_fetched: 0,
-                lattice_used: 0,
-                fetching_lattice: false,
             }),
         }
     }
@@ -391,13 +377,7 @@ impl MultiRangeReader {
     /// missing; with `ride_along`, a missing `want` is fetched with the predictions.
     fn extrapolate(&self, st: &mut State, want: &Range<u64>, ride_along: bool) {
         let horizon = self.horizon();
-        let mut predicted = st.pattern.predict(2 * horizon, self.size);
-        let trial_failed = st.lattice_fetched >= LATTICE_TRIAL && st.lattice_used * 4 < st.lattice_fetched;
-        // (concurrent reads are coalesced instead: their misses already travel together)
-        if predicted.is_empty() && ride_along && !trial_failed {
-            predicted = self.lattice_points(st, want, 2 * horizon);
-            st.fetching_lattice = !predicted.is_empty();
-        }
+        let predicted = st.pattern.predict(2 * horizon, self.size);
         let missing: Vec<Range<u64>> = predicted
             .into_iter()
             .map(|r| r.start..r.end.min(r.start + MAX_PREDICTED_LEN))
@@ -408,39 +388,11 @@ impl MultiRangeReader {
         if ride_along && current_missing && !missing.is_empty() {
             let mut ranges = vec![want.clone()];
             ranges.extend(missing.into_iter().take(horizon - 1));
-            if st.fetching_lattice {
-                st.lattice_fetched += ranges.len() - 1;
-            }
             self.fetch(st, &ranges, true);
         } else if missing.len() >= self.cfg.batch_size {
             let n = missing.len().min(horizon);
-            if st.fetching_lattice {
-                st.lattice_fetched += n;
-            }
             self.fetch(st, &missing[..n], false);
         }
-        st.fetching_lattice = false;
-    }
-
-    /// Up to `count` records of the lattice the recent reads lie on (a shuffled reader
-    /// of fixed-size records), not yet fetched, from the one after `want` on, wrapping.
-    fn lattice_points(&self, st: &State, want: &Range<u64>, count: usize) -> Vec<Range<u64>> {
-        let Some(lattice) = st.pattern.lattice() else { return Vec::new() };
-        let last = lattice.index_of(self.size.saturating_sub(1)).max(0);
-        let from = lattice.index_of(want.start).clamp(0, last);
-        let mut out = Vec::with_capacity(count);
-        for i in 1..=last + 1 {
-            let k = (from + i) % (last + 1);
-            if let Some(r) = lattice.record(k, self.size) {
-                if !st.pieces.iter().any(|p| overlaps(&p.range, &r)) && !overlaps(&r, want) {
-                    out.push(r);
-                    if out.len() == count {
-                        break;
-                    }
-                }
-            }
-        }
-        out
     }
 
     /// Predicted reads fetched ahead: one batch where a batch is one request, a
@@ -483,9 +435,7 @@ impl MultiRangeReader {
             let max_pieces = (MAX_PIECES_PER_BATCH * self.cfg.batch_size).max(2 * self.horizon());
             for (index, range) in batch.into_iter().enumerate() {
                 while st.pieces.len() >= max_pieces {
-                    // pieces already read go first: a shuffled reader reads each record once
-                    let used = st.pieces.iter().position(|p| p.served > 0).unwrap_or(0);
-                    if let Some(old) = st.pieces.remove(used) {
+                    if let Some(old) = st.pieces.pop_front() {
                         self.account_overfetch(&old);
                     }
                 }
@@ -494,7 +444,6 @@ impl MultiRangeReader {
                     batch: shared.clone(),
                     index,
                     served: 0,
-                    lattice: st.fetching_lattice,
                     _abort: abort.clone(),
                     _reservation: reservation.clone(),
                 });
@@ -505,9 +454,6 @@ impl MultiRangeReader {
     /// The piece holding all of `want`, counted as served.
     fn find_piece(st: &mut State, want: &Range<u64>) -> Option<Step> {
         let piece = st.pieces.iter_mut().rev().find(|p| covers(&p.range, want))?;
-        if piece.lattice && piece.served == 0 {
-            st.lattice_used += 1;
-        }
         piece.served = piece.served.saturating_add(want.end - want.start);
         Some(Step::Piece { batch: piece.batch.clone(), index: piece.index, start: piece.range.start })
     }
