@@ -6,7 +6,8 @@
 //! (PDEATHSIG); every test uses its own bucket.
 
 mod s3_support;
-mod tool_support;
+
+use s3_support::tool_support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

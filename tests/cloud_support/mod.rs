@@ -12,9 +12,7 @@ use std::time::Duration;
 use bucketfs::backend::azure::{AzureBackend, AzureConfig, AzureRequest};
 use bucketfs::backend::gcs::{GcsBackend, GcsConfig};
 
-#[path = "../tool_support/mod.rs"]
-mod tool_support;
-
+use super::s3_support::tool_support;
 use super::s3_support::{
     free_port, program_exists, spawn_for_process_lifetime, wait_own_port, Server, INSTALL_HINT,
 };
