@@ -219,7 +219,8 @@ fn serve(
         },
     });
     if let Some(multi_range) = &handles.cfg.multi_range {
-        // says now, once, when the backend is known not to batch (later if a probe finds out)
+        // says now, once, if the backend cannot batch at all (none today: a backend without
+        // multi-range GETs, or one a probe finds out, gets parallel single-range batches)
         multi_range.usable_with(backend.as_ref());
     }
     // SAFETY: getuid/getgid cannot fail.
