@@ -281,7 +281,7 @@ fn split_key(key: &str) -> Option<(&str, &str)> {
     })
 }
 
-/// Whether `key` lies inside an index directory.
+/// Whether `key` lies inside an index directory, or is one (`d/.bucketfs-attrs/`).
 pub fn is_index_key(key: &str) -> bool {
     key.split('/').rev().skip(1).any(|seg| seg == INDEX_DIR)
 }
@@ -349,9 +349,7 @@ impl StorageBackend for AttrIndexBackend {
     async fn list(&self, req: &ListRequest) -> BackendResult<ListPage> {
         let is_dir_listing =
             req.delimiter.as_deref() == Some("/") && (req.prefix.is_empty() || req.prefix.ends_with('/'));
-        if req.delimiter.is_some()
-            && (is_index_key(&req.prefix) || req.prefix.ends_with(&format!("{INDEX_DIR}/")))
-        {
+        if req.delimiter.is_some() && is_index_key(&req.prefix) {
             return Ok(ListPage::default());
         }
         if !is_dir_listing {
@@ -424,7 +422,7 @@ impl StorageBackend for AttrIndexBackend {
         self.inner.get_ranges(key, ranges, opts).await
     }
     async fn put(&self, key: &str, data: Bytes, opts: &PutOptions) -> BackendResult<ObjectMeta> {
-        if is_index_key(key) || key.ends_with(&format!("/{INDEX_DIR}/")) || key == format!("{INDEX_DIR}/") {
+        if is_index_key(key) {
             return Err(reserved(key));
         }
         let meta = self.inner.put(key, data, opts).await?;
