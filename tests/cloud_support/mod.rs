@@ -34,7 +34,14 @@ pub fn hermetic_env() {
         }
         std::env::set_var("AZURE_STORAGE_ACCOUNT", AZ_ACCOUNT);
         std::env::set_var("AZURE_STORAGE_KEY", AZ_KEY);
-        // no gcloud application-default file from the developer's home
+        // no gcloud application-default file from the developer's home; but a test
+        // tool pip-installed with --user (Debian's Python) must stay importable, and
+        // Python finds those under HOME unless PYTHONUSERBASE says where
+        if std::env::var_os("PYTHONUSERBASE").is_none() {
+            if let Some(old) = std::env::var_os("HOME") {
+                std::env::set_var("PYTHONUSERBASE", std::path::Path::new(&old).join(".local"));
+            }
+        }
         let home = std::env::temp_dir().join(format!("bucketfs-cloud-home-{}", std::process::id()));
         std::fs::create_dir_all(&home).unwrap();
         std::env::set_var("HOME", &home);
