@@ -53,7 +53,7 @@ pub struct DrivesArg {
     /// Drive directories of the embedded store: `/d1,/d2,...` or `/data/d{1...6}`.
     #[arg(long, env = "BUCKETFS_DRIVES", value_name = "SPEC")]
     pub drives: Option<String>,
-    /// Parity shards per object (default by number of drives: 1:0, 2-3:1, 4-5:2, 6-7:3, 8+:4).
+    /// Parity shards per object (default by erasure set size: 1:0, 2-3:1, 4-5:2, 6-7:3, 8+:4).
     #[arg(long)]
     pub parity: Option<usize>,
 }

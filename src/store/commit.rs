@@ -21,10 +21,10 @@ use super::drives::sync_dir;
 use super::error::{IoContext, StoreError, StoreResult};
 use super::meta::{self, ObjMeta};
 use super::paths::{self, DATA_DIR_PREFIX, META_FILE, PREV_META_FILE};
-use super::{quorum_error, Store};
+use super::set::{quorum_error, ErasureSet};
 use crate::backend::PutOptions;
 
-/// What [`Store::commit`] makes visible.
+/// What [`ErasureSet::commit`] makes visible.
 pub(crate) struct Commit {
     pub meta: ObjMeta,
     pub inline: Option<Vec<Vec<u8>>>,
@@ -35,7 +35,7 @@ pub(crate) struct Commit {
     pub tmp_id: String,
 }
 
-impl Store {
+impl ErasureSet {
     /// Runs `f` for every slot in `slots` on its own thread; results by slot.
     pub(crate) fn par_slots<T: Send>(
         &self,

@@ -9,7 +9,10 @@
 //! - `tmp/`, `trash/`, `multipart/`: staging, deleted data, uploads.
 //!
 //! Opening reconciles the formats of all drives: they must belong to one
-//! deployment and appear in the spec in the order recorded at format time. A
+//! deployment and appear in the spec in the order recorded at format time.
+//! A new deployment of more than 16 drives is split into equal erasure sets
+//! (`set_size_for`), recorded in format.json (version 2); version 1 files, one
+//! set of up to 32 drives, are still read and keep their single set. A
 //! drive without a format is an empty replacement and is formatted into its
 //! slot (and reported so the caller heals it); that is only allowed when at
 //! least half of the drives still carry the format, so that a typo in the spec
@@ -25,9 +28,30 @@ use serde::{Deserialize, Serialize};
 use super::error::{IoContext, StoreError, StoreResult};
 
 pub const SYS_DIR: &str = ".bucketfs.sys";
-pub const MAX_DRIVES: usize = 32;
+/// Drives in one spec: 16 sets of 16.
+pub const MAX_DRIVES: usize = 256;
+/// Largest erasure set a new deployment is given (MinIO's limit).
+pub const MAX_SET_SIZE: usize = 16;
 const FORMAT_FILE: &str = "format.json";
 const FORMAT_NAME: &str = "bucketfs-erasure";
+/// How an object's set is chosen (recorded so that a later change is detected).
+pub const SET_DISTRIBUTION: &str = "siphash-2-4-mod";
+
+/// Size of the erasure sets `n` drives are split into: all of them up to 16;
+/// beyond, the largest size from 2 to 16 that divides `n` (as MinIO chooses).
+pub fn set_size_for(n: usize) -> StoreResult<usize> {
+    if n <= MAX_SET_SIZE {
+        return Ok(n);
+    }
+    (2..=MAX_SET_SIZE).rev().find(|s| n % s == 0).ok_or_else(|| {
+        StoreError::Config(format!(
+            "{n} drives cannot be split into equal erasure sets of 2 to {MAX_SET_SIZE} drives; \
+             use a drive count with such a divisor (e.g. {} or {})",
+            n - n % MAX_SET_SIZE,
+            n + (MAX_SET_SIZE - n % MAX_SET_SIZE) % MAX_SET_SIZE
+        ))
+    })
+}
 
 /// Parses `"/a,/b"` or MinIO's ellipsis form `"/data/d{1...4}"` (mixable).
 pub fn parse_drive_spec(spec: &str) -> StoreResult<Vec<PathBuf>> {
@@ -84,16 +108,60 @@ fn expand_ellipsis(item: &str) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
-/// Contents of `format.json`.
+/// Contents of `format.json`. Version 1 has one set (`drives`); version 2 has
+/// `sets` and `distribution_algo` instead.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Format {
     pub version: u32,
     pub format: String,
     pub deployment_id: String,
-    /// Drive ids of the set, in slot order.
+    /// Version 1: drive ids of the one set, in slot order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub drives: Vec<String>,
-    /// This drive's id (one of `drives`).
+    /// Version 2: drive ids of each erasure set, in slot order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sets: Vec<Vec<String>>,
+    /// Version 2: how an object's set is chosen ([`SET_DISTRIBUTION`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distribution_algo: Option<String>,
+    /// This drive's id (one of the drives).
     pub this: String,
+}
+
+impl Format {
+    /// The erasure sets, whichever version wrote the file.
+    pub fn layout(&self) -> Vec<Vec<String>> {
+        if self.version == 1 {
+            vec![self.drives.clone()]
+        } else {
+            self.sets.clone()
+        }
+    }
+
+    fn new(deployment_id: &str, sets: Vec<Vec<String>>, this: String) -> Format {
+        if sets.len() == 1 {
+            // One set: version 1, so that older builds still open the drives.
+            let drives = sets.into_iter().next().unwrap_or_default();
+            return Format {
+                version: 1,
+                format: FORMAT_NAME.into(),
+                deployment_id: deployment_id.into(),
+                drives,
+                sets: Vec::new(),
+                distribution_algo: None,
+                this,
+            };
+        }
+        Format {
+            version: 2,
+            format: FORMAT_NAME.into(),
+            deployment_id: deployment_id.into(),
+            drives: Vec::new(),
+            sets,
+            distribution_algo: Some(SET_DISTRIBUTION.into()),
+            this,
+        }
+    }
 }
 
 /// An exclusive, process-lifetime lock on one drive.
@@ -165,12 +233,22 @@ pub fn read_format(drive: &Path) -> StoreResult<Option<Format>> {
         Ok(b) => {
             let f: Format = serde_json::from_slice(&b)
                 .map_err(|e| StoreError::Format(format!("{} is corrupt: {e}", path.display())))?;
-            if f.format != FORMAT_NAME || f.version != 1 {
+            let known = match f.version {
+                1 => !f.drives.is_empty(),
+                2 => {
+                    !f.sets.is_empty()
+                        && f.sets.iter().all(|s| !s.is_empty())
+                        && f.distribution_algo.as_deref() == Some(SET_DISTRIBUTION)
+                }
+                _ => false,
+            };
+            if f.format != FORMAT_NAME || !known {
                 return Err(StoreError::Format(format!(
-                    "{}: unsupported format {:?} version {}",
+                    "{}: unsupported format {:?} version {} (set distribution {:?})",
                     path.display(),
                     f.format,
-                    f.version
+                    f.version,
+                    f.distribution_algo
                 )));
             }
             Ok(Some(f))
@@ -205,7 +283,10 @@ fn write_format(drive: &Path, f: &Format) -> StoreResult<()> {
 /// Result of reconciling the drives' formats.
 pub struct FormatResult {
     pub deployment_id: String,
-    /// Slots whose drive was empty and has just been formatted (need healing).
+    /// Number of drives in each erasure set, in spec order.
+    pub set_sizes: Vec<usize>,
+    /// Slots (in the whole spec) whose drive was empty and has just been
+    /// formatted (need healing).
     pub replaced: Vec<usize>,
 }
 
@@ -218,20 +299,17 @@ pub fn reconcile_formats(drives: &[PathBuf]) -> StoreResult<FormatResult> {
     let n = drives.len();
     let Some(reference) = formats.iter().flatten().next().cloned() else {
         // A brand new deployment.
+        let size = set_size_for(n)?;
         let deployment_id = uuid::Uuid::new_v4().to_string();
-        let ids: Vec<String> = (0..n).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+        let sets: Vec<Vec<String>> =
+            (0..n / size).map(|_| (0..size).map(|_| uuid::Uuid::new_v4().to_string()).collect()).collect();
+        let ids: Vec<String> = sets.concat();
         for (i, d) in drives.iter().enumerate() {
-            let f = Format {
-                version: 1,
-                format: FORMAT_NAME.into(),
-                deployment_id: deployment_id.clone(),
-                drives: ids.clone(),
-                this: ids[i].clone(),
-            };
-            write_format(d, &f)?;
+            write_format(d, &Format::new(&deployment_id, sets.clone(), ids[i].clone()))?;
         }
-        return Ok(FormatResult { deployment_id, replaced: Vec::new() });
+        return Ok(FormatResult { deployment_id, set_sizes: vec![size; n / size], replaced: Vec::new() });
     };
+    let layout = reference.layout();
     for (i, f) in formats.iter().enumerate() {
         let Some(f) = f else { continue };
         if f.deployment_id != reference.deployment_id {
@@ -244,25 +322,27 @@ pub fn reconcile_formats(drives: &[PathBuf]) -> StoreResult<FormatResult> {
                 reference.deployment_id
             )));
         }
-        if f.drives != reference.drives {
+        if f.layout() != layout {
             return Err(StoreError::Format(format!(
-                "drive {} disagrees with the other drives about the set's membership",
+                "drive {} disagrees with the other drives about the sets' membership",
                 drives[i].display()
             )));
         }
     }
-    if reference.drives.len() != n {
+    let ids: Vec<String> = layout.concat();
+    if ids.len() != n {
         return Err(StoreError::Format(format!(
-            "the deployment has {} drives but the spec lists {n}",
-            reference.drives.len()
+            "the deployment has {} drives ({} erasure sets) but the spec lists {n}",
+            ids.len(),
+            layout.len()
         )));
     }
     for (i, f) in formats.iter().enumerate() {
         let Some(f) = f else { continue };
-        let slot = reference.drives.iter().position(|id| *id == f.this);
+        let slot = ids.iter().position(|id| *id == f.this);
         if slot != Some(i) {
             return Err(StoreError::Format(format!(
-                "drive order mismatch: {} is listed at position {} but was formatted as drive {} of the set; \
+                "drive order mismatch: {} is listed at position {} but was formatted as drive {} of the deployment; \
                  list the drives in their original order",
                 drives[i].display(),
                 i + 1,
@@ -283,14 +363,26 @@ pub fn reconcile_formats(drives: &[PathBuf]) -> StoreResult<FormatResult> {
             if f.is_some() {
                 continue;
             }
-            let mut nf = reference.clone();
-            nf.this = reference.drives[i].clone();
-            write_format(&drives[i], &nf)?;
-            tracing::warn!(drive = %drives[i].display(), slot = i, "formatted empty replacement drive");
+            format_replacement(&drives[i], &reference, i)?;
             replaced.push(i);
         }
     }
-    Ok(FormatResult { deployment_id: reference.deployment_id, replaced })
+    Ok(FormatResult {
+        deployment_id: reference.deployment_id,
+        set_sizes: layout.iter().map(Vec::len).collect(),
+        replaced,
+    })
+}
+
+/// Formats an empty drive into slot `slot` of the deployment `reference` describes.
+pub fn format_replacement(drive: &Path, reference: &Format, slot: usize) -> StoreResult<()> {
+    let mut nf = reference.clone();
+    nf.this = reference.layout().concat().get(slot).cloned().ok_or_else(|| {
+        StoreError::Format(format!("slot {slot} is not part of deployment {}", reference.deployment_id))
+    })?;
+    write_format(drive, &nf)?;
+    tracing::warn!(drive = %drive.display(), slot, "formatted empty replacement drive");
+    Ok(())
 }
 
 #[cfg(test)]
@@ -309,14 +401,49 @@ mod tests {
             ["/m1/x01", "/m1/x02", "/m2/x01", "/m2/x02"].iter().map(PathBuf::from).collect::<Vec<_>>()
         );
         assert_eq!(parse_drive_spec("/d{1...32}").unwrap().len(), 32);
+        assert_eq!(parse_drive_spec("/d{1...256}").unwrap().len(), 256);
     }
 
     #[test]
     fn spec_errors() {
-        for bad in
-            ["", "/a,,/b", "rel/path", "/d{1...33}", "/d{3...1}", "/d{1..3}", "/d{1...", "/a,/a", "/d{x...3}"]
-        {
+        for bad in [
+            "",
+            "/a,,/b",
+            "rel/path",
+            "/d{1...257}",
+            "/d{3...1}",
+            "/d{1..3}",
+            "/d{1...",
+            "/a,/a",
+            "/d{x...3}",
+        ] {
             assert!(parse_drive_spec(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn sets_as_minio_splits_them() {
+        for (n, size) in [(1, 1), (4, 4), (16, 16), (18, 9), (24, 12), (32, 16), (48, 16), (20, 10), (34, 2)]
+        {
+            assert_eq!(set_size_for(n).unwrap(), size, "{n} drives");
+        }
+        let e = set_size_for(17).unwrap_err().to_string();
+        assert!(e.contains("17 drives cannot be split"), "{e}");
+    }
+
+    #[test]
+    fn version_1_format_is_one_set() {
+        let v1 =
+            r#"{"version":1,"format":"bucketfs-erasure","deployment_id":"x","drives":["a","b"],"this":"a"}"#;
+        let f: Format = serde_json::from_str(v1).unwrap();
+        assert_eq!(f.layout(), vec![vec!["a".to_string(), "b".to_string()]]);
+        let f2 = Format::new("x", vec![vec!["a".into()], vec!["b".into()]], "b".into());
+        let json = serde_json::to_string(&f2).unwrap();
+        assert!(
+            json.contains(r#""version":2"#)
+                && json.contains(SET_DISTRIBUTION)
+                && !json.contains(r#""drives""#)
+        );
+        assert_eq!(Format::new("x", vec![vec!["a".into(), "b".into()]], "a".into()), f);
     }
 }

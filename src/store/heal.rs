@@ -22,7 +22,7 @@ use super::erasure::Erasure;
 use super::error::{IoContext, StoreError, StoreResult};
 use super::meta;
 use super::paths::{self, DATA_DIR_PREFIX, META_FILE, PREV_META_FILE};
-use super::Store;
+use super::set::ErasureSet;
 use crate::backend::ListRequest;
 
 /// Totals of one heal run.
@@ -48,7 +48,7 @@ impl fmt::Display for HealSummary {
 /// Blocks rebuilt per batch (bounds memory to a few MiB).
 const HEAL_BATCH: u64 = 8;
 
-impl Store {
+impl ErasureSet {
     /// Heals every object of `bucket` (or of all buckets). `deep` verifies every
     /// shard block's hash; otherwise presence and sizes are checked.
     #[tracing::instrument(level = "debug", skip(self))]

@@ -10,7 +10,7 @@
 //! A subtree whose key prefix already contains the delimiter rolls up into one
 //! common prefix without being descended (only checked to hold one object), so
 //! a `/`-delimited listing touches one directory level. Existence checks and
-//! metadata reads go to at most `parity + 1` drives (see `Store::list_slots`),
+//! metadata reads go to at most `parity + 1` drives (see `ErasureSet::list_slots`),
 //! and only the metadata header (no inline data) of each listed object is read.
 //!
 //! Continuation tokens are `o<key>` (resume after that object) or `p<prefix>`
@@ -24,7 +24,7 @@ use super::error::{StoreError, StoreResult};
 use super::meta;
 use super::object::info;
 use super::paths::{self, META_FILE};
-use super::Store;
+use super::set::ErasureSet;
 use crate::backend::{ListPage, ListRequest};
 
 enum Marker {
@@ -103,7 +103,7 @@ impl Walk<'_> {
     }
 }
 
-impl Store {
+impl ErasureSet {
     /// One page of an S3 listing (prefix, delimiter, continuation, max keys).
     #[tracing::instrument(level = "debug", skip(self, req), fields(prefix = %req.prefix))]
     pub fn list_objects(&self, bucket: &str, req: &ListRequest) -> StoreResult<ListPage> {
@@ -216,6 +216,38 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// Merges the pages several sets returned for one request into the page the
+/// whole store returns: the first `max` entries (objects and common prefixes,
+/// deduplicated: a prefix can exist in several sets) in key order. Each set's
+/// page holds its first `max` entries after the marker, so the first `max` of
+/// the union are all among them; the token is that of the last entry taken,
+/// which every set resumes from as it would from its own.
+pub(crate) fn merge_pages(pages: Vec<ListPage>, max_keys: usize) -> ListPage {
+    let max = if max_keys == 0 { 1000 } else { max_keys };
+    let more = pages.iter().any(|p| p.next_continuation.is_some());
+    let mut entries: Vec<(String, Option<crate::backend::ObjectMeta>)> = Vec::new();
+    for p in pages {
+        entries.extend(p.objects.into_iter().map(|o| (o.key.clone(), Some(o))));
+        entries.extend(p.common_prefixes.into_iter().map(|cp| (cp, None)));
+    }
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    entries.dedup_by(|a, b| a.0 == b.0 && a.1.is_none() && b.1.is_none());
+    let truncated = more || entries.len() > max;
+    entries.truncate(max);
+    let mut page = ListPage::default();
+    if truncated {
+        page.next_continuation =
+            entries.last().map(|(k, o)| format!("{}{k}", if o.is_some() { 'o' } else { 'p' }));
+    }
+    for (k, o) in entries {
+        match o {
+            Some(o) => page.objects.push(o),
+            None => page.common_prefixes.push(k),
+        }
+    }
+    page
 }
 
 #[cfg(test)]

@@ -1,19 +1,28 @@
 //! The embedded erasure-coded object store behind `local://`.
 //!
-//! Modelled on MinIO's single-node, multi-drive erasure set, with our own
-//! on-disk format (docs/STORE-FORMAT.md). One [`Store`] owns 1 to 32 drive
-//! directories; every object is cut into 1 MiB blocks, each block
-//! Reed-Solomon coded into `data + parity = drives` shards, and shard `i` of
-//! an object goes to drive `distribution[i]` (a per-key rotation). Every shard
-//! block carries an xxh3-128 hash, so corruption is detected and repaired from
-//! the other shards rather than returned.
+//! Modelled on MinIO's single-node, multi-drive deployment, with our own
+//! on-disk format (docs/STORE-FORMAT.md). One [`Store`] owns up to 256 drive
+//! directories split into *erasure sets* of at most 16 ([`set::ErasureSet`]):
+//! an object lives wholly in the set its key hashes to (SipHash-2-4 keyed with
+//! the deployment id, modulo the number of sets), where it is cut into 1 MiB
+//! blocks, each Reed-Solomon coded into `data + parity = set size` shards, and
+//! shard `i` goes to drive `distribution[i]` of the set (a per-key rotation).
+//! Every shard block carries an xxh3-128 hash, so corruption is detected and
+//! repaired from the other shards rather than returned.
+//!
+//! Why sets: coding over more than 16 shards buys little safety for a lot of
+//! per-object work (every object touches every drive), and independent sets
+//! let a failure of `parity` drives in *each* set be survived. This file only
+//! opens the deployment and routes each call to the set(s) it concerns; what a
+//! set does with an object is the set's business.
 //!
 //! The store is synchronous (std::fs plus scoped threads, one per drive, for
 //! shard I/O); the async adapter in `backend/local.rs` runs it on tokio's
-//! blocking pool. A background thread purges the trash and heals objects that
-//! reads found damaged.
+//! blocking pool. Each set has a background thread that purges the trash and
+//! heals objects that reads found damaged.
 //!
-//! Module map: [`drives`] (spec, lock, format.json), [`paths`] (key -> path),
+//! Module map: [`drives`] (spec, lock, format.json, set sizes), [`siphash`]
+//! (set choice), [`set`] (one erasure set), [`paths`] (key -> path),
 //! [`erasure`] + [`bitrot`] (coding and hashing), [`meta`] (metadata file),
 //! [`object`] (put/get/delete/copy, with `write.rs`, `commit.rs`, `read.rs`),
 //! [`list`], [`multipart`], [`heal`].
@@ -30,20 +39,25 @@ pub mod multipart;
 pub mod object;
 pub mod paths;
 mod read;
+pub mod set;
+pub mod siphash;
 mod write;
 
-use std::fs;
+use std::io::Read;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use drives::parse_drive_spec;
 pub use error::{StoreError, StoreResult};
 pub use heal::HealSummary;
+pub use set::ErasureSet;
 
-use drives::{DriveLock, SYS_DIR};
+use crate::backend::{
+    CompletedPart, GetOptions, ListPage, ListRequest, MultipartUploadInfo, ObjectMeta, PutOptions,
+};
+use drives::DriveLock;
 
 /// How the store is opened.
 #[derive(Clone, Debug, Default)]
@@ -53,67 +67,28 @@ pub struct StoreConfig {
     pub parity: Option<usize>,
 }
 
-/// Work for the background thread.
-enum BgTask {
-    HealObject { bucket: String, key: String },
-    HealAll,
-    PurgeTrash,
-}
-
-const LOCK_STRIPES: usize = 256;
-
-fn stripe<'a>(locks: &'a [Mutex<()>], name: &str) -> MutexGuard<'a, ()> {
-    let h = xxhash_rust::xxh3::xxh3_64(name.as_bytes()) as usize % locks.len();
-    locks[h].lock().unwrap_or_else(|e| e.into_inner())
-}
-
+/// A deployment: its erasure sets and the key that places objects in them.
 pub struct Store {
     drives: Vec<PathBuf>,
-    data: usize,
-    parity: usize,
+    sets: Vec<Arc<ErasureSet>>,
     deployment_id: String,
-    /// In-process per-key write locks (striped). Cross-process exclusion is the drive flock.
-    key_locks: Vec<Mutex<()>>,
-    /// Per-upload locks, a separate stripe set: completing an upload holds its upload
-    /// lock while it takes the key lock to commit, and with one shared set the two could
-    /// fall on the same stripe and deadlock (1 completion in 256 did, in a test).
-    upload_locks: Vec<Mutex<()>>,
-    bg: Mutex<Option<Sender<BgTask>>>,
-    bg_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
-    /// Slots formatted as empty replacements and not yet fully healed: their
-    /// "not found" answers mean nothing.
-    healing: Vec<AtomicBool>,
-    /// A trash purge is already queued (deletes are frequent; one purge serves all).
-    purge_queued: AtomicBool,
-    /// Set by `close`: the worker skips whatever is still queued.
-    closing: AtomicBool,
-    _locks: Vec<DriveLock>,
+    /// SipHash key: the deployment id's 16 bytes.
+    set_key: [u8; 16],
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store")
-            .field("drives", &self.drives)
-            .field("data", &self.data)
-            .field("parity", &self.parity)
-            .finish()
+        f.debug_struct("Store").field("drives", &self.drives).field("sets", &self.sets.len()).finish()
     }
 }
 
 impl Store {
-    /// Opens (formatting on first use) the drives and starts the background worker.
+    /// Opens (formatting on first use) the drives and starts each set's background worker.
     #[tracing::instrument(level = "debug", skip(cfg), fields(drives = cfg.drives.len()))]
     pub fn open(cfg: StoreConfig) -> StoreResult<Arc<Store>> {
         let n = cfg.drives.len();
         if n == 0 || n > drives::MAX_DRIVES {
             return Err(StoreError::Config(format!("need 1 to {} drives, got {n}", drives::MAX_DRIVES)));
-        }
-        let parity = cfg.parity.unwrap_or_else(|| erasure::default_parity(n));
-        if parity > n / 2 || parity >= n {
-            return Err(StoreError::Config(format!(
-                "parity {parity} is too high for {n} drives (at most {} and at least one data shard)",
-                n / 2
-            )));
         }
         let mut seen = std::collections::HashSet::new();
         for d in &cfg.drives {
@@ -129,243 +104,316 @@ impl Store {
             drives::prepare_drive(d)?;
             locks.push(lock_with_retry(d)?);
         }
+        // Refuse a bad parity before anything is formatted: check it against the
+        // sets recorded on the drives, or those a new deployment would get.
+        let recorded = cfg.drives.iter().find_map(|d| drives::read_format(d).ok().flatten());
+        let smallest = match &recorded {
+            Some(f) => f.layout().iter().map(Vec::len).min().unwrap_or(n),
+            None => drives::set_size_for(n)?,
+        };
+        parity_for(cfg.parity, smallest)?;
         let fr = drives::reconcile_formats(&cfg.drives)?;
-        let store = Arc::new(Store {
-            drives: cfg.drives.clone(),
-            data: n - parity,
-            parity,
+        let mut sets = Vec::with_capacity(fr.set_sizes.len());
+        let mut locks = locks.into_iter();
+        let mut start = 0;
+        for &size in &fr.set_sizes {
+            let parity = parity_for(cfg.parity, size)?;
+            let replaced: Vec<usize> =
+                fr.replaced.iter().filter(|&&s| s >= start && s < start + size).map(|s| s - start).collect();
+            let set_locks: Vec<DriveLock> = locks.by_ref().take(size).collect();
+            let set_drives = cfg.drives[start..start + size].to_vec();
+            sets.push(ErasureSet::start(set_drives, set_locks, parity, fr.deployment_id.clone(), &replaced)?);
+            start += size;
+        }
+        Ok(Arc::new(Store {
+            drives: cfg.drives,
+            sets,
+            set_key: set_key(&fr.deployment_id),
             deployment_id: fr.deployment_id,
-            key_locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
-            upload_locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
-            bg: Mutex::new(None),
-            bg_thread: Mutex::new(None),
-            purge_queued: AtomicBool::new(false),
-            closing: AtomicBool::new(false),
-            healing: (0..n).map(|s| AtomicBool::new(fr.replaced.contains(&s))).collect(),
-            _locks: locks,
-        });
-        // Leftovers of writes interrupted by a crash: nothing references them.
-        for d in &store.drives {
-            let tmp = d.join(SYS_DIR).join("tmp");
-            if let Ok(rd) = fs::read_dir(&tmp) {
-                for e in rd.flatten() {
-                    let _ = store.move_to_trash_path(d, &e.path());
-                }
-            }
-        }
-        let (tx, rx) = mpsc::channel();
-        *store.bg.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
-        let weak = Arc::downgrade(&store);
-        let handle = std::thread::Builder::new()
-            .name("bucketfs-store-bg".into())
-            .spawn(move || background(weak, rx))
-            .map_err(|e| StoreError::io(Path::new("background thread"), e))?;
-        *store.bg_thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
-        store.schedule(BgTask::PurgeTrash);
-        if !fr.replaced.is_empty() {
-            store.schedule(BgTask::HealAll);
-        }
-        Ok(store)
+        }))
     }
 
+    /// All drives, in spec order.
     pub fn drives(&self) -> &[PathBuf] {
         &self.drives
     }
 
-    /// `(data, parity)` used for new objects.
+    /// The erasure sets, in spec order.
+    pub fn sets(&self) -> &[Arc<ErasureSet>] {
+        &self.sets
+    }
+
+    /// `(data, parity)` used for new objects (of the first set; all sets of a
+    /// new deployment have the same size).
     pub fn layout(&self) -> (usize, usize) {
-        (self.data, self.parity)
+        self.sets[0].layout()
     }
 
     pub fn deployment_id(&self) -> &str {
         &self.deployment_id
     }
 
+    /// Index of the set `key` lives in.
+    pub fn set_of(&self, key: &str) -> usize {
+        siphash::set_of(key, self.sets.len(), self.set_key)
+    }
+
+    fn set(&self, key: &str) -> &ErasureSet {
+        &self.sets[self.set_of(key)]
+    }
+
     /// Shards that must be written for a write with `data`/`parity` to succeed.
     pub fn write_quorum(data: usize, parity: usize) -> usize {
-        if data == parity {
-            data + 1
-        } else {
-            data
-        }
+        ErasureSet::write_quorum(data, parity)
     }
 
-    fn schedule(&self, t: BgTask) {
-        if let Some(tx) = self.bg.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-            let _ = tx.send(t);
-        }
-    }
-
-    /// Queues a background heal of one object (heal-on-read).
-    pub(crate) fn queue_heal(&self, bucket: &str, key: &str) {
-        tracing::debug!(bucket, key, "queueing heal");
-        self.schedule(BgTask::HealObject { bucket: bucket.into(), key: key.into() });
-    }
-
-    pub(crate) fn key_lock(&self, bucket: &str, key: &str) -> MutexGuard<'_, ()> {
-        stripe(&self.key_locks, &format!("{bucket}/{key}"))
-    }
-
-    /// Serializes the part and completion operations of one multipart upload. Lock order:
-    /// upload lock, then key lock; never the other way round.
-    pub(crate) fn upload_lock(&self, bucket: &str, upload_id: &str) -> MutexGuard<'_, ()> {
-        stripe(&self.upload_locks, &format!("{bucket}/{upload_id}"))
-    }
-
-    pub(crate) fn sys(&self, slot: usize) -> PathBuf {
-        self.drives[slot].join(SYS_DIR)
-    }
-
-    /// A drive is online while its system directory exists.
-    pub(crate) fn drive_online(&self, slot: usize) -> bool {
-        self.sys(slot).is_dir()
-    }
-
-    pub(crate) fn is_healing(&self, slot: usize) -> bool {
-        self.healing[slot].load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn set_healed(&self) {
-        for h in &self.healing {
-            h.store(false, Ordering::Relaxed);
-        }
-    }
-
-    /// Slots worth asking in a listing: online, not being rebuilt, at most
-    /// `parity + 1` of them (any object lives on at least `data` drives, so
-    /// any `parity + 1` drives include one that has it).
-    pub(crate) fn list_slots(&self, bucket: &str) -> Vec<usize> {
-        let mut v: Vec<usize> = (0..self.drives.len())
-            .filter(|&s| !self.is_healing(s) && self.drives[s].join(bucket).is_dir())
-            .collect();
-        v.truncate(self.parity + 1);
-        v
-    }
-
-    /// Moves `path` (on `drive`) into the drive's trash; the background thread deletes it.
-    pub(crate) fn move_to_trash_path(&self, drive: &Path, path: &Path) -> StoreResult<()> {
-        let dst = drive.join(SYS_DIR).join("trash").join(uuid::Uuid::new_v4().simple().to_string());
-        match fs::rename(path, &dst) {
-            Ok(()) => {
-                if !self.purge_queued.swap(true, Ordering::AcqRel) {
-                    self.schedule(BgTask::PurgeTrash);
-                }
-                Ok(())
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(StoreError::io(path, e)),
+    /// Stops every set's background worker (see [`ErasureSet::close`]).
+    pub fn close(&self) {
+        for s in &self.sets {
+            s.close();
         }
     }
 
     /// Deletes everything in every drive's trash now.
     pub fn purge_trash(&self) {
-        for d in &self.drives {
-            let trash = d.join(SYS_DIR).join("trash");
-            if let Ok(rd) = fs::read_dir(&trash) {
-                for e in rd.flatten() {
-                    let p = e.path();
-                    let r = if p.is_dir() { fs::remove_dir_all(&p) } else { fs::remove_file(&p) };
-                    if let Err(e) = r {
-                        tracing::warn!(path = %p.display(), error = %e, "could not purge trash entry");
-                    }
-                }
-            }
+        for s in &self.sets {
+            s.purge_trash();
         }
     }
 
-    // ----- buckets -----
+    // ----- buckets: a bucket exists in every set -----
 
-    #[tracing::instrument(level = "debug", skip(self))]
     pub fn make_bucket(&self, bucket: &str) -> StoreResult<()> {
-        paths::validate_bucket(bucket)?;
         if self.bucket_exists(bucket)? {
             return Err(StoreError::BucketExists(bucket.into()));
         }
-        let mut ok = 0;
-        let mut last_err = None;
-        for d in &self.drives {
-            let p = d.join(bucket);
-            match fs::create_dir(&p) {
-                Ok(()) => ok += 1,
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => ok += 1,
-                Err(e) => last_err = Some(StoreError::io(&p, e)),
-            }
-        }
-        let need = Self::write_quorum(self.data, self.parity);
-        if ok < need {
-            for d in &self.drives {
-                let _ = fs::remove_dir(d.join(bucket));
-            }
-            return Err(quorum_error("write", ok, need, last_err));
-        }
-        Ok(())
-    }
-
-    #[tracing::instrument(level = "debug", skip(self))]
-    pub fn bucket_exists(&self, bucket: &str) -> StoreResult<bool> {
-        paths::validate_bucket(bucket)?;
-        Ok(self.drives.iter().any(|d| d.join(bucket).is_dir()))
-    }
-
-    pub(crate) fn require_bucket(&self, bucket: &str) -> StoreResult<()> {
-        if self.bucket_exists(bucket)? {
-            Ok(())
-        } else {
-            Err(StoreError::NoSuchBucket(bucket.into()))
-        }
-    }
-
-    /// Deletes an empty bucket (no objects and no multipart uploads).
-    #[tracing::instrument(level = "debug", skip(self))]
-    pub fn delete_bucket(&self, bucket: &str) -> StoreResult<()> {
-        self.require_bucket(bucket)?;
-        let page =
-            self.list_objects(bucket, &crate::backend::ListRequest { max_keys: 1, ..Default::default() })?;
-        if !page.objects.is_empty() || !self.list_multipart_uploads(bucket, "")?.is_empty() {
-            return Err(StoreError::BucketNotEmpty(bucket.into()));
-        }
-        for (slot, d) in self.drives.iter().enumerate() {
-            let p = d.join(bucket);
-            if p.is_dir() {
-                // Only empty directories (left behind by deletes) can remain here.
-                self.move_to_trash_path(d, &p)?;
-            }
-            let _ = self.move_to_trash_path(d, &self.sys(slot).join("multipart").join(bucket));
-        }
-        Ok(())
-    }
-
-    #[tracing::instrument(level = "debug", skip(self))]
-    pub fn list_buckets(&self) -> StoreResult<Vec<String>> {
-        let mut set = std::collections::BTreeSet::new();
-        for d in &self.drives {
-            let Ok(rd) = fs::read_dir(d) else { continue };
-            for e in rd.flatten() {
-                if let Some(name) = e.file_name().to_str() {
-                    if paths::validate_bucket(name).is_ok() && e.path().is_dir() {
-                        set.insert(name.to_string());
+        for (i, s) in self.sets.iter().enumerate() {
+            match s.make_bucket(bucket) {
+                Ok(()) | Err(StoreError::BucketExists(_)) => {}
+                Err(e) => {
+                    for made in &self.sets[..i] {
+                        let _ = made.delete_bucket(bucket);
                     }
+                    return Err(e);
                 }
             }
         }
-        Ok(set.into_iter().collect())
+        Ok(())
+    }
+
+    pub fn bucket_exists(&self, bucket: &str) -> StoreResult<bool> {
+        for s in &self.sets {
+            if s.bucket_exists(bucket)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Deletes an empty bucket (no objects and no multipart uploads in any set).
+    pub fn delete_bucket(&self, bucket: &str) -> StoreResult<()> {
+        if !self.bucket_exists(bucket)? {
+            return Err(StoreError::NoSuchBucket(bucket.into()));
+        }
+        let one = ListRequest { max_keys: 1, ..Default::default() };
+        if !self.list_objects(bucket, &one)?.objects.is_empty()
+            || !self.list_multipart_uploads(bucket, "")?.is_empty()
+        {
+            return Err(StoreError::BucketNotEmpty(bucket.into()));
+        }
+        for s in &self.sets {
+            match s.delete_bucket(bucket) {
+                Ok(()) | Err(StoreError::NoSuchBucket(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    pub fn list_buckets(&self) -> StoreResult<Vec<String>> {
+        let mut all = std::collections::BTreeSet::new();
+        for s in &self.sets {
+            all.extend(s.list_buckets()?);
+        }
+        Ok(all.into_iter().collect())
+    }
+
+    // ----- objects: each lives in the set of its key -----
+
+    pub fn put_object_reader(
+        &self,
+        bucket: &str,
+        key: &str,
+        reader: &mut dyn Read,
+        opts: &PutOptions,
+    ) -> StoreResult<ObjectMeta> {
+        self.set(key).put_object_reader(bucket, key, reader, opts)
+    }
+
+    pub fn put_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        data: &[u8],
+        opts: &PutOptions,
+    ) -> StoreResult<ObjectMeta> {
+        self.set(key).put_object(bucket, key, data, opts)
+    }
+
+    pub fn head_object(&self, bucket: &str, key: &str) -> StoreResult<ObjectMeta> {
+        self.set(key).head_object(bucket, key)
+    }
+
+    pub fn object_part_sizes(&self, bucket: &str, key: &str) -> StoreResult<(ObjectMeta, Vec<u64>)> {
+        self.set(key).object_part_sizes(bucket, key)
+    }
+
+    pub fn get_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        range: Option<Range<u64>>,
+        opts: &GetOptions,
+    ) -> StoreResult<(ObjectMeta, Vec<u8>)> {
+        self.set(key).get_object(bucket, key, range, opts)
+    }
+
+    pub fn get_object_ranges(
+        &self,
+        bucket: &str,
+        key: &str,
+        ranges: &[Range<u64>],
+        opts: &GetOptions,
+    ) -> StoreResult<(ObjectMeta, Vec<Vec<u8>>)> {
+        self.set(key).get_object_ranges(bucket, key, ranges, opts)
+    }
+
+    pub fn delete_object(&self, bucket: &str, key: &str) -> StoreResult<()> {
+        self.set(key).delete_object(bucket, key)
+    }
+
+    /// Server-side copy within a bucket; the two keys may live in different sets.
+    pub fn copy_object(
+        &self,
+        bucket: &str,
+        src: &str,
+        dst: &str,
+        metadata: Option<&PutOptions>,
+    ) -> StoreResult<ObjectMeta> {
+        self.set(src).copy_object_to(self.set(dst), bucket, src, dst, metadata)
+    }
+
+    /// One page of an S3 listing, merged from every set's page.
+    pub fn list_objects(&self, bucket: &str, req: &ListRequest) -> StoreResult<ListPage> {
+        if self.sets.len() == 1 {
+            return self.sets[0].list_objects(bucket, req);
+        }
+        let mut pages = Vec::with_capacity(self.sets.len());
+        for s in &self.sets {
+            pages.push(s.list_objects(bucket, req)?);
+        }
+        Ok(list::merge_pages(pages, req.max_keys))
+    }
+
+    // ----- multipart uploads: kept in the set of the final key -----
+
+    pub fn create_multipart_upload(&self, bucket: &str, key: &str, opts: &PutOptions) -> StoreResult<String> {
+        self.set(key).create_multipart_upload(bucket, key, opts)
+    }
+
+    pub fn put_part(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        reader: &mut dyn Read,
+    ) -> StoreResult<CompletedPart> {
+        self.set(key).put_part(bucket, key, upload_id, part_number, reader)
+    }
+
+    pub fn list_parts(&self, bucket: &str, key: &str, upload_id: &str) -> StoreResult<Vec<CompletedPart>> {
+        self.set(key).list_parts(bucket, key, upload_id)
+    }
+
+    pub fn complete_multipart_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        parts: &[CompletedPart],
+    ) -> StoreResult<ObjectMeta> {
+        self.set(key).complete_multipart_upload(bucket, key, upload_id, parts)
+    }
+
+    pub fn abort_multipart_upload(&self, bucket: &str, key: &str, upload_id: &str) -> StoreResult<()> {
+        self.set(key).abort_multipart_upload(bucket, key, upload_id)
+    }
+
+    /// In-progress uploads whose key starts with `prefix`, ordered by key then id.
+    pub fn list_multipart_uploads(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> StoreResult<Vec<MultipartUploadInfo>> {
+        let mut out = Vec::new();
+        for s in &self.sets {
+            out.extend(s.list_multipart_uploads(bucket, prefix)?);
+        }
+        out.sort_by(|a, b| (&a.key, &a.upload_id).cmp(&(&b.key, &b.upload_id)));
+        Ok(out)
+    }
+
+    /// Aborts every upload under `prefix`; returns how many.
+    pub fn abort_uploads_under(&self, bucket: &str, prefix: &str) -> StoreResult<usize> {
+        self.sets.iter().try_fold(0, |n, s| Ok(n + s.abort_uploads_under(bucket, prefix)?))
+    }
+
+    /// Aborts uploads initiated more than `older_than` ago; returns how many.
+    pub fn expire_uploads(&self, bucket: &str, older_than: Duration) -> StoreResult<usize> {
+        self.sets.iter().try_fold(0, |n, s| Ok(n + s.expire_uploads(bucket, older_than)?))
+    }
+
+    // ----- healing -----
+
+    /// Heals every object of `bucket` (or of all buckets) in every set.
+    pub fn heal(&self, bucket: Option<&str>, deep: bool) -> StoreResult<HealSummary> {
+        let mut total = HealSummary::default();
+        for s in &self.sets {
+            let one = s.heal(bucket, deep)?;
+            total.scanned += one.scanned;
+            total.healed += one.healed;
+            total.failed += one.failed;
+            total.bytes += one.bytes;
+        }
+        Ok(total)
+    }
+
+    /// Heals one object; returns the bytes rewritten (0 = it was healthy).
+    pub fn heal_object(&self, bucket: &str, key: &str, deep: bool) -> StoreResult<u64> {
+        self.set(key).heal_object(bucket, key, deep)
     }
 }
 
-/// Builds the error for a missed quorum, preferring NoSpace when a drive was full.
-pub(crate) fn quorum_error(
-    kind: &'static str,
-    got: usize,
-    need: usize,
-    last: Option<StoreError>,
-) -> StoreError {
-    match last {
-        Some(e) if e.is_no_space() => {
-            StoreError::NoSpace(format!("{kind} quorum lost ({got} of {need}): {e}"))
-        }
-        Some(e) => StoreError::Quorum { kind, got, need, detail: e.to_string() },
-        None => StoreError::Quorum { kind, got, need, detail: "drives offline".into() },
+/// The parity for sets of `size` drives: the override or MinIO's default,
+/// refused when it leaves no data shard or exceeds half the set.
+fn parity_for(requested: Option<usize>, size: usize) -> StoreResult<usize> {
+    let parity = requested.unwrap_or_else(|| erasure::default_parity(size));
+    if parity > size / 2 || parity >= size {
+        return Err(StoreError::Config(format!(
+            "parity {parity} is too high for erasure sets of {size} drives (at most {} and at least one data shard)",
+            size / 2
+        )));
     }
+    Ok(parity)
+}
+
+/// The SipHash key of a deployment: its id's 16 bytes. Ids are UUIDs; anything
+/// else (a hand-edited format.json) is hashed to 16 bytes so it still works.
+fn set_key(deployment_id: &str) -> [u8; 16] {
+    uuid::Uuid::parse_str(deployment_id)
+        .map(|u| *u.as_bytes())
+        .unwrap_or_else(|_| xxhash_rust::xxh3::xxh3_128(deployment_id.as_bytes()).to_le_bytes())
 }
 
 /// Takes a drive lock; a lock held by this very process is retried briefly because
@@ -381,83 +429,4 @@ fn lock_with_retry(d: &Path) -> StoreResult<DriveLock> {
         }
     }
     drives::lock_drive(d)
-}
-
-fn background(store: Weak<Store>, rx: Receiver<BgTask>) {
-    loop {
-        let task = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(t) => t,
-            Err(RecvTimeoutError::Timeout) => BgTask::PurgeTrash,
-            Err(RecvTimeoutError::Disconnected) => return,
-        };
-        let Some(s) = store.upgrade() else { return };
-        if s.closing.load(Ordering::Acquire) {
-            return;
-        }
-        match task {
-            BgTask::PurgeTrash => {
-                s.purge_queued.store(false, Ordering::Release);
-                s.purge_trash()
-            }
-            BgTask::HealObject { bucket, key } => {
-                if let Err(e) = s.heal_object(&bucket, &key, true) {
-                    tracing::warn!(bucket, key, error = %e, "background heal failed");
-                }
-            }
-            BgTask::HealAll => match s.heal(None, false) {
-                Ok(sum) => tracing::info!(%sum, "healed replaced drives"),
-                Err(e) => tracing::warn!(error = %e, "background heal failed"),
-            },
-        }
-    }
-}
-
-impl Store {
-    /// Stops the background worker, waiting for its current task (a heal can
-    /// take a while). Afterwards dropping the last `Arc` releases the drive
-    /// locks at once; without it they are released when the worker finishes
-    /// its task. Call before handing the drives to another process.
-    pub fn close(&self) {
-        self.closing.store(true, Ordering::Release);
-        self.bg.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let handle = self.bg_thread.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(h) = handle {
-            if h.thread().id() != std::thread::current().id() {
-                let _ = h.join();
-            }
-        }
-    }
-}
-
-impl Drop for Store {
-    fn drop(&mut self) {
-        // Dropping the sender ends the background thread.
-        self.close();
-    }
-}
-
-#[cfg(test)]
-mod lock_tests {
-    use super::*;
-
-    /// Completing an upload holds its upload lock while taking the key lock; with one
-    /// shared stripe set some key fell on the upload's stripe and the thread deadlocked.
-    #[test]
-    fn upload_lock_never_blocks_key_locks() {
-        let dir = tempfile::tempdir().unwrap();
-        let drives = (0..2).map(|i| dir.path().join(format!("d{i}"))).collect();
-        let store = Store::open(StoreConfig { drives, parity: None }).unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let s = store.clone();
-        std::thread::spawn(move || {
-            let _upload = s.upload_lock("bkt", "some-upload-id");
-            for i in 0..4 * LOCK_STRIPES {
-                drop(s.key_lock("bkt", &format!("key-{i}")));
-            }
-            tx.send(()).unwrap();
-        });
-        let done = rx.recv_timeout(std::time::Duration::from_secs(10));
-        store.close();
-        assert!(done.is_ok(), "a key lock waited on the held upload lock");
-    }
 }

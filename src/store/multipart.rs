@@ -28,7 +28,8 @@ use super::erasure::Erasure;
 use super::error::{IoContext, StoreError, StoreResult};
 use super::meta::{self, ErasureInfo, ObjMeta, PartInfo};
 use super::object::{distribution, info, tally, Commit};
-use super::{paths, quorum_error, Store};
+use super::paths;
+use super::set::{quorum_error, ErasureSet};
 use crate::backend::{CompletedPart, MultipartUploadInfo, ObjectMeta, PutOptions};
 
 pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
@@ -67,7 +68,7 @@ fn trim_etag(e: &str) -> &str {
     e.trim_matches('"')
 }
 
-impl Store {
+impl ErasureSet {
     fn uploads_dir(&self, slot: usize, bucket: &str) -> PathBuf {
         self.drives[slot].join(SYS_DIR).join("multipart").join(bucket)
     }

@@ -14,7 +14,7 @@ use super::erasure::{Erasure, BLOCK_SIZE};
 use super::error::{StoreError, StoreResult};
 use super::meta::{self, ErasureInfo, ObjMeta, PartInfo};
 use super::paths::{self, DATA_DIR_PREFIX};
-use super::Store;
+use super::set::ErasureSet;
 use crate::backend::{GetOptions, ObjectMeta, PutOptions};
 
 pub(crate) use super::commit::{tally, Commit};
@@ -40,7 +40,7 @@ pub(crate) fn distribution(key: &str, n: usize) -> Vec<usize> {
     (0..n).map(|i| (start + i) % n).collect()
 }
 
-impl Store {
+impl ErasureSet {
     pub(crate) fn obj_dir(&self, slot: usize, bucket: &str, rel: &Path) -> PathBuf {
         self.drives[slot].join(bucket).join(rel)
     }
@@ -220,9 +220,22 @@ impl Store {
     }
 
     /// Server-side copy, streamed block by block. `metadata: None` keeps the source's.
-    #[tracing::instrument(level = "debug", skip(self, metadata))]
     pub fn copy_object(
         &self,
+        bucket: &str,
+        src: &str,
+        dst: &str,
+        metadata: Option<&PutOptions>,
+    ) -> StoreResult<ObjectMeta> {
+        self.copy_object_to(self, bucket, src, dst, metadata)
+    }
+
+    /// Copies `src` of this set to `dst` in `to` (this set or another one of the
+    /// store: the destination key may hash to a different set).
+    #[tracing::instrument(level = "debug", skip(self, to, metadata))]
+    pub fn copy_object_to(
+        &self,
+        to: &ErasureSet,
         bucket: &str,
         src: &str,
         dst: &str,
@@ -238,13 +251,13 @@ impl Store {
         });
         let mut reader =
             ObjectReader { store: self, bucket, key: src, r: &r, pos: 0, buf: Vec::new(), at: 0 };
-        self.put_object_reader(bucket, dst, &mut reader, &opts)
+        to.put_object_reader(bucket, dst, &mut reader, &opts)
     }
 }
 
 /// A `Read` over one resolved version, fetching 1 MiB at a time.
 struct ObjectReader<'a> {
-    store: &'a Store,
+    store: &'a ErasureSet,
     bucket: &'a str,
     key: &'a str,
     r: &'a Resolved,

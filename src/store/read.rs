@@ -31,7 +31,7 @@ use super::erasure::{Erasure, BLOCK_SIZE};
 use super::error::{StoreError, StoreResult};
 use super::meta::{self, ObjMeta};
 use super::paths::{self, DATA_DIR_PREFIX, META_FILE, PREV_META_FILE};
-use super::Store;
+use super::set::ErasureSet;
 
 /// The version of an object chosen by a read.
 pub(crate) struct Resolved {
@@ -55,7 +55,7 @@ struct Seg<'a> {
 /// Reads below this many bytes stay on the calling thread.
 const PARALLEL_MIN: usize = 256 * 1024;
 
-impl Store {
+impl ErasureSet {
     /// Reads ranges (clamped to the object's end) of a resolved version.
     pub(crate) fn read_resolved(
         &self,

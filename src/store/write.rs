@@ -23,7 +23,7 @@ use super::drives::{sync_dir, SYS_DIR};
 use super::erasure::{EncodedBlock, Erasure, BLOCK_SIZE};
 use super::error::{IoContext, StoreError, StoreResult};
 use super::object::INLINE_MAX;
-use super::{quorum_error, Store};
+use super::set::{quorum_error, ErasureSet};
 
 /// Bytes of a shard file after which its writeback is started.
 const WRITEBACK_STEP: u64 = 4 << 20;
@@ -121,7 +121,7 @@ fn shard_writer(
     Ok(())
 }
 
-impl Store {
+impl ErasureSet {
     /// Fails for a drive whose directory vanished, so that no write recreates it.
     pub(crate) fn check_online(&self, slot: usize) -> StoreResult<()> {
         if self.drive_online(slot) {
