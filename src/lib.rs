@@ -7,7 +7,9 @@
 //! - [`backend`]: the `StorageBackend` trait and one module per object store.
 //! - [`store`]: the embedded erasure-coded object store behind `local://`.
 //! - [`gateway`]: `bucketfs serve`, the S3 API over the embedded store (s3s).
+//! - [`memory`] and [`allocator`]: the `--memory-limit` budget, and keeping resident memory to it.
 
+pub mod allocator;
 pub mod backend;
 pub mod cli;
 pub mod fs;

@@ -38,9 +38,16 @@ impl LocalBackend {
     {
         let store = self.store.clone();
         let bucket = self.bucket.clone();
-        tokio::task::spawn_blocking(move || f(&store, &bucket).map_err(to_backend))
-            .await
-            .map_err(|e| BackendError::Other(format!("store task failed: {e}")))?
+        // a cancelled call leaves the blocking work running: it keeps the caller's
+        // memory reservation until its buffers are gone (crate::memory::covering)
+        let memory = crate::memory::request_memory();
+        tokio::task::spawn_blocking(move || {
+            let res = f(&store, &bucket).map_err(to_backend);
+            drop(memory);
+            res
+        })
+        .await
+        .map_err(|e| BackendError::Other(format!("store task failed: {e}")))?
     }
 }
 

@@ -186,6 +186,8 @@ fn serve(
     mountpoint: &Path,
     readiness: Option<Readiness>,
 ) -> Result<(), ServeError> {
+    // before any worker thread exists: RSS must follow the --memory-limit budget
+    crate::allocator::tune();
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("bucketfs-rt").build()
     {
         Ok(rt) => rt,
@@ -218,6 +220,7 @@ fn serve(
                 .then(|| MultiRangeConfig::new(args.multi_range_batch_size, args.multi_range_threshold)),
         },
     });
+    crate::allocator::spawn_trimmer(handles.memory.clone());
     if let Some(multi_range) = &handles.cfg.multi_range {
         // says now, once, if the backend cannot batch at all (none today: a backend without
         // multi-range GETs, or one a probe finds out, gets parallel single-range batches)

@@ -92,7 +92,7 @@ use tracing::Instrument;
 use super::pattern::{merge_close, split_batches, ReadPattern, MERGE_GAP};
 use super::prefetcher::{get_pinned, WRITER_SHARE};
 use crate::backend::{BackendResult, GetOptions, MultiRangeMode, StorageBackend};
-use crate::memory::{MemoryLimiter, Reservation};
+use crate::memory::{self, MemoryLimiter, Reservation};
 use crate::metrics::Metrics;
 
 const TARGET: &str = "bucketfs::read";
@@ -416,13 +416,15 @@ impl MultiRangeReader {
                 tracing::debug!(target: TARGET, key = %self.key, bytes, "no memory for multi-range read-ahead");
                 return;
             }
-            let task = tokio::spawn(fetch_batch(
+            let fetch = fetch_batch(
                 self.backend.clone(),
                 self.metrics.clone(),
                 self.key.clone(),
                 batch.clone(),
                 self.etag.clone(),
-            ));
+            );
+            // the download holds the memory too, until its (maybe cancelled) work ends
+            let task = tokio::spawn(memory::covering(reservation.clone(), fetch));
             let abort = Arc::new(AbortOnDrop(task.abort_handle()));
             let shared: BatchFuture = async move {
                 match task.await {

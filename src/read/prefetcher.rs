@@ -38,7 +38,8 @@
 //! or with each other. Read-ahead also leaves [`WRITER_SHARE`] of the budget
 //! free, because writers *do* wait for memory and read-ahead buffers of files
 //! that are open but idle would otherwise be able to starve them forever.
-//! Reservations live as long as their chunk stays queued.
+//! Reservations live as long as their chunk stays queued and its download
+//! runs (a cancelled read of the embedded store finishes on the blocking pool).
 //!
 //! Every GET carries `If-Match` with the ETag seen at open: if the object is
 //! replaced while the file is open, reads fail with an I/O error instead of
@@ -59,7 +60,7 @@ use tokio::task::AbortHandle;
 use tracing::Instrument;
 
 use crate::backend::{BackendError, BackendResult, GetOptions, StorageBackend};
-use crate::memory::{MemoryLimiter, Reservation};
+use crate::memory::{self, MemoryLimiter, Reservation};
 
 const TARGET: &str = "bucketfs::read";
 const MIB: u64 = 1024 * 1024;
@@ -111,7 +112,7 @@ struct Chunk {
     range: Range<u64>,
     data: ChunkFuture,
     abort: Arc<AbortOnDrop>,
-    _reservation: Option<Reservation>,
+    _reservation: Option<Arc<Reservation>>,
 }
 
 impl Chunk {
@@ -329,8 +330,11 @@ impl Prefetcher {
 
     /// Starts one pinned ranged GET in the background and queues it.
     fn spawn_chunk(&mut self, range: Range<u64>, reservation: Option<Reservation>) {
-        let task =
-            tokio::spawn(get_exact(self.backend.clone(), self.key.clone(), range.clone(), self.etag.clone()));
+        // held by the queue and by the download (a dropped chunk's store read may still be
+        // filling its buffer: that memory is not free until it ends)
+        let reservation = reservation.map(Arc::new);
+        let get = get_exact(self.backend.clone(), self.key.clone(), range.clone(), self.etag.clone());
+        let task = tokio::spawn(memory::covering(reservation.clone(), get));
         let abort = Arc::new(AbortOnDrop(task.abort_handle()));
         let data = async move {
             match task.await {
