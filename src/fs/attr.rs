@@ -13,6 +13,19 @@
 //! | `bucketfs-gid`   | decimal                                 | `chgrp`; a new file's group with `--enable-perms` |
 //! | `bucketfs-mtime` | `SECONDS.NANOSECONDS` since the epoch   | `touch`/`utimes` |
 //! | `bucketfs-target`| a symlink's target, `%XX`-encoded       | copy of the content of a short symlink, so `readlink` after a listing needs no GET |
+//! | `bucketfs-type`  | `fifo`, `socket`, `char`, `block`       | a special file made by `mknod`/`mkfifo`: an empty object that only marks it |
+//! | `bucketfs-rdev`  | decimal `dev_t`                         | device number of a `char`/`block` special file |
+//! | `bucketfs-atime` | `SECONDS.NANOSECONDS` since the epoch   | an access time set by `touch -a`/`utimensat` (reads never update it) |
+//!
+//! Special files are objects because the kernel, not the filesystem, serves their
+//! I/O: FUSE never opens a FIFO, socket or device node, it only needs `stat` to say
+//! what the entry is. Storing the mark like a symlink's keeps them across remounts
+//! and visible in listings (the listing index carries the type on S3).
+//!
+//! `ctime` is the object's Last-Modified date: every change bucketfs stores (content,
+//! chmod, chown, utimes, xattrs) writes the object or copies it onto itself, so that
+//! date moves exactly when a status change was stored, while `mtime` may be a stored
+//! `bucketfs-mtime` from `touch -d`.
 //!
 //! Stored entries are shown whatever the flags (as s3fs does), so `rsync -a`,
 //! `cp -a`, `tar -xp` and `install -m` work on a default mount and what they set
@@ -34,7 +47,13 @@ pub const META_MODE: &str = "bucketfs-mode";
 pub const META_UID: &str = "bucketfs-uid";
 pub const META_GID: &str = "bucketfs-gid";
 pub const META_MTIME: &str = "bucketfs-mtime";
+pub const META_ATIME: &str = "bucketfs-atime";
+pub const META_RDEV: &str = "bucketfs-rdev";
 pub const TYPE_SYMLINK: &str = "symlink";
+pub const TYPE_FIFO: &str = "fifo";
+pub const TYPE_SOCKET: &str = "socket";
+pub const TYPE_CHAR: &str = "char";
+pub const TYPE_BLOCK: &str = "block";
 /// A copy of a short symlink target (percent-encoded), so `readlink` of a listed or
 /// looked-up symlink needs no GET; the object's content stays the authority.
 pub const META_TARGET: &str = "bucketfs-target";
@@ -42,7 +61,8 @@ pub const META_TARGET: &str = "bucketfs-target";
 pub const TARGET_META_MAX: usize = 200;
 /// The names a listing must carry for `ls -l` to need no request per entry; kept in
 /// the listing index on backends whose listings omit user metadata (`backend::attr_index`).
-pub const INDEXED_METADATA: &[&str] = &[META_TYPE, META_MODE, META_UID, META_GID, META_MTIME, META_TARGET];
+pub const INDEXED_METADATA: &[&str] =
+    &[META_TYPE, META_MODE, META_UID, META_GID, META_MTIME, META_ATIME, META_RDEV, META_TARGET];
 
 /// Bytes of a symlink target kept as they are in [`META_TARGET`]: printable ASCII
 /// but `%` (header values must be ASCII).
@@ -71,6 +91,29 @@ const BLKSIZE: u32 = 4096;
 
 pub fn is_symlink(meta: &ObjectMeta) -> bool {
     meta.user_metadata.get(META_TYPE).map(String::as_str) == Some(TYPE_SYMLINK)
+}
+
+/// The marker value of `bucketfs-type` for a special file of `S_IFMT` type `fmt`;
+/// `None` for regular files, directories and symlinks (which have their own ways).
+pub fn special_type_name(fmt: u32) -> Option<&'static str> {
+    match fmt {
+        libc::S_IFIFO => Some(TYPE_FIFO),
+        libc::S_IFSOCK => Some(TYPE_SOCKET),
+        libc::S_IFCHR => Some(TYPE_CHAR),
+        libc::S_IFBLK => Some(TYPE_BLOCK),
+        _ => None,
+    }
+}
+
+/// The special file type an object is marked with, if any.
+fn special_type(meta: &ObjectMeta) -> Option<FileType> {
+    match meta.user_metadata.get(META_TYPE).map(String::as_str)? {
+        TYPE_FIFO => Some(FileType::NamedPipe),
+        TYPE_SOCKET => Some(FileType::Socket),
+        TYPE_CHAR => Some(FileType::CharDevice),
+        TYPE_BLOCK => Some(FileType::BlockDevice),
+        _ => None,
+    }
 }
 
 pub fn format_mtime(t: SystemTime) -> String {
@@ -104,10 +147,11 @@ struct Perms {
     uid: u32,
     gid: u32,
     mtime: Option<SystemTime>,
+    atime: Option<SystemTime>,
 }
 
 fn perms(meta: Option<&ObjectMeta>, default_mode: u16, cfg: &FsConfig) -> Perms {
-    let mut p = Perms { perm: default_mode, uid: cfg.uid, gid: cfg.gid, mtime: None };
+    let mut p = Perms { perm: default_mode, uid: cfg.uid, gid: cfg.gid, mtime: None, atime: None };
     if let Some(m) = meta {
         let um = &m.user_metadata;
         if let Some(v) = um.get(META_MODE).and_then(|s| parse_mode(s)) {
@@ -120,6 +164,7 @@ fn perms(meta: Option<&ObjectMeta>, default_mode: u16, cfg: &FsConfig) -> Perms 
             p.gid = v;
         }
         p.mtime = um.get(META_MTIME).and_then(|s| parse_mtime(s));
+        p.atime = um.get(META_ATIME).and_then(|s| parse_mtime(s));
     }
     p
 }
@@ -136,22 +181,30 @@ pub fn to_attr(
     let meta = c.meta.as_ref();
     let (kind, default_mode, nlink) = match c.kind {
         Kind::Dir => (FileType::Directory, cfg.dir_mode, 2),
-        Kind::File => (FileType::RegularFile, cfg.file_mode, 1),
+        Kind::File => (meta.and_then(special_type).unwrap_or(FileType::RegularFile), cfg.file_mode, 1),
         Kind::Symlink => (FileType::Symlink, 0o777, 1),
+    };
+    let rdev = match kind {
+        FileType::CharDevice | FileType::BlockDevice => {
+            meta.and_then(|m| m.user_metadata.get(META_RDEV)?.parse().ok()).unwrap_or(0)
+        }
+        _ => 0,
     };
     let p = perms(meta, default_mode, cfg);
     let size = match c.kind {
         Kind::Dir => 4096,
         _ => size_override.or(meta.map(|m| m.size)).unwrap_or(0),
     };
-    let mtime = p.mtime.or(meta.map(|m| m.last_modified)).unwrap_or(mount_time);
+    let stored = meta.map(|m| m.last_modified).unwrap_or(mount_time);
+    let mtime = p.mtime.unwrap_or(stored);
     FileAttr {
         ino: INodeNo(ino),
         size,
         blocks: size.div_ceil(512),
-        atime: mtime,
+        atime: p.atime.unwrap_or(mtime),
         mtime,
-        ctime: mtime,
+        // the last stored change of any kind (see the header); never before the mtime
+        ctime: stored.max(mtime),
         crtime: mtime,
         kind,
         // symlink permissions are never checked by Linux; report the customary 0777
@@ -159,7 +212,7 @@ pub fn to_attr(
         nlink,
         uid: p.uid,
         gid: p.gid,
-        rdev: 0,
+        rdev,
         blksize: BLKSIZE,
         flags: 0,
     }
@@ -264,5 +317,42 @@ mod tests {
         assert_eq!(s.kind, Kind::Symlink);
         let a = to_attr(3, &s, None, &cfg(false), UNIX_EPOCH);
         assert_eq!((a.kind, a.perm, a.size), (FileType::Symlink, 0o777, 6));
+    }
+
+    #[test]
+    fn special_files_show_their_type_and_device() {
+        let fifo = Cached::object(obj(0, &[(META_TYPE, TYPE_FIFO)]));
+        assert_eq!(fifo.kind, Kind::File);
+        let a = to_attr(4, &fifo, None, &cfg(false), UNIX_EPOCH);
+        assert_eq!((a.kind, a.rdev, a.size), (FileType::NamedPipe, 0, 0));
+        let chr = Cached::object(obj(0, &[(META_TYPE, TYPE_CHAR), (META_RDEV, "259"), (META_MODE, "600")]));
+        let a = to_attr(5, &chr, None, &cfg(false), UNIX_EPOCH);
+        assert_eq!((a.kind, a.rdev, a.perm), (FileType::CharDevice, 259, 0o600));
+        let blk = Cached::object(obj(0, &[(META_TYPE, TYPE_BLOCK), (META_RDEV, "x")]));
+        assert_eq!(to_attr(5, &blk, None, &cfg(false), UNIX_EPOCH).rdev, 0, "garbage is not trusted");
+        let sock = Cached::object(obj(0, &[(META_TYPE, TYPE_SOCKET), (META_RDEV, "7")]));
+        let a = to_attr(6, &sock, None, &cfg(false), UNIX_EPOCH);
+        assert_eq!((a.kind, a.rdev), (FileType::Socket, 0), "only devices have a device number");
+        let odd = Cached::object(obj(0, &[(META_TYPE, "whatever")]));
+        assert_eq!(to_attr(6, &odd, None, &cfg(false), UNIX_EPOCH).kind, FileType::RegularFile);
+        for (fmt, name) in
+            [(libc::S_IFIFO, TYPE_FIFO), (libc::S_IFSOCK, TYPE_SOCKET), (libc::S_IFBLK, TYPE_BLOCK)]
+        {
+            assert_eq!(special_type_name(fmt), Some(name));
+        }
+        assert_eq!(special_type_name(libc::S_IFREG), None);
+    }
+
+    #[test]
+    fn atime_and_ctime() {
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let plain = to_attr(2, &Cached::object(obj(1, &[])), None, &cfg(false), UNIX_EPOCH);
+        assert_eq!((plain.atime, plain.ctime), (t0, t0));
+        // touch -d stores an mtime; the object's date is when that change was stored
+        let c = Cached::object(obj(1, &[(META_MTIME, "5"), (META_ATIME, "7.25")]));
+        let a = to_attr(2, &c, None, &cfg(false), UNIX_EPOCH);
+        assert_eq!(a.mtime, UNIX_EPOCH + Duration::from_secs(5));
+        assert_eq!(a.atime, UNIX_EPOCH + Duration::from_millis(7250));
+        assert_eq!(a.ctime, t0);
     }
 }

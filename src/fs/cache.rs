@@ -18,6 +18,14 @@
 //! the corresponding cache. Both caches are LRUs of bounded size, behind
 //! `std::sync::Mutex`es that are never held across an `.await`.
 //!
+//! A third, small table is not a cache of the backend: the **directory change
+//! times** of this mount. Creating or removing an entry changes no object of the
+//! directory (it may have no marker at all), yet POSIX moves the directory's
+//! mtime and ctime, and tools (make, rsync's update checks, pjdfstest) look. So
+//! this mount remembers when it last changed each directory's entries and shows
+//! that time, until an explicit `utimes` of the directory stores another one.
+//! Other clients and later mounts see the marker's stored times.
+//!
 //! Listing entries are marked *incomplete* unless the backend's listings carry
 //! all user metadata (`Capabilities::list_metadata`): an S3 listing has size,
 //! ETag and date only. They are still *typed* (symlink or file, with their
@@ -30,7 +38,7 @@
 
 use std::num::NonZeroUsize;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use lru::LruCache;
 
@@ -149,11 +157,37 @@ pub struct MetaCache {
     stats: Ttl<Cached>,
     /// `None` = known absent (negative entry).
     types: Ttl<Option<Kind>>,
+    /// Directory path -> when this mount last created or removed an entry in it.
+    dir_changes: Mutex<LruCache<String, SystemTime>>,
 }
 
 impl MetaCache {
     pub fn new(stat_ttl: Duration, type_ttl: Duration) -> Self {
-        MetaCache { stats: Ttl::new(stat_ttl), types: Ttl::new(type_ttl) }
+        let n = NonZeroUsize::new(CAPACITY).expect("non-zero");
+        MetaCache {
+            stats: Ttl::new(stat_ttl),
+            types: Ttl::new(type_ttl),
+            dir_changes: Mutex::new(LruCache::new(n)),
+        }
+    }
+
+    fn lock_changes(&self) -> std::sync::MutexGuard<'_, LruCache<String, SystemTime>> {
+        self.dir_changes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records that this mount just created or removed an entry of directory `dir`.
+    pub fn dir_changed(&self, dir: &str) {
+        self.lock_changes().put(dir.to_owned(), SystemTime::now());
+    }
+
+    /// When this mount last changed the entries of `dir`, if it did.
+    pub fn dir_change_time(&self, dir: &str) -> Option<SystemTime> {
+        self.lock_changes().get(dir).copied()
+    }
+
+    /// Forgets `dir`'s change time: its times were set explicitly, or it is gone.
+    pub fn forget_dir_change(&self, dir: &str) {
+        self.lock_changes().pop(dir);
     }
 
     pub fn stat(&self, path: &str) -> Option<Cached> {
@@ -194,7 +228,6 @@ impl MetaCache {
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
-    use std::time::SystemTime;
 
     pub(crate) fn meta(key: &str, size: u64) -> ObjectMeta {
         ObjectMeta {

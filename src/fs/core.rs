@@ -36,6 +36,9 @@ use crate::backend::{ListRequest, ObjectMeta, PutOptions, StorageBackend};
 use crate::fs::handle::HandleContext;
 use crate::metrics::Metrics;
 
+/// The longest key of S3, GCS, Azure Blob and the embedded store, in bytes.
+pub const KEY_MAX: usize = 1024;
+
 /// The caller of an operation, for ownership of new entries under `--enable-perms`.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Caller {
@@ -59,6 +62,8 @@ pub struct Fs {
     pub cache: MetaCache,
     pub(super) files: Mutex<HashMap<u64, Arc<OpenFile>>>,
     pub(super) dirs: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<DirStream>>>>,
+    /// Unlinked inodes still open: what they were when unlinked, for `fstat` (nlink 0).
+    orphans: Mutex<HashMap<u64, Cached>>,
     next_fh: AtomicU64,
     pub mount_time: SystemTime,
 }
@@ -73,6 +78,7 @@ impl Fs {
             inodes: InodeTable::new(),
             files: Mutex::default(),
             dirs: Mutex::default(),
+            orphans: Mutex::default(),
             next_fh: AtomicU64::new(1),
             mount_time: SystemTime::now(),
         }
@@ -107,15 +113,41 @@ impl Fs {
         }
     }
 
-    /// Validated path of `name` in directory `parent`.
+    /// Validated path of `name` in directory `parent`. ENAMETOOLONG when no backend
+    /// could hold it: a key is at least its path, and every store we target stops at
+    /// [`KEY_MAX`] bytes (the store's own refusal said EINVAL for some of these).
     pub(super) fn child(&self, parent: u64, name: &std::ffi::OsStr) -> FsResult<String> {
         let dir = self.dir_path(parent)?;
         let name = validate_name(name)?;
-        Ok(child_path(&dir, name))
+        let path = child_path(&dir, name);
+        if path.len() > KEY_MAX {
+            return Err(FsError::NameTooLong);
+        }
+        Ok(path)
+    }
+
+    /// The largest file the backend can store (its part limits times its part
+    /// count, as the upload plan grows parts): a larger truncate is EFBIG, not an
+    /// upload that fails at close.
+    pub(super) fn max_file_size(&self) -> u64 {
+        crate::upload::PartSizePlan::new(self.handles.cfg.part_size, &self.backend.capabilities())
+            .max_object_size()
     }
 
     pub(super) fn attr_of(&self, ino: u64, c: &Cached, size: Option<u64>) -> FileAttr {
-        to_attr(ino, c, size, &self.cfg, self.mount_time)
+        let mut a = to_attr(ino, c, size, &self.cfg, self.mount_time);
+        if c.kind == Kind::Dir {
+            // entries this mount created or removed move the directory's times (cache.rs)
+            if let Some(t) = self.inodes.get(ino).and_then(|(p, _)| self.cache.dir_change_time(&p)) {
+                (a.mtime, a.ctime) = (t, t);
+            }
+        }
+        a
+    }
+
+    /// Moves the times of the directory holding `path`: an entry of it was created or removed.
+    pub(super) fn touch_dir_of(&self, path: &str) {
+        self.cache.dir_changed(super::inode::split_path(path).0);
     }
 
     pub(super) fn ttl_for(&self, c: &Cached) -> Duration {
@@ -204,6 +236,9 @@ impl Fs {
     /// Whether `path` is a directory (any key under `path/`); caches a positive answer.
     pub(super) async fn probe_dir(&self, path: &str) -> FsResult<Option<Cached>> {
         let prefix = dir_prefix(path);
+        if prefix.len() > KEY_MAX {
+            return Ok(None); // no key can lie under it
+        }
         // two keys: one may be the hidden listing index (backend::attr_index), which
         // a page of one would spend on nothing and make the wrapper ask again
         let req = ListRequest {
@@ -274,7 +309,7 @@ impl Fs {
             return Ok((self.attr_of(ino, &c, Some(f.handle.size())), ttl));
         }
         if !self.inodes.is_linked(ino) {
-            return Err(FsError::NotFound);
+            return self.orphan_attr(ino, &path).ok_or(FsError::NotFound);
         }
         if kind == Kind::Dir {
             // a directory looked up (or created) here is answered from the cache; one only
@@ -299,6 +334,36 @@ impl Fs {
 
     pub fn forget(&self, ino: u64, n: u64) {
         self.inodes.forget(ino, n);
+        if self.inodes.lookups(ino).is_none() {
+            self.lock_orphans().remove(&ino);
+        }
+    }
+
+    fn lock_orphans(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Cached>> {
+        self.orphans.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Keeps what the open, now unlinked (or renamed over) file `ino` was, so `fstat`
+    /// through its descriptors keeps working, as POSIX wants of temporary files.
+    pub(super) fn orphan(&self, ino: u64, c: Option<Cached>) {
+        if self.open_files_of(ino).is_empty() {
+            return;
+        }
+        if let Some(c) = c {
+            self.lock_orphans().insert(ino, c);
+        }
+    }
+
+    /// Attributes of an unlinked inode that is still open: nlink 0, its size as the
+    /// open handle sees it; `None` when no descriptor holds it any more.
+    fn orphan_attr(&self, ino: u64, path: &str) -> Option<(FileAttr, Duration)> {
+        let open = self.open_files_of(ino);
+        let f = open.iter().find(|f| f.writable).or(open.first())?;
+        let c = self.lock_orphans().get(&ino).cloned().map(|c| f.overlay(c));
+        let c = c.unwrap_or_else(|| f.pending_cached(path));
+        let mut a = self.attr_of(ino, &c, Some(f.handle.size()));
+        a.nlink = 0;
+        Some((a, Duration::ZERO))
     }
 
     /// User metadata of a new entry: its mode (after umask) when the program asked
@@ -343,34 +408,51 @@ impl Fs {
         self.check_writable()?;
         let path = self.child(parent, name)?;
         self.ensure_absent(&path).await?;
+        if dir_prefix(&path).len() > KEY_MAX {
+            return Err(FsError::NameTooLong); // the marker key is one byte longer
+        }
         let md = self.owner_metadata(mode | libc::S_IFDIR, umask, who);
         let opts = PutOptions { user_metadata: md, ..Default::default() };
         let marker = self.backend.put(&dir_prefix(&path), Bytes::new(), &opts).await?;
         let c = Cached::dir(Some(marker));
         self.cache.put(&path, c.clone());
+        self.touch_dir_of(&path);
         Ok(self.entry(&path, &c, None))
     }
 
-    /// mknod: regular files only (an empty object); devices, FIFOs and sockets
-    /// cannot be represented by an object.
+    /// mknod: a regular file is an empty object; a FIFO, socket or (for root: the
+    /// kernel checks CAP_MKNOD before asking us) character or block device is an
+    /// empty object marked with its type and device number, as a symlink is marked.
+    /// The kernel serves their I/O itself; FUSE never opens them.
     pub async fn mknod(
         &self,
         parent: u64,
         name: &std::ffi::OsStr,
         mode: u32,
         umask: u32,
+        rdev: u32,
         who: Caller,
     ) -> FsResult<Entry> {
-        if mode & libc::S_IFMT != libc::S_IFREG {
-            return Err(FsError::NotSupported("special files"));
+        let fmt = mode & libc::S_IFMT;
+        let special = attr::special_type_name(fmt);
+        if fmt != libc::S_IFREG && fmt != 0 && special.is_none() {
+            return Err(FsError::Invalid("mknod of a directory or symlink"));
         }
         self.check_writable()?;
         let path = self.child(parent, name)?;
         self.ensure_absent(&path).await?;
-        let opts = PutOptions { user_metadata: self.owner_metadata(mode, umask, who), ..Default::default() };
+        let mut md = self.owner_metadata(mode, umask, who);
+        if let Some(t) = special {
+            md.insert(attr::META_TYPE.into(), t.into());
+            if fmt == libc::S_IFCHR || fmt == libc::S_IFBLK {
+                md.insert(attr::META_RDEV.into(), rdev.to_string());
+            }
+        }
+        let opts = PutOptions { user_metadata: md, ..Default::default() };
         let meta = self.backend.put(&path, Bytes::new(), &opts).await?;
         let c = Cached::object(meta);
         self.cache.put(&path, c.clone());
+        self.touch_dir_of(&path);
         Ok(self.entry(&path, &c, None))
     }
 
@@ -394,6 +476,23 @@ impl Fs {
         out.sort();
         out.dedup();
         out
+    }
+
+    /// fsyncdir: makes the directory's entries durable. Every namespace operation
+    /// (mkdir, unlink, rename, symlink, mknod) is stored before it returns; the entries
+    /// that are not yet are files created or rewritten here and not committed, so
+    /// those (directly in `ino`) are committed now, and their errors returned.
+    pub async fn fsyncdir(&self, ino: u64) -> FsResult<()> {
+        let dir = self.dir_path(ino)?;
+        let files: Vec<Arc<OpenFile>> =
+            self.lock_files().values().filter(|f| f.has_pending()).cloned().collect();
+        for f in files {
+            let here = self.inodes.get(f.ino).is_some_and(|(p, _)| super::inode::split_path(&p).0 == dir);
+            if here && self.inodes.is_linked(f.ino) {
+                self.commit_file(&f).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Whether any open file is being written somewhere below directory `dir`.
@@ -438,20 +537,26 @@ impl Fs {
         self.backend.delete(&dir_prefix(&path)).await?;
         self.cache.invalidate_tree(&path);
         self.cache.put_absent(&path);
+        self.cache.forget_dir_change(&path);
         self.inodes.unlink(&path);
+        self.touch_dir_of(&path);
         Ok(())
     }
 
     pub async fn unlink(&self, parent: u64, name: &std::ffi::OsStr) -> FsResult<()> {
         self.check_writable()?;
         let path = self.child(parent, name)?;
-        let open = self.inodes.peek(&path).map(|ino| self.open_files_of(ino)).unwrap_or_default();
-        match self.resolve(&path).await {
+        let ino = self.inodes.peek(&path);
+        let open = ino.map(|ino| self.open_files_of(ino)).unwrap_or_default();
+        let was = match self.resolve(&path).await {
             Ok(c) if c.kind == Kind::Dir => return Err(FsError::IsDir),
-            Ok(_) => {}
+            Ok(c) => Some(c),
             // a file that only exists as an open, uncommitted handle
-            Err(e) if e.is_not_found() && open.iter().any(|f| f.writable) => {}
+            Err(e) if e.is_not_found() && open.iter().any(|f| f.writable) => None,
             Err(e) => return Err(e),
+        };
+        if let Some(ino) = ino {
+            self.orphan(ino, was);
         }
         // open handles must not resurrect the file when they are closed
         for f in &open {
@@ -460,6 +565,7 @@ impl Fs {
         self.backend.delete(&path).await?;
         self.cache.put_absent(&path);
         self.inodes.unlink(&path);
+        self.touch_dir_of(&path);
         Ok(())
     }
 
@@ -487,6 +593,7 @@ impl Fs {
         let meta = self.backend.put(&path, Bytes::copy_from_slice(target.as_bytes()), &opts).await?;
         let c = Cached::object(meta);
         self.cache.put(&path, c.clone());
+        self.touch_dir_of(&path);
         Ok(self.entry(&path, &c, None))
     }
 

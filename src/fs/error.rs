@@ -24,6 +24,8 @@ pub enum FsError {
     NotEmpty,
     #[error("name too long")]
     NameTooLong,
+    #[error("file too large for the backend ({0} bytes at most)")]
+    FileTooBig(u64),
     #[error("invalid name or argument: {0}")]
     Invalid(&'static str),
     #[error("read-only file system")]
@@ -40,6 +42,8 @@ pub enum FsError {
     NoData,
     #[error("buffer too small")]
     Range,
+    #[error("{}", super::unsupported::refusal(*.0))]
+    Refused(super::unsupported::Refused),
 }
 
 pub type FsResult<T> = Result<T, FsError>;
@@ -54,6 +58,7 @@ impl FsError {
             FsError::IsDir => libc::EISDIR,
             FsError::NotEmpty => libc::ENOTEMPTY,
             FsError::NameTooLong => libc::ENAMETOOLONG,
+            FsError::FileTooBig(_) => libc::EFBIG,
             FsError::Invalid(_) => libc::EINVAL,
             FsError::ReadOnly => libc::EROFS,
             FsError::NotSupported(_) => libc::ENOTSUP,
@@ -62,6 +67,7 @@ impl FsError {
             FsError::BadHandle(_) => libc::EBADF,
             FsError::NoData => libc::ENODATA,
             FsError::Range => libc::ERANGE,
+            FsError::Refused(op) => super::unsupported::refusal(*op).errno,
         }
     }
 

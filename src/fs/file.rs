@@ -242,6 +242,7 @@ impl Fs {
         f.handle.set_upload_options(&f.upload_options()).await;
         let c = f.pending_cached(&path);
         let fh = self.register(f);
+        self.touch_dir_of(&path);
         let e = Entry { attr: self.attr_of(ino, &c, Some(0)), ttl: self.cfg.stat_cache_ttl };
         Ok((e, fh))
     }
@@ -359,7 +360,11 @@ impl Fs {
             TimeOrNow::SpecificTime(t) => t,
             TimeOrNow::Now => SystemTime::now(),
         });
-        let _ = atime; // access times are not kept (see docs/SEMANTICS.md)
+        // an access time is kept only when set explicitly (touch -a, utimensat); reads never store one
+        let atime = atime.map(|t| match t {
+            TimeOrNow::SpecificTime(t) => t,
+            TimeOrNow::Now => SystemTime::now(),
+        });
         if size.is_some() || mode.is_some() || uid.is_some() || gid.is_some() {
             self.check_writable()?;
         }
@@ -373,7 +378,7 @@ impl Fs {
         // Stored as metadata with or without --enable-perms (as s3fs does): rsync -a,
         // cp -a, tar -xp and install -m chmod the files they create, and refusing
         // failed them all (issue 12). Open files take it with their commit.
-        if perms_change || mtime.is_some() {
+        if perms_change || mtime.is_some() || atime.is_some() {
             if ino == super::inode::ROOT_INO {
                 return Err(FsError::Perm("the mount root has no object to store attributes in"));
             }
@@ -391,7 +396,13 @@ impl Fs {
                 if let Some(t) = mtime {
                     md.insert(attr::META_MTIME.into(), attr::format_mtime(t));
                 }
+                if let Some(t) = atime {
+                    md.insert(attr::META_ATIME.into(), attr::format_mtime(t));
+                }
             };
+            if mtime.is_some() {
+                self.cache.forget_dir_change(&path); // an explicit mtime replaces this mount's
+            }
             self.update_metadata(ino, &path, kind, edit).await?;
         }
         self.getattr(ino).await
@@ -442,6 +453,9 @@ impl Fs {
     }
 
     async fn truncate(&self, ino: u64, path: &str, size: u64, fh: Option<u64>) -> FsResult<()> {
+        if size > self.max_file_size() {
+            return Err(FsError::FileTooBig(self.max_file_size()));
+        }
         let writer = match fh {
             Some(fh) => Some(self.file(fh)?).filter(|f| f.writable),
             None => None,

@@ -10,7 +10,9 @@
 //! - `attr.rs`: object metadata -> `stat` attributes, and our metadata names;
 //! - `dir.rs`: paged directory listings; `file.rs`: open files and `setattr`;
 //! - `rename.rs`: rename by copy + delete; `xattr.rs`: extended attributes;
-//! - `handle.rs`: data path of open files (read-ahead, uploads), owned elsewhere.
+//! - `handle.rs`: data path of open files (read-ahead, uploads), owned elsewhere;
+//! - `unsupported.rs`: every refused operation and its errno (docs/SEMANTICS.md
+//!   has the same table).
 //!
 //! Concurrency: fuser calls us on several threads through `&self`. Every
 //! operation that may talk to the backend is **spawned on the tokio runtime and
@@ -38,6 +40,7 @@ mod file;
 pub mod handle;
 mod inode;
 mod rename;
+mod unsupported;
 mod xattr;
 
 #[cfg(test)]
@@ -60,6 +63,7 @@ pub use self::attr::INDEXED_METADATA;
 pub use self::core::{Caller, Entry, Fs};
 pub use self::error::{FsError, FsResult};
 use self::handle::HandleContext;
+use self::unsupported::Refused;
 use crate::backend::StorageBackend;
 
 /// Mount options that shape the filesystem's behaviour.
@@ -262,14 +266,14 @@ impl Filesystem for BucketFs {
         name: &OsStr,
         mode: u32,
         umask: u32,
-        _rdev: u32,
+        rdev: u32,
         reply: ReplyEntry,
     ) {
         let name = name.to_owned();
         let who = caller(req);
-        let span = tracing::debug_span!("mknod", parent = parent.0, ?name, mode);
+        let span = tracing::debug_span!("mknod", parent = parent.0, ?name, mode, rdev);
         self.spawn(span, |fs| async move {
-            reply_entry(reply, fs.mknod(parent.0, &name, mode, umask, who).await)
+            reply_entry(reply, fs.mknod(parent.0, &name, mode, umask, rdev, who).await)
         });
     }
 
@@ -331,7 +335,52 @@ impl Filesystem for BucketFs {
 
     fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
         let _s = tracing::debug_span!("link", ino = ino.0, newparent = newparent.0, ?newname).entered();
-        reply.error(errno(FsError::NotSupported("hard links")));
+        reply.error(errno(FsError::Refused(Refused::Link)));
+    }
+
+    // Refused operations programs try often (cp tries copy_file_range, a FICLONE
+    // ioctl and SEEK_DATA on every file): answered here from unsupported.rs, quietly,
+    // rather than by fuser's defaults, which log a warning each time.
+    fn fallocate(&self, _: &Request, ino: INodeNo, _: FileHandle, _: u64, _: u64, _: i32, reply: ReplyEmpty) {
+        let _s = tracing::debug_span!("fallocate", ino = ino.0).entered();
+        reply.error(errno(FsError::Refused(Refused::Fallocate)));
+    }
+
+    fn lseek(&self, _: &Request, ino: INodeNo, _: FileHandle, _: i64, whence: i32, reply: fuser::ReplyLseek) {
+        let _s = tracing::debug_span!("lseek", ino = ino.0, whence).entered();
+        reply.error(errno(FsError::Refused(Refused::Lseek)));
+    }
+
+    fn ioctl(
+        &self,
+        _: &Request,
+        ino: INodeNo,
+        _: FileHandle,
+        _: fuser::IoctlFlags,
+        cmd: u32,
+        _: &[u8],
+        _: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        let _s = tracing::debug_span!("ioctl", ino = ino.0, cmd).entered();
+        reply.error(errno(FsError::Refused(Refused::Ioctl)));
+    }
+
+    fn copy_file_range(
+        &self,
+        _: &Request,
+        ino_in: INodeNo,
+        _: FileHandle,
+        _: u64,
+        ino_out: INodeNo,
+        _: FileHandle,
+        _: u64,
+        _: u64,
+        _: fuser::CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        let _s = tracing::debug_span!("copy_file_range", ino_in = ino_in.0, ino_out = ino_out.0).entered();
+        reply.error(errno(FsError::Refused(Refused::CopyFileRange)));
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -461,9 +510,9 @@ impl Filesystem for BucketFs {
         reply.ok();
     }
 
-    fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
-        // directory changes are stored synchronously by the operations themselves
-        reply.ok();
+    fn fsyncdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        let span = tracing::debug_span!("fsyncdir", ino = ino.0);
+        self.spawn(span, |fs| async move { reply_empty(reply, fs.fsyncdir(ino.0).await) });
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {

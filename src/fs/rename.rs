@@ -49,7 +49,7 @@ impl Fs {
         self.check_writable()?;
         let noreplace = flags & libc::RENAME_NOREPLACE != 0;
         if flags & !libc::RENAME_NOREPLACE != 0 {
-            return Err(FsError::Invalid("only RENAME_NOREPLACE is supported"));
+            return Err(FsError::Refused(super::unsupported::Refused::RenameExchange));
         }
         let src = self.child(parent, name)?;
         let dst = self.child(newparent, newname)?;
@@ -89,6 +89,7 @@ impl Fs {
                 for f in self.open_files_of(i) {
                     f.mark_unlinked();
                 }
+                self.orphan(i, self.cache.stat(&dst));
             }
             if src_kind.is_some() {
                 self.move_object(&src, &dst).await?;
@@ -97,6 +98,9 @@ impl Fs {
         self.cache.invalidate_tree(&src);
         self.cache.invalidate_tree(&dst);
         self.cache.put_absent(&src);
+        self.cache.forget_dir_change(&src);
+        self.touch_dir_of(&src);
+        self.touch_dir_of(&dst);
         for (ino, path) in self.inodes.rename(&src, &dst) {
             for f in self.open_files_of(ino) {
                 if f.writable {

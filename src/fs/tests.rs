@@ -19,6 +19,8 @@ use crate::fs::handle::{HandleConfig, HandleContext};
 use crate::memory::MemoryLimiter;
 use crate::metrics::Metrics;
 
+mod posix;
+
 fn cfg() -> FsConfig {
     FsConfig {
         uid: 1000,
@@ -462,7 +464,7 @@ async fn root_exposes_stats() {
     assert!(s.contains("stat_cache_hits 1\n"), "{s}");
     assert!(s.contains("stat_cache_misses 1\n"), "{s}");
     assert!(fs.listxattr(ROOT_INO).await.unwrap().starts_with(b"user.bucketfs.stats\0"));
-    assert_eq!(errno(fs.setxattr(ROOT_INO, n("user.x"), b"1", 0).await), libc::ENOTSUP);
+    assert_eq!(errno(fs.setxattr(ROOT_INO, n("user.x"), b"1", 0).await), libc::EPERM);
     let (root, _) = fs.getattr(ROOT_INO).await.unwrap();
     assert_eq!(root.kind, FileType::Directory);
 }
@@ -569,19 +571,6 @@ async fn read_only_refuses_mutations() {
     assert_eq!(errno(fs.open(f, libc::O_WRONLY).await), libc::EROFS);
     assert_eq!(errno(fs.setattr(f, None, None, None, Some(0), None, None, None).await), libc::EROFS);
     assert!(exists(&mem, "f").await);
-}
-
-#[tokio::test]
-async fn mknod_regular_files_only() {
-    let (mem, fs) = setup();
-    let e = fs.mknod(ROOT_INO, n("empty"), libc::S_IFREG | 0o644, 0, Caller::default()).await.unwrap();
-    assert_eq!((e.attr.kind, e.attr.size), (FileType::RegularFile, 0));
-    assert!(exists(&mem, "empty").await);
-    assert_eq!(
-        errno(fs.mknod(ROOT_INO, n("fifo"), libc::S_IFIFO | 0o644, 0, Caller::default()).await),
-        libc::ENOTSUP
-    );
-    assert!(!exists(&mem, "fifo").await);
 }
 
 #[tokio::test]

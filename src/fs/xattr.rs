@@ -132,9 +132,9 @@ impl Fs {
 
     pub async fn setxattr(&self, ino: u64, name: &std::ffi::OsStr, value: &[u8], flags: i32) -> FsResult<()> {
         let name = name_str(name)?;
-        let key = encode_name(name).ok_or(FsError::NotSupported("only user.* extended attributes"))?;
+        let key = encode_name(name).ok_or(FsError::Refused(super::unsupported::Refused::XattrNamespace))?;
         if ino == ROOT_INO {
-            return Err(FsError::NotSupported("the mount root has no object to store attributes in"));
+            return Err(FsError::Refused(super::unsupported::Refused::RootAttributes));
         }
         self.check_writable()?;
         let (path, kind) = self.inode(ino)?;

@@ -1,0 +1,334 @@
+//! POSIX rules through a real mount (issue 12): special files, an unlinked file
+//! still open, parent directory times, path and size limits, errno of the
+//! namespace operations, O_SYNC and fsyncdir, and the size after
+//! write/truncate/close/reopen/truncate 2,000 times with and without mmap.
+//! Embedded store (`local://`) and S3 over `bucketfs serve`. The same rules on
+//! the in-memory backend: src/fs/tests/posix.rs.
+
+mod common;
+mod s3_support;
+
+use std::ffi::CString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::*;
+
+fn cpath(p: &Path) -> CString {
+    CString::new(p.as_os_str().as_bytes()).unwrap()
+}
+
+fn errno_of<T>(r: std::io::Result<T>) -> i32 {
+    match r {
+        Ok(_) => 0,
+        Err(e) => e.raw_os_error().unwrap_or(-1),
+    }
+}
+
+fn last_errno(rc: libc::c_int) -> i32 {
+    if rc == 0 {
+        0
+    } else {
+        std::io::Error::last_os_error().raw_os_error().unwrap()
+    }
+}
+
+fn s3_mount(extra: &[&str]) -> impl Fn() -> Mount {
+    let gw = s3_support::gateway();
+    let bucket = s3_support::unique_bucket("posix");
+    tokio::runtime::Runtime::new().unwrap().block_on(s3_support::make_bucket(&gw.endpoint, &bucket));
+    let endpoint = gw.endpoint.clone();
+    let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    move || {
+        let mut args = vec!["--endpoint", &endpoint, "--region", "us-east-1"];
+        args.extend(extra.iter().map(String::as_str));
+        Mount::try_start_source(&format!("s3://{bucket}"), &args).unwrap_or_else(|e| panic!("{e}"))
+    }
+}
+
+/// `type rdev mode` of a path, as stat(2) shows it.
+fn kind_of(p: &Path) -> String {
+    let m = fs::symlink_metadata(p).unwrap();
+    let t = m.file_type();
+    let kind = if t.is_fifo() {
+        "fifo"
+    } else if t.is_socket() {
+        "socket"
+    } else if t.is_char_device() {
+        "char"
+    } else if t.is_block_device() {
+        "block"
+    } else if t.is_file() {
+        "file"
+    } else {
+        "other"
+    };
+    format!("{kind} {:#x} {:o}", m.rdev(), m.mode() & 0o7777)
+}
+
+fn special_files(start: impl Fn() -> Mount) {
+    let mut m = start();
+    let d = m.path("special");
+    fs::create_dir(&d).unwrap();
+    unsafe {
+        assert_eq!(libc::mkfifo(cpath(&d.join("fifo")).as_ptr(), 0o640), 0, "mkfifo");
+        let dev = libc::makedev(1, 3);
+        assert_eq!(last_errno(libc::mknod(cpath(&d.join("null")).as_ptr(), libc::S_IFCHR | 0o600, dev)), 0);
+        let dev = libc::makedev(8, 1);
+        assert_eq!(last_errno(libc::mknod(cpath(&d.join("disk")).as_ptr(), libc::S_IFBLK | 0o600, dev)), 0);
+    }
+    let sock = std::os::unix::net::UnixListener::bind(d.join("sock")).expect("bind a Unix socket");
+    drop(sock);
+    // a FIFO works between processes of this machine
+    let fifo = d.join("fifo");
+    let writer = std::thread::spawn(move || fs::write(fifo, b"through the pipe").unwrap());
+    assert_eq!(fs::read(d.join("fifo")).unwrap(), b"through the pipe");
+    writer.join().unwrap();
+    let names = ["disk", "fifo", "null", "sock"];
+    let before: Vec<String> = names.iter().map(|n| kind_of(&d.join(n))).collect();
+    assert_eq!(before, ["block 0x801 600", "fifo 0x0 640", "char 0x103 600", "socket 0x0 755"]);
+    // hard links stay refused, clearly
+    assert_eq!(errno_of(fs::hard_link(d.join("fifo"), d.join("again"))), libc::ENOTSUP);
+    assert!(m.stop(), "clean stop:\n{}", m.log_text());
+
+    let m2 = start();
+    let d = m2.path("special");
+    let after: Vec<String> = names.iter().map(|n| kind_of(&d.join(n))).collect();
+    assert_eq!(after, before, "types and devices are stored");
+    // listings show the types too (ls -l is answered from the listing)
+    let ls = sh(&format!("ls -l {} | cut -c1", d.display()));
+    let mut kinds: Vec<&str> = ls.lines().filter(|l| *l != "t").collect();
+    kinds.sort();
+    assert_eq!(kinds, ["b", "c", "p", "s"], "{ls}");
+    for n in names {
+        fs::remove_file(d.join(n)).unwrap();
+    }
+    fs::remove_dir(&d).unwrap();
+}
+
+#[test]
+fn special_files_on_the_embedded_store() {
+    let drives = Drives::new(4);
+    drives.make_bucket("special");
+    special_files(|| Mount::start(&drives, "special", &[]));
+}
+
+#[test]
+fn special_files_over_s3() {
+    special_files(s3_mount(&[]));
+}
+
+/// The temporary-file pattern: create, unlink, then use the descriptor.
+fn unlinked_files(m: &Mount) {
+    let p = m.path("tmpfile");
+    let mut f = OpenOptions::new().read(true).write(true).create_new(true).open(&p).unwrap();
+    fs::remove_file(&p).unwrap();
+    assert!(!p.exists());
+    f.write_all(b"scratch data").unwrap();
+    let st = f.metadata().unwrap();
+    assert_eq!((st.nlink(), st.len()), (0, 12), "fstat of an unlinked file");
+    f.seek(SeekFrom::Start(0)).unwrap();
+    let mut back = String::new();
+    f.read_to_string(&mut back).unwrap();
+    assert_eq!(back, "scratch data");
+    drop(f);
+    assert!(!p.exists(), "closing it did not bring it back");
+    assert_eq!(fs::read_dir(&m.mnt).unwrap().count(), 0);
+
+    // a stored file open for reading: fstat keeps working
+    fs::write(&p, b"stored").unwrap();
+    let f = File::open(&p).unwrap();
+    fs::remove_file(&p).unwrap();
+    let st = f.metadata().unwrap();
+    assert_eq!((st.nlink(), st.len()), (0, 6));
+}
+
+#[test]
+fn unlinked_open_files_on_the_embedded_store() {
+    let drives = Drives::new(4);
+    drives.make_bucket("unlinked");
+    unlinked_files(&Mount::start(&drives, "unlinked", &[]));
+}
+
+#[test]
+fn limits_times_and_errnos() {
+    let drives = Drives::new(4);
+    drives.make_bucket("rules");
+    let m = Mount::start(&drives, "rules", &[]);
+    // paths up to the 1,024-byte key limit work, longer ones are ENAMETOOLONG
+    let part = "p".repeat(200);
+    let mut dir = m.mnt.clone();
+    let mut rel = 0;
+    for _ in 0..4 {
+        dir = dir.join(&part);
+        rel += part.len() + 1;
+        fs::create_dir(&dir).unwrap();
+    }
+    let fits = "f".repeat(1024 - rel);
+    fs::write(dir.join(&fits), b"deep").unwrap();
+    assert_eq!(fs::read(dir.join(&fits)).unwrap(), b"deep");
+    assert_eq!(errno_of(fs::write(dir.join(format!("{fits}g")), b"x")), libc::ENAMETOOLONG);
+    assert_eq!(errno_of(fs::create_dir(dir.join("e".repeat(fits.len())))), libc::ENAMETOOLONG);
+    // truncate beyond what the backend can store
+    let f = m.path("f");
+    fs::write(&f, b"abc").unwrap();
+    let r = OpenOptions::new().write(true).open(&f).unwrap().set_len(1 << 60);
+    assert_eq!(errno_of(r), libc::EFBIG);
+    assert_eq!(fs::read(&f).unwrap(), b"abc");
+
+    // parent times move with its entries (as seen by this mount)
+    let d = m.path("d");
+    fs::create_dir(&d).unwrap();
+    let mut before = fs::metadata(&d).unwrap();
+    let steps: [(&str, &dyn Fn()); 5] = [
+        ("create", &|| fs::write(d.join("a"), b"1").unwrap()),
+        ("mkdir", &|| fs::create_dir(d.join("sub")).unwrap()),
+        ("rename", &|| fs::rename(d.join("a"), d.join("b")).unwrap()),
+        ("unlink", &|| fs::remove_file(d.join("b")).unwrap()),
+        ("rmdir", &|| fs::remove_dir(d.join("sub")).unwrap()),
+    ];
+    for (name, step) in steps {
+        std::thread::sleep(Duration::from_millis(5)); // so the clock can move
+        step();
+        let now = fs::metadata(&d).unwrap();
+        let t = |m: &fs::Metadata| (m.mtime(), m.mtime_nsec());
+        let c = |m: &fs::Metadata| (m.ctime(), m.ctime_nsec());
+        assert!(t(&now) > t(&before) && c(&now) > c(&before), "{name}: {:?} -> {:?}", t(&before), t(&now));
+        before = now;
+    }
+
+    // errno rules
+    fs::create_dir(m.path("full")).unwrap();
+    fs::write(m.path("full/x"), b"x").unwrap();
+    fs::create_dir(m.path("empty")).unwrap();
+    assert_eq!(errno_of(fs::remove_dir(m.path("full"))), libc::ENOTEMPTY);
+    assert_eq!(errno_of(fs::remove_dir(&f)), libc::ENOTDIR);
+    assert_eq!(errno_of(fs::remove_file(m.path("empty"))), libc::EISDIR);
+    assert_eq!(errno_of(fs::rename(&f, m.path("empty"))), libc::EISDIR);
+    assert_eq!(errno_of(fs::rename(m.path("empty"), &f)), libc::ENOTDIR);
+    assert_eq!(errno_of(fs::rename(m.path("empty"), m.path("full"))), libc::ENOTEMPTY);
+    assert_eq!(errno_of(OpenOptions::new().write(true).create_new(true).open(&f)), libc::EEXIST);
+    assert_eq!(errno_of(OpenOptions::new().write(true).open(m.path("empty"))), libc::EISDIR);
+    assert_eq!(errno_of(fs::read_dir(f.join("x"))), libc::ENOTDIR);
+
+    // utimensat: UTIME_OMIT keeps a time, UTIME_NOW sets it; both are stored
+    let ts = |sec: i64, nsec: i64| libc::timespec { tv_sec: sec, tv_nsec: nsec };
+    let set = |times: [libc::timespec; 2]| unsafe {
+        libc::utimensat(libc::AT_FDCWD, cpath(&f).as_ptr(), times.as_ptr(), 0)
+    };
+    assert_eq!(set([ts(1_000_000_000, 5), ts(1_100_000_000, 7)]), 0);
+    let st = fs::metadata(&f).unwrap();
+    assert_eq!(
+        (st.atime(), st.atime_nsec(), st.mtime(), st.mtime_nsec()),
+        (1_000_000_000, 5, 1_100_000_000, 7)
+    );
+    assert_eq!(set([ts(0, libc::UTIME_OMIT), ts(1_200_000_000, 0)]), 0);
+    let st = fs::metadata(&f).unwrap();
+    assert_eq!((st.atime(), st.mtime()), (1_000_000_000, 1_200_000_000));
+    assert_eq!(set([ts(0, libc::UTIME_NOW), ts(0, libc::UTIME_OMIT)]), 0);
+    let st = fs::metadata(&f).unwrap();
+    assert!(st.atime() > 1_600_000_000 && st.mtime() == 1_200_000_000);
+}
+
+/// write, truncate, close, reopen, truncate, fstat (and lseek, and an mmap read of
+/// the last byte): the size seen is the last truncate's every time.
+fn truncate_loop(m: &Mount, name: &str, with_mmap: bool, rounds: usize) {
+    let p = m.path(name);
+    for i in 0..rounds {
+        let data = pattern(100 + (i * 37) % 3000, i as u64);
+        let first = (i * 13) % 2500;
+        let second = (i * 29) % 4000 + 1;
+        let mut f = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&p).unwrap();
+        f.write_all(&data).unwrap();
+        f.set_len(first as u64).unwrap();
+        drop(f);
+        let mut f = OpenOptions::new().read(true).write(true).open(&p).unwrap();
+        f.set_len(second as u64).unwrap();
+        assert_eq!(f.metadata().unwrap().len(), second as u64, "round {i}: fstat");
+        assert_eq!(f.seek(SeekFrom::End(0)).unwrap(), second as u64, "round {i}: lseek(SEEK_END)");
+        if with_mmap {
+            use std::os::fd::AsRawFd;
+            let last = unsafe {
+                let ptr = libc::mmap(
+                    std::ptr::null_mut(),
+                    second,
+                    libc::PROT_READ,
+                    libc::MAP_SHARED,
+                    f.as_raw_fd(),
+                    0,
+                );
+                assert_ne!(ptr, libc::MAP_FAILED, "round {i}: mmap");
+                let b = *(ptr as *const u8).add(second - 1);
+                libc::munmap(ptr, second);
+                b
+            };
+            let want = if second <= first.min(data.len()) { data[second - 1] } else { 0 };
+            assert_eq!(last, want, "round {i}: last byte through mmap");
+        }
+        drop(f);
+    }
+    assert_eq!(fs::metadata(&p).unwrap().len(), ((rounds - 1) * 29 % 4000 + 1) as u64);
+}
+
+/// Drives in memory (/dev/shm) when there is one: the loop is about the sizes this
+/// mount reports, and 6,000 commits to drives that fsync took minutes on a busy disk.
+fn memory_drives() -> Drives {
+    let base = if Path::new("/dev/shm").is_dir() { PathBuf::from("/dev/shm") } else { test_root() };
+    let dir = tempfile::Builder::new().prefix("bfs-drives").tempdir_in(base).unwrap();
+    let spec = format!("{}/d{{1...4}}", dir.path().display());
+    Drives { dir, spec }
+}
+
+#[test]
+fn size_after_reopen_and_truncate_2000_times() {
+    let drives = memory_drives();
+    drives.make_bucket("loop");
+    truncate_loop(&Mount::start(&drives, "loop", &[]), "plain", false, 2000);
+}
+
+#[test]
+fn size_after_reopen_and_truncate_2000_times_through_mmap() {
+    let drives = memory_drives();
+    drives.make_bucket("loop");
+    truncate_loop(&Mount::start(&drives, "loop", &[]), "mapped", true, 2000);
+}
+
+/// O_SYNC writes and fsyncdir store before close: another S3 client sees them.
+#[test]
+fn o_sync_and_fsyncdir_store_before_close_over_s3() {
+    let gw = s3_support::gateway();
+    let bucket = s3_support::unique_bucket("sync");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(s3_support::make_bucket(&gw.endpoint, &bucket));
+    let m = Mount::try_start_source(
+        &format!("s3://{bucket}"),
+        &["--endpoint", &gw.endpoint, "--region", "us-east-1"],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let client = rt.block_on(s3_support::admin_client(&gw.endpoint));
+    let stored = |key: &str| -> Option<Vec<u8>> {
+        rt.block_on(async {
+            let r = client.get_object().bucket(&bucket).key(key).send().await.ok()?;
+            Some(r.body.collect().await.ok()?.into_bytes().to_vec())
+        })
+    };
+    let mut f =
+        OpenOptions::new().write(true).create(true).custom_flags(libc::O_SYNC).open(m.path("s")).unwrap();
+    f.write_all(b"first").unwrap();
+    assert_eq!(stored("s").as_deref(), Some(&b"first"[..]), "an O_SYNC write returns once stored");
+    f.write_all(b" second").unwrap();
+    assert_eq!(stored("s").as_deref(), Some(&b"first second"[..]));
+    drop(f);
+
+    fs::create_dir(m.path("d")).unwrap();
+    let mut f = File::create(m.path("d/pending")).unwrap();
+    f.write_all(b"entry").unwrap();
+    assert_eq!(stored("d/pending"), None, "not committed before close or fsync");
+    File::open(m.path("d")).unwrap().sync_all().unwrap();
+    assert_eq!(stored("d/pending").as_deref(), Some(&b"entry"[..]), "fsyncdir stored the directory's entry");
+    drop(f);
+}
