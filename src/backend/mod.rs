@@ -27,6 +27,7 @@ pub mod part_rules;
 pub mod prefixed;
 pub mod s3;
 pub mod upload_marker;
+pub mod write_retry;
 
 use std::collections::BTreeMap;
 use std::ops::Range;

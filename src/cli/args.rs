@@ -154,7 +154,7 @@ pub struct MountArgs {
     #[arg(long = "type-cache-ttl", alias = "type_cache_ttl", value_parser = parse_duration, default_value = "1m")]
     pub type_cache_ttl: Duration,
     #[arg(long = "memory-limit", alias = "memory_limit", value_parser = parse_size, default_value = "1G",
-          help = "Upper bound on write buffers and read-ahead")]
+          help = "Upper bound on write buffers and read-ahead; the daemon's RSS stays within it plus about 64 MiB")]
     pub memory_limit: u64,
     #[arg(long = "part-size", alias = "part_size", value_parser = parse_size, default_value = "8M",
           help = "First multipart part size (grows for large files)")]
@@ -162,6 +162,9 @@ pub struct MountArgs {
     #[arg(long = "read-ahead", alias = "read_ahead", value_parser = parse_size, default_value = "64M",
           help = "Largest sequential read-ahead window per file")]
     pub read_ahead: u64,
+    #[arg(long = "write-timeout", alias = "write_timeout", value_parser = parse_duration, default_value = "1m",
+          help = "How long a write keeps retrying while the storage service is unavailable (the application waits); 0 = fail at once")]
+    pub write_timeout: Duration,
     #[arg(long = "stale-upload-age", alias = "stale_upload_age", value_parser = parse_duration, default_value = "24h",
           help = "At mount, abort multipart uploads under the mount older than this (left by crashed writers); 0 = never")]
     pub stale_upload_age: Duration,

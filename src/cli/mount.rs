@@ -21,6 +21,7 @@ use super::mountinfo;
 use super::source::{parse_source, Source};
 use crate::backend::attr_index::AttrIndexBackend;
 use crate::backend::metered::MeteredBackend;
+use crate::backend::write_retry::WriteRetryBackend;
 use crate::backend::StorageBackend;
 use crate::fs::handle::{HandleConfig, HandleContext};
 use crate::fs::{BucketFs, FsConfig};
@@ -203,6 +204,8 @@ fn serve(
     let metrics = Arc::new(Metrics::default());
     // every request of this mount is counted and traced in one place
     let backend = MeteredBackend::wrap(backend, metrics.clone());
+    // writes wait out an outage of the service (above the meter: every attempt is a request)
+    let backend = WriteRetryBackend::wrap(backend, args.write_timeout);
     // symlinks and --enable-perms attributes visible in S3 listings (above the meter: its requests count)
     let backend = AttrIndexBackend::wrap_if_needed(backend, crate::fs::INDEXED_METADATA);
     let backend = if args.read_only { backend } else { journaled(&rt, args, source, backend) };
