@@ -11,30 +11,9 @@
 mod common;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
-use common::{pattern, test_root, Drives, Mount};
-
-struct Tmpfs(PathBuf);
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
-
-fn tmpfs(path: &Path, size: &str) -> Option<Tmpfs> {
-    std::fs::create_dir_all(path).ok()?;
-    let ok = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-        .arg(path)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    ok.then(|| Tmpfs(path.to_path_buf()))
-}
+use common::{pattern, test_root, tmpfs, Drives, Mount};
 
 /// Writes `data` and closes; the first error of write, fsync or close.
 fn store(path: &Path, data: &[u8]) -> std::io::Result<()> {

@@ -3,31 +3,13 @@
 //!
 //! Needs to mount small tmpfs drives (root); skipped with a message otherwise.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
+
+use std::path::PathBuf;
 
 use bucketfs::backend::{BackendError, GetOptions, PutOptions};
 use bucketfs::store::{Store, StoreConfig, StoreError};
-
-struct Mount(PathBuf);
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
-
-fn tmpfs(path: &Path, size: &str) -> Option<Mount> {
-    std::fs::create_dir_all(path).ok()?;
-    let ok = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-        .arg(path)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    ok.then(|| Mount(path.to_path_buf()))
-}
+use common::tmpfs;
 
 #[test]
 fn full_drives_fail_their_shards_then_the_quorum() {

@@ -80,6 +80,28 @@ pub fn test_root() -> PathBuf {
     p
 }
 
+/// A small tmpfs mounted for a test (a drive that fills up); unmounted when dropped.
+pub struct Tmpfs(PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Mounts a tmpfs of `size` (e.g. `16m`) on `path`; None where that is not allowed (not root).
+pub fn tmpfs(path: &Path, size: &str) -> Option<Tmpfs> {
+    std::fs::create_dir_all(path).ok()?;
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(path)
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    ok.then(|| Tmpfs(path.to_path_buf()))
+}
+
 pub fn is_mounted(mnt: &Path) -> bool {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let want = mnt.to_string_lossy();
