@@ -332,3 +332,47 @@ fn o_sync_and_fsyncdir_store_before_close_over_s3() {
     assert_eq!(stored("d/pending").as_deref(), Some(&b"entry"[..]), "fsyncdir stored the directory's entry");
     drop(f);
 }
+
+/// `sh -c cmd` as user `uid` (group `uid`, no supplementary groups); its exit status.
+fn as_user(uid: u32, cmd: &str) -> bool {
+    std::process::Command::new("setpriv")
+        .args([format!("--reuid={uid}"), format!("--regid={uid}"), "--clear-groups".into()])
+        .args(["sh", "-c", cmd])
+        .status()
+        .unwrap()
+        .success()
+}
+
+/// With --enable-perms a sticky directory protects each user's entries from the
+/// others (the kernel checks the owners bucketfs records), and after a remount too.
+#[test]
+fn sticky_directories_with_enable_perms() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to act as other users");
+        return;
+    }
+    let drives = Drives::new(4);
+    drives.make_bucket("sticky");
+    let start = || Mount::start(&drives, "sticky", &["--enable-perms", "--allow-other"]);
+    let mut m = start();
+    // the suite's temp dirs are private; the other users must reach the mount point
+    let mut up = m.mnt.clone();
+    while up.pop() && up != Path::new("/") {
+        sh(&format!("chmod o+x {}", up.display()));
+    }
+    let t = m.path("shared");
+    fs::create_dir(&t).unwrap();
+    sh(&format!("chmod 1777 {}", t.display()));
+    let (alice, bob) = (65534, 1); // nobody and daemon
+    let mine = t.join("mine").display().to_string();
+    assert!(as_user(alice, &format!("echo a > {mine}")), "create in a sticky dir");
+    assert!(!as_user(bob, &format!("rm -f {mine}")), "another user's entry is protected");
+    assert!(!as_user(bob, &format!("mv {mine} {}/taken", t.display())));
+    assert!(m.stop(), "clean stop:\n{}", m.log_text());
+    let m = start();
+    let t = m.path("shared");
+    assert_eq!(fs::metadata(&t).unwrap().mode() & 0o7777, 0o1777, "sticky bit stored");
+    assert_eq!(fs::metadata(t.join("mine")).unwrap().uid(), alice);
+    assert!(!as_user(bob, &format!("rm -f {}", t.join("mine").display())));
+    assert!(as_user(alice, &format!("rm {}", t.join("mine").display())), "the owner may");
+}
