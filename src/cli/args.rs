@@ -76,6 +76,10 @@ pub struct HealArgs {
     /// Verify every shard's checksums, not only presence and metadata.
     #[arg(long)]
     pub deep: bool,
+    /// Only show the progress of background heals of replaced drives (reads
+    /// each drive's heal-status.json; works while a mount or serve holds the drives).
+    #[arg(long, conflicts_with_all = ["deep", "bucket"])]
+    pub status: bool,
     /// Only this bucket (default: all).
     pub bucket: Option<String>,
 }

@@ -26,10 +26,39 @@ pub fn make_bucket(a: MbArgs) -> Result<()> {
 
 pub fn heal(a: HealArgs) -> Result<()> {
     super::init_logging(false, false);
+    if a.status {
+        return heal_status(&a.drives);
+    }
     let store = open_store(&a.drives)?;
     let bucket = a.bucket.as_deref().map(|b| b.strip_prefix("local://").unwrap_or(b).trim_end_matches('/'));
     let summary = store.heal(bucket, a.deep).map_err(|e| anyhow!("{e}"))?;
     println!("{summary}");
+    Ok(())
+}
+
+/// Prints the background heal progress recorded on the drives (no lock taken:
+/// the store is usually open in a running mount or serve).
+fn heal_status(d: &DrivesArg) -> Result<()> {
+    let spec =
+        d.drives.as_deref().ok_or_else(|| anyhow!("--drives SPEC (or BUCKETFS_DRIVES) is required"))?;
+    let drives = parse_drive_spec(spec).map_err(|e| anyhow!("{e}"))?;
+    let found = crate::store::monitor::read_heal_status(&drives);
+    if found.is_empty() {
+        println!("no replaced drive has been healed on these {} drives", drives.len());
+    }
+    for (drive, st) in found {
+        println!(
+            "{}: {} ({} objects scanned, {} healed, {} failed, {} bytes rewritten; started {}, updated {})",
+            drive.display(),
+            st.state,
+            st.objects_scanned,
+            st.objects_healed,
+            st.objects_failed,
+            st.bytes,
+            httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(st.started_unix)),
+            httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(st.updated_unix)),
+        );
+    }
     Ok(())
 }
 

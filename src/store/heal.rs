@@ -53,6 +53,18 @@ impl ErasureSet {
     /// shard block's hash; otherwise presence and sizes are checked.
     #[tracing::instrument(level = "debug", skip(self))]
     pub fn heal(&self, bucket: Option<&str>, deep: bool) -> StoreResult<HealSummary> {
+        self.heal_with(bucket, deep, &mut |_| true)
+    }
+
+    /// [`Self::heal`] calling `after_object` with the running totals after each
+    /// object: the drive monitor paces itself and reports progress there, and
+    /// stops the pass early (returning `false`) when the store closes.
+    pub(crate) fn heal_with(
+        &self,
+        bucket: Option<&str>,
+        deep: bool,
+        after_object: &mut dyn FnMut(&HealSummary) -> bool,
+    ) -> StoreResult<HealSummary> {
         let buckets = match bucket {
             Some(b) => {
                 self.require_bucket(b)?;
@@ -83,6 +95,9 @@ impl ErasureSet {
                             tracing::warn!(bucket = %b, key = %o.key, error = %e, "heal failed");
                             sum.failed += 1;
                         }
+                    }
+                    if !after_object(&sum) {
+                        return Ok(sum);
                     }
                 }
                 match page.next_continuation {

@@ -35,6 +35,7 @@ pub mod error;
 pub mod heal;
 pub mod list;
 pub mod meta;
+pub mod monitor;
 pub mod multipart;
 pub mod object;
 pub mod paths;

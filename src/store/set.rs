@@ -21,9 +21,15 @@ use super::paths;
 
 /// Work for the background thread.
 enum BgTask {
-    HealObject { bucket: String, key: String },
-    HealAll,
+    HealObject {
+        bucket: String,
+        key: String,
+    },
+    /// Heal everything onto these freshly formatted slots (paced, with progress).
+    HealReplaced(Vec<usize>),
     PurgeTrash,
+    /// Periodic: look for replaced drives (monitor.rs) and purge the trash now and then.
+    Tick,
 }
 
 const LOCK_STRIPES: usize = 256;
@@ -53,7 +59,8 @@ pub struct ErasureSet {
     purge_queued: AtomicBool,
     /// Set by `close`: the worker skips whatever is still queued.
     closing: AtomicBool,
-    _locks: Vec<DriveLock>,
+    /// The drives' flocks; a replaced drive's is swapped for one on its new lock file.
+    pub(super) locks: Mutex<Vec<DriveLock>>,
 }
 
 impl std::fmt::Debug for ErasureSet {
@@ -90,7 +97,7 @@ impl ErasureSet {
             purge_queued: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             healing: (0..n).map(|s| AtomicBool::new(replaced.contains(&s))).collect(),
-            _locks: locks,
+            locks: Mutex::new(locks),
         });
         // Leftovers of writes interrupted by a crash: nothing references them.
         for d in &store.drives {
@@ -111,7 +118,7 @@ impl ErasureSet {
         *store.bg_thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
         store.schedule(BgTask::PurgeTrash);
         if !replaced.is_empty() {
-            store.schedule(BgTask::HealAll);
+            store.schedule(BgTask::HealReplaced(replaced.to_vec()));
         }
         Ok(store)
     }
@@ -169,8 +176,17 @@ impl ErasureSet {
         self.sys(slot).is_dir()
     }
 
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+
     pub(crate) fn is_healing(&self, slot: usize) -> bool {
         self.healing[slot].load(Ordering::Relaxed)
+    }
+
+    /// From now on `slot`'s "not found" answers mean nothing (it came back empty).
+    pub(crate) fn mark_healing(&self, slot: usize) {
+        self.healing[slot].store(true, Ordering::Release);
     }
 
     pub(crate) fn set_healed(&self) {
@@ -317,10 +333,11 @@ pub(crate) fn quorum_error(
 }
 
 fn background(store: Weak<ErasureSet>, rx: Receiver<BgTask>) {
+    let mut last_purge = std::time::Instant::now();
     loop {
-        let task = match rx.recv_timeout(Duration::from_secs(30)) {
+        let task = match rx.recv_timeout(super::monitor::CHECK_INTERVAL) {
             Ok(t) => t,
-            Err(RecvTimeoutError::Timeout) => BgTask::PurgeTrash,
+            Err(RecvTimeoutError::Timeout) => BgTask::Tick,
             Err(RecvTimeoutError::Disconnected) => return,
         };
         let Some(s) = store.upgrade() else { return };
@@ -330,17 +347,25 @@ fn background(store: Weak<ErasureSet>, rx: Receiver<BgTask>) {
         match task {
             BgTask::PurgeTrash => {
                 s.purge_queued.store(false, Ordering::Release);
-                s.purge_trash()
+                s.purge_trash();
+                last_purge = std::time::Instant::now();
             }
             BgTask::HealObject { bucket, key } => {
                 if let Err(e) = s.heal_object(&bucket, &key, true) {
                     tracing::warn!(bucket, key, error = %e, "background heal failed");
                 }
             }
-            BgTask::HealAll => match s.heal(None, false) {
-                Ok(sum) => tracing::info!(%sum, "healed replaced drives"),
-                Err(e) => tracing::warn!(error = %e, "background heal failed"),
-            },
+            BgTask::HealReplaced(slots) => s.heal_replaced(&slots),
+            BgTask::Tick => {
+                let slots = s.adopt_replaced_drives();
+                if !slots.is_empty() {
+                    s.heal_replaced(&slots);
+                }
+                if last_purge.elapsed() >= Duration::from_secs(30) {
+                    s.purge_trash();
+                    last_purge = std::time::Instant::now();
+                }
+            }
         }
     }
 }
