@@ -159,6 +159,9 @@ pub struct MetaCache {
     types: Ttl<Option<Kind>>,
     /// Directory path -> when this mount last created or removed an entry in it.
     dir_changes: Mutex<LruCache<String, SystemTime>>,
+    /// Path -> when this mount last changed its attributes (chmod, chown, utimes), for
+    /// the ctime of a file whose change waits for its pending commit.
+    status_changes: Mutex<LruCache<String, SystemTime>>,
 }
 
 impl MetaCache {
@@ -168,6 +171,7 @@ impl MetaCache {
             stats: Ttl::new(stat_ttl),
             types: Ttl::new(type_ttl),
             dir_changes: Mutex::new(LruCache::new(n)),
+            status_changes: Mutex::new(LruCache::new(n)),
         }
     }
 
@@ -183,6 +187,17 @@ impl MetaCache {
     /// When this mount last changed the entries of `dir`, if it did.
     pub fn dir_change_time(&self, dir: &str) -> Option<SystemTime> {
         self.lock_changes().get(dir).copied()
+    }
+
+    /// Records that this mount just changed the attributes of `path` (its ctime moves
+    /// now, even when the change is stored later, with the file's pending commit).
+    pub fn status_changed(&self, path: &str) {
+        self.status_changes.lock().unwrap_or_else(|e| e.into_inner()).put(path.to_owned(), SystemTime::now());
+    }
+
+    /// When this mount last changed the attributes of `path`, if it did.
+    pub fn status_change_time(&self, path: &str) -> Option<SystemTime> {
+        self.status_changes.lock().unwrap_or_else(|e| e.into_inner()).get(path).copied()
     }
 
     /// Forgets `dir`'s change time: its times were set explicitly, or it is gone.

@@ -136,11 +136,16 @@ impl Fs {
 
     pub(super) fn attr_of(&self, ino: u64, c: &Cached, size: Option<u64>) -> FileAttr {
         let mut a = to_attr(ino, c, size, &self.cfg, self.mount_time);
+        let Some((path, _)) = self.inodes.get(ino) else { return a };
         if c.kind == Kind::Dir {
             // entries this mount created or removed move the directory's times (cache.rs)
-            if let Some(t) = self.inodes.get(ino).and_then(|(p, _)| self.cache.dir_change_time(&p)) {
+            if let Some(t) = self.cache.dir_change_time(&path) {
                 (a.mtime, a.ctime) = (t, t);
             }
+        }
+        // a chmod/chown/utimes stashed for a pending commit has not moved the object's date yet
+        if let Some(t) = self.cache.status_change_time(&path).filter(|t| *t > a.ctime) {
+            a.ctime = t;
         }
         a
     }

@@ -404,6 +404,7 @@ impl Fs {
                 self.cache.forget_dir_change(&path); // an explicit mtime replaces this mount's
             }
             self.update_metadata(ino, &path, kind, edit).await?;
+            self.cache.status_changed(&path);
         }
         self.getattr(ino).await
     }

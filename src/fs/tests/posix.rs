@@ -153,3 +153,22 @@ async fn an_explicit_atime_is_stored_and_shown() {
     let a2 = fs2.lookup(ROOT_INO, n("f")).await.unwrap().attr;
     assert_eq!((a2.atime, a2.mtime), (later, m), "stored, not cached");
 }
+
+#[tokio::test]
+async fn a_chmod_waiting_for_the_commit_moves_the_ctime_at_once() {
+    let (mem, fs) = setup();
+    let who = Caller::default();
+    let (e, fh) = fs.create(ROOT_INO, n("new"), libc::S_IFREG | 0o644, 0, libc::O_RDWR, who).await.unwrap();
+    let ino = e.attr.ino.0;
+    let before = fs.getattr(ino).await.unwrap().0.ctime;
+    std::thread::sleep(Duration::from_millis(2)); // the clock must be able to move
+    let (a, _) = fs.setattr(ino, Some(0o600), None, None, None, None, None, None).await.unwrap();
+    assert_eq!(a.perm, 0o600);
+    assert!(a.ctime > before, "{before:?} -> {:?}", a.ctime);
+    assert!(!exists(&mem, "new").await, "stashed for the commit, not stored yet");
+    fs.release(fh).await.unwrap();
+    assert_eq!(
+        mem.head("new").await.unwrap().user_metadata.get(attr::META_MODE).map(String::as_str),
+        Some("600")
+    );
+}
