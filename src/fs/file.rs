@@ -5,9 +5,19 @@
 //! lives in `handle.rs` and below; this layer decides *when* content becomes
 //! visible and *which metadata* goes with it:
 //!
-//! - content is committed on `flush` (every `close`), `fsync` and `release`;
-//!   errors are returned from those calls (EIO etc.), never swallowed, because
-//!   an unreported failed upload is silent data loss;
+//! - content is committed once per write session: at the `close` of the
+//!   process that opened the file, at `fsync`, or at the last `release`.
+//!   Errors are returned from `close` and `fsync` (EIO etc.), never swallowed,
+//!   because an unreported failed upload is silent data loss. A `close` by
+//!   another process holding a copy of the descriptor (a child after `fork`,
+//!   which every shell and `subprocess` makes) does not commit: committing
+//!   there uploaded the file again at each exit and showed the bytes written
+//!   so far as the whole file (issue 13). Nor does a `close` before anything
+//!   was written: `cmd > f` and `dd of=f` close a duplicate right after
+//!   opening, and committing then replaced the old content with nothing
+//!   before a byte arrived (issue 14). The opener is recorded as a thread
+//!   group (process), not a thread, so a program closing from another thread
+//!   still commits at its `close`, as mountpoint-s3 does with the opener pid;
 //! - a rewrite keeps the object's user metadata (xattrs, `--enable-perms`
 //!   attributes, symlink marker) and content type: they are passed to
 //!   `FileHandle::commit`, which writes a new object;
@@ -18,7 +28,7 @@
 //! - a file unlinked while open is discarded at close instead of committed, so
 //!   closing it cannot resurrect it.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -39,6 +49,8 @@ pub struct OpenFile {
     /// Created by this handle (O_CREAT of a missing file).
     pub created: bool,
     unlinked: AtomicBool,
+    /// Process (thread group id) that opened the file; 0 when unknown (commit at every close).
+    opener: AtomicU32,
     state: Mutex<OpenState>,
 }
 
@@ -76,6 +88,7 @@ impl OpenFile {
             writable,
             created,
             unlinked: AtomicBool::new(false),
+            opener: AtomicU32::new(0),
             state: Mutex::new(OpenState {
                 opts,
                 opts_dirty: false,
@@ -305,14 +318,43 @@ impl Fs {
         Ok(())
     }
 
+    /// fsync (and unmount): commits whoever asks.
     pub async fn flush(&self, fh: u64) -> FsResult<()> {
         let f = self.file(fh)?;
         self.commit_file(&f).await
     }
 
+    /// Records the process that opened `fh` (the FUSE request's thread id `pid`).
+    pub fn set_opener(&self, fh: u64, pid: u32) {
+        if let Ok(f) = self.file(fh) {
+            f.opener.store(thread_group_of(pid), Ordering::Relaxed);
+        }
+    }
+
+    /// `close` of one descriptor of `fh` by thread `pid`: commits only when that is
+    /// the opening process and something was written (see the module docs).
+    pub async fn close(&self, fh: u64, pid: u32) -> FsResult<()> {
+        let f = self.file(fh)?;
+        let opener = f.opener.load(Ordering::Relaxed);
+        if opener != 0 && pid != 0 && thread_group_of(pid) != opener {
+            return Ok(());
+        }
+        let nothing_yet = {
+            let st = f.lock();
+            !st.written && !st.opts_dirty
+        };
+        if nothing_yet {
+            return Ok(());
+        }
+        self.commit_file(&f).await
+    }
+
     pub async fn release(&self, fh: u64) -> FsResult<()> {
-        let f = self.lock_files().remove(&fh).ok_or(FsError::BadHandle(fh))?;
+        // committed before it leaves the table: until then the file is this handle's
+        // alone (`touch new; cat new` must not see it vanish while release runs)
+        let f = self.file(fh)?;
         let r = self.commit_file(&f).await;
+        self.lock_files().remove(&fh);
         if r.is_err() {
             // the kernel ignores release errors: the log is the last place to report this
             let path = self.inodes.get(f.ino).map(|(p, _)| p).unwrap_or_default();
@@ -492,6 +534,13 @@ impl Fs {
         self.cache.put(path, Cached::object(stored));
         Ok(())
     }
+}
+
+/// The thread group (process id) of thread `tid`, from `/proc`; `tid` itself when
+/// unknown. FUSE requests carry the calling thread's id.
+fn thread_group_of(tid: u32) -> u32 {
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).unwrap_or_default();
+    status.lines().find_map(|l| l.strip_prefix("Tgid:")).and_then(|v| v.trim().parse().ok()).unwrap_or(tid)
 }
 
 #[cfg(test)]

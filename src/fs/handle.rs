@@ -7,25 +7,38 @@
 //! - **Remote**: no local copy. Reads go through a [`Prefetcher`] pinned to the
 //!   ETag of the committed object (`base`), or return nothing when the content
 //!   is empty (new file, `O_TRUNC`, `set_len(0)`).
-//! - **Streaming**: the content was empty and every write so far landed exactly
-//!   at its end. Writes go to a [`StreamingUpload`] (parts uploaded in the
-//!   background) *and* are teed to a [`SpoolFile`]. The tee costs local disk
-//!   but makes every fallback lossless: a write elsewhere, a `set_len`, a
-//!   failed background part, a rename while open or upload options that differ
-//!   at commit all abort the multipart upload and continue from the spool,
-//!   which already holds every byte. Reads see the handle's own writes from it.
+//! - **Streaming**: the content was empty and the writes so far were
+//!   sequential. They go to a [`StreamingUpload`] (parts uploaded in the
+//!   background, memory bounded by `--memory-limit`) and to **no local disk**
+//!   for a write-only handle, so a 100 GiB `cp` needs no 100 GiB cache. Writes
+//!   and truncations away from the end are served by the upload itself where
+//!   it still holds the bytes (the part being buffered, the retained first
+//!   part: rewriting a header at offset 0 after the data is the common case,
+//!   or a gap of at most one part, filled with zeros). A write-only handle
+//!   refuses any other non-sequential write with EINVAL and nothing written
+//!   before is lost (as mountpoint-s3 refuses them; bytes already uploaded
+//!   cannot be read back from an unfinished multipart upload on S3 or Azure).
+//!   A **read-write** handle may read back what it wrote, so it also tees its
+//!   writes into a [`SpoolFile`] while the cache disk has room; with the tee,
+//!   any other pattern (a write elsewhere, a `set_len`, a rename while open,
+//!   upload options that differ at commit) aborts the multipart upload and
+//!   continues from the spool, which holds every byte. A tee write that fails
+//!   (full cache disk) drops the tee and the handle goes on as a write-only one.
 //! - **Spooled**: the whole content is in a local spool file. Entered on the
-//!   first write or `set_len` that is not a plain stream from an empty file;
-//!   an existing object's content is fetched into the spool at that moment
-//!   (pinned to its ETag, several ranged GETs at a time), so appends and
-//!   in-place overwrites work. Committed with `put` or a part-by-part multipart
-//!   upload read from disk.
+//!   first write or `set_len` that is not a stream from an empty file (an
+//!   append to or overwrite of an existing object, a truncate of a committed
+//!   file); an existing object's content is fetched into the spool at that
+//!   moment (pinned to its ETag, several ranged GETs at a time). Committed with
+//!   `put` or a part-by-part multipart upload read from disk.
 //!
 //! Nothing is visible on the backend until [`FileHandle::commit`]. A failed
-//! commit aborts its multipart upload and leaves the content dirty in the
-//! spool, so a later commit (another fsync, or release) can retry. After a
-//! successful commit the spool stays as the handle's clean copy: further writes
-//! start a new dirty generation on top of it without refetching anything.
+//! part upload or commit of a stream aborts its multipart upload and the
+//! handle's new content is lost: later writes and commits report the failure
+//! (EIO) and the object keeps its old content. A failed commit of spooled
+//! content leaves it dirty in the spool, so a later commit (another fsync, or
+//! release) can retry. After a successful commit of spooled content the spool
+//! stays as the handle's clean copy; after a stream the content is the new
+//! object again (remote).
 //!
 //! Multipart uploads take their content type and user metadata when they are
 //! created, before the commit's [`PutOptions`] are known: streaming uploads use
@@ -100,7 +113,11 @@ pub struct OpenMode {
 /// Where a handle's current content lives (see the module docs).
 enum Content {
     Remote,
-    Streaming { upload: Box<StreamingUpload>, spool: SpoolFile },
+    /// `tee`: a local copy of every byte, kept for read-write handles while the disk has room.
+    Streaming {
+        upload: Box<StreamingUpload>,
+        tee: Option<SpoolFile>,
+    },
     Spooled(SpoolFile),
 }
 
@@ -113,6 +130,9 @@ struct State {
     prefetcher: Option<Prefetcher>,
     /// Options streaming uploads are created with.
     upload_opts: PutOptions,
+    /// Why the new content was lost (a stream's part upload or commit failed):
+    /// reported by every later write and commit until the content is replaced.
+    lost: Option<BackendError>,
 }
 
 /// One open file. All methods take `&self`: FUSE calls arrive on several threads.
@@ -174,6 +194,7 @@ impl FileHandle {
                 committed: existing,
                 prefetcher: None,
                 upload_opts,
+                lost: None,
             }),
             multi_range: std::sync::Mutex::new(None),
             ctx,
@@ -202,8 +223,17 @@ impl FileHandle {
             let mut st = self.state.lock().await;
             let st = &mut *st;
             match &st.content {
-                Content::Streaming { spool, .. } | Content::Spooled(spool) => {
+                Content::Streaming { tee: Some(spool), .. } | Content::Spooled(spool) => {
                     return spool.read_at(offset, size as u64).await;
+                }
+                Content::Streaming { upload, tee: None } => {
+                    return upload.read_at(offset..offset.saturating_add(size as u64)).ok_or_else(|| {
+                        BackendError::InvalidArgument(
+                            "this handle streams its writes: bytes already uploaded cannot be read back \
+                             before the file is closed (open it read-write to keep a local copy)"
+                                .into(),
+                        )
+                    });
                 }
                 Content::Remote => {
                     let Some(base) = &st.base else { return Ok(Bytes::new()) };
@@ -267,6 +297,9 @@ impl FileHandle {
             .map_err(|_| BackendError::InvalidArgument("write larger than 4 GiB".into()))?;
         let mut st = self.state.lock().await;
         let st = &mut *st;
+        if let Some(e) = &st.lost {
+            return Err(e.clone());
+        }
         let offset = if self.mode.append { self.size.load(Ordering::SeqCst) } else { offset };
         let end = offset
             .checked_add(data.len() as u64)
@@ -275,36 +308,42 @@ impl FileHandle {
             return Ok(0);
         }
         if matches!(st.content, Content::Remote) {
-            if st.base.is_none() && offset == 0 {
-                let spool = SpoolFile::create(&self.ctx.cfg.spool_dir).await?;
-                let upload =
-                    StreamingUpload::new(self.upload.clone(), self.current_key(), st.upload_opts.clone());
-                st.content = Content::Streaming { upload: Box::new(upload), spool };
+            if st.base.is_none() && offset <= self.ctx.cfg.part_size {
+                self.start_streaming(st).await;
             } else {
                 self.load_spool(st, u64::MAX).await?;
             }
         }
-        let stream_failed = match &mut st.content {
-            Content::Streaming { upload, spool } if offset == upload.len() => {
-                spool.write_at(offset, data).await?;
-                match upload.write(data).await {
-                    Ok(()) => false,
-                    Err(e) => {
-                        tracing::debug!(target: "bucketfs::upload", error = %e,
-                            "streaming upload failed; continuing from the spool file");
-                        true
+        if let Content::Streaming { upload, tee } = &mut st.content {
+            match (upload.write_at(offset, data).await, tee) {
+                (Ok(true), tee) => {
+                    if let Some(spool) = tee {
+                        if let Err(e) = spool.write_at(offset, data).await {
+                            tracing::info!(target: "bucketfs::upload", error = %e,
+                                "local copy of a streamed file dropped (cache disk full?); streaming on without it");
+                            *tee = None;
+                        }
                     }
                 }
+                // the stream cannot take it (or failed), but the tee holds every byte: go on from there
+                (Ok(false), Some(_)) => self.stop_streaming(st).await,
+                (Err(e), Some(_)) => {
+                    tracing::debug!(target: "bucketfs::upload", error = %e,
+                        "streaming upload failed; continuing from the local copy");
+                    self.stop_streaming(st).await;
+                }
+                (Ok(false), None) => {
+                    let at = upload.len();
+                    tracing::info!(target: "bucketfs::upload", key = %self.current_key(), offset, streamed = at,
+                        "write refused: a write-only handle streams its file and cannot change bytes already uploaded");
+                    return Err(BackendError::InvalidArgument(format!(
+                        "non-sequential write at {offset} into the {at} bytes already streamed to the backend"
+                    )));
+                }
+                (Err(e), _) => return Err(self.lose_stream(st, e).await),
             }
-            Content::Streaming { .. } => {
-                self.stop_streaming(st).await;
-                false
-            }
-            _ => false,
-        };
-        if stream_failed {
-            self.stop_streaming(st).await;
-        } else if let Content::Spooled(spool) = &mut st.content {
+        }
+        if let Content::Spooled(spool) = &mut st.content {
             spool.write_at(offset, data).await?;
         }
         self.size.fetch_max(end, Ordering::SeqCst);
@@ -312,9 +351,45 @@ impl FileHandle {
         Ok(len)
     }
 
-    /// Aborts the streaming upload; the spool tee becomes the content.
+    /// Starts streaming an empty content; read-write handles also keep a local copy.
+    async fn start_streaming(&self, st: &mut State) {
+        let tee = if self.mode.read {
+            match SpoolFile::create(&self.ctx.cfg.spool_dir).await {
+                Ok(spool) => Some(spool),
+                Err(e) => {
+                    tracing::info!(target: "bucketfs::upload", error = %e, "no local copy for a read-write stream");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let upload = StreamingUpload::new(self.upload.clone(), self.current_key(), st.upload_opts.clone())
+            .retaining_first_part();
+        st.content = Content::Streaming { upload: Box::new(upload), tee };
+    }
+
+    /// A stream failed with `e` (a part upload or its commit): its bytes are gone.
+    /// Aborts the upload, keeps the committed object, and remembers the error
+    /// for later writes and commits. Returns `e`.
+    async fn lose_stream(&self, st: &mut State, e: BackendError) -> BackendError {
+        if let Content::Streaming { upload, .. } = std::mem::replace(&mut st.content, Content::Remote) {
+            upload.abort().await;
+        }
+        tracing::error!(target: "bucketfs::upload", key = %self.current_key(), error = %e,
+            "streaming upload failed; the file's new content is lost and its old content kept");
+        st.lost = Some(e.clone());
+        e
+    }
+
+    /// Aborts the streaming upload; the tee becomes the content (only called with a tee).
     async fn stop_streaming(&self, st: &mut State) {
-        if let Content::Streaming { upload, spool } = std::mem::replace(&mut st.content, Content::Remote) {
+        if !matches!(st.content, Content::Streaming { tee: Some(_), .. }) {
+            return;
+        }
+        if let Content::Streaming { upload, tee: Some(spool) } =
+            std::mem::replace(&mut st.content, Content::Remote)
+        {
             upload.abort().await;
             st.content = Content::Spooled(spool);
         }
@@ -379,10 +454,27 @@ impl FileHandle {
             st.prefetcher = None;
             self.stop_multi_range();
         } else {
-            match &st.content {
-                Content::Remote => self.load_spool(st, size).await?,
-                Content::Streaming { .. } => self.stop_streaming(st).await,
-                Content::Spooled(_) => {}
+            if let Some(e) = &st.lost {
+                return Err(e.clone());
+            }
+            if matches!(st.content, Content::Remote) {
+                self.load_spool(st, size).await?;
+            }
+            if let Content::Streaming { upload, tee } = &mut st.content {
+                match upload.truncate(size).await {
+                    Ok(true) => {
+                        if let Some(spool) = tee {
+                            spool.set_len(size).await?;
+                        }
+                    }
+                    Ok(false) | Err(_) if tee.is_some() => self.stop_streaming(st).await,
+                    Ok(false) => {
+                        return Err(BackendError::InvalidArgument(format!(
+                            "truncate to {size} would cut bytes already streamed to the backend"
+                        )))
+                    }
+                    Err(e) => return Err(self.lose_stream(st, e).await),
+                }
             }
             if let Content::Spooled(spool) = &mut st.content {
                 spool.set_len(size).await?;
@@ -421,6 +513,9 @@ impl FileHandle {
     pub async fn commit(&self, opts: &PutOptions) -> BackendResult<Option<ObjectMeta>> {
         let mut st = self.state.lock().await;
         let st = &mut *st;
+        if let Some(e) = &st.lost {
+            return Err(e.clone());
+        }
         if !self.is_dirty() {
             return Ok(None);
         }
@@ -431,18 +526,48 @@ impl FileHandle {
                 let span = tracing::debug_span!(target: "bucketfs::upload", "put", key = %key, size = 0);
                 self.ctx.backend.put(&key, Bytes::new(), opts).instrument(span).await?
             }
-            Content::Streaming { mut upload, spool } => {
+            Content::Streaming { mut upload, tee } => {
                 let unchanged = upload.key() == key && same_options(upload.options(), opts);
-                let res = if unchanged || upload.retarget(&key, opts) {
-                    upload.finish().await
-                } else {
+                if unchanged || upload.retarget(&key, opts) {
+                    match upload.finish().await {
+                        Ok(meta) => meta,
+                        Err(e) => {
+                            // the tee still holds every byte: keep it dirty for a retry
+                            if let Some(spool) = tee {
+                                st.content = Content::Spooled(spool);
+                                return Err(e);
+                            }
+                            return Err(self.lose_stream(st, e).await);
+                        }
+                    }
+                } else if let Some(spool) = tee {
                     tracing::info!(target: "bucketfs::upload", key = %key,
-                        "renamed or options changed since the upload started: uploading again from the spool");
+                        "renamed or options changed since the upload started: uploading again from the local copy");
                     upload.abort().await;
-                    spool.upload(&self.upload, &key, opts).await
-                };
-                st.content = Content::Spooled(spool);
-                res?
+                    let res = spool.upload(&self.upload, &key, opts).await;
+                    st.content = Content::Spooled(spool);
+                    res?
+                } else {
+                    // A multipart upload's key and metadata are fixed when it starts, and
+                    // its bytes are held nowhere else: store it as it is, then copy it
+                    // server side to the current key with the current metadata (`cp -p`
+                    // sets the mode through the descriptor before closing).
+                    let streamed_to = upload.key().to_owned();
+                    let res = match upload.finish().await {
+                        Ok(_) => self.ctx.backend.copy(&streamed_to, &key, Some(opts)).await,
+                        Err(e) => Err(e),
+                    };
+                    if streamed_to != key {
+                        if let Err(e) = self.ctx.backend.delete(&streamed_to).await {
+                            tracing::warn!(target: "bucketfs::upload", key = %streamed_to, error = %e,
+                                "could not remove the name a renamed file was streamed to");
+                        }
+                    }
+                    match res {
+                        Ok(meta) => meta,
+                        Err(e) => return Err(self.lose_stream(st, e).await),
+                    }
+                }
             }
             Content::Spooled(spool) => {
                 let res = spool.upload(&self.upload, &key, opts).await;
@@ -466,6 +591,7 @@ impl FileHandle {
         if let Content::Streaming { upload, .. } = std::mem::replace(&mut st.content, Content::Remote) {
             upload.abort().await;
         }
+        st.lost = None;
         st.base = st.committed.clone();
         st.prefetcher = None;
         self.stop_multi_range();

@@ -299,15 +299,17 @@ async fn switch_from_streaming_to_spool_keeps_data() {
     write_all(&h, 0, &model, 32 * 1024).await;
     assert_eq!(f.backend.creates.load(SeqCst), 1);
     assert_eq!(f.pending(), 1);
-    // a write in the middle: the multipart upload is abandoned, nothing is lost
+    // a write in the middle, past the retained first part: with the local copy a
+    // read-write handle keeps, the multipart upload is abandoned and nothing is lost
     let patch = pattern(100, 51);
-    h.write(10, &patch).await.unwrap();
-    model[10..110].copy_from_slice(&patch);
+    let at = 2 * part as usize + 10;
+    h.write(at as u64, &patch).await.unwrap();
+    model[at..at + 100].copy_from_slice(&patch);
     assert_eq!(f.pending(), 0);
     let tail = pattern(3 * part, 52);
     write_all(&h, model.len() as u64, &tail, 32 * 1024).await;
     model.extend_from_slice(&tail);
-    assert_eq!(&h.read(0, 200).await.unwrap()[..], &model[..200]);
+    assert_eq!(&h.read(at as u64, 200).await.unwrap()[..], &model[at..at + 200]);
     h.commit(&PutOptions::default()).await.unwrap();
     assert_eq!(f.stored("switch").await, model);
     assert_eq!(f.pending(), 0);
@@ -679,4 +681,96 @@ async fn concurrent_reads_of_one_handle_run_concurrently_with_default_flags() {
     assert!(running >= 4, "at most {running} GETs in flight: the handle lock serialized the reads?");
     assert_eq!(f.backend.gets.load(SeqCst), 64);
     assert_eq!(f.backend.get_bytes.load(SeqCst), 64 * 16 * KIB, "a random read fetches what it asks for");
+}
+
+/// How `cp`, `dd` and downloads open: no read access, so no local copy.
+fn write_only_new() -> OpenMode {
+    OpenMode { read: false, write: true, truncate: true, append: false }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_only_stream_rewrites_its_header_without_a_local_copy() {
+    let part = 64 * KIB;
+    let f = fixture(part, 64 * MIB, 4);
+    let mut model = pattern(6 * part + 100, 200);
+    let h = f.open("hdr", None, write_only_new());
+    write_all(&h, 0, &model, 32 * 1024).await;
+    // a header filled in at offset 0 once the data is written (archivers, muxers)
+    let header = pattern(512, 201);
+    h.write(0, &header).await.unwrap();
+    model[..512].copy_from_slice(&header);
+    // and a patch of the part still being buffered
+    h.write(6 * part + 10, b"tail").await.unwrap();
+    model[6 * part as usize + 10..6 * part as usize + 14].copy_from_slice(b"tail");
+    assert_eq!(h.size(), model.len() as u64);
+    h.commit(&PutOptions::default()).await.unwrap();
+    assert_eq!(f.stored("hdr").await, model);
+    // 7 parts, part 1 sent twice; the upload was never abandoned
+    assert_eq!(f.backend.parts.load(SeqCst), 8);
+    assert_eq!(f.backend.creates.load(SeqCst), 1);
+    assert_eq!(f.pending(), 0);
+}
+
+#[tokio::test]
+async fn write_only_stream_refuses_a_write_into_uploaded_bytes_and_loses_nothing() {
+    let part = 64 * KIB;
+    let f = fixture(part, 64 * MIB, 4);
+    let mut model = pattern(5 * part, 210);
+    let h = f.open("mid", None, write_only_new());
+    write_all(&h, 0, &model, 64 * 1024).await;
+    let err = h.write(2 * part + 5, b"x").await.unwrap_err();
+    assert_eq!(err.errno(), libc::EINVAL);
+    let err = h.set_len(part + 1).await.unwrap_err();
+    assert_eq!(err.errno(), libc::EINVAL);
+    // a gap of less than a part reads as zeros; sequential writing goes on
+    let tail = pattern(100, 211);
+    h.write(model.len() as u64 + 1000, &tail).await.unwrap();
+    model.extend_from_slice(&[0; 1000]);
+    model.extend_from_slice(&tail);
+    // a truncate within the buffered part
+    h.set_len(model.len() as u64 - 50).await.unwrap();
+    model.truncate(model.len() - 50);
+    h.commit(&PutOptions::default()).await.unwrap();
+    assert_eq!(f.stored("mid").await, model);
+    assert_eq!(f.pending(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_only_stream_whose_parts_fail_keeps_the_old_content_and_says_so() {
+    let part = 64 * KIB;
+    let f = fixture(part, 64 * MIB, 2);
+    let old = f.put("kept", b"old content").await;
+    f.backend.fail_upload_part.store(true, SeqCst);
+    let h = f.open("kept", Some(old), write_only_new());
+    let data = pattern(8 * part, 220);
+    let mut failed = None;
+    for (i, piece) in data.chunks(64 * 1024).enumerate() {
+        if let Err(e) = h.write(i as u64 * 64 * KIB, piece).await {
+            failed = Some(e);
+            break;
+        }
+    }
+    assert_eq!(failed.expect("a write reports the lost upload").errno(), libc::EIO);
+    assert_eq!(h.commit(&PutOptions::default()).await.unwrap_err().errno(), libc::EIO);
+    f.backend.fail_upload_part.store(false, SeqCst);
+    // still an error: the bytes are gone, never stored as a shorter file
+    assert_eq!(h.commit(&PutOptions::default()).await.unwrap_err().errno(), libc::EIO);
+    assert_eq!(f.stored("kept").await, b"old content");
+    assert_eq!(f.pending(), 0);
+}
+
+#[tokio::test]
+async fn write_only_stream_renamed_or_retyped_while_open_lands_under_the_new_name() {
+    let part = 64 * KIB;
+    let f = fixture(part, 64 * MIB, 4);
+    let data = pattern(3 * part, 230);
+    let h = f.open("old", None, write_only_new());
+    write_all(&h, 0, &data, 64 * 1024).await;
+    h.set_key("new".into());
+    let opts = PutOptions { content_type: Some("video/mp4".into()), ..Default::default() };
+    h.commit(&opts).await.unwrap();
+    assert_eq!(f.stored("new").await, data);
+    assert_eq!(f.backend.inner.head("new").await.unwrap().content_type.as_deref(), Some("video/mp4"));
+    assert!(f.backend.inner.head("old").await.is_err());
+    assert_eq!(f.pending(), 0);
 }

@@ -196,6 +196,12 @@ impl Filesystem for BucketFs {
         if let Err(missing) = config.add_capabilities(want) {
             tracing::debug!(target: "bucketfs::fs", ?missing, "kernel lacks readdirplus");
         }
+        // O_TRUNC arrives with open instead of as a truncate before it: the old
+        // content stays stored until new content is committed (`cmd > f` of an
+        // existing f, then a crash, must not leave f empty; issue 14).
+        if let Err(missing) = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC) {
+            tracing::info!(target: "bucketfs::fs", ?missing, "kernel truncates before open: O_TRUNC empties a file at once");
+        }
         // 1 MiB writes and read-ahead instead of the 128 KiB default: an 8th of the
         // FUSE round trips per MiB (fuser negotiates FUSE_MAX_PAGES for this). Each
         // setter answers with the nearest value the kernel allows when ours is too big.
@@ -383,11 +389,15 @@ impl Filesystem for BucketFs {
         reply.error(errno(FsError::Refused(Refused::CopyFileRange)));
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let span = tracing::debug_span!("open", ino = ino.0, flags = flags.0);
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let pid = req.pid();
+        let span = tracing::debug_span!("open", ino = ino.0, flags = flags.0, pid);
         self.spawn(span, |fs| async move {
             match fs.open(ino.0, flags.0).await {
-                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Ok(fh) => {
+                    fs.set_opener(fh, pid);
+                    reply.opened(FileHandle(fh), FopenFlags::empty())
+                }
                 Err(e) => reply.error(errno(e)),
             }
         });
@@ -435,9 +445,10 @@ impl Filesystem for BucketFs {
         });
     }
 
-    fn flush(&self, _req: &Request, ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
-        let span = tracing::debug_span!("flush", ino = ino.0, fh = fh.0);
-        self.spawn(span, |fs| async move { reply_empty(reply, fs.flush(fh.0).await) });
+    fn flush(&self, req: &Request, ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        let pid = req.pid();
+        let span = tracing::debug_span!("flush", ino = ino.0, fh = fh.0, pid);
+        self.spawn(span, |fs| async move { reply_empty(reply, fs.close(fh.0, pid).await) });
     }
 
     fn release(
@@ -576,10 +587,14 @@ impl Filesystem for BucketFs {
     ) {
         let name = name.to_owned();
         let who = caller(req);
-        let span = tracing::debug_span!("create", parent = parent.0, ?name, flags);
+        let pid = req.pid();
+        let span = tracing::debug_span!("create", parent = parent.0, ?name, flags, pid);
         self.spawn(span, |fs| async move {
             match fs.create(parent.0, &name, mode, umask, flags, who).await {
-                Ok((e, fh)) => reply.created(&e.ttl, &e.attr, GEN, FileHandle(fh), FopenFlags::empty()),
+                Ok((e, fh)) => {
+                    fs.set_opener(fh, pid);
+                    reply.created(&e.ttl, &e.attr, GEN, FileHandle(fh), FopenFlags::empty())
+                }
                 Err(e) => reply.error(errno(e)),
             }
         });

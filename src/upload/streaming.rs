@@ -15,6 +15,22 @@
 //! caller then either [`abort`](StreamingUpload::abort)s or lets `finish`
 //! abort, so no multipart upload is left behind on the backend. Dropping an
 //! unfinished upload also aborts it, in a background task.
+//!
+//! # Writes that are not at the end
+//!
+//! A file handle streams without any local copy (issue 13: a 100 GiB `cp`
+//! must not need 100 GiB of cache disk), so [`write_at`](StreamingUpload::write_at)
+//! accepts a write elsewhere only where this upload still holds the bytes it
+//! changes: the part being buffered, and the first part, which is kept (its
+//! memory stays reserved) until the upload finishes because the common
+//! non-sequential pattern of a sequential writer is to come back and fill in a
+//! header at offset 0 once the data is written (archivers, muxers, the issue's
+//! "write at offset 0 after 100 MiB"). A patched first part is uploaded again
+//! under its part number before completing; S3, the embedded store, GCS's
+//! part objects and Azure's blocks all replace a part re-sent under the same
+//! number. A write a little past the end (at most one part) fills the gap with
+//! zeros, as a hole would read. Anything else returns `false` and the caller
+//! decides (see `fs::handle`).
 
 use bytes::Bytes;
 use tokio::task::JoinSet;
@@ -26,6 +42,9 @@ use crate::memory::Reservation;
 
 const TARGET: &str = "bucketfs::upload";
 
+#[path = "streaming_rewrite.rs"]
+mod rewrite;
+
 pub struct StreamingUpload {
     params: UploadParams,
     key: String,
@@ -33,6 +52,8 @@ pub struct StreamingUpload {
     upload_id: Option<String>,
     /// Part number of the part being buffered (1-based).
     next_part: u32,
+    /// Bytes handed off in parts; `buffer` holds the bytes from here on.
+    handed_off: u64,
     buffer: Vec<u8>,
     /// Reservation for the part being buffered; taken before buffering its first byte.
     buffer_reservation: Option<Reservation>,
@@ -40,9 +61,23 @@ pub struct StreamingUpload {
     completed: Vec<CompletedPart>,
     /// Bytes accepted so far.
     len: u64,
+    /// Keep a copy of part 1 once handed off, so that a header rewrite needs no local copy.
+    retain_first: bool,
+    first_part: Option<RetainedPart>,
     /// Finished or aborted: nothing left to clean up on drop.
     done: bool,
 }
+
+/// Part 1 as sent, kept with its memory reservation until the upload finishes.
+struct RetainedPart {
+    data: Bytes,
+    _reservation: Reservation,
+    /// Changed since it was sent: must be sent again before completing.
+    patched: bool,
+}
+
+/// Zeros written into a gap left by a write past the end.
+static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
 
 impl StreamingUpload {
     /// Nothing is sent to the backend until a full part has been buffered.
@@ -53,13 +88,24 @@ impl StreamingUpload {
             opts,
             upload_id: None,
             next_part: 1,
+            handed_off: 0,
             buffer: Vec::new(),
             buffer_reservation: None,
             in_flight: JoinSet::new(),
             completed: Vec::new(),
             len: 0,
+            retain_first: false,
+            first_part: None,
             done: false,
         }
+    }
+
+    /// Keeps part 1 in memory until the upload finishes, so that
+    /// [`write_at`](Self::write_at) can rewrite it (a file handle's streams do;
+    /// spool uploads, which never rewrite, do not).
+    pub fn retaining_first_part(mut self) -> Self {
+        self.retain_first = true;
+        self
     }
 
     pub fn key(&self) -> &str {
@@ -146,17 +192,25 @@ impl StreamingUpload {
             return Err(BackendError::Other(format!("part of {} bytes exceeds {part_size}", data.len())));
         }
         self.len += data.len() as u64;
-        self.start_part(data, reservation).await
+        self.handed_off += data.len() as u64;
+        self.start_part(data, Some(reservation)).await
     }
 
     async fn hand_off_buffer(&mut self) -> BackendResult<()> {
         let data = Bytes::from(std::mem::take(&mut self.buffer));
+        self.handed_off += data.len() as u64;
         let reservation = match self.buffer_reservation.take() {
             Some(r) => r,
             // unreachable in practice: buffered bytes always come with a reservation
             None => self.params.memory.reserve(data.len() as u64).await,
         };
-        self.start_part(data, reservation).await
+        if self.retain_first && self.next_part == 1 {
+            // the retained copy shares the part's memory and carries its reservation
+            self.first_part =
+                Some(RetainedPart { data: data.clone(), _reservation: reservation, patched: false });
+            return self.start_part(data, None).await;
+        }
+        self.start_part(data, Some(reservation)).await
     }
 
     async fn ensure_started(&mut self) -> BackendResult<String> {
@@ -171,7 +225,7 @@ impl StreamingUpload {
     }
 
     /// Spawns the upload of one part once fewer than `max_parts_in_flight` are running.
-    async fn start_part(&mut self, data: Bytes, reservation: Reservation) -> BackendResult<()> {
+    async fn start_part(&mut self, data: Bytes, reservation: Option<Reservation>) -> BackendResult<()> {
         let upload_id = self.ensure_started().await?;
         // surface failures early instead of buffering more parts for a dead upload
         while let Some(res) = self.in_flight.try_join_next() {
@@ -243,6 +297,7 @@ impl StreamingUpload {
         while !self.in_flight.is_empty() {
             self.join_one().await?;
         }
+        self.resend_patched_first_part().await?;
         self.completed.sort_by_key(|p| p.part_number);
         let upload_id = self.upload_id.clone().unwrap_or_default();
         let span = tracing::debug_span!(target: TARGET, "complete_multipart", key = %self.key, parts = self.completed.len());
@@ -269,6 +324,7 @@ impl StreamingUpload {
         while self.in_flight.join_next().await.is_some() {}
         self.buffer = Vec::new();
         self.buffer_reservation = None;
+        self.first_part = None;
         if let Some(id) = self.upload_id.take() {
             let span =
                 tracing::debug_span!(target: TARGET, "abort_multipart", key = %self.key, upload_id = %id);
