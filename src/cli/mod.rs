@@ -152,4 +152,14 @@ mod tests {
             assert_eq!((m.multi_range_batch_size, m.multi_range_threshold), (3, 256 << 10), "{opts}");
         }
     }
+
+    #[test]
+    fn write_timeout_defaults_to_a_minute_and_is_set_on_the_command_line_or_in_fstab() {
+        use std::time::Duration;
+        assert_eq!(parse(&["bucketfs", "s3://b", "/mnt"]).mount.write_timeout, Duration::from_secs(60));
+        let flag = parse(&["bucketfs", "--write-timeout", "5m", "s3://b", "/mnt"]).mount;
+        assert_eq!(flag.write_timeout, Duration::from_secs(300));
+        let fstab = parse(&["bucketfs", "s3://b", "/mnt", "-o", "rw,write_timeout=0"]).mount;
+        assert_eq!(fstab.write_timeout, Duration::ZERO, "0: no retries beyond the backend's own");
+    }
 }
