@@ -53,17 +53,17 @@ impl ErasureSet {
     /// shard block's hash; otherwise presence and sizes are checked.
     #[tracing::instrument(level = "debug", skip(self))]
     pub fn heal(&self, bucket: Option<&str>, deep: bool) -> StoreResult<HealSummary> {
-        self.heal_with(bucket, deep, &mut |_| true)
+        self.heal_with(bucket, deep, &mut |_, _, _| true)
     }
 
-    /// [`Self::heal`] calling `after_object` with the running totals after each
-    /// object: the drive monitor paces itself and reports progress there, and
+    /// [`Self::heal`] calling `after_object` with each object's bucket and
+    /// listing entry and the running totals: the scanner counts usage there, the drive monitor paces itself and reports progress there, and
     /// stops the pass early (returning `false`) when the store closes.
     pub(crate) fn heal_with(
         &self,
         bucket: Option<&str>,
         deep: bool,
-        after_object: &mut dyn FnMut(&HealSummary) -> bool,
+        after_object: &mut dyn FnMut(&str, &crate::backend::ObjectMeta, &HealSummary) -> bool,
     ) -> StoreResult<HealSummary> {
         let buckets = match bucket {
             Some(b) => {
@@ -96,7 +96,7 @@ impl ErasureSet {
                             sum.failed += 1;
                         }
                     }
-                    if !after_object(&sum) {
+                    if !after_object(b, o, &sum) {
                         return Ok(sum);
                     }
                 }

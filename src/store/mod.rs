@@ -25,7 +25,8 @@
 //! (set choice), [`set`] (one erasure set), [`paths`] (key -> path),
 //! [`erasure`] + [`bitrot`] (coding and hashing), [`meta`] (metadata file),
 //! [`object`] (put/get/delete/copy, with `write.rs`, `commit.rs`, `read.rs`),
-//! [`list`], [`multipart`], [`heal`].
+//! [`list`], [`multipart`], [`heal`], [`monitor`] (replaced drives),
+//! [`scanner`] (background pass: heal, garbage, usage).
 
 pub mod bitrot;
 mod commit;
@@ -40,6 +41,7 @@ pub mod multipart;
 pub mod object;
 pub mod paths;
 mod read;
+pub mod scanner;
 pub mod set;
 pub mod siphash;
 mod write;
@@ -386,6 +388,15 @@ impl Store {
             total.healed += one.healed;
             total.failed += one.failed;
             total.bytes += one.bytes;
+        }
+        Ok(total)
+    }
+
+    /// One data-scanner pass over every set at duty cycle `duty` (see scanner.rs).
+    pub fn scan(&self, duty: f64) -> StoreResult<scanner::ScanReport> {
+        let mut total = scanner::ScanReport::default();
+        for s in &self.sets {
+            total.merge(s.scan(duty)?);
         }
         Ok(total)
     }

@@ -144,7 +144,7 @@ impl ErasureSet {
             st.bytes = sum.bytes;
             st.updated_unix = unix_now();
         };
-        let r = self.heal_with(None, false, &mut |sum| {
+        let r = self.heal_with(None, false, &mut |_, _, sum| {
             if self.is_closing() {
                 return false;
             }

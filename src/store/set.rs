@@ -334,6 +334,7 @@ pub(crate) fn quorum_error(
 
 fn background(store: Weak<ErasureSet>, rx: Receiver<BgTask>) {
     let mut last_purge = std::time::Instant::now();
+    let mut last_scan = std::time::Instant::now();
     loop {
         let task = match rx.recv_timeout(super::monitor::CHECK_INTERVAL) {
             Ok(t) => t,
@@ -360,6 +361,21 @@ fn background(store: Weak<ErasureSet>, rx: Receiver<BgTask>) {
                 let slots = s.adopt_replaced_drives();
                 if !slots.is_empty() {
                     s.heal_replaced(&slots);
+                }
+                if last_scan.elapsed() >= super::scanner::SCAN_INTERVAL {
+                    match s.scan(super::scanner::GENTLE_DUTY) {
+                        Ok(r) => tracing::info!(
+                            objects = r.heal.scanned,
+                            healed = r.heal.healed,
+                            failed = r.heal.failed,
+                            deep_checked = r.deep_checked,
+                            stale_tmp_removed = r.stale_tmp_removed,
+                            uploads_expired = r.uploads_expired,
+                            "scanner pass finished"
+                        ),
+                        Err(e) => tracing::warn!(error = %e, "scanner pass failed"),
+                    }
+                    last_scan = std::time::Instant::now();
                 }
                 if last_purge.elapsed() >= Duration::from_secs(30) {
                     s.purge_trash();
