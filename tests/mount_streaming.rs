@@ -194,3 +194,37 @@ fn closing_a_duplicate_before_writing_keeps_the_old_content() {
     assert_eq!(std::fs::read(m.path("f")).unwrap(), b"new");
     assert_eq!(size().expect("object stored"), 3);
 }
+
+/// A file whose commit failed (the store lost its write quorum) reports the error
+/// at close, and the name is creatable again at once: the retried write succeeds
+/// although the kernel still remembers the name (issue 14).
+#[test]
+fn a_failed_commit_leaves_the_name_creatable() {
+    let drives = Drives::new(4);
+    drives.make_bucket("lost");
+    let m = Mount::start(&drives, "lost", &["--write-timeout", "0"]);
+    let path = m.path("retry");
+    let mut f = std::fs::File::create(&path).unwrap();
+    f.write_all(&pattern(MIB, 5)).unwrap();
+    // three of four drives gone: no write quorum
+    let away: Vec<_> = (1..4).map(|i| (drives.drive(i), drives.drive(i).with_extension("away"))).collect();
+    for (d, a) in &away {
+        std::fs::rename(d, a).unwrap();
+    }
+    let err = f.sync_all().expect_err("a commit without quorum cannot succeed");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    drop(f);
+    // the release (after close, asynchronous) fails too and gives the handle up
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !m.log_text().contains("could not store file on close") {
+        assert!(std::time::Instant::now() < deadline, "no failed release logged:\n{}", m.log_text());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    for (d, a) in &away {
+        std::fs::rename(a, d).unwrap();
+    }
+    // the retry, as an application would make it, straight away
+    let data = pattern(MIB, 6);
+    std::fs::write(&path, &data).expect("the name is creatable after a failed commit");
+    assert_eq!(std::fs::read(&path).unwrap(), data);
+}

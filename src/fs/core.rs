@@ -18,7 +18,7 @@
 //! under `d/n/` exist, the **directory wins** and the file is hidden, as in
 //! mountpoint-s3: hiding one object is better than hiding a whole tree.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -64,6 +64,9 @@ pub struct Fs {
     pub(super) dirs: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<DirStream>>>>,
     /// Unlinked inodes still open: what they were when unlinked, for `fstat` (nlink 0).
     orphans: Mutex<HashMap<u64, Cached>>,
+    /// Files whose content could not be stored at their last release and that
+    /// have no object: opening one for writing creates it afresh (see `Fs::open`).
+    pub(super) lost_writes: Mutex<HashSet<u64>>,
     next_fh: AtomicU64,
     pub mount_time: SystemTime,
 }
@@ -79,6 +82,7 @@ impl Fs {
             files: Mutex::default(),
             dirs: Mutex::default(),
             orphans: Mutex::default(),
+            lost_writes: Mutex::default(),
             next_fh: AtomicU64::new(1),
             mount_time: SystemTime::now(),
         }

@@ -199,16 +199,20 @@ impl Fs {
         }
         // a file that so far exists only as another open handle has no object yet
         let pending_elsewhere = self.writer_of(ino).is_some();
+        // The kernel keeps the name of a file whose commit failed for the entry
+        // TTL and opens it by inode even for O_CREAT (the flag does not reach us):
+        // a retried write must find the name creatable, not ENOENT (issue 14).
+        let lost = mode.write && self.lost_writes.lock().unwrap_or_else(|e| e.into_inner()).remove(&ino);
         let existing =
             match if mode.write { self.resolve_complete(&path).await } else { self.resolve(&path).await } {
                 Ok(c) if c.kind == Kind::File => c.meta,
                 Ok(c) if c.kind == Kind::Dir => return Err(FsError::IsDir),
                 Ok(_) => return Err(FsError::Invalid("cannot open a symlink")),
-                Err(e) if e.is_not_found() && pending_elsewhere => None,
+                Err(e) if e.is_not_found() && (pending_elsewhere || lost) => None,
                 Err(e) => return Err(e),
             };
         let handle = FileHandle::open(self.handles.clone(), path, existing.clone(), mode);
-        let f = OpenFile::new(ino, handle, mode.write, false, existing.as_ref());
+        let f = OpenFile::new(ino, handle, mode.write, lost && existing.is_none(), existing.as_ref());
         // a multipart upload fixes its metadata when it starts: give it what commit will use
         f.handle.set_upload_options(&f.upload_options()).await;
         Ok(self.register(f))
@@ -360,6 +364,7 @@ impl Fs {
             let path = self.inodes.get(f.ino).map(|(p, _)| p).unwrap_or_default();
             tracing::error!(target: "bucketfs::fs", path, error = ?r, "could not store file on close; its new content is lost");
             f.handle.discard().await;
+            self.lost_writes.lock().unwrap_or_else(|e| e.into_inner()).insert(f.ino);
         }
         r
     }
