@@ -13,9 +13,10 @@
 //!   which every shell and `subprocess` makes) does not commit: committing
 //!   there uploaded the file again at each exit and showed the bytes written
 //!   so far as the whole file (issue 13). Nor does a `close` before anything
-//!   was written: `cmd > f` and `dd of=f` close a duplicate right after
-//!   opening, and committing then replaced the old content with nothing
-//!   before a byte arrived (issue 14). The opener is recorded as a thread
+//!   was written through a handle that truncated an existing file: `cmd > f`
+//!   and `dd of=f` close a duplicate right after opening, and committing then
+//!   replaced the old content with nothing before a byte arrived (issue 14).
+//!   A created file is committed at that close all the same (`touch`). The opener is recorded as a thread
 //!   group (process), not a thread, so a program closing from another thread
 //!   still commits at its `close`, as mountpoint-s3 does with the opener pid;
 //! - a rewrite keeps the object's user metadata (xattrs, `--enable-perms`
@@ -343,9 +344,10 @@ impl Fs {
         if opener != 0 && pid != 0 && thread_group_of(pid) != opener {
             return Ok(());
         }
+        // a created file is committed (as `touch` expects) even if nothing was written
         let nothing_yet = {
             let st = f.lock();
-            !st.written && !st.opts_dirty
+            !st.written && !st.opts_dirty && !f.created
         };
         if nothing_yet {
             return Ok(());
@@ -357,8 +359,13 @@ impl Fs {
         // committed before it leaves the table: until then the file is this handle's
         // alone (`touch new; cat new` must not see it vanish while release runs)
         let f = self.file(fh)?;
-        let r = self.commit_file(&f).await;
+        let mut r = self.commit_file(&f).await;
         self.lock_files().remove(&fh);
+        // a truncate by path that found this handle while it was committing made it
+        // dirty again; nobody can find it any more, so this commit is the last
+        if r.is_ok() && f.has_pending() {
+            r = self.commit_file(&f).await;
+        }
         if r.is_err() {
             // the kernel ignores release errors: the log is the last place to report this
             let path = self.inodes.get(f.ino).map(|(p, _)| p).unwrap_or_default();
