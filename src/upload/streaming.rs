@@ -242,9 +242,12 @@ impl StreamingUpload {
         let span = tracing::debug_span!(target: TARGET, "upload_part", key = %key, part_number, size);
         self.in_flight.spawn(
             async move {
-                // the part's memory is returned when the upload ends, successful or not
-                let _reservation = reservation;
-                let res = backend.upload_part(&key, &upload_id, part_number, data).await;
+                // The part's memory is returned when the upload ends, successful or not;
+                // a store write an abort leaves running on a blocking thread keeps it
+                // until it has finished (see memory::covering).
+                let reservation = reservation.map(std::sync::Arc::new);
+                let upload = backend.upload_part(&key, &upload_id, part_number, data);
+                let res = crate::memory::covering(reservation, upload).await;
                 if let Err(e) = &res {
                     tracing::debug!(target: TARGET, error = %e, "part upload failed");
                 }
