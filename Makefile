@@ -34,7 +34,10 @@ run: build
 	$(BIN) -f --drives '$(DEMO)/drives/d{1...4}' local://demo $(DEMO)/mnt
 
 # Unit and integration tests share one dev build (integration tests use the same binary).
+# check-isolated: the tools test-deps installed are found by absolute path with a fresh
+# HOME and a bare PATH, as on a fresh machine (issue 14; a few seconds, no network).
 test: deps test-deps
+	scripts/test-servers.sh check-isolated
 	$(CARGO) nextest run --no-fail-fast
 
 # The multi-range suite: analyzer, batching and fallback unit tests, the

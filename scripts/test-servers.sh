@@ -12,6 +12,7 @@
 #   scripts/test-servers.sh install        # idempotent; what `make test-deps` runs
 #   scripts/test-servers.sh check          # exit 1 and say what is missing
 #   scripts/test-servers.sh selftest       # install into a fresh virtualenv and HOME, then check
+#   scripts/test-servers.sh check-isolated # check with a fresh HOME and a bare PATH (what `make test` runs)
 #   scripts/test-servers.sh start-moto PORT
 #   scripts/test-servers.sh start-seaweed DIR PORT   # S3 on PORT, identity bucketfs-test/bucketfs-secret-key
 #   scripts/test-servers.sh start-fake-gcs PORT       # gs:// with --endpoint http://127.0.0.1:PORT
@@ -135,6 +136,22 @@ selftest)
 	HOME="$tmp/home" PYTHON="$tmp/venv/bin/python3" PATH="$path" "$0" install
 	HOME="$tmp/home" PYTHON="$tmp/venv/bin/python3" PATH="$path" "$0" check
 	;;
+check-isolated)
+	# Cheap (no install, a few seconds), so `make test` runs it every time: the tools
+	# already installed must be found by absolute path with a fresh HOME and a PATH
+	# holding none of their directories (no pyenv shims, no ~/.local/bin, no venv
+	# bin), as on a fresh machine before any shell set-up. The interpreter is named by
+	# its real path (a pyenv shim needs PATH), and PYTHONUSERBASE keeps a `pip --user`
+	# install under the real HOME findable, as it is for the tests. The full proof
+	# from nothing installed is `selftest` (downloads from PyPI: minutes).
+	real_py=$("$PY" -c 'import sys; print(sys.executable)')
+	user_base=$("$PY" -m site --user-base)
+	path=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+	if command -v npm >/dev/null 2>&1; then path="$path:$(dirname "$(command -v npm)")"; fi
+	tmp=$(mktemp -d)
+	trap 'rm -rf "$tmp"' EXIT
+	HOME="$tmp" PYTHONUSERBASE="$user_base" PYTHON="$real_py" PATH="$path" "$0" check
+	;;
 start-moto)
 	exec "$PY" -m moto.server -H 127.0.0.1 -p "${2:?port}"
 	;;
@@ -164,7 +181,7 @@ start-azurite)
 	exec "$(tool_path azurite-blob)" --blobHost 127.0.0.1 --blobPort "$port" --location "$dir" --skipApiVersionCheck --loose
 	;;
 *)
-	echo "usage: $0 install|check|selftest|start-moto PORT|start-seaweed DIR PORT|start-fake-gcs PORT|start-azurite DIR PORT" >&2
+	echo "usage: $0 install|check|check-isolated|selftest|start-moto PORT|start-seaweed DIR PORT|start-fake-gcs PORT|start-azurite DIR PORT" >&2
 	exit 2
 	;;
 esac
