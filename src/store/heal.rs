@@ -73,6 +73,7 @@ impl ErasureSet {
             None => self.list_buckets()?,
         };
         let mut sum = HealSummary::default();
+        let skipped_before = self.repair_skipped.load(std::sync::atomic::Ordering::Relaxed);
         for b in &buckets {
             for (slot, d) in self.drives.iter().enumerate() {
                 if self.drive_online(slot) && !d.join(b).is_dir() {
@@ -106,6 +107,10 @@ impl ErasureSet {
                 }
             }
         }
+        // Objects whose repair waited on a paused drive are not healed: count them
+        // as failed, so a replaced drive that is full is never reported healed.
+        sum.failed +=
+            self.repair_skipped.load(std::sync::atomic::Ordering::Relaxed).saturating_sub(skipped_before);
         if bucket.is_none() && sum.failed == 0 {
             self.set_healed();
         }
@@ -160,6 +165,14 @@ impl ErasureSet {
             if need_data[slot] {
                 need_meta[slot] = true;
             }
+            // A drive whose last repair write failed (full or failing) is left
+            // alone until its backoff ends; the other drives are still repaired.
+            if need_meta[slot] && self.repair_paused(slot) {
+                tracing::debug!(bucket, key, slot, "repair onto drive paused; skipped");
+                self.repair_skipped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                need_meta[slot] = false;
+                need_data[slot] = false;
+            }
         }
         if !need_meta.iter().any(|&b| b) {
             if (0..n).all(|s| self.drive_online(s)) {
@@ -172,7 +185,22 @@ impl ErasureSet {
         let tmp_id = uuid::Uuid::new_v4().simple().to_string();
         let res = self.rebuild(bucket, &rel, &r, &er, &need_data, &need_meta, &tmp_id);
         self.remove_tmp(&tmp_id);
-        let bytes = res?;
+        let bytes = match res {
+            Ok(b) => {
+                (0..n).filter(|&s| need_meta[s]).for_each(|s| self.repair_succeeded(s));
+                b
+            }
+            Err(e) => {
+                // A write that failed on one of the drives being repaired pauses
+                // repairs onto that drive (set.rs: backoff, logged once per step).
+                if let StoreError::Io { path, .. } = &e {
+                    if let Some(s) = (0..n).find(|&s| need_meta[s] && path.starts_with(&self.drives[s])) {
+                        self.repair_failed(s, &e);
+                    }
+                }
+                return Err(e);
+            }
+        };
         if (0..n).all(|s| self.drive_online(s)) {
             self.cleanup_leftovers(bucket, &rel, m.data_dir.as_deref());
         }

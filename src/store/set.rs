@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::drives::{DriveLock, SYS_DIR};
 use super::error::{StoreError, StoreResult};
@@ -61,6 +61,28 @@ pub struct ErasureSet {
     closing: AtomicBool,
     /// The drives' flocks; a replaced drive's is swapped for one on its new lock file.
     pub(super) locks: Mutex<Vec<DriveLock>>,
+    /// Per-drive repair backoff: after a heal's write to a drive fails (full, or
+    /// failing), heals leave that drive alone until the pause ends, so that a
+    /// full drive is not retried once per object in a tight loop (issue 14
+    /// measured 476 log lines). See [`RepairBackoff`].
+    repair_backoff: Vec<Mutex<RepairBackoff>>,
+    /// Repairs left undone because their drive was paused; `heal_with` counts
+    /// them as failed so a pass over a paused drive never reports it healed.
+    pub(super) repair_skipped: std::sync::atomic::AtomicU64,
+}
+
+/// First pause after a failed repair write to a drive; doubles per failure.
+pub const REPAIR_BACKOFF_FIRST: Duration = Duration::from_secs(1);
+/// Longest pause: a drive that stays full is retried every 5 minutes.
+pub const REPAIR_BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+/// One drive's repair backoff state.
+#[derive(Debug, Default)]
+struct RepairBackoff {
+    /// Current pause (zero = the drive takes repairs normally).
+    step: Duration,
+    /// Repairs onto the drive resume at this instant.
+    until: Option<Instant>,
 }
 
 impl std::fmt::Debug for ErasureSet {
@@ -98,6 +120,8 @@ impl ErasureSet {
             closing: AtomicBool::new(false),
             healing: (0..n).map(|s| AtomicBool::new(replaced.contains(&s))).collect(),
             locks: Mutex::new(locks),
+            repair_backoff: (0..n).map(|_| Mutex::new(RepairBackoff::default())).collect(),
+            repair_skipped: std::sync::atomic::AtomicU64::new(0),
         });
         // Leftovers of writes interrupted by a crash: nothing references them.
         for d in &store.drives {
@@ -187,6 +211,37 @@ impl ErasureSet {
     /// From now on `slot`'s "not found" answers mean nothing (it came back empty).
     pub(crate) fn mark_healing(&self, slot: usize) {
         self.healing[slot].store(true, Ordering::Release);
+    }
+
+    /// True while repairs onto `slot` are paused after a failed write to it.
+    pub(crate) fn repair_paused(&self, slot: usize) -> bool {
+        let b = self.repair_backoff[slot].lock().unwrap_or_else(|e| e.into_inner());
+        b.until.is_some_and(|t| Instant::now() < t)
+    }
+
+    /// A heal's write to `slot` failed: pause repairs onto it for the next
+    /// backoff step (1 s doubling to 5 min). Logged here, once per step, so a
+    /// full drive costs one log line per pause rather than one per object.
+    pub(crate) fn repair_failed(&self, slot: usize, err: &StoreError) {
+        let mut b = self.repair_backoff[slot].lock().unwrap_or_else(|e| e.into_inner());
+        b.step = if b.step.is_zero() { REPAIR_BACKOFF_FIRST } else { (b.step * 2).min(REPAIR_BACKOFF_MAX) };
+        b.until = Some(Instant::now() + b.step);
+        tracing::warn!(
+            drive = %self.drives[slot].display(),
+            error = %err,
+            no_space = err.is_no_space(),
+            retry_in_secs = b.step.as_secs(),
+            "repair onto drive failed; pausing repairs onto it"
+        );
+    }
+
+    /// A heal wrote to `slot`: any backoff is over.
+    pub(crate) fn repair_succeeded(&self, slot: usize) {
+        let mut b = self.repair_backoff[slot].lock().unwrap_or_else(|e| e.into_inner());
+        if !b.step.is_zero() {
+            tracing::info!(drive = %self.drives[slot].display(), "repair onto drive succeeded again; backoff reset");
+            *b = RepairBackoff::default();
+        }
     }
 
     pub(crate) fn set_healed(&self) {
