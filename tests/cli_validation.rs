@@ -155,3 +155,39 @@ fn a_silent_endpoint_fails_the_mount_within_5_s_naming_its_address() {
     assert_fails_fast(&["--endpoint", &format!("http://{addr}"), "s3://silent", &m], AWS_ENV, &[&addr]);
     assert!(!is_mounted(std::path::Path::new(&m)));
 }
+
+/// `--scanner-speed` takes gentle, fast, max, off or a percentage 1-100 for
+/// mounts (also as `-o scanner_speed=`) and `bucketfs serve`; anything else is
+/// refused before the store is opened, naming the value and what is accepted.
+#[test]
+fn scanner_speed_is_parsed_and_bad_values_are_refused() {
+    let drives = Drives::new(4);
+    drives.make_bucket("pace");
+    let (_tmp, m) = mountpoint();
+    for bad in ["fastest", "0", "101", "-5", "nan", "10%%", ""] {
+        let flag = format!("--scanner-speed={bad}");
+        let args = ["--drives", &drives.spec, &flag, "local://pace", &m];
+        assert_fails_fast(&args, &[], &["--scanner-speed", "gentle", "percentage 1-100"]);
+        let args = ["serve", "--drives", &drives.spec, &flag, "--address", "127.0.0.1:1"];
+        assert_fails_fast(&args, &[], &["--scanner-speed", "gentle", "percentage 1-100"]);
+    }
+    assert!(!is_mounted(std::path::Path::new(&m)));
+    // good values get past parsing: serve then fails on its address, not the speed
+    for good in ["gentle", "FAST", "max", "off", "25", "2.5%"] {
+        let args =
+            ["serve", "--drives", &drives.spec, "--scanner-speed", good, "--address", "not-an-address"];
+        let (code, stderr, _) = run_bucketfs_env(
+            &args,
+            &[("BUCKETFS_ACCESS_KEY", Some("k")), ("BUCKETFS_SECRET_KEY", Some("secretsecret"))],
+        );
+        assert_ne!(code, 0);
+        assert!(stderr.contains("--address") && !stderr.contains("scanner"), "{good}: {stderr}");
+    }
+    // and mounts come up with a speed given either way
+    for extra in [&["--scanner-speed", "off"][..], &["-o", "scanner_speed=30%"][..]] {
+        let mut mnt = Mount::start(&drives, "pace", extra);
+        fs::write(mnt.path("f"), b"x").unwrap();
+        assert_eq!(fs::read(mnt.path("f")).unwrap(), b"x");
+        assert!(mnt.stop());
+    }
+}

@@ -38,6 +38,8 @@ pub enum Command {
     Heal(HealArgs),
     /// Print the counters of a live mount.
     Stats(StatsArgs),
+    /// Per-bucket usage of the embedded store (objects, versions, bytes), as the data scanner counts it.
+    Du(DuArgs),
     /// Serve the embedded store over the S3 API (credentials: BUCKETFS_ACCESS_KEY, BUCKETFS_SECRET_KEY).
     Serve(ServeArgs),
     /// Copy a local file to a bucket URL or back: parallel parts, progress, resumable.
@@ -85,6 +87,14 @@ pub struct HealArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct DuArgs {
+    #[command(flatten)]
+    pub drives: DrivesArg,
+    /// Only this bucket, as BUCKET or local://BUCKET (default: all).
+    pub bucket: Option<String>,
+}
+
+#[derive(Args, Debug)]
 pub struct StatsArgs {
     pub mountpoint: PathBuf,
 }
@@ -101,6 +111,10 @@ pub struct ServeArgs {
     /// Let unsigned clients read (GET, HEAD, list) BUCKET; repeat for more buckets. Default: none.
     #[arg(long = "public-read", value_name = "BUCKET")]
     pub public_read: Vec<String>,
+    /// Pace of the embedded store's background scanner (heal, garbage, usage):
+    /// gentle (10% duty, default), fast (50%), max, off, or a percentage 1-100.
+    #[arg(long = "scanner-speed", value_name = "SPEED", default_value = "gentle")]
+    pub scanner_speed: crate::store::scanner::ScannerSpeed,
 }
 
 #[derive(Args, Debug, Clone)]

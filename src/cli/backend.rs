@@ -48,6 +48,10 @@ pub struct BackendArgs {
     pub drives: Option<String>,
     #[arg(long, help = "Parity shards per object for local://")]
     pub parity: Option<usize>,
+    /// Pace of the embedded store's background scanner (heal, garbage, usage):
+    /// gentle (10% duty, default), fast (50%), max, off, or a percentage 1-100.
+    #[arg(long = "scanner-speed", value_name = "SPEED", default_value = "gentle")]
+    pub scanner_speed: crate::store::scanner::ScannerSpeed,
 
     // --- remote ---
     #[arg(long, help = "Endpoint URL of an S3-compatible server")]
@@ -161,6 +165,7 @@ pub fn open_backend(
         BackendKind::Local => {
             let store =
                 Store::open(StoreConfig { drives, parity: args.parity }).map_err(|e| anyhow!("{e}"))?;
+            store.set_scanner_speed(args.scanner_speed);
             Arc::new(LocalBackend::new(store, &source.bucket))
         }
         BackendKind::S3 => {

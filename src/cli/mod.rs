@@ -79,6 +79,7 @@ pub fn main() -> i32 {
         Some(Command::Mb(a)) => tools::make_bucket(a),
         Some(Command::Heal(a)) => tools::heal(a),
         Some(Command::Stats(a)) => tools::stats(a),
+        Some(Command::Du(a)) => tools::du(a),
         Some(Command::Serve(a)) => {
             crate::gateway::init_logging();
             crate::gateway::run(crate::gateway::ServeConfig {
@@ -87,6 +88,7 @@ pub fn main() -> i32 {
                 address: a.address,
                 access_log: a.access_log,
                 public_read: a.public_read,
+                scanner_speed: a.scanner_speed,
             })
             .map_err(anyhow::Error::from)
         }

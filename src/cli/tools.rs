@@ -1,8 +1,8 @@
-//! Small subcommands: `mb`, `heal`, `stats`.
+//! Small subcommands: `mb`, `heal`, `stats`, `du`.
 
 use anyhow::{anyhow, Context, Result};
 
-use super::args::{DrivesArg, HealArgs, MbArgs, StatsArgs};
+use super::args::{DrivesArg, DuArgs, HealArgs, MbArgs, StatsArgs};
 use crate::store::{parse_drive_spec, Store, StoreConfig};
 
 fn open_store(d: &DrivesArg) -> Result<std::sync::Arc<Store>> {
@@ -75,5 +75,71 @@ pub fn stats(a: StatsArgs) -> Result<()> {
     }
     buf.truncate(n as usize);
     print!("{}", String::from_utf8_lossy(&buf));
+    Ok(())
+}
+
+/// Prints per-bucket usage. With the drives free, one scanner pass at full
+/// speed counts it now (exact); while a mount or serve holds them, the usage
+/// its background scanner last recorded on the drives is shown, with its age.
+pub fn du(a: DuArgs) -> Result<()> {
+    use std::collections::BTreeMap;
+
+    use crate::store::scanner::{read_usage, BucketUsage};
+    super::init_logging(false, false);
+    let spec = a
+        .drives
+        .drives
+        .as_deref()
+        .ok_or_else(|| anyhow!("--drives SPEC (or BUCKETFS_DRIVES) is required"))?;
+    let drives = parse_drive_spec(spec).map_err(|e| anyhow!("{e}"))?;
+    let only = a.bucket.as_deref().map(|b| b.strip_prefix("local://").unwrap_or(b).trim_end_matches('/'));
+    let (usage, note): (BTreeMap<String, BucketUsage>, String) = match Store::open(StoreConfig {
+        drives: drives.clone(),
+        parity: a.drives.parity,
+    }) {
+        Ok(store) => {
+            let rep = store.scan(1.0).map_err(|e| anyhow!("{e}"))?;
+            let mut usage = rep.usage;
+            for b in store.list_buckets().map_err(|e| anyhow!("{e}"))? {
+                usage.entry(b).or_default();
+            }
+            store.close();
+            (usage, "counted by a scanner pass just now".into())
+        }
+        Err(crate::store::StoreError::Locked { .. }) => {
+            let recs = read_usage(&drives);
+            let Some(oldest) = recs.iter().map(|r| r.updated_unix).min() else {
+                return Err(anyhow!(
+                        "the drives are in use by a running mount or serve, and its scanner has not recorded usage yet \
+                         (it does after its first background pass, 10 minutes after start, unless --scanner-speed off)"
+                    ));
+            };
+            let mut usage: BTreeMap<String, BucketUsage> = BTreeMap::new();
+            for r in recs {
+                for (b, u) in r.buckets {
+                    let t = usage.entry(b).or_default();
+                    t.objects += u.objects;
+                    t.versions += u.versions;
+                    t.bytes += u.bytes;
+                }
+            }
+            let age = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH + std::time::Duration::from_secs(oldest))
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            (usage, format!("recorded by the running process's scanner, up to {age} s ago"))
+        }
+        Err(e) => return Err(anyhow!("{e}")),
+    };
+    if let Some(b) = only {
+        if !usage.contains_key(b) {
+            return Err(anyhow!("no bucket {b} in the store (or in its recorded usage)"));
+        }
+    }
+    println!("{:<32} {:>12} {:>12} {:>16}", "BUCKET", "OBJECTS", "VERSIONS", "BYTES");
+    for (b, u) in usage.iter().filter(|(b, _)| only.is_none_or(|o| o == b.as_str())) {
+        println!("{:<32} {:>12} {:>12} {:>16}", b, u.objects, u.versions, u.bytes);
+    }
+    println!("({note})");
     Ok(())
 }

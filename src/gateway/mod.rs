@@ -72,6 +72,8 @@ pub struct ServeConfig {
     pub access_log: Option<std::path::PathBuf>,
     /// Buckets anonymous clients may read (`--public-read`).
     pub public_read: Vec<String>,
+    /// Background scanner pace (`--scanner-speed`).
+    pub scanner_speed: crate::store::scanner::ScannerSpeed,
 }
 
 /// Logging to stderr; RUST_LOG overrides. s3s logs every client error (404s,
@@ -111,6 +113,7 @@ pub fn run(cfg: ServeConfig) -> Result<(), ServeError> {
     };
     let drives = parse_drive_spec(spec)?;
     let store = Store::open(StoreConfig { drives, parity: cfg.parity })?;
+    store.set_scanner_speed(cfg.scanner_speed);
 
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(ServeError::Runtime)?;
     let public = access::PublicReadAccess::new(cfg.public_read.iter().cloned());

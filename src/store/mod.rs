@@ -396,9 +396,14 @@ impl Store {
     pub fn scan(&self, duty: f64) -> StoreResult<scanner::ScanReport> {
         let mut total = scanner::ScanReport::default();
         for s in &self.sets {
-            total.merge(s.scan(duty)?);
+            total.merge(s.scan_at(duty)?);
         }
         Ok(total)
+    }
+
+    /// Sets the pace of the background scanner passes (`--scanner-speed`).
+    pub fn set_scanner_speed(&self, speed: scanner::ScannerSpeed) {
+        scanner::set_speed(&self.deployment_id, speed);
     }
 
     /// Heals one object; returns the bytes rewritten (0 = it was healthy).

@@ -11,12 +11,23 @@
 //! usage. Its pace is a duty cycle: after each object it sleeps so that it is
 //! busy only `duty` of the time, which bounds its share of a disk's
 //! throughput without knowing the disk's speed.
+//!
+//! The background pace is set per deployment with [`set_speed`]
+//! (`--scanner-speed`); the set's worker calls [`ErasureSet::scan`], which
+//! looks it up. On-demand passes ([`ErasureSet::scan_at`], `Store::scan`) take
+//! an explicit duty. Each pass records its usage in `usage.json` on every
+//! drive of its set so `bucketfs du` can show it while another process holds
+//! the drives.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant, SystemTime};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::drives::SYS_DIR;
-use super::error::StoreResult;
+use serde::{Deserialize, Serialize};
+
+use super::drives::{self, SYS_DIR};
+use super::error::{StoreError, StoreResult};
 use super::heal::HealSummary;
 use super::set::ErasureSet;
 
@@ -31,8 +42,100 @@ pub const SCAN_INTERVAL: Duration = Duration::from_secs(600);
 /// The gentle default: busy 10 % of the time.
 pub const GENTLE_DUTY: f64 = 0.1;
 
+/// `--scanner-speed fast`: busy half the time.
+pub const FAST_DUTY: f64 = 0.5;
+/// File (in each drive's system dir) holding the usage its set's last pass counted.
+pub const USAGE_FILE: &str = "usage.json";
+
+/// Pace of the background scanner (`--scanner-speed`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ScannerSpeed {
+    /// No background passes (on-demand ones still run).
+    Off,
+    /// Busy this fraction (0 < duty <= 1) of the pass's time.
+    Duty(f64),
+}
+
+impl Default for ScannerSpeed {
+    fn default() -> Self {
+        ScannerSpeed::Duty(GENTLE_DUTY)
+    }
+}
+
+impl std::str::FromStr for ScannerSpeed {
+    type Err = String;
+    /// `gentle` (10 %), `fast` (50 %), `max` (100 %), `off`, or a percentage `1`..`100` (`%` optional).
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || {
+            format!("invalid scanner speed {s:?}: expected gentle (10%), fast (50%), max (100%), off, or a percentage 1-100")
+        };
+        match s.trim().to_ascii_lowercase().as_str() {
+            "gentle" => Ok(ScannerSpeed::Duty(GENTLE_DUTY)),
+            "fast" => Ok(ScannerSpeed::Duty(FAST_DUTY)),
+            "max" => Ok(ScannerSpeed::Duty(1.0)),
+            "off" => Ok(ScannerSpeed::Off),
+            t => {
+                let n: f64 = t.strip_suffix('%').unwrap_or(t).trim().parse().map_err(|_| bad())?;
+                if n.is_finite() && n > 0.0 && n <= 100.0 {
+                    Ok(ScannerSpeed::Duty(n / 100.0))
+                } else {
+                    Err(bad())
+                }
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for ScannerSpeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ScannerSpeed::Off => f.write_str("off"),
+            ScannerSpeed::Duty(d) => write!(f, "{}%", d * 100.0),
+        }
+    }
+}
+
+/// Background speed per deployment id. A process-wide table because each
+/// set's worker (set.rs) only knows its set; a deployment is open at most
+/// once per process (the drive locks), so the id names one store.
+static SPEEDS: Mutex<BTreeMap<String, ScannerSpeed>> = Mutex::new(BTreeMap::new());
+
+/// Sets the background scanner speed of the deployment `deployment_id`.
+pub(super) fn set_speed(deployment_id: &str, speed: ScannerSpeed) {
+    SPEEDS.lock().unwrap_or_else(|e| e.into_inner()).insert(deployment_id.to_string(), speed);
+}
+
+fn speed_of(deployment_id: &str) -> Option<ScannerSpeed> {
+    SPEEDS.lock().unwrap_or_else(|e| e.into_inner()).get(deployment_id).copied()
+}
+
+/// Usage one set's last pass counted, as written to its drives' `usage.json`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct UsageRecord {
+    /// The set's drives, in order: identifies the set.
+    pub set: Vec<PathBuf>,
+    pub updated_unix: u64,
+    pub buckets: BTreeMap<String, BucketUsage>,
+}
+
+/// The newest usage record of each set found on `drives` (no lock taken).
+pub fn read_usage(drives: &[PathBuf]) -> Vec<UsageRecord> {
+    let mut by_set: BTreeMap<Vec<PathBuf>, UsageRecord> = BTreeMap::new();
+    for d in drives {
+        let Ok(b) = std::fs::read(d.join(SYS_DIR).join(USAGE_FILE)) else { continue };
+        let Ok(r) = serde_json::from_slice::<UsageRecord>(&b) else { continue };
+        match by_set.get(&r.set) {
+            Some(old) if old.updated_unix >= r.updated_unix => {}
+            _ => {
+                by_set.insert(r.set.clone(), r);
+            }
+        }
+    }
+    by_set.into_values().collect()
+}
+
 /// Objects and bytes of one bucket (no versioning: one version per object).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BucketUsage {
     pub objects: u64,
     pub bytes: u64,
@@ -69,8 +172,18 @@ impl ScanReport {
 }
 
 impl ErasureSet {
-    /// One scanner pass at duty cycle `duty` (0 < duty <= 1; 1 = full speed).
+    /// The background worker's pass: at the deployment's `--scanner-speed`
+    /// if one was set ([`set_speed`]), else at `duty`; `off` skips the pass.
     pub fn scan(&self, duty: f64) -> StoreResult<ScanReport> {
+        match speed_of(&self.deployment_id) {
+            Some(ScannerSpeed::Off) => Ok(ScanReport::default()),
+            Some(ScannerSpeed::Duty(d)) => self.scan_at(d),
+            None => self.scan_at(duty),
+        }
+    }
+
+    /// One scanner pass at duty cycle `duty` (0 < duty <= 1; 1 = full speed).
+    pub fn scan_at(&self, duty: f64) -> StoreResult<ScanReport> {
         let duty = duty.clamp(0.001, 1.0);
         let mut rep = ScanReport::default();
         for slot in 0..self.drives.len() {
@@ -112,7 +225,50 @@ impl ErasureSet {
         })?;
         rep.heal = sum;
         rep.deep_checked = deep;
+        if !self.is_closing() {
+            self.record_usage(&usage);
+        }
         rep.usage = usage;
         Ok(rep)
+    }
+
+    /// Writes a finished pass's usage to every drive of the set (best effort:
+    /// a drive that cannot take it is skipped, the others still carry it).
+    fn record_usage(&self, usage: &BTreeMap<String, BucketUsage>) {
+        let rec = UsageRecord {
+            set: self.drives.clone(),
+            updated_unix: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+            buckets: usage.clone(),
+        };
+        let bytes = match serde_json::to_vec_pretty(&rec) {
+            Ok(b) => b,
+            Err(e) => {
+                return tracing::warn!(error = %StoreError::Format(e.to_string()), "could not encode usage")
+            }
+        };
+        for d in &self.drives {
+            if let Err(e) = drives::write_file_durable(&d.join(SYS_DIR).join(USAGE_FILE), &bytes) {
+                tracing::debug!(drive = %d.display(), error = %e, "could not record usage");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ScannerSpeed;
+
+    #[test]
+    fn speeds_parse_and_bad_ones_are_refused() {
+        assert_eq!("gentle".parse::<ScannerSpeed>(), Ok(ScannerSpeed::Duty(0.1)));
+        assert_eq!("Fast".parse::<ScannerSpeed>(), Ok(ScannerSpeed::Duty(0.5)));
+        assert_eq!("max".parse::<ScannerSpeed>(), Ok(ScannerSpeed::Duty(1.0)));
+        assert_eq!("off".parse::<ScannerSpeed>(), Ok(ScannerSpeed::Off));
+        assert_eq!("25".parse::<ScannerSpeed>(), Ok(ScannerSpeed::Duty(0.25)));
+        assert_eq!("100%".parse::<ScannerSpeed>(), Ok(ScannerSpeed::Duty(1.0)));
+        for bad in ["", "0", "101", "-1", "nan", "inf", "quick", "5%%"] {
+            let e = bad.parse::<ScannerSpeed>().unwrap_err();
+            assert!(e.contains("percentage 1-100"), "{bad}: {e}");
+        }
     }
 }
