@@ -10,7 +10,6 @@ use std::fs::OpenOptions;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::process::Command;
 
 use common::*;
 
@@ -46,25 +45,6 @@ fn stat(m: &Mount, name: &str) -> u64 {
         .trim()
         .parse()
         .unwrap()
-}
-
-struct Tmpfs(std::path::PathBuf);
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
-fn tmpfs(path: &Path, size: &str) -> Option<Tmpfs> {
-    std::fs::create_dir_all(path).ok()?;
-    let ok = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-        .arg(path)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    ok.then(|| Tmpfs(path.to_path_buf()))
 }
 
 /// 1 GiB written as `cp` writes (write-only, from offset 0) through a mount whose
@@ -116,16 +96,35 @@ fn a_header_rewritten_after_100_mib_ends_bit_exact() {
     let m = Mount::start(&drives, "hdr", &[]);
     assert_content(&m.path("hdr"), 100, &header);
 
-    let gw = s3_support::gateway();
-    let bucket = s3_support::unique_bucket("hdr");
-    tokio::runtime::Runtime::new().unwrap().block_on(s3_support::make_bucket(&gw.endpoint, &bucket));
-    let m = s3_mount(&gw.endpoint, &bucket);
-    check(&m);
+    check(&Served::new("hdr").m);
 }
 
-fn s3_mount(endpoint: &str, bucket: &str) -> Mount {
-    Mount::try_start_source(&format!("s3://{bucket}"), &["--endpoint", endpoint, "--region", "us-east-1"])
-        .unwrap_or_else(|e| panic!("{e}"))
+/// A fresh bucket on the shared `bucketfs serve`, mounted, with a runtime and an
+/// S3 client to look at what is stored.
+struct Served {
+    m: Mount,
+    bucket: String,
+    rt: tokio::runtime::Runtime,
+    client: aws_sdk_s3::Client,
+}
+
+impl Served {
+    fn new(tag: &str) -> Served {
+        let gw = s3_support::gateway();
+        let bucket = s3_support::unique_bucket(tag);
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(s3_support::make_bucket(&gw.endpoint, &bucket));
+        let client = rt.block_on(s3_support::admin_client(&gw.endpoint));
+        let flags = ["--endpoint", &gw.endpoint, "--region", "us-east-1"];
+        let m = Mount::try_start_source(&format!("s3://{bucket}"), &flags).unwrap_or_else(|e| panic!("{e}"));
+        Served { m, bucket, rt, client }
+    }
+
+    /// The stored object's size, or None while there is none.
+    fn stored_size(&self, key: &str) -> Option<i64> {
+        let head = self.rt.block_on(self.client.head_object().bucket(&self.bucket).key(key).send());
+        head.ok().map(|h| h.content_length().unwrap_or(-1))
+    }
 }
 
 /// A file written around three forks (each child exits, closing its inherited
@@ -133,13 +132,9 @@ fn s3_mount(endpoint: &str, bucket: &str) -> Mount {
 /// before the writer's own close.
 #[test]
 fn children_closing_inherited_descriptors_do_not_commit() {
-    let gw = s3_support::gateway();
-    let bucket = s3_support::unique_bucket("fork");
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(s3_support::make_bucket(&gw.endpoint, &bucket));
-    let client = rt.block_on(s3_support::admin_client(&gw.endpoint));
-    let visible = || rt.block_on(client.head_object().bucket(&bucket).key("forked").send()).is_ok();
-    let m = s3_mount(&gw.endpoint, &bucket);
+    let served = Served::new("fork");
+    let m = &served.m;
+    let visible = || served.stored_size("forked").is_some();
     let before = stat(&m, "bytes_written");
     let f = OpenOptions::new().write(true).create(true).truncate(true).open(m.path("forked")).unwrap();
     for i in 0..40 {
@@ -167,18 +162,9 @@ fn children_closing_inherited_descriptors_do_not_commit() {
 /// writing anything: that close must not replace the old content with nothing.
 #[test]
 fn closing_a_duplicate_before_writing_keeps_the_old_content() {
-    let gw = s3_support::gateway();
-    let bucket = s3_support::unique_bucket("dup");
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(s3_support::make_bucket(&gw.endpoint, &bucket));
-    let client = rt.block_on(s3_support::admin_client(&gw.endpoint));
-    // the stored object's size, or None while there is none
-    let size = || {
-        rt.block_on(client.head_object().bucket(&bucket).key("f").send())
-            .ok()
-            .map(|h| h.content_length().unwrap_or(-1))
-    };
-    let m = s3_mount(&gw.endpoint, &bucket);
+    let served = Served::new("dup");
+    let m = &served.m;
+    let size = || served.stored_size("f");
     std::fs::write(m.path("f"), pattern(5 * MIB, 3)).unwrap();
     assert_eq!(size().expect("object stored"), 5 * MIB as i64);
     let f = OpenOptions::new().write(true).truncate(true).open(m.path("f")).unwrap();

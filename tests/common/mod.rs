@@ -135,9 +135,16 @@ impl Mount {
         std::fs::create_dir(&mnt).unwrap();
         let log = mnt_dir.path().join("log");
         let logf = std::fs::File::create(&log).unwrap();
+        // short caches so tests see other clients' changes soon, unless a test sets its own
+        let mut ttls = vec![];
+        for flag in ["--stat-cache-ttl", "--type-cache-ttl"] {
+            if !extra.contains(&flag) {
+                ttls.extend([flag, "1s"]);
+            }
+        }
         let child = Command::new(BIN)
             .arg("-f")
-            .args(["--stat-cache-ttl", "1s", "--type-cache-ttl", "1s"])
+            .args(&ttls)
             .args(extra)
             .arg(source)
             .arg(&mnt)
