@@ -135,7 +135,7 @@ fn children_closing_inherited_descriptors_do_not_commit() {
     let served = Served::new("fork");
     let m = &served.m;
     let visible = || served.stored_size("forked").is_some();
-    let before = stat(&m, "bytes_written");
+    let before = stat(m, "bytes_written");
     let f = OpenOptions::new().write(true).create(true).truncate(true).open(m.path("forked")).unwrap();
     for i in 0..40 {
         f.write_all_at(&chunk(i), (i * MIB) as u64).unwrap();
@@ -151,7 +151,7 @@ fn children_closing_inherited_descriptors_do_not_commit() {
     drop(f);
     assert!(visible());
     assert_eq!(
-        stat(&m, "bytes_written") - before,
+        stat(m, "bytes_written") - before,
         40 * MIB as u64,
         "the file's bytes were sent more than once"
     );

@@ -13,8 +13,11 @@ use bucketfs::store::scanner::ScannerSpeed;
 use bucketfs::store::{parse_drive_spec, Store, StoreConfig};
 use common::*;
 
-/// `bucketfs du` rows as bucket -> (objects, versions, bytes), plus its note line.
-fn du(drives: &Drives) -> Result<(BTreeMap<String, (u64, u64, u64)>, String), String> {
+/// Bucket -> (objects, versions, bytes).
+type Usage = BTreeMap<String, (u64, u64, u64)>;
+
+/// `bucketfs du` rows, plus its note line.
+fn du(drives: &Drives) -> Result<(Usage, String), String> {
     let (code, out, err) = {
         let o = std::process::Command::new(env!("CARGO_BIN_EXE_bucketfs"))
             .args(["du", "--drives", &drives.spec])
@@ -108,8 +111,8 @@ fn du_reports_exactly_what_was_written_over_two_sets_and_while_a_mount_holds_the
 #[test]
 fn scanner_speed_off_skips_background_passes_but_not_on_demand_ones() {
     let drives = Drives::new(4);
-    drives.make_bucket("b");
-    drives.put_objects("b", (0..3).map(|i| (format!("o{i}"), pattern(10, i))));
+    drives.make_bucket("bkt");
+    drives.put_objects("bkt", (0..3).map(|i| (format!("o{i}"), pattern(10, i))));
     let store =
         Store::open(StoreConfig { drives: parse_drive_spec(&drives.spec).unwrap(), parity: None }).unwrap();
     let set = &store.sets()[0];
@@ -122,6 +125,6 @@ fn scanner_speed_off_skips_background_passes_but_not_on_demand_ones() {
     store.set_scanner_speed(ScannerSpeed::Off);
     let r = store.scan(1.0).unwrap();
     assert_eq!(r.heal.scanned, 3);
-    assert_eq!(r.usage["b"].bytes, 30);
+    assert_eq!(r.usage["bkt"].bytes, 30);
     store.close();
 }
