@@ -14,7 +14,7 @@ use bucketfs::backend::gcs::{GcsBackend, GcsConfig};
 
 use super::s3_support::tool_support;
 use super::s3_support::{
-    free_port, program_exists, spawn_for_process_lifetime, wait_own_port, Server, INSTALL_HINT,
+    free_port, program_exists, server_dir, spawn_for_process_lifetime, wait_own_port, Server, INSTALL_HINT,
 };
 
 /// Azurite's well-known development account (public, documented by Microsoft).
@@ -93,7 +93,7 @@ pub fn azurite() -> &'static Server {
             program_exists(Command::new(tool_support::tool("azurite-blob")).arg("--version")),
             "Azurite is not installed (npm azurite); {INSTALL_HINT}"
         );
-        let dir = tempfile::Builder::new().prefix("bucketfs-azurite-").tempdir().unwrap().keep();
+        let dir = server_dir("bucketfs-azurite-");
         for attempt in 0..4 {
             let port = free_port();
             let data = dir.join(format!("data-{attempt}"));

@@ -21,7 +21,12 @@ pub struct Drives {
 
 impl Drives {
     pub fn new(n: usize) -> Drives {
-        let dir = tempfile::Builder::new().prefix("bfs-drives").tempdir_in(test_root()).unwrap();
+        Drives::new_in(&test_root(), n)
+    }
+
+    /// `n` drives under `root` (e.g. a tmpfs the test mounted).
+    pub fn new_in(root: &Path, n: usize) -> Drives {
+        let dir = tempfile::Builder::new().prefix("bfs-drives").tempdir_in(root).unwrap();
         let spec = format!("{}/d{{1...{n}}}", dir.path().display());
         Drives { dir, spec }
     }

@@ -13,7 +13,7 @@
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{mpsc, Once, OnceLock};
 use std::time::{Duration, Instant};
@@ -113,6 +113,30 @@ fn wait_port(port: u16, what: &str, timeout: Duration) {
     }
 }
 
+/// A data directory for a test server that lives as long as this test binary.
+/// The server dies with the binary (PDEATHSIG) and nothing runs after that to
+/// remove its data, so each directory records its owner's pid and the next
+/// binary to start a server removes those whose owner is gone: one CI run leaked
+/// several GiB of `bucketfs serve` and Azurite data into the shared /tmp otherwise.
+pub fn server_dir(prefix: &str) -> PathBuf {
+    let tmp = std::env::temp_dir();
+    for entry in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
+        let name = entry.file_name();
+        if !name.to_string_lossy().starts_with(prefix) {
+            continue;
+        }
+        let owner = std::fs::read_to_string(entry.path().join("owner.pid")).ok();
+        if let Some(pid) = owner.and_then(|s| s.trim().parse::<u32>().ok()) {
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+    let dir = tempfile::Builder::new().prefix(prefix).tempdir_in(&tmp).unwrap().keep();
+    std::fs::write(dir.join("owner.pid"), std::process::id().to_string()).unwrap();
+    dir
+}
+
 /// Starts `cmd` from a thread that lives until the process exits, with
 /// PDEATHSIG so the child dies with us.
 pub fn spawn_for_process_lifetime(mut cmd: Command, log: PathBuf) -> u32 {
@@ -185,7 +209,7 @@ pub fn seaweed() -> &'static Server {
         hermetic_env();
         let weed = weed_program();
         assert!(program_exists(Command::new(&weed).arg("version")), "SeaweedFS `weed` is not installed; {INSTALL_HINT}");
-        let dir = tempfile::Builder::new().prefix("bucketfs-weed-").tempdir().unwrap().keep();
+        let dir = server_dir("bucketfs-weed-");
         let cfg = dir.join("s3.json");
         std::fs::write(
             &cfg,
@@ -247,7 +271,7 @@ pub fn rclone() -> &'static Rclone {
             program_exists(Command::new(tool_support::tool("rclone")).arg("version")),
             "rclone is not installed; {INSTALL_HINT}"
         );
-        let root = tempfile::Builder::new().prefix("bucketfs-rclone-").tempdir().unwrap().keep();
+        let root = server_dir("bucketfs-rclone-");
         for _attempt in 0..4 {
             let port = free_port();
             let mut cmd = Command::new(tool_support::tool("rclone"));
@@ -452,7 +476,7 @@ pub fn gateway() -> &'static Gateway {
     static G: OnceLock<Gateway> = OnceLock::new();
     G.get_or_init(|| {
         hermetic_env();
-        let dir = tempfile::Builder::new().prefix("bucketfs-gw-").tempdir().unwrap().keep();
+        let dir = server_dir("bucketfs-gw-");
         let drives: Vec<String> = (1..=4).map(|i| dir.join(format!("d{i}")).display().to_string()).collect();
         let port = free_port();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_bucketfs"));
