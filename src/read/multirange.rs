@@ -52,6 +52,21 @@
 //! ordinary path. Only `Unsupported` (no backend answers it today) turns the
 //! reader off, with one "flag ignored" line per mount.
 //!
+//! - **The whole lattice of a shuffled reader**: a reader of fixed-size records
+//!   in random order (a sampler, a shuffled training epoch) has no stride, but
+//!   its record starts lie on a lattice ([`ReadPattern::lattice`]). Once one is
+//!   found and all its records fit [`LATTICE_MAX_BYTES`], every record not yet
+//!   read is fetched, once, [`PARALLEL_HORIZON`] at a time, and kept until read:
+//!   the reader's order no longer matters (issue 11: 200 shuffled 16 KiB reads
+//!   cost a round trip each; s3fs streams 506 MiB through them instead). Fetching
+//!   only the next few lattice points does not work for a random order: most
+//!   reads then miss, and evicting unread records to make room refetches them.
+//!
+//! Where a batch is parallel single-range GETs, each range is its own download,
+//! so a read waits for its own range, not for the slowest of its batch.
+//! Downloads nobody is waiting for take one of [`PARALLEL_HORIZON`] slots per
+//! handle; reads that wait go straight out.
+//!
 //! Predicted ranges are widened by the predictor to cover page-rounded kernel
 //! reads (see [`ReadPattern::predict`]); a prediction that overlaps a piece
 //! already fetched or downloading counts as present, so a re-estimate that
@@ -109,6 +124,11 @@ pub const MAX_PIECES_PER_BATCH: usize = 4;
 /// reader at 20 ms round trip waits once per horizon instead of once per batch
 /// (issue 11: 200 strided preads took 1.7 s with 5 ahead).
 pub const PARALLEL_HORIZON: usize = 32;
+/// Most bytes of lattice records fetched for one handle (issue 11's shuffled reader:
+/// 200 records of 16 KiB, widened to pages and tolerance, about 7 MiB).
+pub const LATTICE_MAX_BYTES: u64 = 32 * 1024 * 1024;
+/// Most lattice records fetched for one handle.
+pub const LATTICE_MAX_RECORDS: usize = 2048;
 /// Longest predicted range (reads are at most 1 MiB through FUSE; this bounds odd patterns).
 const MAX_PREDICTED_LEN: u64 = 8 * 1024 * 1024;
 
@@ -167,6 +187,8 @@ struct Piece {
     index: usize,
     /// Bytes of this piece handed to reads (capped at its length when counted).
     served: u64,
+    /// A lattice record: kept until read, however many pieces come after it.
+    lattice: bool,
     _abort: Arc<AbortOnDrop>,
     _reservation: Option<Arc<Reservation>>,
 }
@@ -187,6 +209,8 @@ struct State {
     /// Batches being collected; only the newest one takes joiners.
     open: Vec<OpenBatch>,
     next_batch_id: u64,
+    /// The handle's lattice was fetched (once per handle: see the module header).
+    lattice_fetched: bool,
 }
 
 /// Counts the reads in flight on one handle (all of them, not only sparse ones).
@@ -222,6 +246,8 @@ pub struct MultiRangeReader {
     in_flight: AtomicUsize,
     /// Reads left before the handle counts as single-threaded again.
     concurrency: AtomicUsize,
+    /// Downloads of predicted ranges in flight at once (see the module header).
+    ahead: Arc<tokio::sync::Semaphore>,
     state: Mutex<State>,
 }
 
@@ -247,11 +273,13 @@ impl MultiRangeReader {
             cfg,
             in_flight: AtomicUsize::new(0),
             concurrency: AtomicUsize::new(0),
+            ahead: Arc::new(tokio::sync::Semaphore::new(PARALLEL_HORIZON)),
             state: Mutex::new(State {
                 pattern: ReadPattern::new(),
                 pieces: VecDeque::new(),
                 open: Vec::new(),
                 next_batch_id: 0,
+                lattice_fetched: false,
             }),
         }
     }
@@ -378,6 +406,9 @@ impl MultiRangeReader {
     fn extrapolate(&self, st: &mut State, want: &Range<u64>, ride_along: bool) {
         let horizon = self.horizon();
         let predicted = st.pattern.predict(2 * horizon, self.size);
+        if predicted.is_empty() && ride_along && !st.lattice_fetched {
+            self.fetch_lattice(st, want);
+        }
         let missing: Vec<Range<u64>> = predicted
             .into_iter()
             .map(|r| r.start..r.end.min(r.start + MAX_PREDICTED_LEN))
@@ -395,6 +426,36 @@ impl MultiRangeReader {
         }
     }
 
+    /// Every record of the lattice the recent reads lie on that no piece holds yet,
+    /// `want` first when it misses, if they all fit [`LATTICE_MAX_BYTES`].
+    fn fetch_lattice(&self, st: &mut State, want: &Range<u64>) {
+        let Some(lattice) = st.pattern.lattice() else { return };
+        // numbered from the lowest start seen: the file's first records have negative numbers
+        let (first, last) = (lattice.index_of(0) - 1, lattice.index_of(self.size.saturating_sub(1)) + 1);
+        if last - first >= LATTICE_MAX_RECORDS as i64 {
+            return;
+        }
+        let records: Vec<Range<u64>> = (first..=last).filter_map(|k| lattice.record(k, self.size)).collect();
+        let bytes: u64 = records.iter().map(|r| r.end - r.start).sum();
+        if bytes > LATTICE_MAX_BYTES {
+            return;
+        }
+        st.lattice_fetched = true;
+        let held = |r: &Range<u64>| st.pieces.iter().any(|p| covers(&p.range, r));
+        let mut wanted: Vec<Range<u64>> = Vec::new();
+        if !held(want) {
+            // the current read, whether or not it is on the lattice, waits for its own GET
+            wanted.push(want.clone());
+        }
+        let ahead: Vec<Range<u64>> = records.into_iter().filter(|r| !held(r) && !overlaps(r, want)).collect();
+        tracing::debug!(target: TARGET, key = %self.key, stride = lattice.stride, records = ahead.len(), bytes,
+            "shuffled records on a lattice: fetching all of them");
+        if !wanted.is_empty() {
+            self.fetch(st, &wanted, true);
+        }
+        self.fetch_pieces(st, &ahead, false, true);
+    }
+
     /// Predicted reads fetched ahead: one batch where a batch is one request, a
     /// deeper window where it is parallel single-range GETs anyway.
     fn horizon(&self) -> usize {
@@ -408,8 +469,18 @@ impl MultiRangeReader {
     /// Fetches `ranges` (merged, in batches); `demanded`: a read waits for them
     /// (fetched even without a memory reservation).
     fn fetch(&self, st: &mut State, ranges: &[Range<u64>], demanded: bool) {
+        self.fetch_pieces(st, ranges, demanded, false)
+    }
+
+    /// [`fetch`](Self::fetch); `lattice`: the pieces are kept until read.
+    fn fetch_pieces(&self, st: &mut State, ranges: &[Range<u64>], demanded: bool, lattice: bool) {
         let merged = merge_close(ranges, MERGE_GAP);
-        for batch in split_batches(&merged, self.cfg.batch_size) {
+        let singles = self.backend.multi_range_mode() == MultiRangeMode::ParallelSingles;
+        if singles && merged.len() > 1 {
+            Metrics::inc(&self.metrics.multi_range_parallel_batches);
+        }
+        // parallel singles: one download per range, so a read waits only for its own
+        for batch in split_batches(&merged, if singles { 1 } else { self.cfg.batch_size }) {
             let bytes: u64 = batch.iter().map(|r| r.end - r.start).sum();
             let reservation = self.reserve(bytes).map(Arc::new);
             if reservation.is_none() && !demanded {
@@ -423,6 +494,15 @@ impl MultiRangeReader {
                 batch.clone(),
                 self.etag.clone(),
             );
+            // reads waiting go out at once; read-ahead takes a slot
+            let slots = (!demanded).then(|| self.ahead.clone());
+            let fetch = async move {
+                let _slot = match slots {
+                    Some(s) => Some(s.acquire_owned().await.map_err(|e| e.to_string())?),
+                    None => None,
+                };
+                fetch.await
+            };
             // the download holds the memory too, until its (maybe cancelled) work ends
             let task = tokio::spawn(memory::covering(reservation.clone(), fetch));
             let abort = Arc::new(AbortOnDrop(task.abort_handle()));
@@ -436,19 +516,29 @@ impl MultiRangeReader {
             .shared();
             let max_pieces = (MAX_PIECES_PER_BATCH * self.cfg.batch_size).max(2 * self.horizon());
             for (index, range) in batch.into_iter().enumerate() {
-                while st.pieces.len() >= max_pieces {
-                    if let Some(old) = st.pieces.pop_front() {
-                        self.account_overfetch(&old);
-                    }
-                }
+                Self::evict(st, max_pieces, |old| self.account_overfetch(old));
                 st.pieces.push_back(Piece {
                     range,
                     batch: shared.clone(),
                     index,
                     served: 0,
+                    lattice,
                     _abort: abort.clone(),
                     _reservation: reservation.clone(),
                 });
+            }
+        }
+    }
+
+    /// Makes room for one more piece among at most `max`: the oldest goes first,
+    /// except lattice records not read yet, which do not count (their number is
+    /// bounded by [`LATTICE_MAX_RECORDS`] when they are fetched).
+    fn evict(st: &mut State, max: usize, mut evicted: impl FnMut(&Piece)) {
+        let evictable = |p: &Piece| !p.lattice || p.served > 0;
+        while st.pieces.iter().filter(|p| evictable(p)).count() >= max {
+            let Some(i) = st.pieces.iter().position(evictable) else { break };
+            if let Some(old) = st.pieces.remove(i) {
+                evicted(&old);
             }
         }
     }

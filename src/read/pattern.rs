@@ -226,6 +226,114 @@ impl ReadPattern {
     }
 }
 
+/// Record starts on a regular lattice: `base + k * stride` for whole `k`, each
+/// record up to `len` bytes. Found by [`ReadPattern::lattice`] when the records
+/// visit the lattice in any order (a shuffled reader of fixed-size records).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Lattice {
+    pub base: f64,
+    pub stride: f64,
+    pub len: u64,
+}
+
+/// Records needed before a lattice is trusted.
+pub const LATTICE_MIN_RECORDS: usize = 12;
+/// Smallest lattice stride considered: finer lattices would fit random offsets by chance
+/// (each gap fits one with odds of about 2 x tolerance / stride).
+pub const LATTICE_MIN_STRIDE: u64 = 256 * 1024;
+
+impl Lattice {
+    /// The lattice point nearest to `offset`.
+    pub fn index_of(&self, offset: u64) -> i64 {
+        ((offset as f64 - self.base) / self.stride).round() as i64
+    }
+
+    /// Record `k`, page-aligned and widened by the kernel's rounding and the
+    /// stride's uncertainty; `None` outside `0..size`.
+    pub fn record(&self, k: i64, size: u64) -> Option<Range<u64>> {
+        let center = self.base + k as f64 * self.stride;
+        if center + (self.len as f64) <= 0.0 || center.round() >= size as f64 {
+            return None;
+        }
+        let margin = DELTA_TOLERANCE as f64;
+        let start = ((center - margin).max(0.0) as u64) / PAGE * PAGE;
+        let end =
+            ((center + margin + self.len as f64).ceil() as u64).div_ceil(PAGE).saturating_mul(PAGE).min(size);
+        (start < end).then_some(start..end)
+    }
+}
+
+impl ReadPattern {
+    /// Used by [`MultiRangeReader`](super::MultiRangeReader) to fetch a shuffled
+    /// reader's whole lattice once (a first try that fetched 64 records ahead and
+    /// evicted unread ones to make room refetched them: 482 GETs for 200 reads).
+    ///
+    /// The lattice the recent records' starts lie on, in whatever order they were
+    /// visited (issue 11: 200 reads at a fixed stride in shuffled order cost one round
+    /// trip each, where a stride in order costs one per batch). Starts may be off by
+    /// the kernel's page rounding. `None` unless at least [`LATTICE_MIN_RECORDS`]
+    /// distinct records, all within [`DELTA_TOLERANCE`] of one lattice whose stride
+    /// exceeds a record by more than the tolerance (otherwise it is dense reading).
+    pub fn lattice(&self) -> Option<Lattice> {
+        let len = self.records.iter().map(|r| r.end - r.start).max()?;
+        let mut starts: Vec<u64> = self.records.iter().map(|r| r.start).collect();
+        starts.sort_unstable();
+        starts.dedup_by(|a, b| a.abs_diff(*b) <= DELTA_TOLERANCE);
+        if starts.len() < LATTICE_MIN_RECORDS {
+            return None;
+        }
+        // the smallest gap between neighbours is a multiple of the stride: try the
+        // largest stride first (a multiple of the true one fits only by chance)
+        let min_gap = starts.windows(2).map(|w| w[1] - w[0]).min()?;
+        let tolerance = (DELTA_TOLERANCE + PAGE) as f64;
+        let finest = (len + DELTA_TOLERANCE).max(LATTICE_MIN_STRIDE);
+        let most = (min_gap / finest).clamp(1, 4096);
+        (1..=most).find_map(|m| {
+            let guess = min_gap as f64 / m as f64;
+            if guess <= finest as f64 {
+                return None;
+            }
+            let l = fit_lattice(&starts, guess)?;
+            let fits = starts.iter().all(|&s| {
+                let k = ((s as f64 - l.0) / l.1).round();
+                (s as f64 - (l.0 + k * l.1)).abs() <= tolerance
+            });
+            fits.then_some(Lattice { base: l.0, stride: l.1, len })
+        })
+    }
+}
+
+/// Least-squares `(base, stride)` of sorted `starts` on a lattice of about `guess`,
+/// numbering the points from the lowest start outwards so that an error in the
+/// guess never makes a far point take its neighbour's number.
+fn fit_lattice(starts: &[u64], guess: f64) -> Option<(f64, f64)> {
+    let origin = starts[0] as f64;
+    let (mut base, mut stride) = (origin, guess);
+    let mut reach = 4.0;
+    loop {
+        let pts: Vec<(f64, f64)> = starts
+            .iter()
+            .map(|&s| s as f64)
+            .filter(|s| (s - base) / stride <= reach + 0.5)
+            .map(|s| (((s - base) / stride).round(), s))
+            .collect();
+        let n = pts.len() as f64;
+        let (mk, ms) = (pts.iter().map(|p| p.0).sum::<f64>() / n, pts.iter().map(|p| p.1).sum::<f64>() / n);
+        let var: f64 = pts.iter().map(|p| (p.0 - mk).powi(2)).sum();
+        if var > 0.0 {
+            stride = pts.iter().map(|p| (p.0 - mk) * (p.1 - ms)).sum::<f64>() / var;
+            base = ms - stride * mk;
+        }
+        if stride <= 0.0 {
+            return None;
+        }
+        if pts.len() == starts.len() {
+            return Some((base, stride));
+        }
+        reach *= 2.0;
+    }
+}
+
 /// The longest suffix of `deltas` (at least two cycles) in which each phase of
 /// `period` stays within [`DELTA_TOLERANCE`], never crosses zero, and the cycle moves.
 fn fit_period(deltas: &[i128], period: usize) -> Option<Fit> {

@@ -300,3 +300,53 @@ fn a_pattern_that_goes_nowhere_is_not_a_stride() {
     let jitter: Vec<(u64, u64)> = (0..10).map(|i| (10 * MIB + (i % 3) * 8 * KIB, 4 * KIB)).collect();
     assert!(pattern_of(&jitter).predict(4, 256 * MIB).is_empty());
 }
+
+#[test]
+fn a_lattice_is_recognised_in_shuffled_order() {
+    // 200 records of 16 KiB at an unaligned stride, visited in a fixed shuffled order
+    let size = 512 * MIB;
+    let stride = size / 200; // 2,684,354: not page-aligned
+    let mut order: Vec<u64> = (0..200).collect();
+    let mut x = 0x9E37_79B9u64;
+    for i in (1..order.len()).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        order.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+    let mut p = ReadPattern::new();
+    for (n, &k) in order.iter().enumerate() {
+        p.record(kernel_read(k * stride, 16 * KIB, size));
+        if n + 1 < LATTICE_MIN_RECORDS {
+            assert!(p.lattice().is_none(), "too few records to trust a lattice");
+            continue;
+        }
+        let l = p.lattice().unwrap_or_else(|| panic!("no lattice after {} reads", n + 1));
+        // every record of the file, as the kernel will ask for it, is inside its lattice piece
+        for j in 0..200 {
+            let real = kernel_read(j * stride, 16 * KIB, size);
+            let piece = l.record(l.index_of(real.start), size).unwrap();
+            assert!(
+                piece.start <= real.start && real.end <= piece.end,
+                "after {n} reads, record {j}: {piece:?} vs {real:?}"
+            );
+            assert!(piece.end - piece.start <= 20 * KIB + 5 * PAGE, "{piece:?}");
+        }
+    }
+}
+
+#[test]
+fn random_offsets_are_no_lattice() {
+    let size = 512 * MIB;
+    let mut x = 12345u64;
+    for _ in 0..50 {
+        let mut p = ReadPattern::new();
+        for _ in 0..HISTORY {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            p.record(kernel_read(x % (size - MIB), 16 * KIB, size));
+        }
+        assert!(p.lattice().is_none());
+    }
+}
