@@ -64,8 +64,8 @@
 //!
 //! Where a batch is parallel single-range GETs, each range is its own download,
 //! so a read waits for its own range, not for the slowest of its batch.
-//! Downloads nobody is waiting for take one of [`PARALLEL_HORIZON`] slots per
-//! handle; reads that wait go straight out.
+//! Downloads nobody is waiting for take a slot per range, [`PARALLEL_HORIZON`]
+//! slots per handle; reads that wait go straight out.
 //!
 //! Predicted ranges are widened by the predictor to cover page-rounded kernel
 //! reads (see [`ReadPattern::predict`]); a prediction that overlaps a piece
@@ -494,11 +494,13 @@ impl MultiRangeReader {
                 batch.clone(),
                 self.etag.clone(),
             );
-            // reads waiting go out at once; read-ahead takes a slot
-            let slots = (!demanded).then(|| self.ahead.clone());
+            // reads waiting go out at once; read-ahead takes a slot per range (a
+            // probing backend answers a batch with one GET per range on a single-range
+            // server: one slot per batch let 32 batches send 152 GETs at once)
+            let slots = (!demanded).then(|| (self.ahead.clone(), batch.len().min(PARALLEL_HORIZON) as u32));
             let fetch = async move {
                 let _slot = match slots {
-                    Some(s) => Some(s.acquire_owned().await.map_err(|e| e.to_string())?),
+                    Some((s, n)) => Some(s.acquire_many_owned(n).await.map_err(|e| e.to_string())?),
                     None => None,
                 };
                 fetch.await
