@@ -1,7 +1,9 @@
 //! POSIX rules through a real mount (issue 12): special files, an unlinked file
 //! still open, parent directory times, path and size limits, errno of the
 //! namespace operations, O_SYNC and fsyncdir, and the size after
-//! write/truncate/close/reopen/truncate 2,000 times with and without mmap.
+//! write/truncate/close/reopen/truncate 2,000 times with and without mmap; directory
+//! link counts, times of an O_TRUNC open, the key limit under a `bucket:prefix`
+//! mount, a renamed file still open for reading, and other users' new entries.
 //! Embedded store (`local://`) and S3 over `bucketfs serve`. The same rules on
 //! the in-memory backend: src/fs/tests/posix.rs.
 
@@ -375,4 +377,156 @@ fn sticky_directories_with_enable_perms() {
     assert_eq!(fs::metadata(t.join("mine")).unwrap().uid(), alice);
     assert!(!as_user(bob, &format!("rm -f {}", t.join("mine").display())));
     assert!(as_user(alice, &format!("rm {}", t.join("mine").display())), "the owner may");
+}
+
+/// A directory's link count is 2 plus its subdirectories (as this mount has seen
+/// them: made, looked up, renamed in), and follows mkdir, rename and rmdir.
+fn link_counts(m: &Mount) {
+    let nlink = |rel: &str| fs::metadata(m.path(rel)).unwrap().nlink();
+    fs::create_dir(m.path("a")).unwrap();
+    fs::create_dir(m.path("b")).unwrap();
+    assert_eq!((nlink("a"), nlink("b")), (2, 2));
+    fs::create_dir(m.path("a/one")).unwrap();
+    fs::create_dir(m.path("a/two")).unwrap();
+    fs::write(m.path("a/file"), b"files do not count").unwrap();
+    assert_eq!(nlink("a"), 4);
+    fs::rename(m.path("a/one"), m.path("b/one")).unwrap();
+    assert_eq!((nlink("a"), nlink("b")), (3, 3), "a rename moves the subdirectory's '..'");
+    fs::create_dir(m.path("b/one/deep")).unwrap();
+    fs::rename(m.path("b"), m.path("a/b")).unwrap();
+    assert_eq!((nlink("a"), nlink("a/b"), nlink("a/b/one")), (4, 3, 3), "counts move with a renamed tree");
+    fs::remove_dir(m.path("a/two")).unwrap();
+    assert_eq!(nlink("a"), 3);
+    assert_eq!(fs::metadata(&m.mnt).unwrap().nlink(), 3, "the root counts its subdirectory");
+}
+
+#[test]
+fn directory_link_counts_on_the_embedded_store() {
+    let drives = Drives::new(4);
+    drives.make_bucket("links");
+    link_counts(&Mount::start(&drives, "links", &[]));
+}
+
+#[test]
+fn directory_link_counts_over_s3() {
+    link_counts(&s3_mount(&[])());
+}
+
+/// open(O_TRUNC) of a non-empty file moves its mtime and ctime at once, even when
+/// closed without a write (the empty content is stored at the release), and a
+/// stored utimes mtime no longer applies.
+#[test]
+fn o_trunc_moves_the_times_at_open() {
+    let drives = Drives::new(4);
+    drives.make_bucket("trunc");
+    let mut m = Mount::start(&drives, "trunc", &[]);
+    let p = m.path("f");
+    fs::write(&p, b"old content").unwrap();
+    let old = libc::timespec { tv_sec: 1_000_000_000, tv_nsec: 0 };
+    let rc = unsafe { libc::utimensat(libc::AT_FDCWD, cpath(&p).as_ptr(), [old, old].as_ptr(), 0) };
+    assert_eq!(rc, 0);
+    assert_eq!(fs::metadata(&p).unwrap().mtime(), 1_000_000_000);
+    drop(OpenOptions::new().write(true).truncate(true).open(&p).unwrap());
+    let st = fs::metadata(&p).unwrap();
+    assert_eq!(st.len(), 0);
+    assert!(
+        st.mtime() > 1_000_000_000 && st.ctime() >= st.mtime(),
+        "mtime {} ctime {}",
+        st.mtime(),
+        st.ctime()
+    );
+    assert!(m.stop(), "clean stop:\n{}", m.log_text());
+    let m = Mount::start(&drives, "trunc", &[]);
+    let st = fs::metadata(m.path("f")).unwrap();
+    assert_eq!(st.len(), 0, "the truncation was stored");
+    assert!(st.mtime() > 1_000_000_000, "the stored utimes mtime was dropped");
+}
+
+/// Under a `bucket:prefix` mount the prefix counts towards the 1,024-byte key: a path
+/// that fits the mount but not the store is ENAMETOOLONG (it was EINVAL, from the
+/// store refusing to list under a too-long prefix), and one that fits works.
+#[test]
+fn key_limit_under_a_prefix_mount() {
+    let drives = Drives::new(4);
+    drives.make_bucket("deep");
+    let prefix = "a-mount-prefix"; // the key is "a-mount-prefix/" + path
+    let m = Mount::start(&drives, &format!("deep/{prefix}"), &[]);
+    let part = "p".repeat(200);
+    let mut dir = m.mnt.clone();
+    let mut rel = 0;
+    for _ in 0..4 {
+        dir = dir.join(&part);
+        rel += part.len() + 1;
+        fs::create_dir(&dir).unwrap();
+    }
+    let room = 1024 - prefix.len() - 1 - rel; // longest name whose key fits
+    fs::write(dir.join("f".repeat(room)), b"fits").unwrap();
+    assert_eq!(fs::read(dir.join("f".repeat(room))).unwrap(), b"fits");
+    fs::create_dir(dir.join("d".repeat(room - 1))).unwrap(); // its marker ends in '/'
+    for n in [room + 1, room + 5] {
+        assert_eq!(errno_of(fs::write(dir.join("g".repeat(n)), b"x")), libc::ENAMETOOLONG, "create {n}");
+        assert_eq!(errno_of(fs::create_dir(dir.join("e".repeat(n)))), libc::ENAMETOOLONG, "mkdir {n}");
+        assert_eq!(errno_of(fs::metadata(dir.join("e".repeat(n)))), libc::ENAMETOOLONG, "stat {n}");
+    }
+    assert_eq!(errno_of(fs::create_dir(dir.join("e".repeat(room)))), libc::ENAMETOOLONG, "marker too long");
+}
+
+/// A file open for reading that is renamed stays readable through its descriptor.
+fn renamed_while_open(m: &Mount) {
+    let data = pattern(3 << 20, 7);
+    fs::write(m.path("before"), &data).unwrap();
+    let mut f = File::open(m.path("before")).unwrap();
+    let mut head = vec![0; 4096];
+    f.read_exact(&mut head).unwrap();
+    fs::rename(m.path("before"), m.path("after")).unwrap();
+    let mut rest = Vec::new();
+    f.read_to_end(&mut rest).unwrap();
+    head.extend(rest);
+    assert!(head == data, "read back {} bytes", head.len());
+    assert_eq!(f.metadata().unwrap().len(), data.len() as u64);
+}
+
+#[test]
+fn renamed_open_file_stays_readable_on_the_embedded_store() {
+    let drives = Drives::new(4);
+    drives.make_bucket("moved");
+    renamed_while_open(&Mount::start(&drives, "moved", &["--read-ahead", "128K"]));
+}
+
+#[test]
+fn renamed_open_file_stays_readable_over_s3() {
+    renamed_while_open(&s3_mount(&["--read-ahead", "128K"])());
+}
+
+/// With default flags and --allow-other, what another user creates is shown as
+/// theirs (stored only because it differs from the mount's owner), so they can
+/// write in their directory and chmod their files, after a remount too.
+#[test]
+fn other_users_own_what_they_create_with_default_flags() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to act as other users");
+        return;
+    }
+    let drives = Drives::new(4);
+    drives.make_bucket("owners");
+    let start = || Mount::start(&drives, "owners", &["--allow-other"]);
+    let mut m = start();
+    let mut up = m.mnt.clone();
+    while up.pop() && up != Path::new("/") {
+        sh(&format!("chmod o+x {}", up.display()));
+    }
+    let shared = m.path("shared");
+    fs::create_dir(&shared).unwrap();
+    sh(&format!("chmod 1777 {}", shared.display()));
+    let nobody = 65534;
+    let d = shared.join("mine");
+    assert!(as_user(nobody, &format!("mkdir {0} && echo x > {0}/f && chmod 600 {0}/f", d.display())));
+    let (dm, fm) = (fs::metadata(&d).unwrap(), fs::metadata(d.join("f")).unwrap());
+    assert_eq!((dm.uid(), dm.gid(), fm.uid(), fm.mode() & 0o777), (nobody, nobody, nobody, 0o600));
+    assert_eq!(fs::metadata(m.path("shared")).unwrap().uid(), 0, "the mount owner's entries store no owner");
+    assert!(m.stop(), "clean stop:\n{}", m.log_text());
+    let m = start();
+    let d = m.path("shared/mine");
+    assert_eq!((fs::metadata(&d).unwrap().uid(), fs::metadata(d.join("f")).unwrap().uid()), (nobody, nobody));
+    assert!(as_user(nobody, &format!("echo y > {0}/g && rm {0}/f {0}/g && rmdir {0}", d.display())));
 }

@@ -36,6 +36,7 @@
 //! (extended attributes, rewriting metadata) issues a HEAD, see
 //! [`Cached::trustworthy`] and `Fs::resolve_complete`.
 
+use std::collections::BTreeSet;
 use std::num::NonZeroUsize;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
@@ -162,6 +163,9 @@ pub struct MetaCache {
     /// Path -> when this mount last changed its attributes (chmod, chown, utimes), for
     /// the ctime of a file whose change waits for its pending commit.
     status_changes: Mutex<LruCache<String, SystemTime>>,
+    /// Directory path -> the names of its subdirectories this mount has seen (made,
+    /// looked up, listed with readdirplus, renamed in), for the directory's link count.
+    subdirs: Mutex<LruCache<String, BTreeSet<String>>>,
 }
 
 impl MetaCache {
@@ -172,6 +176,7 @@ impl MetaCache {
             types: Ttl::new(type_ttl),
             dir_changes: Mutex::new(LruCache::new(n)),
             status_changes: Mutex::new(LruCache::new(n)),
+            subdirs: Mutex::new(LruCache::new(n)),
         }
     }
 
@@ -198,6 +203,73 @@ impl MetaCache {
     /// When this mount last changed the attributes of `path`, if it did.
     pub fn status_change_time(&self, path: &str) -> Option<SystemTime> {
         self.status_changes.lock().unwrap_or_else(|e| e.into_inner()).get(path).copied()
+    }
+
+    fn lock_subdirs(&self) -> std::sync::MutexGuard<'_, LruCache<String, BTreeSet<String>>> {
+        self.subdirs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records that directory `path` exists, as an entry of its parent.
+    pub fn subdir_seen(&self, path: &str) {
+        if path.is_empty() {
+            return; // the root has no parent here
+        }
+        let (parent, name) = super::inode::split_path(path);
+        let mut subdirs = self.lock_subdirs();
+        match subdirs.get_mut(parent) {
+            Some(names) => {
+                names.insert(name.to_owned());
+            }
+            None => {
+                subdirs.put(parent.to_owned(), BTreeSet::from([name.to_owned()]));
+            }
+        }
+    }
+
+    /// Records that `path` is no longer a subdirectory of its parent (it is gone, or
+    /// is not a directory), and forgets its own subdirectories.
+    pub fn subdir_gone(&self, path: &str) {
+        let (parent, name) = super::inode::split_path(path);
+        let mut subdirs = self.lock_subdirs();
+        if let Some(names) = subdirs.get_mut(parent) {
+            names.remove(name);
+        }
+        subdirs.pop(path);
+    }
+
+    /// Directory `from` is now `to` (rename): its parent entries and what is known
+    /// below it move along.
+    pub fn subdir_moved(&self, from: &str, to: &str) {
+        let prefix = super::inode::dir_prefix(from);
+        // everything known at or below `from` (a walk of the table: renames of
+        // directories are rare, and slow anyway on an object store)
+        let moved: Vec<(String, BTreeSet<String>)> = {
+            let mut subdirs = self.lock_subdirs();
+            let keys: Vec<String> = subdirs
+                .iter()
+                .map(|(k, _)| k)
+                .filter(|k| *k == from || k.starts_with(&prefix))
+                .cloned()
+                .collect();
+            keys.into_iter()
+                .filter_map(|k| {
+                    let v = subdirs.pop(&k)?;
+                    Some((format!("{to}{}", &k[from.len()..]), v))
+                })
+                .collect()
+        };
+        self.subdir_gone(from);
+        let mut subdirs = self.lock_subdirs();
+        for (k, v) in moved {
+            subdirs.put(k, v);
+        }
+        drop(subdirs);
+        self.subdir_seen(to);
+    }
+
+    /// How many subdirectories of `dir` this mount has seen.
+    pub fn subdir_count(&self, dir: &str) -> usize {
+        self.lock_subdirs().peek(dir).map_or(0, |names| names.len())
     }
 
     /// Forgets `dir`'s change time: its times were set explicitly, or it is gone.

@@ -32,7 +32,7 @@ use super::dir::DirStream;
 use super::file::OpenFile;
 use super::inode::{child_path, dir_prefix, validate_name, InodeTable, ROOT_INO};
 use super::{FsConfig, FsError, FsResult};
-use crate::backend::{ListRequest, ObjectMeta, PutOptions, StorageBackend};
+use crate::backend::{BackendError, ListRequest, ObjectMeta, PutOptions, StorageBackend};
 use crate::fs::handle::HandleContext;
 use crate::metrics::Metrics;
 
@@ -146,6 +146,8 @@ impl Fs {
             if let Some(t) = self.cache.dir_change_time(&path) {
                 (a.mtime, a.ctime) = (t, t);
             }
+            // "." and the entry in the parent, and each subdirectory's ".." (those seen here)
+            a.nlink = 2 + u32::try_from(self.cache.subdir_count(&path)).unwrap_or(u32::MAX - 2);
         }
         // a chmod/chown/utimes stashed for a pending commit has not moved the object's date yet
         if let Some(t) = self.cache.status_change_time(&path).filter(|t| *t > a.ctime) {
@@ -171,6 +173,9 @@ impl Fs {
 
     /// Hands `path` to the kernel: takes an inode reference and builds the reply.
     pub(super) fn entry(&self, path: &str, c: &Cached, size: Option<u64>) -> Entry {
+        if c.kind == Kind::Dir {
+            self.cache.subdir_seen(path); // counts in its parent's link count
+        }
         let ino = self.inodes.remember(path, c.kind);
         Entry { attr: self.attr_of(ino, c, size), ttl: self.cfg.stat_cache_ttl }
     }
@@ -223,6 +228,7 @@ impl Fs {
             }
             (None, Err(e)) if e.is_not_found() => {
                 self.cache.put_absent(path);
+                self.cache.subdir_gone(path);
                 Err(FsError::NotFound)
             }
             (None, Err(e)) => Err(e.into()),
@@ -259,11 +265,19 @@ impl Fs {
         // Listings without user metadata (S3) cannot say the marker's stored mode and
         // owner: HEAD the marker at the same time rather than one round trip later
         // (a 404 for implicit directories and files; goofys asks the same three).
+        // A key too long for the store (the mount's `bucket:prefix` counts towards it)
+        // cannot exist: the embedded store refuses to list under such a prefix (EINVAL),
+        // which must read as "no directory here", not fail the lookup.
+        let refused = |e: &BackendError| matches!(e, BackendError::InvalidKey { .. });
         let (page, head) = if self.backend.capabilities().list_metadata {
-            (self.backend.list(&req).await?, None)
+            (self.backend.list(&req).await, None)
         } else {
             let (page, head) = tokio::join!(self.backend.list(&req), self.backend.head(&prefix));
-            (page?, Some(head))
+            (page, Some(head))
+        };
+        let page = match page {
+            Err(e) if refused(&e) => return Ok(None),
+            page => page?,
         };
         if page.objects.is_empty() && page.common_prefixes.is_empty() {
             return Ok(None);
@@ -271,7 +285,7 @@ impl Fs {
         let listed = page.objects.into_iter().find(|o| o.key == prefix);
         let marker = match head {
             Some(Ok(m)) => Some(m),
-            Some(Err(e)) if !e.is_not_found() => return Err(e.into()),
+            Some(Err(e)) if !e.is_not_found() && !refused(&e) => return Err(e.into()),
             _ => listed,
         };
         let c = Cached::dir(marker);
@@ -379,7 +393,11 @@ impl Fs {
     /// for a particular one (`mkdir -m 700`, `open(O_CREAT, 0600)`: tar, ssh-keygen
     /// and install rely on the create mode and do not chmod afterwards), not for the
     /// usual 0666/0777, which keep showing the mount's `--file-mode`/`--dir-mode`;
-    /// under `--enable-perms` always the mode and the creator's uid/gid.
+    /// the creator's uid and gid when they differ from the mount's `--uid`/`--gid`
+    /// (another user of an `--allow-other` mount: the kernel checks permissions
+    /// against what `stat` shows, so a user's new directory shown as the mount
+    /// owner's could not be written by that user, nor its files chmod'ed); under
+    /// `--enable-perms` always the mode and the creator's uid/gid.
     pub(super) fn owner_metadata(&self, mode: u32, umask: u32, who: Caller) -> BTreeMap<String, String> {
         let mut md = BTreeMap::new();
         let perm = mode & !umask & 0o7777;
@@ -387,8 +405,10 @@ impl Fs {
         if self.cfg.enable_perms || mode & 0o7777 != usual {
             md.insert(attr::META_MODE.into(), format!("{perm:o}"));
         }
-        if self.cfg.enable_perms {
+        if self.cfg.enable_perms || who.uid != self.cfg.uid {
             md.insert(attr::META_UID.into(), who.uid.to_string());
+        }
+        if self.cfg.enable_perms || who.gid != self.cfg.gid {
             md.insert(attr::META_GID.into(), who.gid.to_string());
         }
         md
@@ -547,6 +567,7 @@ impl Fs {
         self.cache.invalidate_tree(&path);
         self.cache.put_absent(&path);
         self.cache.forget_dir_change(&path);
+        self.cache.subdir_gone(&path);
         self.inodes.unlink(&path);
         self.touch_dir_of(&path);
         Ok(())

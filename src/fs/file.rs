@@ -66,6 +66,10 @@ struct OpenState {
     mtime: SystemTime,
     /// Content changed through this handle since it was opened.
     written: bool,
+    /// Opened with O_TRUNC, which emptied a non-empty file: its mtime and ctime moved
+    /// at the open (POSIX), although the empty content is stored only when the handle
+    /// commits (a close that wrote nothing leaves that to the release, see `close`).
+    truncated: bool,
 }
 
 impl OpenFile {
@@ -96,6 +100,7 @@ impl OpenFile {
                 committed: false,
                 mtime: SystemTime::now(),
                 written: false,
+                truncated: false,
             }),
         }
     }
@@ -126,7 +131,7 @@ impl OpenFile {
         if let Some(m) = c.meta.as_mut() {
             let st = self.lock();
             m.user_metadata = st.opts.user_metadata.clone();
-            if st.written {
+            if st.written || st.truncated {
                 m.last_modified = st.mtime;
             }
         }
@@ -214,6 +219,14 @@ impl Fs {
             };
         let handle = FileHandle::open(self.handles.clone(), path, existing.clone(), mode);
         let f = OpenFile::new(ino, handle, mode.write, lost && existing.is_none(), existing.as_ref());
+        if mode.write && mode.truncate && existing.as_ref().is_some_and(|m| m.size > 0) {
+            // the content changes now (it is stored at the commit): a stored utimes
+            // mtime no longer applies, and stat shows the new times at once
+            let mut st = f.lock();
+            st.truncated = true;
+            st.mtime = SystemTime::now();
+            st.opts.user_metadata.remove(attr::META_MTIME);
+        }
         // a multipart upload fixes its metadata when it starts: give it what commit will use
         f.handle.set_upload_options(&f.upload_options()).await;
         Ok(self.register(f))

@@ -97,15 +97,17 @@ impl Fs {
         }
         self.cache.invalidate_tree(&src);
         self.cache.invalidate_tree(&dst);
+        if src_is_dir {
+            self.cache.subdir_moved(&src, &dst); // the parents' link counts follow
+        }
         self.cache.put_absent(&src);
         self.cache.forget_dir_change(&src);
         self.touch_dir_of(&src);
         self.touch_dir_of(&dst);
         for (ino, path) in self.inodes.rename(&src, &dst) {
+            // readers too: the object they read from now lives under the new name
             for f in self.open_files_of(ino) {
-                if f.writable {
-                    f.handle.set_key(path.clone());
-                }
+                f.handle.set_key(path.clone());
             }
         }
         Ok(())

@@ -489,20 +489,25 @@ async fn chmod_chown_touch_are_stored_without_enable_perms() {
     let fs2 = make(mem.clone(), cfg());
     let e = fs2.lookup(ROOT_INO, n("f")).await.unwrap();
     assert_eq!((e.attr.perm, e.attr.uid, e.attr.gid, e.attr.mtime), (0o600, 0, 5, t));
-    // a new file keeps the mode it was created with (tar and ssh-keygen rely on it),
-    // but records its creator only with --enable-perms
-    let (_, fh) = fs
-        .create(ROOT_INO, n("new"), 0o100600, 0o022, libc::O_WRONLY, Caller { uid: 9, gid: 9 })
-        .await
-        .unwrap();
+    // a new file keeps the mode it was created with (tar and ssh-keygen rely on it);
+    // its creator is recorded only when not the mount's owner (another user of an
+    // --allow-other mount must be able to chmod its file and write in its directory)
+    let owner = Caller { uid: 1000, gid: 1000 };
+    let (_, fh) = fs.create(ROOT_INO, n("new"), 0o100600, 0o022, libc::O_WRONLY, owner).await.unwrap();
     fs.release(fh).await.unwrap();
     let e = make(mem.clone(), cfg()).lookup(ROOT_INO, n("new")).await.unwrap();
     assert_eq!((e.attr.perm, e.attr.uid), (0o600, 1000));
     let md = mem.head("new").await.unwrap().user_metadata;
-    assert!(!md.contains_key("bucketfs-uid"), "{md:?}");
+    assert!(!md.contains_key("bucketfs-uid") && !md.contains_key("bucketfs-gid"), "{md:?}");
+    let other = Caller { uid: 9, gid: 1000 };
+    let (_, fh) = fs.create(ROOT_INO, n("theirs"), 0o100644, 0o022, libc::O_WRONLY, other).await.unwrap();
+    fs.release(fh).await.unwrap();
+    let e = make(mem.clone(), cfg()).lookup(ROOT_INO, n("theirs")).await.unwrap();
+    assert_eq!((e.attr.perm, e.attr.uid, e.attr.gid), (0o644, 9, 1000));
+    let md = mem.head("theirs").await.unwrap().user_metadata;
+    assert!(md.contains_key("bucketfs-uid") && !md.contains_key("bucketfs-gid"), "{md:?}");
     // the default mode is not stored at all
-    let (_, fh) =
-        fs.create(ROOT_INO, n("plain"), 0o100666, 0o022, libc::O_WRONLY, Caller::default()).await.unwrap();
+    let (_, fh) = fs.create(ROOT_INO, n("plain"), 0o100666, 0o022, libc::O_WRONLY, owner).await.unwrap();
     fs.release(fh).await.unwrap();
     assert!(mem.head("plain").await.unwrap().user_metadata.is_empty());
     let d = fs.mkdir(ROOT_INO, n("private"), 0o700, 0o022, Caller::default()).await.unwrap();
