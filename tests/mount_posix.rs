@@ -530,3 +530,57 @@ fn other_users_own_what_they_create_with_default_flags() {
     assert_eq!((fs::metadata(&d).unwrap().uid(), fs::metadata(d.join("f")).unwrap().uid()), (nobody, nobody));
     assert!(as_user(nobody, &format!("echo y > {0}/g && rm {0}/f {0}/g && rmdir {0}", d.display())));
 }
+
+/// chmod, chown, an atime-only utimensat and setxattr change the ctime, never the
+/// mtime (the object is rewritten with a new date, so the mtime is kept in its
+/// metadata), after a remount too; a truncate by path is new content and moves it.
+fn mtime_stays(start: impl Fn() -> Mount) {
+    let mut m = start();
+    let (f, d) = (m.path("f"), m.path("d"));
+    fs::write(&f, b"content").unwrap();
+    fs::create_dir(&d).unwrap();
+    let when = |p: &Path| {
+        let st = fs::metadata(p).unwrap();
+        (st.mtime(), st.mtime_nsec())
+    };
+    let (f0, d0) = (when(&f), when(&d));
+    // wait until the clock has moved past the mtime, so a new object date would show
+    while std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64 <= f0.0
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let ctime = |p: &Path| fs::metadata(p).unwrap().ctime();
+    for p in [&f, &d] {
+        sh(&format!("chmod 600 {0} && chown 1:1 {0}", p.display()));
+        let rc = unsafe { libc::setxattr(cpath(p).as_ptr(), c"user.k".as_ptr(), b"v".as_ptr().cast(), 1, 0) };
+        assert_eq!(rc, 0, "setxattr");
+        let omit = libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_OMIT };
+        let atime = libc::timespec { tv_sec: 1_000_000_000, tv_nsec: 0 };
+        let rc = unsafe { libc::utimensat(libc::AT_FDCWD, cpath(p).as_ptr(), [atime, omit].as_ptr(), 0) };
+        assert_eq!(rc, 0);
+        assert!(ctime(p) > f0.0, "{}: ctime moved", p.display());
+    }
+    assert_eq!((when(&f), when(&d)), (f0, d0), "mtimes kept");
+    assert!(m.stop(), "clean stop:\n{}", m.log_text());
+    let m = start();
+    let (f, d) = (m.path("f"), m.path("d"));
+    assert_eq!((when(&f), when(&d)), (f0, d0), "mtimes kept after a remount");
+    assert_eq!(fs::metadata(&f).unwrap().mode() & 0o777, 0o600);
+    // a truncate by path (no descriptor) stores new content: the mtime moves
+    let rc = unsafe { libc::truncate(cpath(&f).as_ptr(), 3) };
+    assert_eq!(rc, 0);
+    assert!(when(&f) > f0, "truncate moved the mtime");
+    assert_eq!(fs::read(&f).unwrap(), b"con");
+}
+
+#[test]
+fn metadata_changes_keep_the_mtime_on_the_embedded_store() {
+    let drives = Drives::new(4);
+    drives.make_bucket("mtimes");
+    mtime_stays(|| Mount::start(&drives, "mtimes", &[]));
+}
+
+#[test]
+fn metadata_changes_keep_the_mtime_over_s3() {
+    mtime_stays(s3_mount(&[]));
+}

@@ -492,6 +492,9 @@ impl Fs {
         }
         let key = if kind == Kind::Dir { super::inode::dir_prefix(path) } else { path.to_owned() };
         let c = self.resolve_complete(path).await?;
+        // The rewrite gives the object a new date, which would be its mtime: keep the
+        // mtime shown now (chmod, chown, touch -a and xattrs change only the ctime).
+        let mtime = self.attr_of(ino, &c, None).mtime;
         let had_marker = c.meta.is_some();
         let meta = match c.meta {
             Some(m) => m,
@@ -505,6 +508,7 @@ impl Fs {
             ..Default::default()
         };
         edit(&mut opts.user_metadata);
+        opts.user_metadata.entry(attr::META_MTIME.into()).or_insert_with(|| attr::format_mtime(mtime));
         let stored = if kind == Kind::Dir && !had_marker {
             self.backend.put(&key, Bytes::new(), &opts).await?
         } else {
@@ -536,11 +540,13 @@ impl Fs {
         }
         let c = self.resolve_complete(path).await?;
         let meta = c.meta.ok_or(FsError::NotFound)?;
-        let opts = PutOptions {
+        let mut opts = PutOptions {
             content_type: meta.content_type.clone(),
             user_metadata: meta.user_metadata.clone(),
             ..Default::default()
         };
+        // new content: its mtime is the rewrite's date, not a stored one
+        opts.user_metadata.remove(attr::META_MTIME);
         let stored = if size == 0 {
             self.backend.put(path, Bytes::new(), &opts).await?
         } else {
