@@ -138,6 +138,21 @@ unmount_config() {
     wait "$mount_pid" 2>/dev/null || true
 }
 
+# The failing test files of a prove log, from its "Test Summary Report": a file is
+# listed there as "/path/tests/GROUP/NN.t (Wstat: W Tests: T Failed: F)" and fails
+# when F > 0, W != 0 (it died) or "Parse errors" follow (a bad plan); files listed
+# only for "TODO passed" lines pass.
+failing_files() {
+    sed -n '/^Test Summary Report/,$p' "$1" | awk '
+        match($0, /^[^ ]+\/tests\/[a-z_]+\/[0-9]+\.t/) {
+            file = substr($0, RSTART, RLENGTH)
+            if ($0 ~ /Failed: [1-9]/ || $0 !~ /Wstat: 0 /) bad[file] = 1
+            next
+        }
+        /^ +Parse errors:/ && file != "" { bad[file] = 1 }
+        END { for (f in bad) print f }' | sort
+}
+
 summary="$OUT/summary.txt"
 : >"$summary"
 for config in $CONFIGS; do
@@ -154,16 +169,13 @@ for config in $CONFIGS; do
         (cd "$mnt_path" && prove -r "${dirs[@]}") >"$log" 2>&1 || true
         secs=$(($(date +%s) - start))
         # the failing files again, verbosely (same mount): which subtests fail and how
-        failing=$(sed -n '/^Test Summary Report/,$p' "$log" | grep -oE '^\S+/tests/[a-z_]+/[0-9]+\.t' || true)
+        failing=$(failing_files "$log")
         if [ -n "$failing" ]; then
             # shellcheck disable=SC2086 # one word per file
             (cd "$mnt_path" && prove -v $failing) >"$OUT/$config.failures.log" 2>&1 || true
         fi
         unmount_config
-        # prove's "Test Summary Report" names each failing file (failed subtests, a
-        # bad plan or a non-zero exit): "/path/tests/GROUP/NN.t (Wstat: 0 Tests: 5 Failed: 4)"
-        failed=$(sed -n '/^Test Summary Report/,$p' "$log" | grep -oE '/tests/[a-z_]+/[0-9]+\.t +\(' |
-            sed -E 's#^/tests/##; s# +\($##' | sort -u || true)
+        failed=$(failing_files "$log" | sed -E 's#.*/tests/##' | sort -u)
         nfiles=$(printf '%s\n' "$failed" | grep -c . || true)
         files_line=$(grep -E '^Files=' "$log" || echo "(no Files= line; see $log)")
         {
