@@ -132,3 +132,36 @@ fn serve_listing_costs_no_request_per_entry() {
 fn serve_listing_with_perms_costs_no_request_per_entry() {
     listing_needs_no_request_per_entry(&s3_support::gateway().endpoint, "lsservep", true);
 }
+
+/// The count of one kind of request in `bucketfs stats`.
+fn counter(m: &Mount, name: &str) -> u64 {
+    let stats = sh(&format!("{BIN} stats {}", m.mnt.display()));
+    stats.lines().find_map(|l| l.strip_prefix(name)?.trim().parse().ok()).unwrap_or_else(|| panic!("{stats}"))
+}
+
+#[test]
+fn the_next_listing_page_is_requested_before_the_reader_gets_there() {
+    // 1,500 entries: two pages of 1,000. Reading only the first few entries must
+    // already have sent the second page's request (issue 11: `ls -l` at 20 ms paid
+    // the first page's entries and then a whole LIST round trip, one after another).
+    let drives = Drives::new(4);
+    drives.make_bucket("pages");
+    drives.put_objects("pages", (0..1500).map(|i| (format!("dir/f{i:04}"), b"x".to_vec())));
+    let m = Mount::start(&drives, "pages", &[]);
+    let _ = fs::metadata(m.path("dir")).unwrap();
+    let before = counter(&m, "requests_list");
+    let mut entries = fs::read_dir(m.path("dir")).unwrap();
+    for _ in 0..10 {
+        entries.next().unwrap().unwrap();
+    }
+    // the prefetch runs in the background: wait for its count, not for a time
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while counter(&m, "requests_list") < before + 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(counter(&m, "requests_list"), before + 2, "first page, and the second already asked for");
+    // and the whole listing is still right, with no third request
+    let names: Vec<String> = entries.map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert_eq!(names.len() + 10, 1500);
+    assert_eq!(counter(&m, "requests_list"), before + 2);
+}

@@ -22,6 +22,12 @@
 //! - files being written in this mount but not committed yet are appended at
 //!   the end, unless the listing already returned them.
 //!
+//! The next page is requested as soon as a page's continuation token arrives,
+//! while the kernel and the application work through the page just received
+//! (issue 11: `ls -l` of 2,000 files at 20 ms spent 73 ms on the first page's
+//! entries before the second page, 91 ms, was even asked for). Pages still come
+//! in order, one request at a time.
+//!
 //! Every listed entry primes the stat cache (see `cache.rs`), so the `stat` that
 //! usually follows each entry (`ls -l`) needs no request.
 
@@ -33,7 +39,7 @@ use super::cache::{Cached, Kind};
 use super::core::Fs;
 use super::inode::{child_path, NAME_MAX};
 use super::FsResult;
-use crate::backend::{ListRequest, ObjectMeta};
+use crate::backend::{BackendError, BackendResult, ListPage, ListRequest, ObjectMeta};
 
 /// Subdirectories of a listing page looked up at once.
 const DIR_PROBES: usize = 32;
@@ -55,6 +61,8 @@ pub struct DirStream {
     base: u64,
     entries: VecDeque<DirEntry>,
     token: Option<String>,
+    /// The page after the last one received, already requested (see the header).
+    next: Option<tokio::task::JoinHandle<BackendResult<ListPage>>>,
     listed_all: bool,
     finished: bool,
     /// Objects waiting to learn whether a directory of the same name follows.
@@ -93,6 +101,7 @@ impl DirStream {
             base: 0,
             entries: VecDeque::new(),
             token: None,
+            next: None,
             listed_all: false,
             finished: false,
             held: VecDeque::new(),
@@ -107,6 +116,9 @@ impl DirStream {
         self.base = 0;
         self.entries.clear();
         self.token = None;
+        if let Some(next) = self.next.take() {
+            next.abort();
+        }
         self.listed_all = false;
         self.finished = false;
         self.held.clear();
@@ -167,13 +179,21 @@ impl DirStream {
             self.finished = true;
             return Ok(());
         }
-        let req = ListRequest {
-            prefix: self.prefix.clone(),
-            delimiter: Some("/".into()),
-            continuation: self.token.take(),
-            max_keys: 0,
+        let page = match self.next.take() {
+            Some(next) => {
+                self.token = None;
+                next.await.map_err(|e| BackendError::Io(format!("listing task failed: {e}")))??
+            }
+            None => {
+                let token = self.token.take();
+                fs.backend.list(&self.page_request(token)).await?
+            }
         };
-        let page = fs.backend.list(&req).await?;
+        if let Some(token) = &page.next_continuation {
+            let (backend, req) = (fs.backend.clone(), self.page_request(Some(token.clone())));
+            let list = async move { backend.list(&req).await };
+            self.next = Some(tokio::spawn(tracing::Instrument::in_current_span(list)));
+        }
         let first_new = self.entries.len();
         let mut items: Vec<Item> = page.objects.into_iter().map(Item::Object).collect();
         items.extend(page.common_prefixes.into_iter().map(Item::Prefix));
@@ -210,6 +230,10 @@ impl DirStream {
             self.listed_all = true;
         }
         Ok(())
+    }
+
+    fn page_request(&self, continuation: Option<String>) -> ListRequest {
+        ListRequest { prefix: self.prefix.clone(), delimiter: Some("/".into()), continuation, max_keys: 0 }
     }
 
     /// Looks up the subdirectories this page listed, many at once: a directory's
@@ -407,5 +431,14 @@ impl Fs {
         drop(s);
         self.releasedir(fh);
         Ok(out)
+    }
+}
+
+impl Drop for DirStream {
+    fn drop(&mut self) {
+        // a closed directory (`ls | head`) needs no more pages
+        if let Some(next) = self.next.take() {
+            next.abort();
+        }
     }
 }

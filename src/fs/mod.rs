@@ -559,6 +559,15 @@ impl Filesystem for BucketFs {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        // Only `user.` names are stored. `ls -l` asks every file for
+        // security.selinux and system.posix_acl_access: answer those here, without
+        // a task and a thread hop (issue 11: 4,000 of them took 150 ms of a 0.48 s
+        // `ls -l` of 2,000 files).
+        if !xattr::may_exist(name) {
+            tracing::trace!(ino = ino.0, ?name, "getxattr: not a stored namespace");
+            reply.error(errno(FsError::NoData));
+            return;
+        }
         let name = name.to_owned();
         let span = tracing::debug_span!("getxattr", ino = ino.0, ?name, size);
         self.spawn(span, |fs| async move { reply_xattr(reply, size, fs.getxattr(ino.0, &name).await) });

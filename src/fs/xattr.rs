@@ -33,6 +33,12 @@ const XATTR_CREATE: i32 = libc::XATTR_CREATE;
 const XATTR_REPLACE: i32 = libc::XATTR_REPLACE;
 
 /// Metadata key of attribute `name` (full name, with `user.`); None outside `user.`.
+/// Whether an attribute called `name` can exist anywhere in this file system: only
+/// `user.` names are stored (see [`encode_name`]); others answer ENODATA at once.
+pub fn may_exist(name: &std::ffi::OsStr) -> bool {
+    name.as_encoded_bytes().starts_with(b"user.")
+}
+
 pub fn encode_name(name: &str) -> Option<String> {
     let n = name.strip_prefix("user.")?;
     if n.is_empty() {
