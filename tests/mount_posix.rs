@@ -543,12 +543,11 @@ fn mtime_stays(start: impl Fn() -> Mount) {
         let st = fs::metadata(p).unwrap();
         (st.mtime(), st.mtime_nsec())
     };
+    // past the test mounts' 1 s stat cache (and the mtime's second): the times seen
+    // are the stored ones (over S3 the date a PUT answers and the date a HEAD shows
+    // can differ), and a new object date would show
+    std::thread::sleep(Duration::from_millis(1200));
     let (f0, d0) = (when(&f), when(&d));
-    // wait until the clock has moved past the mtime, so a new object date would show
-    while std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64 <= f0.0
-    {
-        std::thread::sleep(Duration::from_millis(50));
-    }
     let ctime = |p: &Path| fs::metadata(p).unwrap().ctime();
     for p in [&f, &d] {
         sh(&format!("chmod 600 {0} && chown 1:1 {0}", p.display()));
@@ -583,4 +582,61 @@ fn metadata_changes_keep_the_mtime_on_the_embedded_store() {
 #[test]
 fn metadata_changes_keep_the_mtime_over_s3() {
     mtime_stays(s3_mount(&[]));
+}
+
+/// A renamed file keeps its mtime (the copy a rename makes on S3 has a new date).
+fn rename_keeps_mtime(m: &Mount) {
+    fs::write(m.path("src"), b"content").unwrap();
+    let when = |p: &Path| {
+        let st = fs::metadata(p).unwrap();
+        (st.mtime(), st.mtime_nsec())
+    };
+    let t0 = when(&m.path("src"));
+    while std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64 <= t0.0
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    fs::rename(m.path("src"), m.path("dst")).unwrap();
+    assert_eq!(when(&m.path("dst")), t0, "mtime after a rename");
+    std::thread::sleep(Duration::from_millis(1100)); // past the 1 s stat cache of the test mounts
+    assert_eq!(when(&m.path("dst")), t0, "mtime as stored");
+}
+
+#[test]
+fn rename_keeps_the_mtime_on_the_embedded_store() {
+    let drives = Drives::new(4);
+    drives.make_bucket("moves");
+    rename_keeps_mtime(&Mount::start(&drives, "moves", &[]));
+}
+
+#[test]
+fn rename_keeps_the_mtime_over_s3() {
+    rename_keeps_mtime(&s3_mount(&[])());
+}
+
+/// A file opened with O_TRUNC and closed without a write is committed at its release,
+/// which may still be running when the file is unlinked: the unlink waits for it,
+/// so the file does not come back and its directory can be removed.
+fn unlink_after_truncating_open(m: &Mount) {
+    for i in 0..50 {
+        let d = m.path(&format!("d{i}"));
+        fs::create_dir(&d).unwrap();
+        fs::write(d.join("f"), b"test\n").unwrap();
+        drop(OpenOptions::new().write(true).truncate(true).open(d.join("f")).unwrap());
+        fs::remove_file(d.join("f")).unwrap();
+        fs::remove_dir(&d).unwrap_or_else(|e| panic!("round {i}: rmdir: {e}"));
+    }
+    assert_eq!(fs::read_dir(&m.mnt).unwrap().count(), 0);
+}
+
+#[test]
+fn unlink_waits_for_a_release_commit_over_s3() {
+    unlink_after_truncating_open(&s3_mount(&[])());
+}
+
+#[test]
+fn unlink_waits_for_a_release_commit_on_the_embedded_store() {
+    let drives = Drives::new(4);
+    drives.make_bucket("release");
+    unlink_after_truncating_open(&Mount::start(&drives, "release", &[]));
 }

@@ -592,6 +592,9 @@ impl Fs {
         for f in &open {
             f.mark_unlinked();
         }
+        for f in &open {
+            f.wait_for_commit().await;
+        }
         self.backend.delete(&path).await?;
         self.cache.put_absent(&path);
         self.inodes.unlink(&path);

@@ -53,6 +53,9 @@ pub struct OpenFile {
     /// Process (thread group id) that opened the file; 0 when unknown (commit at every close).
     opener: AtomicU32,
     state: Mutex<OpenState>,
+    /// Held across a commit (from its unlinked check to the stored object), so that
+    /// an unlink waits for a commit in flight instead of being undone by it.
+    commit_lock: tokio::sync::Mutex<()>,
 }
 
 struct OpenState {
@@ -102,6 +105,7 @@ impl OpenFile {
                 written: false,
                 truncated: false,
             }),
+            commit_lock: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -115,6 +119,13 @@ impl OpenFile {
 
     pub fn mark_unlinked(&self) {
         self.unlinked.store(true, Ordering::Release);
+    }
+
+    /// Waits for a commit in flight: after `mark_unlinked` and this, no commit of this
+    /// handle can store the object again (a release committing an O_TRUNC open while
+    /// the file is unlinked put it back, and `rmdir` of its directory got ENOTEMPTY).
+    pub async fn wait_for_commit(&self) {
+        drop(self.commit_lock.lock().await);
     }
 
     /// What `stat` shows for this file before anything is known from the backend.
@@ -301,6 +312,7 @@ impl Fs {
         if !f.writable {
             return Ok(());
         }
+        let _committing = f.commit_lock.lock().await;
         if f.is_unlinked() {
             f.handle.discard().await;
             return Ok(());
@@ -491,10 +503,12 @@ impl Fs {
             return Ok(());
         }
         let key = if kind == Kind::Dir { super::inode::dir_prefix(path) } else { path.to_owned() };
-        let c = self.resolve_complete(path).await?;
         // The rewrite gives the object a new date, which would be its mtime: keep the
         // mtime shown now (chmod, chown, touch -a and xattrs change only the ctime).
-        let mtime = self.attr_of(ino, &c, None).mtime;
+        // As `stat` shows it: over S3 a HEAD's date has whole seconds, and may differ
+        // from the date this mount showed since the file's commit.
+        let mtime = self.getattr(ino).await?.0.mtime;
+        let c = self.resolve_complete(path).await?;
         let had_marker = c.meta.is_some();
         let meta = match c.meta {
             Some(m) => m,

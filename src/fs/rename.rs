@@ -24,6 +24,7 @@
 
 use futures::stream::{self, StreamExt};
 
+use super::attr;
 use super::cache::Kind;
 use super::core::Fs;
 use super::inode::dir_prefix;
@@ -58,11 +59,12 @@ impl Fs {
         }
         let src_ino = self.inodes.peek(&src);
         let src_local = src_ino.and_then(|i| self.writer_of(i));
-        let src_kind = match self.resolve_complete(&src).await {
-            Ok(c) => Some(c.kind),
+        let src_cached = match self.resolve_complete(&src).await {
+            Ok(c) => Some(c),
             Err(e) if e.is_not_found() && src_local.is_some() => None, // only exists as an open handle
             Err(e) => return Err(e),
         };
+        let src_kind = src_cached.as_ref().map(|c| c.kind);
         let dst_local = self.inodes.peek(&dst).and_then(|i| self.writer_of(i));
         let dst_kind = match self.resolve(&dst).await {
             Ok(c) => Some(c.kind),
@@ -86,13 +88,35 @@ impl Fs {
         } else {
             // whatever is open at the destination must not overwrite us at close
             if let Some(i) = self.inodes.peek(&dst) {
-                for f in self.open_files_of(i) {
+                let open = self.open_files_of(i);
+                for f in &open {
                     f.mark_unlinked();
+                }
+                for f in &open {
+                    f.wait_for_commit().await; // a commit in flight would land after our move
                 }
                 self.orphan(i, self.cache.stat(&dst));
             }
-            if src_kind.is_some() {
-                self.move_object(&src, &dst).await?;
+            if let Some(c) = &src_cached {
+                // the moved object gets a new date, which would be its mtime: keep the one
+                // shown now in its metadata (a rename changes only the ctime)
+                let mtime = match src_ino {
+                    Some(i) => Some(self.getattr(i).await?.0.mtime), // as `stat` shows it
+                    None => None,
+                };
+                let keep = match (&c.meta, mtime) {
+                    (Some(m), Some(t)) if !m.user_metadata.contains_key(attr::META_MTIME) => {
+                        let mut opts = PutOptions {
+                            content_type: m.content_type.clone(),
+                            user_metadata: m.user_metadata.clone(),
+                            ..Default::default()
+                        };
+                        opts.user_metadata.insert(attr::META_MTIME.into(), attr::format_mtime(t));
+                        Some(opts)
+                    }
+                    _ => None,
+                };
+                self.move_object(&src, &dst, keep.as_ref()).await?;
             }
         }
         self.cache.invalidate_tree(&src);
@@ -113,11 +137,22 @@ impl Fs {
         Ok(())
     }
 
-    async fn move_object(&self, src: &str, dst: &str) -> Result<(), BackendError> {
+    /// Moves one object; with `metadata`, the moved object carries it (one more
+    /// metadata rewrite after a native rename, none with copy + delete).
+    async fn move_object(
+        &self,
+        src: &str,
+        dst: &str,
+        metadata: Option<&PutOptions>,
+    ) -> Result<(), BackendError> {
         if self.backend.capabilities().rename {
-            return self.backend.rename(src, dst).await;
+            self.backend.rename(src, dst).await?;
+            if let Some(opts) = metadata {
+                self.backend.copy(dst, dst, Some(opts)).await?;
+            }
+            return Ok(());
         }
-        self.backend.copy(src, dst, None).await?;
+        self.backend.copy(src, dst, metadata).await?;
         self.backend.delete(src).await
     }
 
