@@ -147,6 +147,20 @@ fn unlinked_files(m: &Mount) {
     fs::remove_file(&p).unwrap();
     let st = f.metadata().unwrap();
     assert_eq!((st.nlink(), st.len()), (0, 6));
+    // ... and so do reads, of a file larger than any read-ahead window too
+    let big: Vec<u8> = (0..20u32 << 20).map(|i| (i % 251) as u8).collect();
+    fs::write(&p, &big).unwrap();
+    let mut f = File::open(&p).unwrap();
+    let mut head = [0u8; 4096];
+    f.read_exact(&mut head).unwrap();
+    fs::remove_file(&p).unwrap();
+    assert!(!p.exists());
+    let mut rest = Vec::new();
+    f.read_to_end(&mut rest).unwrap();
+    assert_eq!(head[..], big[..4096]);
+    assert!(rest == big[4096..], "reads through a descriptor of an unlinked file");
+    drop(f);
+    assert!(!p.exists(), "closing it did not bring it back");
 }
 
 #[test]
@@ -154,6 +168,11 @@ fn unlinked_open_files_on_the_embedded_store() {
     let drives = Drives::new(4);
     drives.make_bucket("unlinked");
     unlinked_files(&Mount::start(&drives, "unlinked", &[]));
+}
+
+#[test]
+fn unlinked_open_files_over_s3() {
+    unlinked_files(&s3_mount(&[])());
 }
 
 #[test]

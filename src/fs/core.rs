@@ -54,6 +54,10 @@ pub struct Entry {
     pub ttl: Duration,
 }
 
+/// Largest open file copied to the cache dir when it is unlinked, so that its open
+/// descriptors keep reading it (a larger one would make `rm` download it first).
+pub const UNLINKED_COPY_MAX: u64 = 1 << 30;
+
 pub struct Fs {
     pub backend: Arc<dyn StorageBackend>,
     pub cfg: FsConfig,
@@ -594,6 +598,16 @@ impl Fs {
         }
         for f in &open {
             f.wait_for_commit().await;
+        }
+        // descriptors still reading the stored object keep a local copy of it
+        for f in &open {
+            match f.handle.keep_local_copy(UNLINKED_COPY_MAX).await {
+                Ok(true) => {}
+                Ok(false) => tracing::warn!(path = %path, max = UNLINKED_COPY_MAX,
+                    "an open file larger than this was unlinked: its descriptors can no longer read it"),
+                Err(e) => tracing::warn!(path = %path, error = %e,
+                    "no local copy of an open file being unlinked: its descriptors can no longer read it"),
+            }
         }
         self.backend.delete(&path).await?;
         self.cache.put_absent(&path);

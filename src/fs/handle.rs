@@ -395,6 +395,22 @@ impl FileHandle {
         }
     }
 
+    /// Copies a remote content of at most `max` bytes into the spool, so that the
+    /// handle keeps reading it after its object is deleted (an unlink while open:
+    /// the temporary-file pattern, and POSIX). `Ok(false)` when it is larger.
+    pub async fn keep_local_copy(&self, max: u64) -> BackendResult<bool> {
+        let mut st = self.state.lock().await;
+        let st = &mut *st;
+        if !matches!(st.content, Content::Remote) {
+            return Ok(true);
+        }
+        if st.base.as_ref().is_some_and(|b| b.size > max) {
+            return Ok(false);
+        }
+        self.load_spool(st, u64::MAX).await?;
+        Ok(true)
+    }
+
     /// Moves a `Remote` content into a new spool file, copying the first `limit` bytes of `base`.
     async fn load_spool(&self, st: &mut State, limit: u64) -> BackendResult<()> {
         // our own read-ahead buffers would only compete with the copy for memory
