@@ -610,6 +610,9 @@ fn rename_keeps_mtime(m: &Mount) {
         let st = fs::metadata(p).unwrap();
         (st.mtime(), st.mtime_nsec())
     };
+    // the stored mtime, not the one the kernel cached from the last write: the commit
+    // stamps the object a fraction of a millisecond later (a CI run saw 0.5 ms)
+    std::thread::sleep(Duration::from_millis(1100));
     let t0 = when(&m.path("src"));
     while std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64 <= t0.0
     {

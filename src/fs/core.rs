@@ -409,10 +409,15 @@ impl Fs {
         if self.cfg.enable_perms || mode & 0o7777 != usual {
             md.insert(attr::META_MODE.into(), format!("{perm:o}"));
         }
-        if self.cfg.enable_perms || who.uid != self.cfg.uid {
+        // Another user of an `allow_other` mount owns what they create (so they can
+        // chmod it and write in their new directories); root acting in a mount whose
+        // `uid=`/`gid=` name the owner of everything does not (fstab `uid=1234`
+        // showed root's files as 0 once creators were recorded).
+        let other_user = who.uid != 0;
+        if self.cfg.enable_perms || (other_user && who.uid != self.cfg.uid) {
             md.insert(attr::META_UID.into(), who.uid.to_string());
         }
-        if self.cfg.enable_perms || who.gid != self.cfg.gid {
+        if self.cfg.enable_perms || (other_user && who.gid != self.cfg.gid) {
             md.insert(attr::META_GID.into(), who.gid.to_string());
         }
         md
