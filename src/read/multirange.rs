@@ -456,16 +456,13 @@ impl MultiRangeReader {
         }
         st.lattice_fetched = true;
         let held = |r: &Range<u64>| st.pieces.iter().any(|p| covers(&p.range, r));
-        let mut wanted: Vec<Range<u64>> = Vec::new();
-        if !held(want) {
-            // the current read, whether or not it is on the lattice, waits for its own GET
-            wanted.push(want.clone());
-        }
+        let want_missing = !held(want);
         let ahead: Vec<Range<u64>> = records.into_iter().filter(|r| !held(r) && !overlaps(r, want)).collect();
         tracing::debug!(target: TARGET, key = %self.key, stride = lattice.stride, records = ahead.len(), bytes,
             "shuffled records on a lattice: fetching all of them");
-        if !wanted.is_empty() {
-            self.fetch(st, &wanted, true);
+        if want_missing {
+            // the current read, whether or not it is on the lattice, waits for its own GET
+            self.fetch(st, std::slice::from_ref(want), true);
         }
         self.fetch_pieces(st, &ahead, false, true);
     }
@@ -493,6 +490,9 @@ impl MultiRangeReader {
         if singles && merged.len() > 1 {
             Metrics::inc(&self.metrics.multi_range_parallel_batches);
         }
+        // predictions reach twice a horizon ahead: room for all of them and a batch
+        let max_pieces =
+            (MAX_PIECES_PER_BATCH * self.cfg.batch_size).max(2 * self.horizon() + self.cfg.batch_size);
         // parallel singles: one download per range, so a read waits only for its own
         for batch in split_batches(&merged, if singles { 1 } else { self.cfg.batch_size }) {
             let bytes: u64 = batch.iter().map(|r| r.end - r.start).sum();
@@ -530,9 +530,6 @@ impl MultiRangeReader {
             }
             .boxed()
             .shared();
-            // predictions reach twice a horizon ahead: room for all of them and a batch
-            let max_pieces =
-                (MAX_PIECES_PER_BATCH * self.cfg.batch_size).max(2 * self.horizon() + self.cfg.batch_size);
             for (index, range) in batch.into_iter().enumerate() {
                 Self::evict(st, max_pieces, |old| self.account_overfetch(old));
                 st.pieces.push_back(Piece {

@@ -3,6 +3,7 @@ use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use super::*;
 use crate::backend::memory::MemoryBackend;
 use crate::backend::{Capabilities, PutOptions};
+use crate::read::pattern::tests::{kernel_read, shuffled};
 use crate::upload::test_backend::InstrumentedBackend;
 
 const KIB: u64 = 1024;
@@ -269,11 +270,6 @@ async fn page_rounded_unaligned_strides_are_served_from_batches() {
     assert!(f.backend.get_bytes.load(SeqCst) <= 48 * 64 * KIB, "{} bytes", f.backend.get_bytes.load(SeqCst));
 }
 
-/// The kernel's view of a pread: page-aligned start and end.
-fn page_rounded(offset: u64, len: u64, size: u64) -> Range<u64> {
-    offset / 4096 * 4096..((offset + len).div_ceil(4096) * 4096).min(size)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shuffled_records_on_a_lattice_are_fetched_once_each() {
     // issue 11: 200 preads of 16 KiB at an unaligned stride, in shuffled order, on a
@@ -284,17 +280,10 @@ async fn shuffled_records_on_a_lattice_are_fetched_once_each() {
     *f.backend.mode.lock().unwrap() = Some(MultiRangeMode::ParallelSingles);
     f.backend.get_delay_ms.store(5, SeqCst);
     let size = f.data.len() as u64;
-    let mut order: Vec<u64> = (0..RECORDS).collect();
-    let mut x = 0x2545_F491u64;
-    for i in (1..order.len()).rev() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        order.swap(i, (x % (i as u64 + 1)) as usize);
-    }
+    let order = shuffled(RECORDS, 0x2545_F491);
     let mut from_pieces = 0;
     for &k in &order {
-        let r = page_rounded(k * STRIDE, 16 * KIB, size);
+        let r = kernel_read(k * STRIDE, 16 * KIB, size);
         let (got, batched) = f.read(r.start, r.end - r.start).await;
         assert_eq!(got, f.expect(r.start, r.end - r.start), "record {k}");
         from_pieces += batched as u64;

@@ -388,4 +388,4 @@ pub fn split_batches(ranges: &[Range<u64>], batch_size: usize) -> Vec<Vec<Range<
 
 #[cfg(test)]
 #[path = "pattern_tests.rs"]
-mod tests;
+pub(super) mod tests;

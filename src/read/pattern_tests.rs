@@ -143,7 +143,7 @@ fn batches_hold_at_most_batch_size_ranges() {
 
 /// The read the kernel sends for an application read of `len` bytes at `offset`:
 /// whole pages (clamped to the end of a `size`-byte file).
-fn kernel_read(offset: u64, len: u64, size: u64) -> Range<u64> {
+pub(in crate::read) fn kernel_read(offset: u64, len: u64, size: u64) -> Range<u64> {
     offset / PAGE * PAGE..((offset + len).div_ceil(PAGE) * PAGE).min(size)
 }
 
@@ -301,19 +301,25 @@ fn a_pattern_that_goes_nowhere_is_not_a_stride() {
     assert!(pattern_of(&jitter).predict(4, 256 * MIB).is_empty());
 }
 
-#[test]
-fn a_lattice_is_recognised_in_shuffled_order() {
-    // 200 records of 16 KiB at an unaligned stride, visited in a fixed shuffled order
-    let size = 512 * MIB;
-    let stride = size / 200; // 2,684,354: not page-aligned
-    let mut order: Vec<u64> = (0..200).collect();
-    let mut x = 0x9E37_79B9u64;
+/// `0..n` in a fixed pseudo-random order (Fisher-Yates driven by xorshift from `seed`).
+pub(in crate::read) fn shuffled(n: u64, seed: u64) -> Vec<u64> {
+    let mut order: Vec<u64> = (0..n).collect();
+    let mut x = seed;
     for i in (1..order.len()).rev() {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
         order.swap(i, (x % (i as u64 + 1)) as usize);
     }
+    order
+}
+
+#[test]
+fn a_lattice_is_recognised_in_shuffled_order() {
+    // 200 records of 16 KiB at an unaligned stride, visited in a fixed shuffled order
+    let size = 512 * MIB;
+    let stride = size / 200; // 2,684,354: not page-aligned
+    let order = shuffled(200, 0x9E37_79B9);
     let mut p = ReadPattern::new();
     for (n, &k) in order.iter().enumerate() {
         p.record(kernel_read(k * stride, 16 * KIB, size));
