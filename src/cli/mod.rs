@@ -89,6 +89,7 @@ pub fn main() -> i32 {
                 access_log: a.access_log,
                 public_read: a.public_read,
                 scanner_speed: a.scanner_speed,
+                metrics_address: a.metrics_address,
             })
             .map_err(anyhow::Error::from)
         }

@@ -13,6 +13,7 @@
 //! - [`errors`]: `StoreError` to S3 error code mapping.
 //! - [`access`]: signed requests only, except reads of `--public-read` buckets.
 //! - [`access_log`]: `--access-log FILE`, one line per request (no secrets).
+//! - [`metrics`]: `--metrics-address HOST:PORT`, Prometheus text format.
 //!
 //! Credentials come from `BUCKETFS_ACCESS_KEY` / `BUCKETFS_SECRET_KEY`; with
 //! `SimpleAuth` installed s3s refuses unsigned and wrongly signed requests
@@ -22,6 +23,7 @@ mod access;
 mod access_log;
 mod body;
 mod errors;
+pub mod metrics;
 mod multirange;
 mod parts;
 mod s3;
@@ -53,6 +55,8 @@ pub enum ServeError {
     MissingCredential(&'static str),
     #[error("cannot open the store: {0}")]
     Store(#[from] crate::store::StoreError),
+    #[error("invalid --metrics-address {addr:?}: {reason}")]
+    MetricsAddress { addr: String, reason: String },
     #[error("invalid --address {addr:?}: {reason}")]
     Address { addr: String, reason: String },
     #[error("cannot listen on {addr}: {source}")]
@@ -74,6 +78,8 @@ pub struct ServeConfig {
     pub public_read: Vec<String>,
     /// Background scanner pace (`--scanner-speed`).
     pub scanner_speed: crate::store::scanner::ScannerSpeed,
+    /// Serve Prometheus metrics on this address (`--metrics-address`).
+    pub metrics_address: Option<String>,
 }
 
 /// Logging to stderr; RUST_LOG overrides. s3s logs every client error (404s,
@@ -103,6 +109,13 @@ pub fn run(cfg: ServeConfig) -> Result<(), ServeError> {
     let addr: SocketAddr = cfg.address.parse().map_err(|e: std::net::AddrParseError| {
         ServeError::Address { addr: cfg.address.clone(), reason: e.to_string() }
     })?;
+    let metrics_addr: Option<SocketAddr> = match &cfg.metrics_address {
+        Some(a) => Some(a.parse().map_err(|e: std::net::AddrParseError| ServeError::MetricsAddress {
+            addr: a.clone(),
+            reason: e.to_string(),
+        })?),
+        None => None,
+    };
     let spec = cfg.drives.as_deref().ok_or(ServeError::NoDrives)?;
     let access_log = match &cfg.access_log {
         Some(path) => Some(
@@ -117,7 +130,7 @@ pub fn run(cfg: ServeConfig) -> Result<(), ServeError> {
 
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(ServeError::Runtime)?;
     let public = access::PublicReadAccess::new(cfg.public_read.iter().cloned());
-    let res = rt.block_on(serve(store.clone(), addr, access, secret, access_log, public));
+    let res = rt.block_on(serve(store.clone(), addr, metrics_addr, access, secret, access_log, public));
     store.close();
     res
 }
@@ -125,6 +138,7 @@ pub fn run(cfg: ServeConfig) -> Result<(), ServeError> {
 async fn serve(
     store: Arc<Store>,
     addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     access: String,
     secret: String,
     access_log: Option<access_log::AccessLog>,
@@ -133,6 +147,19 @@ async fn serve(
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| ServeError::Bind { addr: addr.to_string(), source })?;
+    let metrics = match metrics_addr {
+        Some(a) => {
+            let l = tokio::net::TcpListener::bind(a)
+                .await
+                .map_err(|source| ServeError::Bind { addr: a.to_string(), source })?;
+            let bound = l.local_addr().map(|x| x.to_string()).unwrap_or_else(|_| a.to_string());
+            tracing::info!(addr = %bound, "serving Prometheus metrics at /metrics");
+            let m = Arc::new(metrics::GatewayMetrics::default());
+            tokio::spawn(metrics::serve_metrics(l, m.clone(), store.clone()));
+            Some(m)
+        }
+        None => None,
+    };
     let mut builder = S3ServiceBuilder::new(s3::Gateway::new(store.clone()));
     // The secret goes into s3s only; it is never logged.
     builder.set_auth(SimpleAuth::from_single(access.clone(), secret));
@@ -164,16 +191,32 @@ async fn serve(
                 }
                 let service = service.clone();
                 let access_log = access_log.clone();
+                let metrics = metrics.clone();
                 let logged = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                     let service = service.clone();
                     let access_log = access_log.clone();
+                    let metrics = metrics.clone();
                     async move {
                         let line = access_log.as_ref().map(|_| access_log::AccessLog::request_line(&req));
-                        let resp = hyper::service::Service::call(&service, req).await;
+                        let Some(m) = metrics else {
+                            let resp = hyper::service::Service::call(&service, req).await;
+                            if let (Some(log), Some(line), Ok(r)) = (&access_log, &line, &resp) {
+                                log.write(line, r.status().as_u16());
+                            }
+                            return resp;
+                        };
+                        let probe = metrics::Probe::start(&m, &req);
+                        let resp = service.call(probe.count_request(req)).await;
                         if let (Some(log), Some(line), Ok(r)) = (&access_log, &line, &resp) {
                             log.write(line, r.status().as_u16());
                         }
-                        resp
+                        match resp {
+                            Ok(r) => Ok(probe.finish(r)),
+                            Err(e) => {
+                                probe.failed();
+                                Err(e)
+                            }
+                        }
                     }
                 });
                 let conn = hyper::server::conn::http1::Builder::new()

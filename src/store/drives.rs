@@ -385,6 +385,20 @@ pub fn format_replacement(drive: &Path, reference: &Format, slot: usize) -> Stor
     Ok(())
 }
 
+/// `(total, available)` bytes of the file system holding `path` (available:
+/// what an unprivileged writer may still use), or `None` if it cannot be asked.
+pub fn space(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: a valid C string and a zeroed statvfs for the call to fill.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    let frsize = st.f_frsize as u64;
+    Some((st.f_blocks as u64 * frsize, st.f_bavail as u64 * frsize))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

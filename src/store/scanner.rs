@@ -21,6 +21,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -134,6 +135,26 @@ pub fn read_usage(drives: &[PathBuf]) -> Vec<UsageRecord> {
     by_set.into_values().collect()
 }
 
+/// Running totals of a set's scanner passes since the store was opened, for
+/// `bucketfs serve`'s metrics (relaxed atomics: figures for humans).
+#[derive(Debug, Default)]
+pub struct ScannerStats {
+    /// Passes finished (an interrupted pass does not count).
+    pub passes: AtomicU64,
+    pub objects_scanned: AtomicU64,
+    pub objects_healed: AtomicU64,
+    pub objects_failed: AtomicU64,
+    pub deep_checked: AtomicU64,
+    pub stale_tmp_removed: AtomicU64,
+    pub uploads_expired: AtomicU64,
+    /// Objects visited by the pass running now (0 when none runs).
+    pub current_pass_objects: AtomicU64,
+    /// 1 while a pass runs.
+    pub running: AtomicU64,
+    /// When the last pass finished (Unix seconds; 0 = never).
+    pub last_pass_unix: AtomicU64,
+}
+
 /// Objects and bytes of one bucket (no versioning: one version per object).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BucketUsage {
@@ -185,6 +206,28 @@ impl ErasureSet {
     /// One scanner pass at duty cycle `duty` (0 < duty <= 1; 1 = full speed).
     pub fn scan_at(&self, duty: f64) -> StoreResult<ScanReport> {
         let duty = duty.clamp(0.001, 1.0);
+        let stats = &self.scanner_stats;
+        stats.current_pass_objects.store(0, Ordering::Relaxed);
+        stats.running.store(1, Ordering::Relaxed);
+        let rep = self.scan_pass(duty);
+        stats.running.store(0, Ordering::Relaxed);
+        stats.current_pass_objects.store(0, Ordering::Relaxed);
+        let rep = rep?;
+        stats.stale_tmp_removed.fetch_add(rep.stale_tmp_removed, Ordering::Relaxed);
+        stats.uploads_expired.fetch_add(rep.uploads_expired, Ordering::Relaxed);
+        stats.objects_scanned.fetch_add(rep.heal.scanned, Ordering::Relaxed);
+        stats.objects_healed.fetch_add(rep.heal.healed, Ordering::Relaxed);
+        stats.objects_failed.fetch_add(rep.heal.failed, Ordering::Relaxed);
+        stats.deep_checked.fetch_add(rep.deep_checked, Ordering::Relaxed);
+        if !self.is_closing() {
+            stats.passes.fetch_add(1, Ordering::Relaxed);
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+            stats.last_pass_unix.store(now, Ordering::Relaxed);
+        }
+        Ok(rep)
+    }
+
+    fn scan_pass(&self, duty: f64) -> StoreResult<ScanReport> {
         let mut rep = ScanReport::default();
         for slot in 0..self.drives.len() {
             let Ok(rd) = std::fs::read_dir(self.drives[slot].join(SYS_DIR).join("tmp")) else { continue };
@@ -208,6 +251,7 @@ impl ErasureSet {
         let mut usage: BTreeMap<String, BucketUsage> = BTreeMap::new();
         let mut deep = 0;
         let sum = self.heal_with(None, false, &mut |bucket, o, sum| {
+            self.scanner_stats.current_pass_objects.fetch_add(1, Ordering::Relaxed);
             let u = usage.entry(bucket.to_string()).or_default();
             u.objects += 1;
             u.versions += 1;

@@ -69,6 +69,8 @@ pub struct ErasureSet {
     /// Repairs left undone because their drive was paused; `heal_with` counts
     /// them as failed so a pass over a paused drive never reports it healed.
     pub(super) repair_skipped: std::sync::atomic::AtomicU64,
+    /// Totals of this set's scanner passes (metrics).
+    pub scanner_stats: super::scanner::ScannerStats,
 }
 
 /// First pause after a failed repair write to a drive; doubles per failure.
@@ -122,6 +124,7 @@ impl ErasureSet {
             locks: Mutex::new(locks),
             repair_backoff: (0..n).map(|_| Mutex::new(RepairBackoff::default())).collect(),
             repair_skipped: std::sync::atomic::AtomicU64::new(0),
+            scanner_stats: Default::default(),
         });
         // Leftovers of writes interrupted by a crash: nothing references them.
         for d in &store.drives {
@@ -196,7 +199,7 @@ impl ErasureSet {
     }
 
     /// A drive is online while its system directory exists.
-    pub(crate) fn drive_online(&self, slot: usize) -> bool {
+    pub fn drive_online(&self, slot: usize) -> bool {
         self.sys(slot).is_dir()
     }
 
@@ -204,7 +207,7 @@ impl ErasureSet {
         self.closing.load(Ordering::Acquire)
     }
 
-    pub(crate) fn is_healing(&self, slot: usize) -> bool {
+    pub fn is_healing(&self, slot: usize) -> bool {
         self.healing[slot].load(Ordering::Relaxed)
     }
 

@@ -485,6 +485,8 @@ pub fn gateway() -> &'static Gateway {
             .arg("--access-log")
             .arg(&access_log)
             .args(["--public-read", PUBLIC_BUCKET])
+            // every request then passes through the metrics hooks (counted bodies)
+            .args(["--metrics-address", "127.0.0.1:0"])
             .env("BUCKETFS_ACCESS_KEY", ACCESS_KEY)
             .env("BUCKETFS_SECRET_KEY", SECRET_KEY)
             .env("RUST_LOG", "info");
