@@ -279,10 +279,40 @@ async fn metrics_endpoint_speaks_prometheus_and_counts_what_happened() {
         value(&f, "bucketfs_drive_state", "bucketfs_drive_state", &[("drive", &drive), ("state", state)])
     };
     assert_eq!(st("online"), 1.0, "healed drive back online");
+
+    // `bucketfs stats --drives` reads the same progress from the drives while
+    // the server owns them: drive states, the heal, the scanner's recorded
+    // pass (the one run before the server started) and the usage it counted.
+    let out =
+        Command::new(BIN).args(["stats", "--drives", &spec]).env_remove("BUCKETFS_DRIVES").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("drives: 4 in 1 erasure set(s)"), "{text}");
+    for p in &d {
+        assert!(text.contains(&format!("  {}: online\n", p.display())), "{text}");
+    }
+    assert!(
+        text.contains(&format!("{drive}: done ({objects} objects scanned, {objects} healed, 0 failed")),
+        "{text}"
+    );
+    assert!(text.contains("scanner, set of 4 drives from "), "{text}");
+    assert!(text.contains(": 3 objects, 0 healed, 0 failed, "), "{text}");
+    assert!(text.contains("; 1 passes since its process started"), "{text}");
+    let bytes = written.iter().sum::<usize>();
+    assert!(text.contains(&format!("  early: 3 objects, 3 versions, {bytes} bytes\n")), "{text}");
     drop(serve);
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("serving Prometheus metrics"), "{text}");
     assert!(!text.contains(SECRET_KEY), "secret in the log");
+}
+
+/// `bucketfs stats` with neither a mountpoint nor drives says what it wants.
+#[test]
+fn stats_needs_a_mountpoint_or_drives() {
+    let out = Command::new(BIN).arg("stats").env_remove("BUCKETFS_DRIVES").output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("give MOUNTPOINT") && err.contains("--drives SPEC"), "{err}");
 }
 
 /// A bad address is refused before anything starts, with the flag named.

@@ -96,7 +96,13 @@ pub struct DuArgs {
 
 #[derive(Args, Debug)]
 pub struct StatsArgs {
-    pub mountpoint: PathBuf,
+    /// A live mount: print its counters. Without it, `--drives` (or
+    /// BUCKETFS_DRIVES) names an embedded store whose drive states, replaced-drive
+    /// heals, scanner passes and usage are printed (no lock taken: works while a
+    /// mount or `bucketfs serve` owns the drives).
+    pub mountpoint: Option<PathBuf>,
+    #[command(flatten)]
+    pub drives: DrivesArg,
 }
 
 #[derive(Args, Debug)]

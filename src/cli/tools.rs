@@ -39,39 +39,141 @@ pub fn heal(a: HealArgs) -> Result<()> {
 /// Prints the background heal progress recorded on the drives (no lock taken:
 /// the store is usually open in a running mount or serve).
 fn heal_status(d: &DrivesArg) -> Result<()> {
-    let spec =
-        d.drives.as_deref().ok_or_else(|| anyhow!("--drives SPEC (or BUCKETFS_DRIVES) is required"))?;
-    let drives = parse_drive_spec(spec).map_err(|e| anyhow!("{e}"))?;
-    let found = crate::store::monitor::read_heal_status(&drives);
-    if found.is_empty() {
+    let drives = drive_list(d)?;
+    let lines = heal_lines(&drives);
+    if lines.is_empty() {
         println!("no replaced drive has been healed on these {} drives", drives.len());
     }
-    for (drive, st) in found {
-        println!(
-            "{}: {} ({} objects scanned, {} healed, {} failed, {} bytes rewritten; started {}, updated {})",
-            drive.display(),
-            st.state,
-            st.objects_scanned,
-            st.objects_healed,
-            st.objects_failed,
-            st.bytes,
-            httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(st.started_unix)),
-            httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(st.updated_unix)),
-        );
+    for l in lines {
+        println!("{l}");
+    }
+    Ok(())
+}
+
+fn drive_list(d: &DrivesArg) -> Result<Vec<std::path::PathBuf>> {
+    let spec =
+        d.drives.as_deref().ok_or_else(|| anyhow!("--drives SPEC (or BUCKETFS_DRIVES) is required"))?;
+    parse_drive_spec(spec).map_err(|e| anyhow!("{e}"))
+}
+
+fn http_date(unix: u64) -> String {
+    httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix))
+}
+
+/// One line per drive with a recorded heal of a replaced drive.
+fn heal_lines(drives: &[std::path::PathBuf]) -> Vec<String> {
+    crate::store::monitor::read_heal_status(drives)
+        .into_iter()
+        .map(|(drive, st)| {
+            format!(
+                "{}: {} ({} objects scanned, {} healed, {} failed, {} bytes rewritten; started {}, updated {})",
+                drive.display(),
+                st.state,
+                st.objects_scanned,
+                st.objects_healed,
+                st.objects_failed,
+                st.bytes,
+                http_date(st.started_unix),
+                http_date(st.updated_unix),
+            )
+        })
+        .collect()
+}
+
+/// `bucketfs stats --drives SPEC`: what the files on the drives say about the
+/// store (drive states, heals, the scanner's last pass per set, usage), read
+/// without locks so that it works beside the process that owns the drives.
+fn store_stats(d: &DrivesArg) -> Result<()> {
+    use crate::store::drives::read_format;
+    let drives = drive_list(d)?;
+    let heals = crate::store::monitor::read_heal_status(&drives);
+    let sets = drives.iter().find_map(|p| read_format(p).ok().flatten()).map(|f| f.layout().len());
+    match sets {
+        Some(n) => println!("drives: {} in {n} erasure set(s)", drives.len()),
+        None => println!("drives: {} (none formatted yet)", drives.len()),
+    }
+    for p in &drives {
+        let state = match read_format(p) {
+            Ok(Some(_)) if heals.iter().any(|(h, st)| h == p && st.state == "healing") => {
+                "healing".to_string()
+            }
+            Ok(Some(_)) => "online".to_string(),
+            Ok(None) => "offline (no format.json: missing, or a replacement not adopted yet)".to_string(),
+            Err(e) => format!("offline ({e})"),
+        };
+        println!("  {}: {state}", p.display());
+    }
+    let heal = heal_lines(&drives);
+    if !heal.is_empty() {
+        println!("heals of replaced drives:");
+        for l in heal {
+            println!("  {l}");
+        }
+    }
+    let recs = crate::store::scanner::read_usage(&drives);
+    if recs.is_empty() {
+        println!("scanner: no pass recorded yet");
+    }
+    let mut usage: std::collections::BTreeMap<String, crate::store::scanner::BucketUsage> =
+        Default::default();
+    for r in &recs {
+        let first = r.set.first().map(|p| p.display().to_string()).unwrap_or_default();
+        match &r.last_pass {
+            Some(p) => println!(
+                "scanner, set of {} drives from {first}: last pass finished {} after {} s: {} objects, {} healed, \
+                 {} failed, {} deep-checked, {} stale temp entries removed, {} uploads expired; \
+                 {} passes since its process started",
+                r.set.len(),
+                http_date(p.finished_unix),
+                p.finished_unix.saturating_sub(p.started_unix),
+                p.objects,
+                p.healed,
+                p.failed,
+                p.deep_checked,
+                p.stale_tmp_removed,
+                p.uploads_expired,
+                p.passes_since_start,
+            ),
+            None => println!(
+                "scanner, set of {} drives from {first}: usage counted {}",
+                r.set.len(),
+                http_date(r.updated_unix)
+            ),
+        }
+        for (b, u) in &r.buckets {
+            let t = usage.entry(b.clone()).or_default();
+            t.objects += u.objects;
+            t.bytes += u.bytes;
+            t.versions += u.versions;
+        }
+    }
+    if !recs.is_empty() {
+        println!("usage (as the scanner last counted):");
+        for (b, u) in &usage {
+            println!("  {b}: {} objects, {} versions, {} bytes", u.objects, u.versions, u.bytes);
+        }
     }
     Ok(())
 }
 
 /// Reads the counters from the mount root's `user.bucketfs.stats` attribute.
 pub fn stats(a: StatsArgs) -> Result<()> {
-    let path = std::ffi::CString::new(a.mountpoint.as_os_str().as_encoded_bytes()).context("mountpoint")?;
+    let Some(mountpoint) = a.mountpoint else {
+        if a.drives.drives.is_none() {
+            return Err(anyhow!(
+                "give MOUNTPOINT (a live mount's counters) or --drives SPEC (an embedded store's drives, heals, scanner and usage)"
+            ));
+        }
+        return store_stats(&a.drives);
+    };
+    let path = std::ffi::CString::new(mountpoint.as_os_str().as_encoded_bytes()).context("mountpoint")?;
     let name = c"user.bucketfs.stats";
     let mut buf = vec![0u8; 64 * 1024];
     // SAFETY: valid C strings and a buffer of the given length.
     let n = unsafe { libc::getxattr(path.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
     if n < 0 {
         let err = std::io::Error::last_os_error();
-        return Err(anyhow!("{} is not a live bucketfs mount ({err})", a.mountpoint.display()));
+        return Err(anyhow!("{} is not a live bucketfs mount ({err})", mountpoint.display()));
     }
     buf.truncate(n as usize);
     print!("{}", String::from_utf8_lossy(&buf));

@@ -117,6 +117,25 @@ pub struct UsageRecord {
     pub set: Vec<PathBuf>,
     pub updated_unix: u64,
     pub buckets: BTreeMap<String, BucketUsage>,
+    /// What the pass that counted this usage did (absent in records of
+    /// versions before it was added), for `bucketfs stats --drives`.
+    #[serde(default)]
+    pub last_pass: Option<PassRecord>,
+}
+
+/// One finished scanner pass of a set, as recorded beside its usage.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PassRecord {
+    pub started_unix: u64,
+    pub finished_unix: u64,
+    pub objects: u64,
+    pub healed: u64,
+    pub failed: u64,
+    pub deep_checked: u64,
+    pub stale_tmp_removed: u64,
+    pub uploads_expired: u64,
+    /// Passes this set finished since its process opened the store.
+    pub passes_since_start: u64,
 }
 
 /// The newest usage record of each set found on `drives` (no lock taken).
@@ -209,6 +228,7 @@ impl ErasureSet {
         let stats = &self.scanner_stats;
         stats.current_pass_objects.store(0, Ordering::Relaxed);
         stats.running.store(1, Ordering::Relaxed);
+        let started_unix = unix_now();
         let rep = self.scan_pass(duty);
         stats.running.store(0, Ordering::Relaxed);
         stats.current_pass_objects.store(0, Ordering::Relaxed);
@@ -220,9 +240,21 @@ impl ErasureSet {
         stats.objects_failed.fetch_add(rep.heal.failed, Ordering::Relaxed);
         stats.deep_checked.fetch_add(rep.deep_checked, Ordering::Relaxed);
         if !self.is_closing() {
-            stats.passes.fetch_add(1, Ordering::Relaxed);
-            let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+            let passes = stats.passes.fetch_add(1, Ordering::Relaxed) + 1;
+            let now = unix_now();
             stats.last_pass_unix.store(now, Ordering::Relaxed);
+            let pass = PassRecord {
+                started_unix,
+                finished_unix: now,
+                objects: rep.heal.scanned,
+                healed: rep.heal.healed,
+                failed: rep.heal.failed,
+                deep_checked: rep.deep_checked,
+                stale_tmp_removed: rep.stale_tmp_removed,
+                uploads_expired: rep.uploads_expired,
+                passes_since_start: passes,
+            };
+            self.record_usage(&rep.usage, pass);
         }
         Ok(rep)
     }
@@ -269,20 +301,18 @@ impl ErasureSet {
         })?;
         rep.heal = sum;
         rep.deep_checked = deep;
-        if !self.is_closing() {
-            self.record_usage(&usage);
-        }
         rep.usage = usage;
         Ok(rep)
     }
 
     /// Writes a finished pass's usage to every drive of the set (best effort:
     /// a drive that cannot take it is skipped, the others still carry it).
-    fn record_usage(&self, usage: &BTreeMap<String, BucketUsage>) {
+    fn record_usage(&self, usage: &BTreeMap<String, BucketUsage>, pass: PassRecord) {
         let rec = UsageRecord {
             set: self.drives.clone(),
-            updated_unix: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+            updated_unix: pass.finished_unix,
             buckets: usage.clone(),
+            last_pass: Some(pass),
         };
         let bytes = match serde_json::to_vec_pretty(&rec) {
             Ok(b) => b,
@@ -296,6 +326,10 @@ impl ErasureSet {
             }
         }
     }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 #[cfg(test)]
