@@ -99,6 +99,91 @@ fn a_header_rewritten_after_100_mib_ends_bit_exact() {
     check(&Served::new("hdr").m);
 }
 
+/// A write-only writer (how `cp`, downloads and `open(.., "wb")` write) that comes
+/// back 50 MiB into what it streamed, as a zip writer fills in the entry it has just
+/// written, and then to offset 0, ends bit-exact after a remount: the parts written
+/// last are still in memory (1/16 of `--memory-limit`) and are sent again at the
+/// close. A write further back than those parts is refused with EINVAL and loses
+/// nothing. No local copy, no temporary object, and nothing visible under the
+/// file's name before the close.
+fn check_mid_file_rewrites(m: &Mount, visible: &dyn Fn() -> bool) {
+    let path = m.path("zip");
+    let before = stat(m, "bytes_written");
+    let entry = pattern(4096, 8);
+    let header = pattern(4096, 9);
+    let mut f = OpenOptions::new().write(true).create(true).truncate(true).open(&path).unwrap();
+    for i in 0..100 {
+        f.write_all(&chunk(i)).unwrap();
+    }
+    f.write_all_at(&entry, (50 * MIB) as u64).unwrap();
+    f.write_all_at(&header, 0).unwrap();
+    // 20 MiB back: that part was uploaded and let go (8 MiB parts, 64 MiB kept)
+    let err = f.write_all_at(b"too far back", (20 * MIB) as u64).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EINVAL), "{err}");
+    assert!(!visible(), "a partial file is visible under its name before the close");
+    drop(f);
+    assert!(visible());
+    // the file once, plus part 1 and part 7 (48..56 MiB) sent again with their patches
+    assert_eq!(stat(m, "bytes_written") - before, (116 * MIB) as u64);
+    check_zip(&path, &entry, &header);
+}
+
+/// `path` is chunks 0..100 with `header` at 0 and `entry` at 50 MiB.
+fn check_zip(path: &Path, entry: &[u8], header: &[u8]) {
+    let mut f = std::fs::File::open(path).unwrap();
+    assert_eq!(f.metadata().unwrap().len(), (100 * MIB) as u64);
+    let mut buf = vec![0; MIB];
+    for i in 0..100 {
+        f.read_exact(&mut buf).unwrap();
+        let mut want = chunk(i);
+        match i {
+            0 => want[..header.len()].copy_from_slice(header),
+            50 => want[..entry.len()].copy_from_slice(entry),
+            _ => {}
+        }
+        assert!(buf == want, "MiB {i} of {} differs", path.display());
+    }
+}
+
+#[test]
+fn a_write_only_stream_rewrites_what_it_wrote_last_on_the_embedded_store() {
+    let drives = Drives::new(4);
+    drives.make_bucket("zip");
+    let mut m = Mount::start(&drives, "zip", &[]);
+    // what the store holds, not what this mount remembers (the drives are locked
+    // to it, so no other process could look): an object is its directory's `%meta`
+    let visible = || (1..=4).any(|i| drives.drive(i).join("zip/zip/%meta").exists());
+    check_mid_file_rewrites(&m, &visible);
+    assert!(m.stop());
+    assert_eq!(drives.pending_uploads("zip"), 0, "no multipart upload left behind");
+    let m = Mount::start(&drives, "zip", &[]);
+    let names: Vec<_> = std::fs::read_dir(&m.mnt).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names, ["zip"], "only the file is stored");
+    check_zip(&m.path("zip"), &pattern(4096, 8), &pattern(4096, 9));
+}
+
+#[test]
+fn a_write_only_stream_rewrites_what_it_wrote_last_over_s3() {
+    let served = Served::new("zip");
+    check_mid_file_rewrites(&served.m, &|| served.stored_size("zip").is_some());
+    let keys = served.rt.block_on(async {
+        let out = served.client.list_objects_v2().bucket(&served.bucket).send().await.unwrap();
+        out.contents().iter().filter_map(|o| o.key().map(str::to_owned)).collect::<Vec<_>>()
+    });
+    assert_eq!(keys, ["zip"], "only the file is stored");
+    let uploads = served.rt.block_on(async {
+        let out = served.client.list_multipart_uploads().bucket(&served.bucket).send().await.unwrap();
+        out.uploads().len()
+    });
+    assert_eq!(uploads, 0, "no multipart upload left behind");
+    let Served { mut m, bucket, .. } = served;
+    assert!(m.stop());
+    let gw = s3_support::gateway();
+    let flags = ["--endpoint", &gw.endpoint, "--region", "us-east-1"];
+    let m = Mount::try_start_source(&format!("s3://{bucket}"), &flags).unwrap_or_else(|e| panic!("{e}"));
+    check_zip(&m.path("zip"), &pattern(4096, 8), &pattern(4096, 9));
+}
+
 /// A fresh bucket on the shared `bucketfs serve`, mounted, with a runtime and an
 /// S3 client to look at what is stored.
 struct Served {

@@ -12,18 +12,31 @@
 //!   background, memory bounded by `--memory-limit`) and to **no local disk**
 //!   for a write-only handle, so a 100 GiB `cp` needs no 100 GiB cache. Writes
 //!   and truncations away from the end are served by the upload itself where
-//!   it still holds the bytes (the part being buffered, the retained first
-//!   part: rewriting a header at offset 0 after the data is the common case,
-//!   or a gap of at most one part, filled with zeros). A write-only handle
-//!   refuses any other non-sequential write with EINVAL and nothing written
-//!   before is lost (as mountpoint-s3 refuses them; bytes already uploaded
-//!   cannot be read back from an unfinished multipart upload on S3 or Azure).
+//!   it still holds the bytes in memory: the part being buffered, the first
+//!   part (rewriting a header at offset 0 after the data is the common case),
+//!   the most recent parts up to 1/16 of `--memory-limit` (64 MiB by default;
+//!   a zip writer filling in the entry it just wrote, a muxer patching its
+//!   index) while at least half the memory budget is free, or a gap of at most
+//!   one part after the end, filled with zeros. Patched parts are sent again at
+//!   commit under their part numbers.
+//!   A write-only handle refuses any other non-sequential write (into bytes
+//!   uploaded and no longer in memory, or a truncation below the part being
+//!   filled) with EINVAL, and nothing written before is lost. This is the one
+//!   case that cannot be served without keeping every byte twice: the parts
+//!   of an unfinished multipart upload cannot be read back (S3, Azure, the
+//!   embedded store), and it can only be completed under the key it was
+//!   created with, so finishing it somewhere hidden to fetch it back would
+//!   need every stream created under a temporary key and copied server side
+//!   to its name at every commit (a second full write of every file; no
+//!   backend has a native rename), while completing it under the file's own
+//!   name would show a partial file.
 //!   A **read-write** handle may read back what it wrote, so it also tees its
 //!   writes into a [`SpoolFile`] while the cache disk has room; with the tee,
 //!   any other pattern (a write elsewhere, a `set_len`, a rename while open,
 //!   upload options that differ at commit) aborts the multipart upload and
 //!   continues from the spool, which holds every byte. A tee write that fails
-//!   (full cache disk) drops the tee and the handle goes on as a write-only one.
+//!   (full cache disk) drops the tee and the handle goes on as a write-only one
+//!   (with the first part and the buffered one held in memory, not the recent ones).
 //! - **Spooled**: the whole content is in a local spool file. Entered on the
 //!   first write or `set_len` that is not a stream from an empty file (an
 //!   append to or overwrite of an existing object, a truncate of a committed
@@ -76,6 +89,10 @@ use crate::upload::{SpoolFile, StreamingUpload, UploadParams};
 
 /// Size of the ranged GETs that copy an existing object into a spool file.
 const SPOOL_FETCH_SIZE: u64 = 8 * 1024 * 1024;
+
+/// A stream without a local copy keeps its most recent parts, up to this share of
+/// `--memory-limit` (64 MiB of the default 1 GiB), for writers that seek back.
+const RECENT_PARTS_SHARE: u64 = 16;
 
 /// Tunables of file handles, from the command line.
 #[derive(Clone, Debug)]
@@ -364,8 +381,13 @@ impl FileHandle {
         } else {
             None
         };
-        let upload = StreamingUpload::new(self.upload.clone(), self.current_key(), st.upload_opts.clone())
-            .retaining_first_part();
+        let mut upload =
+            StreamingUpload::new(self.upload.clone(), self.current_key(), st.upload_opts.clone())
+                .retaining_first_part();
+        if tee.is_none() {
+            // no local copy: the recent parts in memory are all a writer that seeks back can rewrite
+            upload = upload.retaining_recent_parts(self.ctx.memory.limit_bytes() / RECENT_PARTS_SHARE);
+        }
         st.content = Content::Streaming { upload: Box::new(upload), tee };
     }
 

@@ -711,14 +711,68 @@ async fn write_only_stream_rewrites_its_header_without_a_local_copy() {
     assert_eq!(f.pending(), 0);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_only_stream_rewrites_its_recent_parts_without_a_local_copy() {
+    let part = 64 * KIB;
+    // a 2 MiB budget keeps 1/16 of it: the two most recent parts
+    let f = fixture(part, 2 * MIB, 4);
+    let mut model = pattern(10 * part + 100, 240);
+    let h = f.open("zip", None, write_only_new());
+    write_all(&h, 0, &model, 16 * 1024).await;
+    // parts 1-10 are handed off, part 11 holds 100 bytes; parts 9 and 10 are kept
+    let mut patch = |at: u64, data: &[u8]| {
+        model[at as usize..at as usize + data.len()].copy_from_slice(data);
+        (at, data.to_vec())
+    };
+    let patches = [
+        patch(8 * part + 10, b"entry size"),
+        patch(9 * part - 3, b"across"),    // parts 9 and 10
+        patch(10 * part - 2, b"into buf"), // part 10 and the buffered part
+        patch(0, b"header"),               // part 1, kept regardless
+    ];
+    for (at, data) in &patches {
+        assert_eq!(h.write(*at, data).await.unwrap() as usize, data.len(), "write at {at}");
+    }
+    // what is held reads back (a read-only view of a write-only handle's own bytes)
+    let got = h.read(9 * part - 8, 16).await.unwrap();
+    assert_eq!(&got[..], &model[9 * part as usize - 8..9 * part as usize + 8]);
+    // part 8 was let go: refused, nothing lost
+    assert_eq!(h.write(7 * part + 1, b"x").await.unwrap_err().errno(), libc::EINVAL);
+    h.commit(&PutOptions::default()).await.unwrap();
+    assert_eq!(f.stored("zip").await, model);
+    // 11 parts, and parts 1, 9 and 10 sent again with their patches
+    assert_eq!(f.backend.parts.load(SeqCst), 14);
+    assert_eq!(f.backend.creates.load(SeqCst), 1);
+    assert_eq!(f.pending(), 0);
+}
+
+#[tokio::test]
+async fn write_only_stream_keeps_no_recent_part_when_memory_is_short() {
+    let part = 64 * KIB;
+    let f = fixture(part, 2 * MIB, 4);
+    // another user of the budget holds more than half of it
+    let _other = f.ctx.memory.reserve(1100 * KIB).await;
+    let mut model = pattern(6 * part, 250);
+    let h = f.open("short", None, write_only_new());
+    write_all(&h, 0, &model, 64 * 1024).await;
+    assert_eq!(h.write(5 * part - 1, b"x").await.unwrap_err().errno(), libc::EINVAL);
+    // the first part is kept all the same
+    h.write(1, b"hdr").await.unwrap();
+    model[1..4].copy_from_slice(b"hdr");
+    h.commit(&PutOptions::default()).await.unwrap();
+    assert_eq!(f.stored("short").await, model);
+    assert_eq!(f.pending(), 0);
+}
+
 #[tokio::test]
 async fn write_only_stream_refuses_a_write_into_uploaded_bytes_and_loses_nothing() {
     let part = 64 * KIB;
-    let f = fixture(part, 64 * MIB, 4);
+    // a 2 MiB budget keeps the two most recent parts (3 and 4) besides part 1
+    let f = fixture(part, 2 * MIB, 4);
     let mut model = pattern(5 * part, 210);
     let h = f.open("mid", None, write_only_new());
     write_all(&h, 0, &model, 64 * 1024).await;
-    let err = h.write(2 * part + 5, b"x").await.unwrap_err();
+    let err = h.write(part + 5, b"x").await.unwrap_err();
     assert_eq!(err.errno(), libc::EINVAL);
     let err = h.set_len(part + 1).await.unwrap_err();
     assert_eq!(err.errno(), libc::EINVAL);

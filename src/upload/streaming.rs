@@ -21,16 +21,29 @@
 //! A file handle streams without any local copy (issue 13: a 100 GiB `cp`
 //! must not need 100 GiB of cache disk), so [`write_at`](StreamingUpload::write_at)
 //! accepts a write elsewhere only where this upload still holds the bytes it
-//! changes: the part being buffered, and the first part, which is kept (its
-//! memory stays reserved) until the upload finishes because the common
-//! non-sequential pattern of a sequential writer is to come back and fill in a
-//! header at offset 0 once the data is written (archivers, muxers, the issue's
-//! "write at offset 0 after 100 MiB"). A patched first part is uploaded again
-//! under its part number before completing; S3, the embedded store, GCS's
-//! part objects and Azure's blocks all replace a part re-sent under the same
-//! number. A write a little past the end (at most one part) fills the gap with
-//! zeros, as a hole would read. Anything else returns `false` and the caller
-//! decides (see `fs::handle`).
+//! changes, in memory:
+//!
+//! - the part being buffered;
+//! - the first part, kept (its memory stays reserved) until the upload finishes,
+//!   because the common non-sequential pattern of a sequential writer is to come
+//!   back and fill in a header at offset 0 once the data is written (archivers,
+//!   muxers, the issue's "write at offset 0 after 100 MiB");
+//! - the most recent parts, up to a window given by the caller
+//!   ([`retaining_recent_parts`](StreamingUpload::retaining_recent_parts)): a
+//!   writer that seeks back a little (a zip writer filling in the sizes of the
+//!   entry it just wrote, a muxer patching its last index) finds them there. A
+//!   part is only kept while at least half of the mount's memory budget is free
+//!   when it is handed off, and unchanged ones are let go as soon as it is not,
+//!   so kept parts never starve other writers or read-ahead.
+//!
+//! A patched part is uploaded again under its part number before completing;
+//! S3, the embedded store, GCS's part objects and Azure's blocks all replace a
+//! part re-sent under the same number. A write a little past the end (at most
+//! one part) fills the gap with zeros, as a hole would read. Anything else
+//! returns `false` and the caller decides (see `fs::handle`): bytes of an
+//! unfinished multipart upload cannot be read back on S3, Azure or the
+//! embedded store, and an upload can only be completed under the key it was
+//! created with.
 
 use bytes::Bytes;
 use tokio::task::JoinSet;
@@ -63,17 +76,31 @@ pub struct StreamingUpload {
     len: u64,
     /// Keep a copy of part 1 once handed off, so that a header rewrite needs no local copy.
     retain_first: bool,
-    first_part: Option<RetainedPart>,
+    /// Bytes of the most recent parts (after part 1) kept in memory; 0 keeps none.
+    recent_window: u64,
+    /// Handed-off parts still held in memory, in part number order.
+    retained: Vec<RetainedPart>,
     /// Finished or aborted: nothing left to clean up on drop.
     done: bool,
 }
 
-/// Part 1 as sent, kept with its memory reservation until the upload finishes.
+/// A part as sent, kept with its memory reservation (part 1 until the upload
+/// finishes, a recent one while it is in the window and memory allows).
 struct RetainedPart {
+    number: u32,
+    /// Offset of its first byte in the file.
+    start: u64,
     data: Bytes,
     _reservation: Reservation,
-    /// Changed since it was sent: must be sent again before completing.
+    /// Changed since it was sent: must be sent again before completing (so it is
+    /// never let go before that).
     patched: bool,
+}
+
+impl RetainedPart {
+    fn end(&self) -> u64 {
+        self.start + self.data.len() as u64
+    }
 }
 
 /// Zeros written into a gap left by a write past the end.
@@ -95,7 +122,8 @@ impl StreamingUpload {
             completed: Vec::new(),
             len: 0,
             retain_first: false,
-            first_part: None,
+            recent_window: 0,
+            retained: Vec::new(),
             done: false,
         }
     }
@@ -105,6 +133,14 @@ impl StreamingUpload {
     /// spool uploads, which never rewrite, do not).
     pub fn retaining_first_part(mut self) -> Self {
         self.retain_first = true;
+        self
+    }
+
+    /// Also keeps up to `window` bytes of the most recently handed-off parts in
+    /// memory while the memory budget is at most half used, so that
+    /// [`write_at`](Self::write_at) can rewrite them too (see the module docs).
+    pub fn retaining_recent_parts(mut self, window: u64) -> Self {
+        self.recent_window = window;
         self
     }
 
@@ -198,19 +234,48 @@ impl StreamingUpload {
 
     async fn hand_off_buffer(&mut self) -> BackendResult<()> {
         let data = Bytes::from(std::mem::take(&mut self.buffer));
+        let (number, start) = (self.next_part, self.handed_off);
         self.handed_off += data.len() as u64;
         let reservation = match self.buffer_reservation.take() {
             Some(r) => r,
             // unreachable in practice: buffered bytes always come with a reservation
             None => self.params.memory.reserve(data.len() as u64).await,
         };
-        if self.retain_first && self.next_part == 1 {
+        let keep = if self.retain_first && number == 1 { true } else { self.make_room(data.len() as u64) };
+        if keep {
             // the retained copy shares the part's memory and carries its reservation
-            self.first_part =
-                Some(RetainedPart { data: data.clone(), _reservation: reservation, patched: false });
+            let part =
+                RetainedPart { number, start, data: data.clone(), _reservation: reservation, patched: false };
+            self.retained.push(part);
             return self.start_part(data, None).await;
         }
         self.start_part(data, Some(reservation)).await
+    }
+
+    /// Whether a recent part of `len` bytes may be kept, letting go of the oldest
+    /// unchanged ones to make room; under memory pressure lets go of all of them.
+    fn make_room(&mut self, len: u64) -> bool {
+        // part 1 of a stream that retains it is kept regardless and not counted
+        let first = self.retain_first;
+        let recent = move |p: &RetainedPart| !(first && p.number == 1);
+        let memory = &self.params.memory;
+        if memory.available_bytes() < memory.limit_bytes() / 2 {
+            self.retained.retain(|p| p.patched || !recent(p));
+            return false;
+        }
+        if len > self.recent_window {
+            return false;
+        }
+        loop {
+            let held: u64 = self.retained.iter().filter(|p| recent(p)).map(|p| p.data.len() as u64).sum();
+            if held + len <= self.recent_window {
+                return true;
+            }
+            match self.retained.iter().position(|p| recent(p) && !p.patched) {
+                Some(i) => drop(self.retained.remove(i)),
+                None => return false,
+            }
+        }
     }
 
     async fn ensure_started(&mut self) -> BackendResult<String> {
@@ -300,7 +365,7 @@ impl StreamingUpload {
         while !self.in_flight.is_empty() {
             self.join_one().await?;
         }
-        self.resend_patched_first_part().await?;
+        self.resend_patched_parts().await?;
         self.completed.sort_by_key(|p| p.part_number);
         let upload_id = self.upload_id.clone().unwrap_or_default();
         let span = tracing::debug_span!(target: TARGET, "complete_multipart", key = %self.key, parts = self.completed.len());
@@ -327,7 +392,7 @@ impl StreamingUpload {
         while self.in_flight.join_next().await.is_some() {}
         self.buffer = Vec::new();
         self.buffer_reservation = None;
-        self.first_part = None;
+        self.retained.clear();
         if let Some(id) = self.upload_id.take() {
             let span =
                 tracing::debug_span!(target: TARGET, "abort_multipart", key = %self.key, upload_id = %id);

@@ -2,8 +2,8 @@
 //!
 //! See "Writes that are not at the end" in the parent module: these work only
 //! where the upload still holds the bytes concerned (the part being buffered,
-//! the retained first part) and report `false`/`None` otherwise, changing
-//! nothing, so that the caller can fall back without having lost a byte.
+//! the retained parts) and report `false`/`None` otherwise, changing nothing,
+//! so that the caller can fall back without having lost a byte.
 
 use std::ops::Range;
 
@@ -22,9 +22,42 @@ impl StreamingUpload {
             let at = (range.start - self.handed_off) as usize..(range.end - self.handed_off) as usize;
             return Some(Bytes::copy_from_slice(&self.buffer[at]));
         }
-        let first = self.first_part.as_ref()?;
-        (range.end <= first.data.len() as u64)
-            .then(|| first.data.slice(range.start as usize..range.end as usize))
+        if let Some(p) = self.retained_at(range.start).filter(|p| range.end <= p.end()) {
+            return Some(p.data.slice((range.start - p.start) as usize..(range.end - p.start) as usize));
+        }
+        // across parts: every byte must still be held
+        let mut out = Vec::with_capacity((range.end - range.start) as usize);
+        let mut at = range.start;
+        while at < range.end {
+            if at >= self.handed_off {
+                out.extend_from_slice(
+                    &self.buffer[(at - self.handed_off) as usize..(range.end - self.handed_off) as usize],
+                );
+                break;
+            }
+            let p = self.retained_at(at)?;
+            let end = range.end.min(p.end());
+            out.extend_from_slice(&p.data[(at - p.start) as usize..(end - p.start) as usize]);
+            at = end;
+        }
+        Some(out.into())
+    }
+
+    /// The retained part holding byte `offset`.
+    fn retained_at(&self, offset: u64) -> Option<&super::RetainedPart> {
+        self.retained.iter().find(|p| p.start <= offset && offset < p.end())
+    }
+
+    /// Whether every byte of `range` (all before `handed_off`) is in a retained part.
+    fn holds(&self, range: Range<u64>) -> bool {
+        let mut at = range.start;
+        while at < range.end {
+            match self.retained_at(at) {
+                Some(p) => at = p.end(),
+                None => return false,
+            }
+        }
+        true
     }
 
     /// Writes `data` at `offset`. Returns `false`, having changed nothing, when that
@@ -38,14 +71,13 @@ impl StreamingUpload {
             }
             self.fill_zeros(offset).await?;
         }
-        // the bytes that land before the part being buffered must all be in the retained first part
+        // the bytes that land before the part being buffered must all be in retained parts
         if offset < self.handed_off {
             let before = end.min(self.handed_off);
-            match &self.first_part {
-                Some(first) if before <= first.data.len() as u64 => {}
-                _ => return Ok(false),
+            if !self.holds(offset..before) {
+                return Ok(false);
             }
-            self.patch_first_part(offset, &data[..(before - offset) as usize]);
+            self.patch_retained(offset, &data[..(before - offset) as usize]);
         }
         // then the bytes within the buffer, then those past the end
         let from = offset.max(self.handed_off);
@@ -89,26 +121,38 @@ impl StreamingUpload {
         Ok(())
     }
 
-    fn patch_first_part(&mut self, offset: u64, data: &[u8]) {
-        let Some(first) = self.first_part.as_mut() else { return };
-        // the part's own upload may still hold the bytes: copy rather than change them under it
-        let mut bytes = std::mem::take(&mut first.data).try_into_mut().unwrap_or_else(|b| b.as_ref().into());
-        bytes[offset as usize..offset as usize + data.len()].copy_from_slice(data);
-        first.data = bytes.freeze();
-        first.patched = true;
+    /// Copies `data` into the retained parts it covers (all of it is held: see `holds`).
+    fn patch_retained(&mut self, offset: u64, data: &[u8]) {
+        let end = offset + data.len() as u64;
+        for part in self.retained.iter_mut().filter(|p| p.start < end && offset < p.end()) {
+            let (from, to) = (offset.max(part.start), end.min(part.end()));
+            // the part's own upload may still hold the bytes: copy rather than change them under it
+            let mut bytes =
+                std::mem::take(&mut part.data).try_into_mut().unwrap_or_else(|b| b.as_ref().into());
+            bytes[(from - part.start) as usize..(to - part.start) as usize]
+                .copy_from_slice(&data[(from - offset) as usize..(to - offset) as usize]);
+            part.data = bytes.freeze();
+            part.patched = true;
+        }
     }
 
-    /// Sends a patched first part again under part number 1 (after every part
-    /// upload has ended, so the older copy cannot land after it).
-    pub(super) async fn resend_patched_first_part(&mut self) -> BackendResult<()> {
-        let Some(first) = self.first_part.as_mut().filter(|f| f.patched) else { return Ok(()) };
+    /// Sends the patched retained parts again under their part numbers (after every
+    /// part upload has ended, so that an older copy cannot land after them).
+    pub(super) async fn resend_patched_parts(&mut self) -> BackendResult<()> {
         let Some(upload_id) = self.upload_id.clone() else { return Ok(()) };
-        let data = first.data.clone();
-        let span = tracing::debug_span!(target: TARGET, "upload_part", key = %self.key, part_number = 1, size = data.len(), resend = true);
-        let part = self.params.backend.upload_part(&self.key, &upload_id, 1, data).instrument(span).await?;
-        first.patched = false;
-        self.completed.retain(|p| p.part_number != 1);
-        self.completed.push(part);
+        for i in 0..self.retained.len() {
+            let part = &self.retained[i];
+            if !part.patched {
+                continue;
+            }
+            let (number, data) = (part.number, part.data.clone());
+            let span = tracing::debug_span!(target: TARGET, "upload_part", key = %self.key, part_number = number, size = data.len(), resend = true);
+            let sent =
+                self.params.backend.upload_part(&self.key, &upload_id, number, data).instrument(span).await?;
+            self.retained[i].patched = false;
+            self.completed.retain(|p| p.part_number != number);
+            self.completed.push(sent);
+        }
         Ok(())
     }
 }
