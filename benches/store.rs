@@ -149,6 +149,49 @@ fn store_speed(dir: &Path, n: usize, parity: usize, buf: &[u8]) -> (f64, f64, f6
     (put / ROUNDS as f64, hot, cold)
 }
 
+/// A store of `n` drives (split into sets as `Store::open` does) loaded with
+/// `objects` copies of `buf`, one drive wiped while closed, then reopened:
+/// the open adopts the empty drive and heals it in the background (the
+/// monitor's paced path). Returns (sets, MiB/s of the healed set's object
+/// data, MiB/s of shards written to the new drive, seconds) from the reopen
+/// until its heal-status.json says `done`.
+fn heal_speed(dir: &Path, n: usize, objects: usize, buf: &[u8]) -> (usize, f64, f64, f64) {
+    use bucketfs::store::monitor::read_heal_status;
+    let drives: Vec<PathBuf> = (0..n).map(|i| dir.join(format!("heal{n}-d{i}"))).collect();
+    let s = Store::open(StoreConfig { drives: drives.clone(), parity: None }).unwrap();
+    let sets = s.sets().len();
+    s.make_bucket("bench").unwrap();
+    // drive 1 is in set 0: only the objects hashed there are healed
+    let mut in_set = 0;
+    for i in 0..objects {
+        s.put_object("bench", &format!("obj{i}"), buf, &PutOptions::default()).unwrap();
+        in_set += usize::from(s.set_of(&format!("obj{i}")) == 0);
+    }
+    s.close();
+    drop(s);
+    let wiped = &drives[1];
+    std::fs::remove_dir_all(wiped).unwrap();
+    std::fs::create_dir(wiped).unwrap();
+    let t = Instant::now();
+    let s = Store::open(StoreConfig { drives: drives.clone(), parity: None }).unwrap();
+    let bytes = loop {
+        if let Some((_, st)) = read_heal_status(std::slice::from_ref(wiped)).pop() {
+            if st.state != "healing" {
+                assert_eq!(st.state, "done", "{st:?}");
+                break st.bytes;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    let secs = t.elapsed().as_secs_f64();
+    s.close();
+    drop(s);
+    for d in &drives {
+        let _ = std::fs::remove_dir_all(d);
+    }
+    (sets, (in_set * buf.len()) as f64 / MIB / secs, bytes as f64 / MIB / secs, secs)
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; ignore arguments.
     let base = std::env::var_os("BENCH_DIR").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
@@ -171,6 +214,21 @@ fn main() {
             100.0 * put / enc.min(w),
             100.0 * gh / rf,
             100.0 * gc / rc,
+        );
+    }
+    // Erasure sets: 20 drives are 2 sets of 10 (6+4 each) beside one set of 10.
+    for n in [10, 20] {
+        let (put, gh, gc) = store_speed(tmp.path(), n, 4, &buf);
+        let sets = if n > 16 { 2 } else { 1 };
+        println!("{n} drives = {sets} set(s) of 6+4: PUT {put:.0} MiB/s | GET hot {gh:.0} MiB/s | GET cold {gc:.0} MiB/s");
+    }
+    // Heal of a replaced drive (background, paced at monitor::HEAL_RATE).
+    for n in [6, 20] {
+        let (sets, obj, shard, secs) = heal_speed(tmp.path(), n, 8, &buf);
+        println!(
+            "heal of a replaced drive, {n} drives ({sets} set(s)), 8 x {} MiB objects: {secs:.2} s, \
+             {obj:.0} MiB/s of its set's object data, {shard:.0} MiB/s written to the new drive",
+            OBJ >> 20
         );
     }
 }
