@@ -11,6 +11,8 @@
 //!   rejects them), answered with `206 multipart/byteranges`.
 //! - [`parts`]: UploadPartCopy and `?partNumber=N` reads.
 //! - [`errors`]: `StoreError` to S3 error code mapping.
+//! - [`incoming`]: request bodies watched on their way into s3s, so that one which
+//!   fails to arrive is answered 400 IncompleteBody, not s3s's 500.
 //! - [`access`]: signed requests only, except reads of `--public-read` buckets.
 //! - [`access_log`]: `--access-log FILE`, one line per request (no secrets).
 //! - [`metrics`]: `--metrics-address HOST:PORT`, Prometheus text format.
@@ -23,6 +25,7 @@ mod access;
 mod access_log;
 mod body;
 mod errors;
+mod incoming;
 pub mod metrics;
 mod multirange;
 mod parts;
@@ -90,6 +93,8 @@ pub fn init_logging() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
+        // `bucketfs serve 2>log` (or under a service manager): no colour codes in the file
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 
@@ -199,14 +204,16 @@ async fn serve(
                     async move {
                         let line = access_log.as_ref().map(|_| access_log::AccessLog::request_line(&req));
                         let Some(m) = metrics else {
-                            let resp = hyper::service::Service::call(&service, req).await;
+                            let (req, body_failed) = incoming::watch(req);
+                            let resp = incoming::explain(service.call(req).await, &body_failed);
                             if let (Some(log), Some(line), Ok(r)) = (&access_log, &line, &resp) {
                                 log.write(line, r.status().as_u16());
                             }
                             return resp;
                         };
                         let probe = metrics::Probe::start(&m, &req);
-                        let resp = service.call(probe.count_request(req)).await;
+                        let (req, body_failed) = incoming::watch(probe.count_request(req));
+                        let resp = incoming::explain(service.call(req).await, &body_failed);
                         if let (Some(log), Some(line), Ok(r)) = (&access_log, &line, &resp) {
                             log.write(line, r.status().as_u16());
                         }

@@ -195,6 +195,11 @@ pub(super) fn segments_stream(
     StreamingBlob::wrap(st)
 }
 
+/// A request's Content-Length as the body must deliver it (a negative one is no length).
+fn declared_length(content_length: Option<i64>) -> Option<u64> {
+    content_length.and_then(|n| u64::try_from(n).ok())
+}
+
 fn put_options(
     content_type: Option<ContentType>,
     metadata: Option<Metadata>,
@@ -268,7 +273,7 @@ impl S3 for Gateway {
     async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
         let i = req.input;
         let opts = put_options(i.content_type, i.metadata, i.if_match, i.if_none_match)?;
-        let (mut r, body_status) = body::client_reader(i.body);
+        let (mut r, body_status) = body::client_reader(i.body, declared_length(i.content_length));
         let (b, k) = (i.bucket, i.key);
         let m = self
             .call(move |s| s.put_object_reader(&b, &k, &mut r, &opts))
@@ -504,7 +509,7 @@ impl S3 for Gateway {
     async fn upload_part(&self, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
         let i = req.input;
         let n = u32::try_from(i.part_number).map_err(|_| s3_error!(InvalidArgument, "bad part number"))?;
-        let (mut r, body_status) = body::client_reader(i.body);
+        let (mut r, body_status) = body::client_reader(i.body, declared_length(i.content_length));
         let (b, k, id) = (i.bucket, i.key, i.upload_id);
         let p = self
             .call(move |s| s.put_part(&b, &k, &id, n, &mut r))
