@@ -45,8 +45,9 @@ pub fn tune() {
     }
 }
 
-/// Returns free heap pages to the kernel.
+/// Returns free heap pages, and the idle download buffers of [`crate::buffers`], to the kernel.
 pub fn trim() {
+    crate::buffers::release_idle();
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only releases free memory; it is thread-safe.
     unsafe {

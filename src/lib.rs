@@ -11,6 +11,7 @@
 
 pub mod allocator;
 pub mod backend;
+pub mod buffers;
 pub mod cli;
 pub mod fs;
 pub mod gateway;

@@ -224,6 +224,7 @@ fn serve(
         },
     });
     crate::allocator::spawn_trimmer(handles.memory.clone());
+    crate::buffers::set_pool_limit(args.memory_limit);
     if let Some(multi_range) = &handles.cfg.multi_range {
         // says now, once, if the backend cannot batch at all (none today: a backend without
         // multi-range GETs, or one a probe finds out, gets parallel single-range batches)

@@ -21,7 +21,10 @@
 //!   topped up to one window past the read and the window doubles, from
 //!   `initial_window` (1 MiB) up to `max_window` (`--read-ahead`). A top-up is
 //!   split into requests of at most `request_size` (8 MiB) that run
-//!   concurrently, so a large window becomes several parallel ranged GETs.
+//!   concurrently, so a large window becomes several parallel ranged GETs;
+//!   once the window is that large, requests are whole `request_size` pieces
+//!   on `request_size` boundaries of the object, so their download buffers are
+//!   recycled ([`crate::buffers`]) instead of mapped and faulted in anew.
 //! - **Random**: anything else. The queue is dropped, the window goes back to
 //!   its initial size, and exactly the requested range is fetched, by the read
 //!   itself (it is not queued: a random reader downloads what it asks for and
@@ -285,18 +288,26 @@ impl Prefetcher {
         if queued_end >= end && queued_end - end >= self.window / 2 {
             return;
         }
-        let target = end.saturating_add(self.window).min(self.size);
+        let request_size = self.cfg.request_size.max(1);
+        let mut target = end.saturating_add(self.window).min(self.size);
+        if self.window >= request_size {
+            // Whole requests on request_size boundaries of the object: every chunk of a
+            // long read is the same size, so its buffer is recycled (crate::buffers;
+            // split evenly, the sizes changed with every top-up and none was reused).
+            target = target.div_ceil(request_size).saturating_mul(request_size).min(self.size);
+        }
         let total = target.saturating_sub(queued_end);
         if total == 0 {
             return;
         }
-        let request_size = self.cfg.request_size.max(1);
-        let pieces = total.div_ceil(request_size);
-        let piece = total.div_ceil(pieces);
+        // while the window is smaller than a request, one request (split evenly if not)
+        let piece = total.div_ceil(total.div_ceil(request_size));
+        let aligned = self.window >= request_size;
         let mut start = queued_end;
         let mut complete = true;
         while start < target {
-            let stop = (start + piece).min(target);
+            let stop = if aligned { (start / request_size + 1) * request_size } else { start + piece };
+            let stop = stop.min(target);
             match self.reserve_read_ahead(stop - start) {
                 Some(r) => self.spawn_chunk(start..stop, Some(r)),
                 None if start < end => {
@@ -471,6 +482,23 @@ mod tests {
         assert!(backend.max_gets_running.load(SeqCst) >= 2, "large windows are fetched in parallel");
         assert!(backend.gets.load(SeqCst) <= 24, "{} requests", backend.gets.load(SeqCst));
         assert!(p.buffered_bytes() <= 32 * MIB + KEEP_BEHIND + 8 * MIB);
+    }
+
+    #[tokio::test]
+    async fn a_large_window_fetches_whole_aligned_requests() {
+        let (_backend, mut p, _data, _memory) = setup(200 * MIB + 12_345, 256 * MIB).await;
+        let mut pos = 0u64;
+        while pos < 120 * MIB {
+            pos += p.read(pos, 1000 * 1000).await.unwrap().len() as u64;
+            if p.window() > 8 * MIB {
+                // every request queued since: 8 MiB pieces between multiples of 8 MiB
+                // (so their buffers are recycled), whatever the read size
+                for c in p.chunks.iter().filter(|c| c.range.start >= 24 * MIB) {
+                    assert_eq!(c.range.end % (8 * MIB), 0, "{:?}", c.range);
+                    assert_eq!(c.range.end - c.range.start, 8 * MIB, "{:?}", c.range);
+                }
+            }
+        }
     }
 
     #[tokio::test]
