@@ -121,3 +121,31 @@ fn stalled_client_is_disconnected_and_others_are_served() {
     assert!(waited >= Duration::from_secs(20), "closed after {waited:?}, before the timeout");
     assert!(terminate(&mut child).success());
 }
+
+/// Issue 14: a start-up error is printed once. The cause used to follow the message a
+/// second time (the error's own text already includes it, and `{:#}` appended its source).
+#[test]
+fn a_start_up_error_is_printed_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let drives = format!("{}/d{{1...3}}", dir.path().display());
+    // the port is taken
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let out = serve(&drives, port).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("cannot listen on").count(), 1, "{err}");
+    let cause = std::io::Error::from_raw_os_error(libc::EADDRINUSE).to_string();
+    let cause = cause.split(" (os error").next().unwrap();
+    assert_eq!(err.matches(cause).count(), 1, "the cause once: {err}");
+    // a drive that is a plain file
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, b"x").unwrap();
+    let out = serve(&file.display().to_string(), free_port()).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line: {err}");
+    assert_eq!(err.matches("cannot open the store").count(), 1, "{err}");
+    assert_eq!(err.matches(&*file.display().to_string()).count(), 1, "the drive named once: {err}");
+}

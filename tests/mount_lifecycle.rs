@@ -193,3 +193,49 @@ fn a_dead_mountpoint_left_by_kill_9_is_detached_by_the_next_mount() {
     assert_eq!(fs::read(m.path("kept")).unwrap(), b"kept");
     sh(&format!("umount {}", m.mnt.display()));
 }
+
+/// Issue 14: a daemon started from a terminal writes its `--log-file` without colour codes
+/// (its logging was set up for the terminal, then its stderr became the file).
+#[test]
+fn a_daemons_log_file_has_no_colour_codes() {
+    use std::os::fd::FromRawFd;
+    let drives = Drives::new(4);
+    drives.make_bucket("colour");
+    let tmp = tempfile::tempdir_in(test_root()).unwrap();
+    let mnt = tmp.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let log = tmp.path().join("bucketfs.log");
+    // stderr on a pseudo-terminal, as when started by hand
+    let (mut master, mut slave) = (0, 0);
+    // SAFETY: openpty fills two descriptors on success; the name and settings are optional.
+    let r = unsafe {
+        libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), std::ptr::null())
+    };
+    assert_eq!(r, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors were just opened and are owned here only.
+    let (_master, slave) = unsafe { (fs::File::from_raw_fd(master), fs::File::from_raw_fd(slave)) };
+    let status = std::process::Command::new(BIN)
+        .args(["--drives", &drives.spec, "--debug-fuse", "--log-file", log.to_str().unwrap()])
+        .args(["local://colour", mnt.to_str().unwrap()])
+        .env_remove("RUST_LOG")
+        .env_remove("NO_COLOR")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(slave)
+        .status()
+        .unwrap();
+    assert!(status.success(), "{status}");
+    fs::write(mnt.join("f"), b"logged").unwrap();
+    assert_eq!(fs::read(mnt.join("f")).unwrap(), b"logged");
+    assert!(std::process::Command::new("umount").arg(&mnt).status().unwrap().success());
+    let t0 = Instant::now();
+    let text = loop {
+        let text = fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("bucketfs::fs") || t0.elapsed() > Duration::from_secs(10) {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(text.contains("bucketfs::fs"), "the log has the --debug-fuse lines: {text}");
+    assert!(!text.contains('\x1b'), "colour codes in the log file: {:?}", &text[..text.len().min(300)]);
+}

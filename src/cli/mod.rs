@@ -36,8 +36,10 @@ fn known_long_flags() -> HashSet<String> {
     set
 }
 
-/// Logging goes to stderr; RUST_LOG overrides the default of warnings only.
-pub fn init_logging(debug_fuse: bool, debug_s3: bool) {
+/// Logging goes to stderr; RUST_LOG overrides the default of warnings only. Colour
+/// codes only with `colour` (a terminal that stays one: a daemon's stderr becomes its
+/// `--log-file`, and escape codes there are noise).
+pub fn init_logging(debug_fuse: bool, debug_s3: bool, colour: bool) {
     let mut filter =
         std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,aws_config=error,aws_smithy_runtime=error".into());
     if debug_fuse {
@@ -51,8 +53,14 @@ pub fn init_logging(debug_fuse: bool, debug_s3: bool) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::new(filter))
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .with_target(true)
         .try_init();
+}
+
+/// Whether stderr is a terminal (colour codes are for people, not files).
+pub fn stderr_is_terminal() -> bool {
+    std::io::IsTerminal::is_terminal(&std::io::stderr())
 }
 
 pub fn main() -> i32 {
@@ -91,18 +99,21 @@ pub fn main() -> i32 {
                 scanner_speed: a.scanner_speed,
                 metrics_address: a.metrics_address,
             })
-            .map_err(anyhow::Error::from)
+            // Display only: each ServeError message already says its cause, and the
+            // `{:#}` below would print the source chain after it a second time
+            // ("cannot listen on ...: Address in use (os error 98): Address in use ...").
+            .map_err(|e| anyhow::Error::msg(e.to_string()))
         }
         Some(Command::Cp(a)) => {
-            init_logging(false, false);
+            init_logging(false, false, stderr_is_terminal());
             cp::run(a)
         }
         Some(Command::Upload(a)) => {
-            init_logging(false, false);
+            init_logging(false, false, stderr_is_terminal());
             upload_cmd::upload(a)
         }
         Some(Command::Uploads(a)) => {
-            init_logging(false, false);
+            init_logging(false, false, stderr_is_terminal());
             upload_cmd::uploads(a)
         }
         None => mount::run(cli.mount),

@@ -35,7 +35,8 @@ const MIN_MEMORY_LIMIT: u64 = 32 << 20;
 
 pub fn run(args: MountArgs) -> Result<()> {
     // The fmt subscriber starts no threads, so it is safe to set up before fork.
-    super::init_logging(args.debug_fuse, args.debug_s3);
+    // a daemon's stderr goes to its log file once it is ready: no colour codes then
+    super::init_logging(args.debug_fuse, args.debug_s3, args.foreground && super::stderr_is_terminal());
     let source = parse_source(args.source.as_deref().unwrap_or_default()).map_err(|e| anyhow!(e))?;
     let mountpoint = check_mountpoint(args.mountpoint.as_deref().unwrap_or(Path::new("")))?;
     if !args.allow_stacking {

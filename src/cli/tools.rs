@@ -25,7 +25,7 @@ pub fn make_bucket(a: MbArgs) -> Result<()> {
 }
 
 pub fn heal(a: HealArgs) -> Result<()> {
-    super::init_logging(false, false);
+    super::init_logging(false, false, super::stderr_is_terminal());
     if a.status {
         return heal_status(&a.drives);
     }
@@ -187,7 +187,7 @@ pub fn du(a: DuArgs) -> Result<()> {
     use std::collections::BTreeMap;
 
     use crate::store::scanner::{read_usage, BucketUsage};
-    super::init_logging(false, false);
+    super::init_logging(false, false, super::stderr_is_terminal());
     let spec = a
         .drives
         .drives
