@@ -64,6 +64,13 @@ pub struct BackendArgs {
     pub subdomain: bool,
     #[arg(long = "no-sign-request", alias = "no_sign_request", help = "Anonymous access (public buckets)")]
     pub no_sign_request: bool,
+    #[arg(
+        long = "sign-payload",
+        alias = "sign_payload",
+        help = "Sign the SHA-256 of every S3 upload body (default: UNSIGNED-PAYLOAD, as rclone and mountpoint-s3 send; \
+                  worth it on plain-http endpoints across untrusted networks, costs CPU on every byte written)"
+    )]
+    pub sign_payload: bool,
     #[arg(long, help = "Server-side encryption with S3-managed keys (SSE-S3)")]
     pub sse: bool,
     #[arg(long = "sse-kms", alias = "sse_kms", num_args = 0..=1, default_missing_value = "", value_name = "KEY_ID",
@@ -180,6 +187,7 @@ pub fn open_backend(
                 sse_kms: args.sse_kms.clone(),
                 storage_class: args.storage_class.clone(),
                 requester_pays: args.requester_pays,
+                sign_payload: args.sign_payload,
                 debug,
             };
             Arc::new(rt.block_on(S3Backend::connect(cfg)).map_err(|e| anyhow!("{source}: {e}"))?)

@@ -71,6 +71,9 @@ pub struct S3Config {
     pub sse_kms: Option<String>,
     pub storage_class: Option<String>,
     pub requester_pays: bool,
+    /// `--sign-payload`: SigV4 over the SHA-256 of every upload body, instead of
+    /// `UNSIGNED-PAYLOAD` (see [`crate::backend::s3`]'s header, "Upload bodies").
+    pub sign_payload: bool,
     pub debug: bool,
 }
 

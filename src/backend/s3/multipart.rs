@@ -75,7 +75,8 @@ pub(super) async fn upload_part(
     crate::backend::part_rules::check_part(part_number, size, MAX_PARTS, MAX_PART)?;
     let out = b
         .run("upload_part", key, |c| {
-            c.upload_part()
+            let req = c
+                .upload_part()
                 .bucket(b.bucket())
                 .key(key)
                 .upload_id(upload_id)
@@ -83,7 +84,8 @@ pub(super) async fn upload_part(
                 .content_length(size as i64)
                 .body(data.clone().into())
                 .set_request_payer(b.payer())
-                .send()
+                .customize();
+            if b.cfg.sign_payload { req } else { req.disable_payload_signing() }.send()
         })
         .await?;
     Ok(CompletedPart { part_number, etag: bare_etag(out.e_tag()), size })
