@@ -18,7 +18,8 @@ use crate::backend::local::LocalBackend;
 use crate::backend::prefixed::PrefixedBackend;
 use crate::backend::s3::{config::S3Config, S3Backend};
 use crate::backend::StorageBackend;
-use crate::store::{parse_drive_spec, Store, StoreConfig};
+use crate::memory::MemoryLimiter;
+use crate::store::{parse_drive_spec, Store, StoreConfig, WriteBudget};
 
 /// Longest wait for a remote bucket to answer the first check: a silent endpoint fails
 /// the mount (or command) within 5 s, with its address named.
@@ -160,12 +161,14 @@ impl BackendArgs {
 }
 
 /// Connects to `source`'s bucket, checks it, and roots the result at the source's prefix.
-/// `debug` turns on per-request logging of the remote client.
+/// `debug` turns on per-request logging of the remote client. With `memory` (a mount's
+/// `--memory-limit`), an embedded store's write buffers are paid for from it too.
 pub fn open_backend(
     rt: &tokio::runtime::Runtime,
     args: &BackendArgs,
     source: &Source,
     debug: bool,
+    memory: Option<&MemoryLimiter>,
 ) -> Result<Arc<dyn StorageBackend>> {
     let drives = args.drives_for(source)?;
     let backend: Arc<dyn StorageBackend> = match source.kind {
@@ -173,6 +176,9 @@ pub fn open_backend(
             let store =
                 Store::open(StoreConfig { drives, parity: args.parity }).map_err(|e| anyhow!("{e}"))?;
             store.set_scanner_speed(args.scanner_speed);
+            if let Some(memory) = memory {
+                store.set_write_budget(store_write_budget(memory));
+            }
             Arc::new(LocalBackend::new(store, &source.bucket))
         }
         BackendKind::S3 => {
@@ -232,4 +238,21 @@ pub fn open_backend(
         ),
     }
     Ok(PrefixedBackend::wrap(backend, &source.prefix))
+}
+
+/// The slice of a mount's `--memory-limit` the embedded store's writes take their block
+/// buffers from: an eighth of it, at most 64 MiB (a write streams with about 4 blocks
+/// of 1 MiB plus parity, so that is several writes at full speed; more wait for each
+/// other). It is reserved for good at mount time, so read-ahead and write parts share
+/// what is left and the sum stays under the limit. A separate slice rather than the
+/// shared pool: the upload layer holds a part's reservation while the store writes it,
+/// so if the store also waited on that pool, parts could hold every byte and wait forever.
+fn store_write_budget(memory: &MemoryLimiter) -> Arc<WriteBudget> {
+    const MAX: u64 = 64 << 20;
+    let want = (memory.limit_bytes() / 8).min(MAX);
+    match memory.try_reserve(want) {
+        Some(r) => WriteBudget::new(want, Some(Box::new(r))),
+        // (a fresh limiter has it all; nothing to reserve from means a tiny limit)
+        None => WriteBudget::new(want, None),
+    }
 }

@@ -195,7 +195,8 @@ fn serve(
         Ok(rt) => rt,
         Err(e) => return Err((anyhow!("cannot start the runtime: {e}"), readiness)),
     };
-    let backend = match open_backend(&rt, &args.backend, source, args.debug_s3) {
+    let memory = MemoryLimiter::new(args.memory_limit);
+    let backend = match open_backend(&rt, &args.backend, source, args.debug_s3, Some(&memory)) {
         Ok(b) => b,
         Err(e) => return Err((e, readiness)),
     };
@@ -212,7 +213,7 @@ fn serve(
     let backend = if args.read_only { backend } else { journaled(&rt, args, source, backend) };
     let handles = Arc::new(HandleContext {
         backend: backend.clone(),
-        memory: MemoryLimiter::new(args.memory_limit),
+        memory,
         metrics: metrics.clone(),
         cfg: HandleConfig {
             part_size: args.part_size,

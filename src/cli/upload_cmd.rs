@@ -105,7 +105,7 @@ pub(super) fn open_uploader(
     }
     let source = parse_source(url).map_err(|e| anyhow!(e))?;
     let bucket = Source { prefix: String::new(), ..source.clone() };
-    let backend = open_backend(rt, args, &bucket, false)?;
+    let backend = open_backend(rt, args, &bucket, false, None)?;
     Ok((MultipartUploader::new(backend, &bucket.to_string()), source.prefix))
 }
 

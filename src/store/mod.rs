@@ -56,6 +56,7 @@ pub use drives::parse_drive_spec;
 pub use error::{StoreError, StoreResult};
 pub use heal::HealSummary;
 pub use set::ErasureSet;
+pub use write::WriteBudget;
 
 use crate::backend::{
     CompletedPart, GetOptions, ListPage, ListRequest, MultipartUploadInfo, ObjectMeta, PutOptions,

@@ -71,6 +71,8 @@ pub struct ErasureSet {
     pub(super) repair_skipped: std::sync::atomic::AtomicU64,
     /// Totals of this set's scanner passes (metrics).
     pub scanner_stats: super::scanner::ScannerStats,
+    /// What this set's writes pay their block buffers from (see `write.rs`).
+    pub(super) write_budget: super::write::WriteBudgetSlot,
 }
 
 /// First pause after a failed repair write to a drive; doubles per failure.
@@ -125,6 +127,7 @@ impl ErasureSet {
             repair_backoff: (0..n).map(|_| Mutex::new(RepairBackoff::default())).collect(),
             repair_skipped: std::sync::atomic::AtomicU64::new(0),
             scanner_stats: Default::default(),
+            write_budget: Default::default(),
         });
         // Leftovers of writes interrupted by a crash: nothing references them.
         for d in &store.drives {
