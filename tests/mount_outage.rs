@@ -6,7 +6,9 @@
 //! kept down for 30 s; then it is started again on the same drives and port.
 //! Through a real FUSE mount with the default write timeout the application
 //! only waits: `close` succeeds and the objects hold every byte. A second mount
-//! with `--write-timeout 3s` gets EIO at `close` instead of hanging on.
+//! with `--write-timeout 3s` gets EIO at `close` instead of hanging on, and the
+//! multipart upload its failed write abandoned is aborted once the server is
+//! back, while that mount still runs (not only by the next mount's journal).
 
 mod common;
 mod s3_support;
@@ -79,6 +81,8 @@ fn writes_wait_for_a_server_that_is_down_for_30_s() {
     let mut small_file = File::create(patient.path("small")).unwrap();
     let mut lost_file = File::create(impatient.path("lost")).unwrap();
     big_file.write_all(&big[..6 * MIB]).unwrap();
+    // a multipart upload (its first 5 MiB part stored) that the outage will make fail
+    lost_file.write_all(&pattern(6 * MIB, 3)).unwrap();
     thread::sleep(Duration::from_secs(1));
     stop_server(server);
     let rest = big[6 * MIB..].to_vec();
@@ -105,6 +109,25 @@ fn writes_wait_for_a_server_that_is_down_for_30_s() {
     let server = start_server(&drives, port, &log);
     big_writer.join().unwrap().expect("the multipart write failed although the server came back");
     small_writer.join().unwrap().expect("the small write failed although the server came back");
+
+    // the failed write's upload goes away while its mount still runs
+    let pending = || {
+        let out = Command::new(common::BIN)
+            .args(["uploads", "list", &source, "--endpoint", &endpoint, "--region", "us-east-1"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "uploads list: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let list = pending();
+        if list.ends_with("0 pending upload(s)\n") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the abandoned upload is still there: {list}");
+        thread::sleep(Duration::from_secs(1));
+    }
 
     let stats = sh(&format!("{} stats {}", common::BIN, patient.mnt.display()));
     let retries = stats.lines().find_map(|l| l.strip_prefix("retries ")).unwrap_or("0");
