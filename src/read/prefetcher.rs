@@ -289,8 +289,9 @@ impl Prefetcher {
             return;
         }
         let request_size = self.cfg.request_size.max(1);
+        let aligned = self.window >= request_size;
         let mut target = end.saturating_add(self.window).min(self.size);
-        if self.window >= request_size {
+        if aligned {
             // Whole requests on request_size boundaries of the object: every chunk of a
             // long read is the same size, so its buffer is recycled (crate::buffers;
             // split evenly, the sizes changed with every top-up and none was reused).
@@ -300,9 +301,8 @@ impl Prefetcher {
         if total == 0 {
             return;
         }
-        // while the window is smaller than a request, one request (split evenly if not)
+        // unaligned (a window smaller than a request): pieces of equal size
         let piece = total.div_ceil(total.div_ceil(request_size));
-        let aligned = self.window >= request_size;
         let mut start = queued_end;
         let mut complete = true;
         while start < target {
