@@ -5,7 +5,7 @@ PREFIX ?= /usr/local
 DEMO ?= $(CURDIR)/demo
 BIN := target/debug/bucketfs
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-DEB_PACKAGES := fuse3 libfuse3-dev pkg-config curl openssl rsync
+DEB_PACKAGES := fuse3 libfuse3-dev pkg-config curl openssl rsync btrfs-progs
 
 .PHONY: all build deps test-deps run test run-test-multirange bench bench-multirange bench-peers install uninstall clean fmt lint
 

@@ -67,6 +67,7 @@ pub fn to_backend(e: StoreError) -> BackendError {
         e @ StoreError::Quorum { .. } => BackendError::Unavailable(e.to_string()),
         e @ StoreError::Locked { .. } => BackendError::Unavailable(e.to_string()),
         StoreError::Corrupt(m) => BackendError::Corrupt(m),
+        e if e.is_quota() => BackendError::QuotaExceeded(e.to_string()),
         e if e.is_no_space() => BackendError::NoSpace(e.to_string()),
         e @ StoreError::Io { .. } => BackendError::Io(e.to_string()),
         e => BackendError::Other(e.to_string()),
@@ -204,6 +205,17 @@ mod tests {
         let enospc =
             StoreError::io(std::path::Path::new("/d"), std::io::Error::from_raw_os_error(libc::ENOSPC));
         assert!(matches!(to_backend(enospc), BackendError::NoSpace(_)));
+        let edquot =
+            StoreError::io(std::path::Path::new("/d"), std::io::Error::from_raw_os_error(libc::EDQUOT));
+        let quota = to_backend(edquot);
+        assert_eq!(quota.errno(), libc::EDQUOT, "{quota}");
+        let lost = crate::store::set::quorum_error(
+            "write",
+            1,
+            3,
+            Some(StoreError::io(std::path::Path::new("/d"), std::io::Error::from_raw_os_error(libc::EDQUOT))),
+        );
+        assert_eq!(to_backend(lost).errno(), libc::EDQUOT);
         let nf = StoreError::NotFound { bucket: "b".into(), key: "k".into() };
         assert!(matches!(to_backend(nf), BackendError::NotFound(k) if k == "k"));
         assert!(matches!(

@@ -201,6 +201,10 @@ pub enum BackendError {
     AccessDenied(String),
     #[error("no space left on the storage: {0}")]
     NoSpace(String),
+    /// A quota of the storage refused the write (a drive's disk quota in the
+    /// embedded store, Ceph RGW's and MinIO's bucket or user quotas): EDQUOT.
+    #[error("quota exceeded: {0}")]
+    QuotaExceeded(String),
     /// Not enough healthy drives or replicas to satisfy a read or write quorum.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
@@ -224,6 +228,7 @@ impl BackendError {
             BackendError::NotSupported(_) => libc::ENOTSUP,
             BackendError::AccessDenied(_) => libc::EACCES,
             BackendError::NoSpace(_) => libc::ENOSPC,
+            BackendError::QuotaExceeded(_) => libc::EDQUOT,
             BackendError::NoSuchUpload(_)
             | BackendError::EntityTooSmall(_)
             | BackendError::Unavailable(_)

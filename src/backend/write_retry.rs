@@ -234,6 +234,7 @@ mod tests {
         let b = layer(Duration::from_secs(60));
         for error in [
             (|| BackendError::NoSpace("drive full".into())) as fn() -> BackendError,
+            || BackendError::QuotaExceeded("disk quota".into()),
             || BackendError::AccessDenied("no".into()),
             || BackendError::PreconditionFailed("k".into()),
             || BackendError::InvalidArgument("part too big".into()),

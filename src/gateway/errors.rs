@@ -23,15 +23,22 @@ pub fn to_s3(e: StoreError) -> S3Error {
         StoreError::EntityTooSmall(_) => C::EntityTooSmall,
         // Too few drives: retrying later may succeed once drives return.
         StoreError::Quorum { .. } => C::ServiceUnavailable,
+        // Ceph RGW's code (403) for a quota, which our S3 client reads as EDQUOT.
+        _ if e.is_quota() => C::Custom("QuotaExceeded".into()),
         // MinIO's code for a full disk; clients treat it as a server error.
         _ if e.is_no_space() => C::Custom("XMinioStorageFull".into()),
         _ => C::InternalError,
     };
-    let custom = matches!(code, C::Custom(_));
+    // s3s knows no status for custom codes: 403 for a quota as RGW answers,
+    // 507 (the HTTP word for it) for a full disk.
+    let status = match &code {
+        C::Custom(c) if c == "QuotaExceeded" => Some(hyper::StatusCode::FORBIDDEN),
+        C::Custom(_) => Some(hyper::StatusCode::INSUFFICIENT_STORAGE),
+        _ => None,
+    };
     let mut err = S3Error::with_message(code, e.to_string());
-    if custom {
-        // s3s knows no status for custom codes; 507 is the HTTP word for it.
-        err.set_status_code(hyper::StatusCode::INSUFFICIENT_STORAGE);
+    if let Some(status) = status {
+        err.set_status_code(status);
     }
     err
 }

@@ -49,6 +49,10 @@ pub enum StoreError {
     Corrupt(String),
     #[error("no space left on drive(s): {0}")]
     NoSpace(String),
+    /// A drive's file system refused the write for the disk quota of the
+    /// user the store runs as (EDQUOT): space exists, but not for us.
+    #[error("disk quota exceeded on drive(s): {0}")]
+    QuotaExceeded(String),
     #[error("I/O error on {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
 }
@@ -65,11 +69,21 @@ impl StoreError {
         matches!(self, StoreError::NotFound { .. })
     }
 
-    /// True for ENOSPC (and EDQUOT, which a user sees the same way).
+    /// True for ENOSPC and EDQUOT: no room to write (repair backs off alike).
     pub fn is_no_space(&self) -> bool {
         match self {
-            StoreError::NoSpace(_) => true,
+            StoreError::NoSpace(_) | StoreError::QuotaExceeded(_) => true,
             StoreError::Io { source, .. } => is_enospc(source),
+            _ => false,
+        }
+    }
+
+    /// True for EDQUOT: the application is told "quota exceeded", not "disk full",
+    /// since freeing space elsewhere on the disk would not help (issue 14).
+    pub fn is_quota(&self) -> bool {
+        match self {
+            StoreError::QuotaExceeded(_) => true,
+            StoreError::Io { source, .. } => source.raw_os_error() == Some(libc::EDQUOT),
             _ => false,
         }
     }

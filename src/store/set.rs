@@ -377,7 +377,8 @@ impl ErasureSet {
     }
 }
 
-/// Builds the error for a missed quorum, preferring NoSpace when a drive was full.
+/// Builds the error for a missed quorum, preferring QuotaExceeded or NoSpace when a
+/// drive refused the write for room.
 pub(crate) fn quorum_error(
     kind: &'static str,
     got: usize,
@@ -385,6 +386,9 @@ pub(crate) fn quorum_error(
     last: Option<StoreError>,
 ) -> StoreError {
     match last {
+        Some(e) if e.is_quota() => {
+            StoreError::QuotaExceeded(format!("{kind} quorum lost ({got} of {need}): {e}"))
+        }
         Some(e) if e.is_no_space() => {
             StoreError::NoSpace(format!("{kind} quorum lost ({got} of {need}): {e}"))
         }

@@ -115,7 +115,10 @@ pub fn classify(status: u16, code: Option<&str>, message: Option<&str>, ctx: Ctx
             return BackendError::Unavailable(detail())
         }
         "NotImplemented" => return BackendError::NotSupported(detail()),
-        "QuotaExceeded" | "XMinioStorageFull" => return BackendError::NoSpace(detail()),
+        // Ceph RGW's user/bucket quota, MinIO's bucket quota, and our gateway's
+        // answer for a drive's disk quota: EDQUOT, not "disk full".
+        "QuotaExceeded" | "XMinioAdminBucketQuotaExceeded" => return BackendError::QuotaExceeded(detail()),
+        "XMinioStorageFull" => return BackendError::NoSpace(detail()),
         c if AUTH_CODES.contains(&c) => return BackendError::AccessDenied(detail()),
         _ => {}
     }
@@ -168,6 +171,10 @@ mod tests {
             BackendError::InvalidArgument(_)
         ));
         assert!(matches!(classify(503, Some("SlowDown"), None, CTX), BackendError::Unavailable(_)));
+        // a quota is EDQUOT whoever answers it (RGW 403, our gateway); a full disk ENOSPC
+        assert_eq!(classify(403, Some("QuotaExceeded"), None, CTX).errno(), libc::EDQUOT);
+        assert_eq!(classify(400, Some("XMinioAdminBucketQuotaExceeded"), None, CTX).errno(), libc::EDQUOT);
+        assert_eq!(classify(507, Some("XMinioStorageFull"), None, CTX).errno(), libc::ENOSPC);
         assert!(matches!(classify(501, Some("NotImplemented"), None, CTX), BackendError::NotSupported(_)));
         assert!(matches!(
             classify(409, Some("ConditionalRequestConflict"), None, CTX),
