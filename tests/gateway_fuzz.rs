@@ -786,3 +786,31 @@ async fn short_bodies_are_400_and_a_wrong_chunk_signature_403() {
     assert!(text.contains("<Code>IncompleteBody</Code>"), "{text}");
     assert!(f.get("whole").is_some(), "a DeleteObjects with a cut body deleted");
 }
+
+/// s3s holds a whole aws-chunked chunk before checking its signature, so the gateway
+/// refuses a chunk over 16 MiB (400 InvalidRequest) as its header arrives, and stores
+/// nothing; a chunk of exactly 16 MiB is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aws_chunked_chunk_over_16_mib_is_refused() {
+    let f = Fuzz::new("fzbigchunk").await;
+    for (key, len, want) in [("over", (16 << 20) + 1, 400), ("limit", 16 << 20, 200)] {
+        let data = pattern(len, 5);
+        let (head, seed) = f.head(
+            "PUT",
+            &format!("/{}/{key}", f.bucket),
+            &[],
+            &[("x-amz-decoded-content-length", data.len().to_string())],
+            sigv4::STREAMING,
+        );
+        let body = sigv4::serialize(&f.signer.chunks(&seed, &data, &[len]));
+        let (code, text) = exchange(f.port, &head, &body, None, key);
+        assert_eq!(code, want, "{key}: {text}");
+        if want == 400 {
+            assert!(text.contains("<Code>InvalidRequest</Code>") && text.contains("16 MiB"), "{text}");
+            assert!(f.get(key).is_none(), "a refused chunk was stored");
+        } else {
+            assert!(f.get(key).unwrap() == data);
+        }
+    }
+    f.assert_no_panic();
+}
