@@ -165,3 +165,39 @@ fn the_next_listing_page_is_requested_before_the_reader_gets_there() {
     assert_eq!(names.len() + 10, 1500);
     assert_eq!(counter(&m, "requests_list"), before + 2);
 }
+
+#[test]
+fn listing_a_directory_after_its_lookup_asks_for_the_first_page_once() {
+    // `ls -l dir` on a fresh mount is a lookup of dir, then a readdir. The lookup
+    // lists dir's first page (it must list to know dir is a directory) and keeps
+    // it for the readdir: 1,500 entries cost two LISTs, page 1 and page 2, not
+    // three (issue 11: one round trip of `ls -l` at 20 ms).
+    let endpoint = s3_support::seaweed().endpoint.clone();
+    let bucket = s3_support::unique_bucket("lsfirst");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        s3_support::make_bucket(&endpoint, &bucket).await;
+        let c = s3_support::admin_client(&endpoint).await;
+        let puts = (0..1500).map(|i| {
+            let c = c.clone();
+            let bucket = bucket.clone();
+            async move {
+                c.put_object()
+                    .bucket(bucket)
+                    .key(format!("dir/f{i:04}"))
+                    .body(b"x".to_vec().into())
+                    .send()
+                    .await
+            }
+        });
+        for r in futures::stream::iter(puts).buffer_unordered(32).collect::<Vec<_>>().await {
+            r.unwrap();
+        }
+    });
+    let m = mount(&endpoint, &bucket, false);
+    let before = counter(&m, "requests_list");
+    let out = sh(&format!("ls -l {}", m.path("dir").display()));
+    assert_eq!(out.lines().filter(|l| l.starts_with('-')).count(), 1500);
+    let (lists, stats) = (counter(&m, "requests_list") - before, requests(&m).1);
+    assert_eq!(lists, 2, "LISTs for a lookup and a listing of 1,500 entries:\n{stats}");
+}

@@ -243,6 +243,7 @@ fn serve(
         type_cache_ttl: args.type_cache_ttl,
         enable_perms: args.enable_perms,
         read_only: args.read_only,
+        lookup_fetches_listing: source.kind != super::source::BackendKind::Local,
     };
     let sweep_backend = backend.clone();
     let fs = BucketFs::new(rt.handle().clone(), backend, fs_cfg, handles);

@@ -241,6 +241,7 @@ mod tests {
             type_cache_ttl: Duration::from_secs(60),
             enable_perms,
             read_only: false,
+            lookup_fetches_listing: true,
         }
     }
 

@@ -26,6 +26,14 @@
 //! that time, until an explicit `utimes` of the directory stores another one.
 //! Other clients and later mounts see the marker's stored times.
 //!
+//! A fourth keeps, for a moment, the **first listing page of a directory its
+//! lookup fetched** (`FsConfig::lookup_fetches_listing`): `ls DIR` is a lookup
+//! then a readdir, and the readdir takes the page instead of asking for it again
+//! (issue 11: one round trip of the 0.22 s `ls -l` of 2,000 files at 20 ms). It is
+//! used once, within [`FIRST_PAGE_FOR`] and the stat TTL, and dropped as soon as
+//! this mount changes anything in the directory, so a readdir never misses an
+//! entry this mount made: it is no staler than the lookup it came with.
+//!
 //! Listing entries are marked *incomplete* unless the backend's listings carry
 //! all user metadata (`Capabilities::list_metadata`): an S3 listing has size,
 //! ETag and date only. They are still *typed* (symlink or file, with their
@@ -43,7 +51,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use lru::LruCache;
 
-use crate::backend::ObjectMeta;
+use crate::backend::{ListPage, ObjectMeta};
 
 /// The largest symlink target we store (Linux PATH_MAX - 1); a listed object larger
 /// than this cannot be a symlink, so its listing entry is enough to answer `stat`.
@@ -51,6 +59,13 @@ pub const SYMLINK_MAX: u64 = 4095;
 
 /// Entries kept per cache; enough for very large trees while bounding memory.
 const CAPACITY: usize = 256 * 1024;
+
+/// How long a lookup's first listing page waits for its readdir: `ls` asks within
+/// milliseconds; anything later lists afresh.
+pub const FIRST_PAGE_FOR: Duration = Duration::from_secs(1);
+
+/// First pages kept at once (each up to 1,000 entries, ~200 KB).
+const FIRST_PAGES: usize = 8;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {
@@ -166,6 +181,10 @@ pub struct MetaCache {
     /// Directory path -> the names of its subdirectories this mount has seen (made,
     /// looked up, listed with readdirplus, renamed in), for the directory's link count.
     subdirs: Mutex<LruCache<String, BTreeSet<String>>>,
+    /// Directory path -> the first page of its listing, fetched by its lookup.
+    first_pages: Mutex<LruCache<String, (Instant, ListPage)>>,
+    /// How long a first page may be used: [`FIRST_PAGE_FOR`], at most the stat TTL.
+    first_page_for: Duration,
 }
 
 impl MetaCache {
@@ -177,6 +196,32 @@ impl MetaCache {
             dir_changes: Mutex::new(LruCache::new(n)),
             status_changes: Mutex::new(LruCache::new(n)),
             subdirs: Mutex::new(LruCache::new(n)),
+            first_pages: Mutex::new(LruCache::new(NonZeroUsize::new(FIRST_PAGES).expect("non-zero"))),
+            first_page_for: FIRST_PAGE_FOR.min(stat_ttl),
+        }
+    }
+
+    fn lock_first_pages(&self) -> std::sync::MutexGuard<'_, LruCache<String, (Instant, ListPage)>> {
+        self.first_pages.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Keeps the first listing page of directory `dir` for the readdir that may follow.
+    pub fn keep_first_page(&self, dir: &str, page: ListPage) {
+        if !self.first_page_for.is_zero() {
+            self.lock_first_pages().put(dir.to_owned(), (Instant::now(), page));
+        }
+    }
+
+    /// The first listing page of `dir` its lookup fetched just now, once.
+    pub fn take_first_page(&self, dir: &str) -> Option<ListPage> {
+        let (at, page) = self.lock_first_pages().pop(dir)?;
+        (at.elapsed() < self.first_page_for).then_some(page)
+    }
+
+    /// Drops the kept first page of the directory holding `path` (it changed).
+    fn parent_changed(&self, path: &str) {
+        if !path.is_empty() {
+            self.lock_first_pages().pop(super::inode::split_path(path).0);
         }
     }
 
@@ -186,6 +231,7 @@ impl MetaCache {
 
     /// Records that this mount just created or removed an entry of directory `dir`.
     pub fn dir_changed(&self, dir: &str) {
+        self.lock_first_pages().pop(dir);
         self.lock_changes().put(dir.to_owned(), SystemTime::now());
     }
 
@@ -287,17 +333,21 @@ impl MetaCache {
     }
 
     pub fn put(&self, path: &str, c: Cached) {
+        self.parent_changed(path);
         self.types.put(path, Some(c.kind));
         self.stats.put(path, c);
     }
 
     pub fn put_absent(&self, path: &str) {
+        self.parent_changed(path);
         self.stats.remove(path);
         self.types.put(path, None);
     }
 
     /// Forgets `path` (after we changed it).
     pub fn invalidate(&self, path: &str) {
+        self.parent_changed(path);
+        self.lock_first_pages().pop(path);
         self.stats.remove(path);
         self.types.remove(path);
     }
@@ -306,6 +356,14 @@ impl MetaCache {
     pub fn invalidate_tree(&self, path: &str) {
         self.invalidate(path);
         let prefix = super::inode::dir_prefix(path);
+        {
+            let mut pages = self.lock_first_pages();
+            let below: Vec<String> =
+                pages.iter().map(|(k, _)| k).filter(|k| k.starts_with(&prefix)).cloned().collect();
+            for k in below {
+                pages.pop(&k);
+            }
+        }
         self.stats.remove_under(&prefix);
         self.types.remove_under(&prefix);
     }
@@ -325,6 +383,34 @@ mod tests {
             content_type: None,
             user_metadata: BTreeMap::new(),
         }
+    }
+
+    #[test]
+    fn a_first_page_is_taken_once_and_dropped_by_changes_in_its_directory() {
+        let c = MetaCache::new(Duration::from_secs(60), Duration::from_secs(60));
+        let page = || ListPage { objects: vec![meta("d/a", 1)], ..Default::default() };
+        c.keep_first_page("d", page());
+        assert!(c.take_first_page("d").is_some());
+        assert!(c.take_first_page("d").is_none(), "used once");
+        for change in [
+            &(|c: &MetaCache| c.put("d/x", Cached::object(meta("d/x", 1)))) as &dyn Fn(&MetaCache),
+            &|c| c.put_absent("d/x"),
+            &|c| c.invalidate("d/x"),
+            &|c| c.invalidate("d"),
+            &|c| c.dir_changed("d"),
+            &|c| c.invalidate_tree(""),
+        ] {
+            c.keep_first_page("d", page());
+            change(&c);
+            assert!(c.take_first_page("d").is_none());
+        }
+        c.keep_first_page("d", page());
+        c.put("e/x", Cached::object(meta("e/x", 1)));
+        assert!(c.take_first_page("d").is_some(), "another directory's change");
+        // a zero stat TTL keeps nothing
+        let c = MetaCache::new(Duration::ZERO, Duration::ZERO);
+        c.keep_first_page("d", page());
+        assert!(c.take_first_page("d").is_none());
     }
 
     #[test]

@@ -258,12 +258,15 @@ impl Fs {
         if prefix.len() > KEY_MAX {
             return Ok(None); // no key can lie under it
         }
-        // two keys: one may be the hidden listing index (backend::attr_index), which
-        // a page of one would spend on nothing and make the wrapper ask again
+        // Two keys (one may be the hidden listing index, backend::attr_index, which a
+        // page of one would spend on nothing and make the wrapper ask again), or the
+        // whole first page that a readdir would ask for next, kept for it (see
+        // `FsConfig::lookup_fetches_listing` and cache.rs).
+        let whole_page = self.cfg.lookup_fetches_listing;
         let req = ListRequest {
             prefix: prefix.clone(),
             delimiter: Some("/".into()),
-            max_keys: 2,
+            max_keys: if whole_page { 0 } else { 2 },
             ..Default::default()
         };
         // Listings without user metadata (S3) cannot say the marker's stored mode and
@@ -286,7 +289,7 @@ impl Fs {
         if page.objects.is_empty() && page.common_prefixes.is_empty() {
             return Ok(None);
         }
-        let listed = page.objects.into_iter().find(|o| o.key == prefix);
+        let listed = page.objects.iter().find(|o| o.key == prefix).cloned();
         let marker = match head {
             Some(Ok(m)) => Some(m),
             Some(Err(e)) if !e.is_not_found() && !refused(&e) => return Err(e.into()),
@@ -294,6 +297,9 @@ impl Fs {
         };
         let c = Cached::dir(marker);
         self.cache.put(path, c.clone());
+        if whole_page {
+            self.cache.keep_first_page(path, page);
+        }
         Ok(Some(c))
     }
 

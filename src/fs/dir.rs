@@ -184,10 +184,14 @@ impl DirStream {
                 self.token = None;
                 next.await.map_err(|e| BackendError::Io(format!("listing task failed: {e}")))??
             }
-            None => {
-                let token = self.token.take();
-                fs.backend.list(&self.page_request(token)).await?
-            }
+            None => match self.token.take() {
+                // the first page: its lookup may have just fetched it (cache.rs)
+                None => match fs.cache.take_first_page(&self.path) {
+                    Some(page) => page,
+                    None => fs.backend.list(&self.page_request(None)).await?,
+                },
+                token => fs.backend.list(&self.page_request(token)).await?,
+            },
         };
         if let Some(token) = &page.next_continuation {
             let (backend, req) = (fs.backend.clone(), self.page_request(Some(token.clone())));

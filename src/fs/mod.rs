@@ -82,6 +82,11 @@ pub struct FsConfig {
     /// Keep mode/uid/gid/mtime from setattr as object user metadata.
     pub enable_perms: bool,
     pub read_only: bool,
+    /// A directory's lookup fetches the first page of its listing (instead of two
+    /// keys) and keeps it for the readdir that usually follows (`ls DIR`): one round
+    /// trip fewer per listed directory. Off for the embedded store, which answers
+    /// in-process (no round trip to save) and reads every listed object's metadata.
+    pub lookup_fetches_listing: bool,
 }
 
 /// `statfs` numbers: object stores have no capacity to report, so report a

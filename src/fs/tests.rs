@@ -31,6 +31,7 @@ fn cfg() -> FsConfig {
         type_cache_ttl: Duration::from_secs(60),
         enable_perms: false,
         read_only: false,
+        lookup_fetches_listing: true,
     }
 }
 
@@ -615,4 +616,35 @@ async fn size_after_close_reopen_truncate_is_the_new_one_while_the_old_handle_aw
         let (a, _) = fs.getattr(ino).await.unwrap();
         assert_eq!(a.size, 5, "round {round}: after every release");
     }
+}
+
+#[tokio::test]
+async fn a_lookups_first_page_serves_the_next_readdir_but_never_hides_our_changes() {
+    let (mem, fs) = setup();
+    put(&mem, "d/a", b"x").await;
+    let d = ino_of(&fs, "d").await; // the lookup lists d's first page and keeps it
+                                    // another client's object after the lookup: the readdir right after shows the
+                                    // lookup's view (the request it saves), and only once
+    put(&mem, "d/b", b"x").await;
+    assert_eq!(names(&fs, d).await.len(), 3, "., .., a: the kept page");
+    assert_eq!(names(&fs, d).await.len(), 4, "listed afresh");
+
+    // what this mount changes in the directory drops the kept page
+    put(&mem, "e/a", b"x").await;
+    let e = ino_of(&fs, "e").await;
+    fs.mkdir(e, n("sub"), 0o755, 0o022, Caller::default()).await.unwrap();
+    assert!(names(&fs, e).await.contains(&("sub".to_string(), Kind::Dir)), "made here after the lookup");
+    put(&mem, "f/a", b"x").await;
+    put(&mem, "f/b", b"x").await;
+    let f = ino_of(&fs, "f").await;
+    fs.unlink(f, n("a")).await.unwrap();
+    assert_eq!(names(&fs, f).await.len(), 3, "removed here after the lookup");
+
+    // and with the option off, the lookup lists two keys and keeps nothing
+    let mem = Arc::new(MemoryBackend::new());
+    let fs = make(mem.clone(), FsConfig { lookup_fetches_listing: false, ..cfg() });
+    put(&mem, "d/a", b"x").await;
+    let d = ino_of(&fs, "d").await;
+    put(&mem, "d/b", b"x").await;
+    assert_eq!(names(&fs, d).await.len(), 4);
 }
