@@ -68,6 +68,8 @@ fn main() {
         type_cache_ttl: ttl,
         enable_perms: flag("--enable-perms"),
         read_only: flag("--read-only"),
+        // in-process: no round trip for a lookup's listing to save
+        lookup_fetches_listing: false,
     };
     let fs = BucketFs::new(rt.handle().clone(), backend, cfg, handles);
     let ctl = fs.controller();
