@@ -1,8 +1,9 @@
 //! Sequential writes stream without a local copy, commit once per write
 //! session, and a writer that comes back to rewrite its header loses nothing
-//! (issue 13). Through real mounts: the embedded store and S3 over
-//! `bucketfs serve`.
+//! (issue 13). Through real mounts: the embedded store, S3 over
+//! `bucketfs serve`, and GCS (fake-gcs-server).
 
+mod cloud_support;
 mod common;
 mod s3_support;
 
@@ -11,6 +12,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
+use bucketfs::backend::StorageBackend;
 use common::*;
 
 const MIB: usize = 1024 * 1024;
@@ -103,9 +105,10 @@ fn a_header_rewritten_after_100_mib_ends_bit_exact() {
 /// back 50 MiB into what it streamed, as a zip writer fills in the entry it has just
 /// written, and then to offset 0, ends bit-exact after a remount: the parts written
 /// last are still in memory (1/16 of `--memory-limit`) and are sent again at the
-/// close. A write further back than those parts is refused with EINVAL and loses
-/// nothing. No local copy, no temporary object, and nothing visible under the
-/// file's name before the close.
+/// close. Over S3, whose unfinished uploads' parts cannot be read back, a write
+/// further back than those parts is refused with EINVAL and loses nothing. No
+/// local copy, no temporary object, and nothing visible under the file's name
+/// before the close.
 fn check_mid_file_rewrites(m: &Mount, visible: &dyn Fn() -> bool) {
     let path = m.path("zip");
     let before = stat(m, "bytes_written");
@@ -145,21 +148,100 @@ fn check_zip(path: &Path, entry: &[u8], header: &[u8]) {
     }
 }
 
+/// The writes of [`check_rewrites_anywhere`] (offset, bytes), one across the
+/// part boundary at `boundary`.
+fn scattered_patches(boundary: usize) -> Vec<(usize, Vec<u8>)> {
+    vec![
+        (10 * MIB, pattern(4096, 21)),
+        (40 * MIB, pattern(4096, 22)),
+        (70 * MIB, pattern(4096, 23)),
+        (boundary - 4096, pattern(8192, 24)),
+        (0, pattern(4096, 20)),
+    ]
+}
+
+/// Checks that `path` holds chunks 0..100 with the patches.
+fn assert_scattered(path: &Path, boundary: usize) {
+    let got = std::fs::read(path).unwrap();
+    assert_eq!(got.len(), 100 * MIB);
+    let mut model: Vec<u8> = (0..100).flat_map(chunk).collect();
+    for (at, data) in scattered_patches(boundary) {
+        model[at..at + data.len()].copy_from_slice(&data);
+    }
+    for (i, (a, b)) in got.chunks(MIB).zip(model.chunks(MIB)).enumerate() {
+        assert!(a == b, "MiB {i} of {} differs", path.display());
+    }
+}
+
+/// A write-only writer on a backend whose unfinished uploads' parts read back
+/// (the embedded store, GCS), through a mount with `--memory-limit 128M` (so only
+/// part 1, the buffered part and 8 MiB of recent parts are held), streams 100 MiB
+/// and then writes at 10, 40 and 70 MiB, across the part boundary at `boundary`
+/// and at 0: every part concerned that is no longer held is read back once
+/// (`read_mib` in all), patched and sent again at the close (`written_mib` sent
+/// in all), and the file ends bit-exact. Nothing is visible under its name
+/// before the close.
+fn check_rewrites_anywhere(
+    m: &Mount,
+    visible: &dyn Fn() -> bool,
+    boundary: usize,
+    read_mib: u64,
+    written_mib: u64,
+) {
+    let path = m.path("any");
+    let (written, read) = (stat(m, "bytes_written"), stat(m, "bytes_read"));
+    let mut f = OpenOptions::new().write(true).create(true).truncate(true).open(&path).unwrap();
+    for i in 0..100 {
+        f.write_all(&chunk(i)).unwrap();
+    }
+    for (at, data) in scattered_patches(boundary) {
+        f.write_all_at(&data, at as u64).unwrap_or_else(|e| panic!("write at {at}: {e}"));
+    }
+    assert!(!visible(), "a partial file is visible under its name before the close");
+    drop(f);
+    assert!(visible());
+    assert_eq!(stat(m, "bytes_read") - read, read_mib << 20, "each part concerned read back once");
+    assert_eq!(stat(m, "bytes_written") - written, written_mib << 20);
+    assert_scattered(&path, boundary);
+}
+
 #[test]
-fn a_write_only_stream_rewrites_what_it_wrote_last_on_the_embedded_store() {
+fn a_write_only_stream_rewrites_anywhere_on_the_embedded_store() {
     let drives = Drives::new(4);
-    drives.make_bucket("zip");
-    let mut m = Mount::start(&drives, "zip", &[]);
+    drives.make_bucket("any");
+    let mut m = Mount::start(&drives, "any", &["--memory-limit", "128M"]);
     // what the store holds, not what this mount remembers (the drives are locked
     // to it, so no other process could look): an object is its directory's `%meta`
-    let visible = || (1..=4).any(|i| drives.drive(i).join("zip/zip/%meta").exists());
-    check_mid_file_rewrites(&m, &visible);
+    let visible = || (1..=4).any(|i| drives.drive(i).join("any/any/%meta").exists());
+    // 8 MiB parts: parts 2, 6, 7 and 9 read back; they and part 1 sent again
+    check_rewrites_anywhere(&m, &visible, 48 * MIB, 32, 140);
     assert!(m.stop());
-    assert_eq!(drives.pending_uploads("zip"), 0, "no multipart upload left behind");
-    let m = Mount::start(&drives, "zip", &[]);
+    assert_eq!(drives.pending_uploads("any"), 0, "no multipart upload left behind");
+    let m = Mount::start(&drives, "any", &[]);
     let names: Vec<_> = std::fs::read_dir(&m.mnt).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert_eq!(names, ["zip"], "only the file is stored");
-    check_zip(&m.path("zip"), &pattern(4096, 8), &pattern(4096, 9));
+    assert_eq!(names, ["any"], "only the file is stored");
+    assert_scattered(&m.path("any"), 48 * MIB);
+}
+
+#[test]
+fn a_write_only_stream_rewrites_anywhere_on_gcs() {
+    let bucket = s3_support::unique_bucket("any");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let gcs = rt.block_on(cloud_support::gcs_bucket(&bucket));
+    let endpoint = cloud_support::fake_gcs().endpoint.clone();
+    let flags = ["--endpoint", &endpoint, "--memory-limit", "128M"];
+    let mut m = Mount::try_start_source(&format!("gs://{bucket}"), &flags).unwrap_or_else(|e| panic!("{e}"));
+    // GCS composes at most 1024 parts, so they grow at once: 8, 16, 32 and 64 MiB
+    // (70 MiB is in the part being buffered); parts 2 and 3 read back, they and
+    // part 1 sent again
+    check_rewrites_anywhere(&m, &|| rt.block_on(gcs.head("any")).is_ok(), 24 * MIB, 48, 156);
+    assert!(m.stop());
+    // no upload marker, part object or compose intermediate left: only the file
+    let stored: Vec<String> =
+        rt.block_on(gcs.list_raw_for_tests("")).unwrap().into_iter().map(|o| o.key).collect();
+    assert_eq!(stored, ["any"]);
+    let m = Mount::try_start_source(&format!("gs://{bucket}"), &flags[..2]).unwrap_or_else(|e| panic!("{e}"));
+    assert_scattered(&m.path("any"), 24 * MIB);
 }
 
 #[test]

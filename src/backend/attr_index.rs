@@ -503,6 +503,9 @@ impl StorageBackend for AttrIndexBackend {
     async fn list_parts(&self, key: &str, upload_id: &str) -> BackendResult<Vec<CompletedPart>> {
         self.inner.list_parts(key, upload_id).await
     }
+    async fn read_part(&self, key: &str, upload_id: &str, part: &CompletedPart) -> BackendResult<Bytes> {
+        self.inner.read_part(key, upload_id, part).await
+    }
     async fn list_multipart(&self, prefix: &str) -> BackendResult<Vec<MultipartUploadInfo>> {
         self.inner.list_multipart(prefix).await
     }

@@ -89,6 +89,8 @@ impl StorageBackend for LocalBackend {
             conditional_put: true,
             list_metadata: true,
             list_attrs: true,
+            // the part files of an open upload decode like an object's part
+            readable_upload_parts: true,
         }
     }
 
@@ -178,6 +180,11 @@ impl StorageBackend for LocalBackend {
     async fn list_parts(&self, key: &str, upload_id: &str) -> BackendResult<Vec<CompletedPart>> {
         let (key, id) = (key.to_string(), upload_id.to_string());
         self.run(move |s, b| s.list_parts(b, &key, &id)).await
+    }
+
+    async fn read_part(&self, key: &str, upload_id: &str, part: &CompletedPart) -> BackendResult<Bytes> {
+        let (key, id, part) = (key.to_string(), upload_id.to_string(), part.clone());
+        self.run(move |s, b| s.read_part(b, &key, &id, &part)).await.map(Bytes::from)
     }
 
     async fn list_multipart(&self, prefix: &str) -> BackendResult<Vec<MultipartUploadInfo>> {

@@ -55,6 +55,8 @@ impl MemoryBackend {
             conditional_put: true,
             list_metadata: false,
             list_attrs: false,
+            // it can (`read_part`), but like S3 by default; tests turn it on
+            readable_upload_parts: false,
         })
     }
 
@@ -285,6 +287,15 @@ impl StorageBackend for MemoryBackend {
         }
         let etag = format!("{}-{}", Self::etag_of(&data), parts.len());
         self.store(key, Bytes::from(data), &up.opts, etag)
+    }
+    async fn read_part(&self, key: &str, upload_id: &str, part: &CompletedPart) -> BackendResult<Bytes> {
+        let ups = self.uploads.lock().unwrap();
+        let up = ups.get(upload_id).filter(|u| u.key == key);
+        let up = up.ok_or_else(|| BackendError::NoSuchUpload(upload_id.into()))?;
+        match up.parts.get(&part.part_number) {
+            Some(d) if Self::etag_of(d) == part.etag => Ok(d.clone()),
+            _ => Err(BackendError::NotFound(format!("{key}: part {} as {}", part.part_number, part.etag))),
+        }
     }
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> BackendResult<()> {
         let mut ups = self.uploads.lock().unwrap();

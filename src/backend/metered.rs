@@ -184,6 +184,13 @@ impl StorageBackend for MeteredBackend {
         let s = span!("list_parts", key = key);
         self.run(&self.metrics.requests_list, s, self.inner.list_parts(key, upload_id)).await
     }
+    async fn read_part(&self, key: &str, upload_id: &str, part: &CompletedPart) -> BackendResult<Bytes> {
+        let s = span!("read_part", key = key, part_number = part.part_number, size = part.size);
+        let data =
+            self.run(&self.metrics.requests_get, s, self.inner.read_part(key, upload_id, part)).await?;
+        Metrics::add(&self.metrics.bytes_read, data.len() as u64);
+        Ok(data)
+    }
     async fn list_multipart(&self, prefix: &str) -> BackendResult<Vec<MultipartUploadInfo>> {
         let s = span!("list_multipart", prefix = prefix);
         self.run(&self.metrics.requests_list, s, self.inner.list_multipart(prefix)).await

@@ -65,6 +65,10 @@ pub struct Capabilities {
     /// mode, owner and mtime), if not all user metadata: true with `list_metadata`, and
     /// for backends wrapped in [`attr_index::AttrIndexBackend`].
     pub list_attrs: bool,
+    /// [`StorageBackend::read_part`] reads a part of an unfinished multipart upload
+    /// back (the embedded store's part files, GCS's part objects). S3 and Azure
+    /// cannot: their parts are unreadable until the upload is completed.
+    pub readable_upload_parts: bool,
 }
 
 /// How a backend serves several ranges of one object, as the read path sees it
@@ -350,6 +354,15 @@ pub trait StorageBackend: Send + Sync + 'static {
     async fn list_parts(&self, key: &str, upload_id: &str) -> BackendResult<Vec<CompletedPart>> {
         let _ = (key, upload_id);
         Err(BackendError::NotSupported("list_parts".into()))
+    }
+
+    /// The bytes of `part` of an unfinished upload, exactly as they were stored
+    /// under `part.etag` (a part re-sent since then is a different one: error).
+    /// Only backends whose `Capabilities::readable_upload_parts` is true have it;
+    /// a streaming file handle uses it to rewrite bytes it no longer holds.
+    async fn read_part(&self, key: &str, upload_id: &str, part: &CompletedPart) -> BackendResult<Bytes> {
+        let _ = (key, upload_id, part);
+        Err(BackendError::NotSupported("reading back a part of an unfinished upload".into()))
     }
 
     /// In-progress multipart uploads whose key starts with `prefix`.

@@ -130,6 +130,9 @@ impl StorageBackend for PrefixedBackend {
     async fn list_parts(&self, key: &str, upload_id: &str) -> BackendResult<Vec<CompletedPart>> {
         self.inner.list_parts(&self.full(key), upload_id).await
     }
+    async fn read_part(&self, key: &str, upload_id: &str, part: &CompletedPart) -> BackendResult<Bytes> {
+        self.inner.read_part(&self.full(key), upload_id, part).await
+    }
     async fn list_multipart(&self, prefix: &str) -> BackendResult<Vec<MultipartUploadInfo>> {
         let ups = self.inner.list_multipart(&self.full(prefix)).await?;
         Ok(ups

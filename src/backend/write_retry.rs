@@ -6,8 +6,9 @@
 //! failing at `close` when the server was down for more than 2-3 s. This
 //! wrapper sits above the meter (each attempt counts as a request) and keeps
 //! retrying the calls that store data (`put`, `create_multipart`,
-//! `upload_part`, `complete_multipart`, and `abort_multipart`, so that an
-//! abandoned upload is still cleaned up) with exponential backoff and jitter,
+//! `upload_part`, `complete_multipart`, `abort_multipart`, so that an
+//! abandoned upload is still cleaned up, and `read_part`, which a write into a
+//! streamed file's uploaded bytes waits on) with exponential backoff and jitter,
 //! for as long as the service stays unreachable, up to the write timeout after
 //! the first failure. The application's `write`/`close` waits meanwhile. Only
 //! errors an outage causes are retried (`Unavailable`: connection refused or
@@ -185,6 +186,9 @@ impl StorageBackend for WriteRetryBackend {
     }
     async fn list_parts(&self, key: &str, upload_id: &str) -> BackendResult<Vec<CompletedPart>> {
         self.inner.list_parts(key, upload_id).await
+    }
+    async fn read_part(&self, key: &str, upload_id: &str, part: &CompletedPart) -> BackendResult<Bytes> {
+        self.retry("read_part", key, || self.inner.read_part(key, upload_id, part)).await.0
     }
     async fn list_multipart(&self, prefix: &str) -> BackendResult<Vec<MultipartUploadInfo>> {
         self.inner.list_multipart(prefix).await

@@ -85,6 +85,7 @@ use crate::backend::{BackendError, BackendResult, ObjectMeta, PutOptions, Storag
 use crate::memory::MemoryLimiter;
 use crate::metrics::Metrics;
 use crate::read::{get_pinned, MultiRangeConfig, MultiRangeReader, PrefetchConfig, Prefetcher};
+use crate::upload::streaming::Rewrite;
 use crate::upload::{SpoolFile, StreamingUpload, UploadParams};
 
 /// Size of the ranged GETs that copy an existing object into a spool file.
@@ -333,29 +334,36 @@ impl FileHandle {
         }
         if let Content::Streaming { upload, tee } = &mut st.content {
             match (upload.write_at(offset, data).await, tee) {
-                (Ok(true), tee) => {
+                (Ok(Rewrite::Written), tee) => {
                     if let Some(spool) = tee {
                         if let Err(e) = spool.write_at(offset, data).await {
                             tracing::info!(target: "bucketfs::upload", error = %e,
                                 "local copy of a streamed file dropped (cache disk full?); streaming on without it");
                             *tee = None;
+                            upload.reading_back_parts();
                         }
                     }
                 }
                 // the stream cannot take it (or failed), but the tee holds every byte: go on from there
-                (Ok(false), Some(_)) => self.stop_streaming(st).await,
+                (Ok(_), Some(_)) => self.stop_streaming(st).await,
                 (Err(e), Some(_)) => {
                     tracing::debug!(target: "bucketfs::upload", error = %e,
                         "streaming upload failed; continuing from the local copy");
                     self.stop_streaming(st).await;
                 }
-                (Ok(false), None) => {
+                (Ok(Rewrite::Refused), None) => {
                     let at = upload.len();
                     tracing::info!(target: "bucketfs::upload", key = %self.current_key(), offset, streamed = at,
                         "write refused: a write-only handle streams its file and cannot change bytes already uploaded");
                     return Err(BackendError::InvalidArgument(format!(
                         "non-sequential write at {offset} into the {at} bytes already streamed to the backend"
                     )));
+                }
+                // the upload is intact: this write fails, and may be tried again
+                (Ok(Rewrite::ReadBackFailed(e)), None) => {
+                    tracing::warn!(target: "bucketfs::upload", key = %self.current_key(), offset, error = %e,
+                        "write failed: could not read back the uploaded part it changes");
+                    return Err(e);
                 }
                 (Err(e), _) => return Err(self.lose_stream(st, e).await),
             }
@@ -385,8 +393,10 @@ impl FileHandle {
             StreamingUpload::new(self.upload.clone(), self.current_key(), st.upload_opts.clone())
                 .retaining_first_part();
         if tee.is_none() {
-            // no local copy: the recent parts in memory are all a writer that seeks back can rewrite
+            // no local copy: the recent parts in memory, and the parts a backend can
+            // read back, are all a writer that seeks back can rewrite
             upload = upload.retaining_recent_parts(self.ctx.memory.limit_bytes() / RECENT_PARTS_SHARE);
+            upload.reading_back_parts();
         }
         st.content = Content::Streaming { upload: Box::new(upload), tee };
     }

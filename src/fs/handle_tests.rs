@@ -18,7 +18,10 @@ struct Fixture {
 }
 
 fn fixture(part: u64, memory: u64, in_flight: usize) -> Fixture {
-    let backend = InstrumentedBackend::with_min_part(part);
+    fixture_on(InstrumentedBackend::with_min_part(part), part, memory, in_flight)
+}
+
+fn fixture_on(backend: Arc<InstrumentedBackend>, part: u64, memory: u64, in_flight: usize) -> Fixture {
     let spool = tempfile::tempdir().unwrap();
     // metered as the mount does, so the request counters are exercised too
     let metrics = Arc::new(Metrics::default());
@@ -828,3 +831,6 @@ async fn write_only_stream_renamed_or_retyped_while_open_lands_under_the_new_nam
     assert!(f.backend.inner.head("old").await.is_err());
     assert_eq!(f.pending(), 0);
 }
+
+#[path = "handle_readback_tests.rs"]
+mod readback;

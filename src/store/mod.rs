@@ -340,6 +340,16 @@ impl Store {
         self.set(key).list_parts(bucket, key, upload_id)
     }
 
+    pub fn read_part(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        part: &CompletedPart,
+    ) -> StoreResult<Vec<u8>> {
+        self.set(key).read_part(bucket, key, upload_id, part)
+    }
+
     pub fn complete_multipart_upload(
         &self,
         bucket: &str,

@@ -11,20 +11,23 @@
 //!   into place after the shard, so it is the atomic switch between retries.
 //!
 //! Because all state is on disk, a part uploaded by one process can be
-//! completed by a later one. `complete` writes the object metadata naming the
+//! completed by a later one, and a part can be read back before completion
+//! (`read_part`: decoded from its shard files like an object's part). `complete` writes the object metadata naming the
 //! part files and renames the whole `data/` directory into the object dir as
 //! its data dir: no part is copied.
 
-use std::fs;
+use std::fs::{self, File};
 use std::io::Read;
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use md5::{Digest, Md5};
 use serde::{Deserialize, Serialize};
 
+use super::bitrot::{self, PartLayout};
 use super::drives::{write_file_durable, SYS_DIR};
-use super::erasure::Erasure;
+use super::erasure::{Erasure, BLOCK_SIZE};
 use super::error::{IoContext, StoreError, StoreResult};
 use super::meta::{self, ErasureInfo, ObjMeta, PartInfo};
 use super::object::{distribution, info, tally, Commit};
@@ -66,6 +69,13 @@ fn check_upload_id(id: &str) -> StoreResult<()> {
 
 fn trim_etag(e: &str) -> &str {
     e.trim_matches('"')
+}
+
+/// The verified chunk of block `b` in a part's shard file; None if unreadable or corrupt.
+fn read_chunk(file: &Option<File>, layout: &PartLayout, b: u64) -> Option<Vec<u8>> {
+    let mut frame = vec![0u8; layout.frame_len(b)];
+    file.as_ref()?.read_exact_at(&mut frame, layout.frame_offset(b)).ok()?;
+    bitrot::verify(&frame).map(|c| c.to_vec())
 }
 
 impl ErasureSet {
@@ -222,6 +232,69 @@ impl ErasureSet {
             .into_iter()
             .map(|r| CompletedPart { part_number: r.number, etag: r.etag, size: r.size })
             .collect())
+    }
+
+    /// The bytes of `part` as stored under its ETag in an open upload, decoded
+    /// from its shard files as an object's part is: the data shards, and parity
+    /// for a block whose data chunk is missing or fails its bitrot check. What
+    /// lets a streaming writer rewrite a part it no longer holds in memory.
+    #[tracing::instrument(level = "debug", skip(self, part), fields(part = part.part_number))]
+    pub fn read_part(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        part: &CompletedPart,
+    ) -> StoreResult<Vec<u8>> {
+        self.require_bucket(bucket)?;
+        let u = self.read_upload(bucket, Some(key), upload_id)?;
+        let rec = self
+            .stored_parts(bucket, upload_id, u.erasure.data)
+            .into_iter()
+            .find(|r| r.number == part.part_number && r.etag == trim_etag(&part.etag))
+            .ok_or_else(|| {
+                StoreError::InvalidPart(format!(
+                    "part {} with ETag {:?} is not stored",
+                    part.part_number, part.etag
+                ))
+            })?;
+        let er = Erasure::new(u.erasure.data, u.erasure.parity)?;
+        let d = er.data;
+        let layout = PartLayout { size: rec.size, data: d };
+        let open = |shard: usize| {
+            let slot = u.erasure.distribution[shard];
+            File::open(self.upload_dir(slot, bucket, upload_id).join("data").join(&rec.file)).ok()
+        };
+        let data_files: Vec<Option<File>> = (0..d).map(open).collect();
+        let mut parity_files: Option<Vec<Option<File>>> = None;
+        let mut out = vec![0u8; rec.size as usize];
+        for b in 0..layout.blocks() {
+            let mut chunks: Vec<Option<Vec<u8>>> =
+                data_files.iter().map(|f| read_chunk(f, &layout, b)).collect();
+            if chunks.iter().any(Option::is_none) {
+                tracing::warn!(
+                    bucket,
+                    key,
+                    upload_id,
+                    part = rec.number,
+                    block = b,
+                    "part shard missing or corrupt; decoding from parity"
+                );
+                let parity = parity_files.get_or_insert_with(|| (d..er.total()).map(open).collect());
+                chunks.extend(parity.iter().map(|f| read_chunk(f, &layout, b)));
+                er.reconstruct(&mut chunks, true)?;
+            }
+            let start = b as usize * BLOCK_SIZE;
+            let block = &mut out[start..start + layout.block_len(b)];
+            // the last chunks of a block are zero padded past its end
+            for (dst, chunk) in block.chunks_mut(layout.chunk_len(b)).zip(&chunks) {
+                let chunk = chunk
+                    .as_ref()
+                    .ok_or_else(|| StoreError::Corrupt("a data chunk was not rebuilt".into()))?;
+                dst.copy_from_slice(&chunk[..dst.len()]);
+            }
+        }
+        Ok(out)
     }
 
     /// Completes an upload: validates the part list and moves the parts into place.

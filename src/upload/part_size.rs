@@ -120,6 +120,7 @@ mod tests {
             conditional_put: true,
             list_metadata: false,
             list_attrs: false,
+            readable_upload_parts: false,
         }
     }
 

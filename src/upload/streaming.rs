@@ -39,11 +39,23 @@
 //! A patched part is uploaded again under its part number before completing;
 //! S3, the embedded store, GCS's part objects and Azure's blocks all replace a
 //! part re-sent under the same number. A write a little past the end (at most
-//! one part) fills the gap with zeros, as a hole would read. Anything else
-//! returns `false` and the caller decides (see `fs::handle`): bytes of an
-//! unfinished multipart upload cannot be read back on S3, Azure or the
-//! embedded store, and an upload can only be completed under the key it was
-//! created with.
+//! one part) fills the gap with zeros, as a hole would read.
+//!
+//! A write into an uploaded part that is no longer held is served where the
+//! backend can read a part of an unfinished upload back
+//! (`Capabilities::readable_upload_parts`: the embedded store and GCS) and the
+//! caller asked for it ([`reading_back_parts`](StreamingUpload::reading_back_parts)):
+//! once every part upload has ended (so the part's ETag is known and no older
+//! copy can land later), the part is read back at that ETag into memory reserved
+//! like a retained part's, patched, and kept as a patched part until it is
+//! re-sent at completion. Parts keep their sizes, so the layout stays valid,
+//! and the upload is completed only by `finish`: nothing is ever visible early.
+//! When the budget cannot give the memory at once, this upload's own patched
+//! parts are sent now and let go (they can be read back again), and if it still
+//! cannot, the write is refused. Anything else
+//! ([`Rewrite::Refused`]) is for the caller to decide (see `fs::handle`): on S3
+//! and Azure the parts of an unfinished upload cannot be read back, and an
+//! upload can only be completed under the key it was created with.
 
 use bytes::Bytes;
 use tokio::task::JoinSet;
@@ -57,6 +69,7 @@ const TARGET: &str = "bucketfs::upload";
 
 #[path = "streaming_rewrite.rs"]
 mod rewrite;
+pub use rewrite::Rewrite;
 
 pub struct StreamingUpload {
     params: UploadParams,
@@ -80,6 +93,9 @@ pub struct StreamingUpload {
     recent_window: u64,
     /// Handed-off parts still held in memory, in part number order.
     retained: Vec<RetainedPart>,
+    /// Read a part that is not held back from the backend to rewrite it, where the
+    /// backend can (`Capabilities::readable_upload_parts`).
+    read_back: bool,
     /// Finished or aborted: nothing left to clean up on drop.
     done: bool,
 }
@@ -124,6 +140,7 @@ impl StreamingUpload {
             retain_first: false,
             recent_window: 0,
             retained: Vec::new(),
+            read_back: false,
             done: false,
         }
     }
@@ -142,6 +159,14 @@ impl StreamingUpload {
     pub fn retaining_recent_parts(mut self, window: u64) -> Self {
         self.recent_window = window;
         self
+    }
+
+    /// Lets [`write_at`](Self::write_at) rewrite an uploaded part that is no longer
+    /// held by reading it back, on a backend that can (see the module docs). For a
+    /// stream with no other copy of its bytes; one with a local copy is cheaper to
+    /// continue from that copy.
+    pub fn reading_back_parts(&mut self) {
+        self.read_back = true;
     }
 
     pub fn key(&self) -> &str {

@@ -1,17 +1,33 @@
 //! Writes, reads and truncation of a [`StreamingUpload`] away from its end.
 //!
 //! See "Writes that are not at the end" in the parent module: these work only
-//! where the upload still holds the bytes concerned (the part being buffered,
-//! the retained parts) and report `false`/`None` otherwise, changing nothing,
-//! so that the caller can fall back without having lost a byte.
+//! where the upload holds the bytes concerned (the part being buffered, the
+//! retained parts, and for writes the parts it can read back) and report
+//! [`Rewrite::Refused`]/`false`/`None` otherwise, changing nothing, so that the
+//! caller can fall back without having lost a byte.
 
 use std::ops::Range;
 
 use bytes::Bytes;
 use tracing::Instrument;
 
-use super::{StreamingUpload, TARGET, ZEROS};
-use crate::backend::BackendResult;
+use super::{RetainedPart, StreamingUpload, TARGET, ZEROS};
+use crate::backend::{BackendError, BackendResult, CompletedPart};
+use crate::memory::Reservation;
+
+/// What [`StreamingUpload::write_at`] did with a write. (An `Err` beside these
+/// means the upload itself failed: its bytes are lost.)
+#[derive(Debug)]
+pub enum Rewrite {
+    Written,
+    /// Nothing changed: the write would change uploaded bytes that are neither
+    /// held nor readable back (or no memory to hold them), or leave a gap of more
+    /// than one part after the end.
+    Refused,
+    /// Nothing changed: reading an uploaded part back failed. The upload goes on
+    /// intact, so the write may be tried again.
+    ReadBackFailed(BackendError),
+}
 
 impl StreamingUpload {
     /// Bytes `range` of what has been written, when this upload still holds them
@@ -60,14 +76,12 @@ impl StreamingUpload {
         true
     }
 
-    /// Writes `data` at `offset`. Returns `false`, having changed nothing, when that
-    /// would change bytes already uploaded and not retained, or leave a gap of more
-    /// than one part after the end.
-    pub async fn write_at(&mut self, offset: u64, data: &[u8]) -> BackendResult<bool> {
+    /// Writes `data` at `offset` (see [`Rewrite`]).
+    pub async fn write_at(&mut self, offset: u64, data: &[u8]) -> BackendResult<Rewrite> {
         let end = offset + data.len() as u64;
         if offset > self.len {
             if offset - self.len > self.next_part_size()? {
-                return Ok(false);
+                return Ok(Rewrite::Refused);
             }
             self.fill_zeros(offset).await?;
         }
@@ -75,7 +89,10 @@ impl StreamingUpload {
         if offset < self.handed_off {
             let before = end.min(self.handed_off);
             if !self.holds(offset..before) {
-                return Ok(false);
+                match self.read_back(offset..before).await? {
+                    Rewrite::Written => {}
+                    refused => return Ok(refused),
+                }
             }
             self.patch_retained(offset, &data[..(before - offset) as usize]);
         }
@@ -91,7 +108,85 @@ impl StreamingUpload {
             let tail_from = self.len.max(offset);
             self.write(&data[(tail_from - offset) as usize..]).await?;
         }
-        Ok(true)
+        Ok(Rewrite::Written)
+    }
+
+    /// Reads the uploaded parts of `range` that are not held back from the backend
+    /// and keeps them as retained parts (see the parent module). `Written` when
+    /// every byte of `range` is held afterwards; changes nothing otherwise.
+    async fn read_back(&mut self, range: Range<u64>) -> BackendResult<Rewrite> {
+        if !self.read_back || !self.params.backend.capabilities().readable_upload_parts {
+            return Ok(Rewrite::Refused);
+        }
+        let Some(upload_id) = self.upload_id.clone() else { return Ok(Rewrite::Refused) };
+        // a part's ETag is known once its upload has ended, and an upload still
+        // running could land after the patched copy and undo it
+        while !self.in_flight.is_empty() {
+            self.join_one().await?;
+        }
+        let mut fetched: Vec<RetainedPart> = Vec::new();
+        // one at a time: making room may let go of a part of `range` that was held
+        while let Some((part, start)) = self.part_not_held(&range, &fetched) {
+            let Some(reservation) = self.reserve_for_read_back(part.size).await? else {
+                tracing::debug!(target: TARGET, key = %self.key, part = part.part_number,
+                    "no memory to read an uploaded part back");
+                return Ok(Rewrite::Refused);
+            };
+            let span = tracing::debug_span!(target: TARGET, "read_part", key = %self.key, part_number = part.part_number, size = part.size);
+            let data =
+                match self.params.backend.read_part(&self.key, &upload_id, &part).instrument(span).await {
+                    Ok(data) if data.len() as u64 == part.size => data,
+                    Ok(data) => {
+                        return Ok(Rewrite::ReadBackFailed(BackendError::Io(format!(
+                            "{}: part {} read back as {} bytes, {} were uploaded",
+                            self.key,
+                            part.part_number,
+                            data.len(),
+                            part.size
+                        ))))
+                    }
+                    Err(e) => return Ok(Rewrite::ReadBackFailed(e)),
+                };
+            tracing::debug!(target: TARGET, key = %self.key, part = part.part_number, "uploaded part read back to be rewritten");
+            let number = part.part_number;
+            fetched.push(RetainedPart { number, start, data, _reservation: reservation, patched: false });
+        }
+        for part in fetched {
+            let at = self.retained.partition_point(|p| p.number < part.number);
+            self.retained.insert(at, part);
+        }
+        Ok(if self.holds(range) { Rewrite::Written } else { Rewrite::Refused })
+    }
+
+    /// The first uploaded part overlapping `range` that is neither retained nor in
+    /// `fetched`, with the offset of its first byte (after every part upload has ended).
+    fn part_not_held(&self, range: &Range<u64>, fetched: &[RetainedPart]) -> Option<(CompletedPart, u64)> {
+        let mut parts: Vec<&CompletedPart> = self.completed.iter().collect();
+        parts.sort_by_key(|p| p.part_number);
+        let mut start = 0;
+        for part in parts {
+            let end = start + part.size;
+            let held = self.retained.iter().chain(fetched).any(|p| p.number == part.part_number);
+            if start < range.end && range.start < end && !held {
+                return Some((part.clone(), start));
+            }
+            start = end;
+        }
+        None
+    }
+
+    /// Memory for a part read back, now or not at all (waiting could wait for this
+    /// upload's own parts). When the budget is short, this upload's patched parts
+    /// are sent now and let go, with the other parts it keeps (not part 1): they can
+    /// be read back again.
+    async fn reserve_for_read_back(&mut self, size: u64) -> BackendResult<Option<Reservation>> {
+        if let Some(r) = self.params.memory.try_reserve(size) {
+            return Ok(Some(r));
+        }
+        self.resend_patched_parts().await?;
+        let first = self.retain_first;
+        self.retained.retain(|p| first && p.number == 1);
+        Ok(self.params.memory.try_reserve(size))
     }
 
     /// Sets the length to `size`. Returns `false`, having changed nothing, when

@@ -31,6 +31,9 @@ pub(crate) struct InstrumentedBackend {
     pub part_bytes_running: AtomicU64,
     pub max_part_bytes_running: AtomicU64,
     pub fail_upload_part: AtomicBool,
+    /// `read_part` calls (parts of an open upload read back).
+    pub part_reads: AtomicU64,
+    pub fail_read_part: AtomicBool,
     /// Milliseconds each `upload_part` sleeps, so that concurrency shows.
     pub part_delay_ms: AtomicU64,
     /// `get_ranges` calls (each one request) and the ranges they asked for.
@@ -51,10 +54,11 @@ pub(crate) fn small_part_caps(min_part_size: u64) -> Capabilities {
 
 impl InstrumentedBackend {
     pub fn with_min_part(min_part_size: u64) -> Arc<Self> {
-        Arc::new(InstrumentedBackend {
-            inner: MemoryBackend::with_capabilities(small_part_caps(min_part_size)),
-            ..Default::default()
-        })
+        Self::with_capabilities(small_part_caps(min_part_size))
+    }
+
+    pub fn with_capabilities(caps: Capabilities) -> Arc<Self> {
+        Arc::new(InstrumentedBackend { inner: MemoryBackend::with_capabilities(caps), ..Default::default() })
     }
 }
 
@@ -180,6 +184,13 @@ impl StorageBackend for InstrumentedBackend {
     }
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> BackendResult<()> {
         self.inner.abort_multipart(key, upload_id).await
+    }
+    async fn read_part(&self, key: &str, upload_id: &str, part: &CompletedPart) -> BackendResult<Bytes> {
+        self.part_reads.fetch_add(1, Ordering::SeqCst);
+        if self.fail_read_part.load(Ordering::SeqCst) {
+            return Err(BackendError::Unavailable("injected read_part failure".into()));
+        }
+        self.inner.read_part(key, upload_id, part).await
     }
     async fn list_multipart(&self, prefix: &str) -> BackendResult<Vec<MultipartUploadInfo>> {
         self.inner.list_multipart(prefix).await

@@ -555,6 +555,8 @@ impl StorageBackend for AzureBackend {
             conditional_put: true,
             list_metadata: true,
             list_attrs: true,
+            // uncommitted blocks cannot be read
+            readable_upload_parts: false,
         }
     }
 

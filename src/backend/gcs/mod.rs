@@ -353,6 +353,8 @@ impl StorageBackend for GcsBackend {
             conditional_put: true,
             list_metadata: true,
             list_attrs: true,
+            // each part is a temporary object, readable at its generation
+            readable_upload_parts: true,
         }
     }
 
@@ -523,6 +525,10 @@ impl StorageBackend for GcsBackend {
 
     async fn list_parts(&self, key: &str, upload_id: &str) -> BackendResult<Vec<CompletedPart>> {
         multipart::list_parts(self, key, upload_id).await
+    }
+
+    async fn read_part(&self, key: &str, upload_id: &str, part: &CompletedPart) -> BackendResult<Bytes> {
+        multipart::read_part(self, key, upload_id, part).await
     }
 
     async fn list_multipart(&self, prefix: &str) -> BackendResult<Vec<MultipartUploadInfo>> {

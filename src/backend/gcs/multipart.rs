@@ -9,7 +9,8 @@
 //!   (key, id) and any process can upload parts, complete or abort.
 //! - `parts/<id>/<part number, 5 digits>`: one object per part; re-uploading
 //!   a part replaces it. The part's generation is its `CompletedPart::etag`, and
-//!   completion composes exactly those generations.
+//!   completion composes exactly those generations. Until then a part can be
+//!   read back at its generation (`read_part`), which S3 and Azure cannot do.
 //!
 //! Completion composes at most 32 sources per request (GCS's limit): more
 //! parts are composed in rounds of intermediates under `parts/<id>/c<round>-…`.
@@ -83,6 +84,29 @@ pub(super) async fn upload_part(
     let name = format!("{}{part_number:05}", parts_prefix(id));
     let meta = b.upload("upload_part", &name, data, None, &BTreeMap::new(), None).await?;
     Ok(CompletedPart { part_number, etag: meta.etag, size })
+}
+
+/// Part `part` as uploaded: its object read at the generation that is its etag, so
+/// that a part re-sent since (a new generation) is never mistaken for it.
+pub(super) async fn read_part(
+    b: &GcsBackend,
+    key: &str,
+    id: &str,
+    part: &CompletedPart,
+) -> BackendResult<Bytes> {
+    marker(b, key, id).await?;
+    let name = format!("{}{:05}", parts_prefix(id), part.part_number);
+    let pinned = GetOptions { if_match: Some(part.etag.clone()) };
+    let data = b.get_range_impl(&name, None, &pinned).await?.data;
+    if data.len() as u64 != part.size {
+        return Err(BackendError::Io(format!(
+            "read_part {key:?}: part {} is {} bytes, {} were uploaded",
+            part.part_number,
+            data.len(),
+            part.size
+        )));
+    }
+    Ok(data)
 }
 
 /// One compose request of `sources` (name, generation) into `dst`.

@@ -303,6 +303,8 @@ impl StorageBackend for S3Backend {
             conditional_put: true,
             list_metadata: false,
             list_attrs: false,
+            // S3 has no request that reads a part of an unfinished upload
+            readable_upload_parts: false,
         }
     }
     fn multi_range_mode(&self) -> MultiRangeMode {
