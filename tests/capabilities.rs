@@ -1,6 +1,7 @@
 //! Capability flags of every backend (embedded store, S3, GCS, Azure) in one
 //! table, each row checked against a live backend, and the flags that promise
-//! behaviour (listing metadata, multi-range reads) shown to hold.
+//! behaviour (listing metadata, multi-range reads, parts of an open upload read
+//! back) shown to hold.
 
 mod cloud_support;
 mod s3_support;
@@ -25,6 +26,7 @@ struct Row {
     rename: bool,
     conditional_put: bool,
     list_metadata: bool,
+    readable_upload_parts: bool,
 }
 
 const TABLE: &[Row] = &[
@@ -38,6 +40,7 @@ const TABLE: &[Row] = &[
         rename: false,
         conditional_put: true,
         list_metadata: true,
+        readable_upload_parts: true,
     },
     // multi_range is false until the server has answered one multipart/byteranges request.
     Row {
@@ -50,6 +53,7 @@ const TABLE: &[Row] = &[
         rename: false,
         conditional_put: true,
         list_metadata: false,
+        readable_upload_parts: false,
     },
     // one range per request, fanned out in parallel; 1024 = compose's component limit
     Row {
@@ -62,6 +66,7 @@ const TABLE: &[Row] = &[
         rename: false,
         conditional_put: true,
         list_metadata: true,
+        readable_upload_parts: true,
     },
     // 50,000 blocks of at most 4000 MiB; one range per request, no fan-out
     Row {
@@ -74,6 +79,7 @@ const TABLE: &[Row] = &[
         rename: false,
         conditional_put: true,
         list_metadata: true,
+        readable_upload_parts: false,
     },
 ];
 
@@ -117,6 +123,22 @@ fn every_backend_reports_its_capabilities_truthfully() {
             assert_eq!(c.rename, row.rename, "{n}: rename");
             assert_eq!(c.conditional_put, row.conditional_put, "{n}: conditional_put");
             assert_eq!(c.list_metadata, row.list_metadata, "{n}: list_metadata");
+            assert_eq!(c.readable_upload_parts, row.readable_upload_parts, "{n}: readable_upload_parts");
+
+            // readable_upload_parts: a part of an open upload reads back, at its ETag only
+            let id = b.create_multipart("mp", &PutOptions::default()).await.unwrap();
+            let part = Bytes::from(s3_support::pattern(100_000, 6));
+            let p1 = b.upload_part("mp", &id, 1, part.clone()).await.unwrap();
+            let read = b.read_part("mp", &id, &p1).await;
+            if c.readable_upload_parts {
+                assert!(read.unwrap() == part, "{n}: read_part");
+                let p1b = b.upload_part("mp", &id, 1, Bytes::from_static(b"resent")).await.unwrap();
+                assert!(b.read_part("mp", &id, &p1).await.is_err(), "{n}: a re-sent part's old ETag");
+                assert_eq!(&b.read_part("mp", &id, &p1b).await.unwrap()[..], b"resent", "{n}");
+            } else {
+                assert!(matches!(read, Err(BackendError::NotSupported(_))), "{n}: {read:?}");
+            }
+            b.abort_multipart("mp", &id).await.unwrap();
 
             // list_metadata: listings carry content type and user metadata
             let opts = PutOptions {

@@ -19,24 +19,33 @@
 //!   index) while at least half the memory budget is free, or a gap of at most
 //!   one part after the end, filled with zeros. Patched parts are sent again at
 //!   commit under their part numbers.
-//!   A write-only handle refuses any other non-sequential write (into bytes
-//!   uploaded and no longer in memory, or a truncation below the part being
-//!   filled) with EINVAL, and nothing written before is lost. This is the one
-//!   case that cannot be served without keeping every byte twice: the parts
-//!   of an unfinished multipart upload cannot be read back (S3, Azure, the
-//!   embedded store), and it can only be completed under the key it was
-//!   created with, so finishing it somewhere hidden to fetch it back would
-//!   need every stream created under a temporary key and copied server side
-//!   to its name at every commit (a second full write of every file; no
-//!   backend has a native rename), while completing it under the file's own
-//!   name would show a partial file.
+//!   On a backend that can read a part of an unfinished upload back
+//!   (`Capabilities::readable_upload_parts`: the embedded store and GCS), a
+//!   write into an uploaded part no longer in memory reads that part back into
+//!   the memory budget, patches it and re-sends it at commit, so a write-only
+//!   handle rewrites anywhere with no local disk; if the budget cannot hold
+//!   the part even after this handle's own patched parts are sent and let go,
+//!   the write is refused as below, and a failed read back fails just that
+//!   write (EIO) with the upload intact.
+//!   Otherwise (S3, Azure) a write-only handle refuses any other
+//!   non-sequential write (into bytes uploaded and no longer in memory), and
+//!   on every backend a truncation below the part being filled, with EINVAL,
+//!   and nothing written before is lost. On S3 and Azure this cannot be
+//!   served without keeping every byte twice: the parts of an unfinished
+//!   multipart upload cannot be read back, and it can only be completed under
+//!   the key it was created with, so finishing it somewhere hidden to fetch
+//!   it back would need every stream created under a temporary key and copied
+//!   server side to its name at every commit (a second full write of every
+//!   file; no backend has a native rename), while completing it under the
+//!   file's own name would show a partial file.
 //!   A **read-write** handle may read back what it wrote, so it also tees its
 //!   writes into a [`SpoolFile`] while the cache disk has room; with the tee,
 //!   any other pattern (a write elsewhere, a `set_len`, a rename while open,
 //!   upload options that differ at commit) aborts the multipart upload and
 //!   continues from the spool, which holds every byte. A tee write that fails
 //!   (full cache disk) drops the tee and the handle goes on as a write-only one
-//!   (with the first part and the buffered one held in memory, not the recent ones).
+//!   (with the first part and the buffered one held in memory, not the recent
+//!   ones; parts are read back where the backend can).
 //! - **Spooled**: the whole content is in a local spool file. Entered on the
 //!   first write or `set_len` that is not a stream from an empty file (an
 //!   append to or overwrite of an existing object, a truncate of a committed
