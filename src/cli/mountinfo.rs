@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 pub struct MountEntry {
     /// Unique id of the mount (field 1).
     pub id: u64,
+    /// `major:minor` of the mount's device (field 3); for FUSE, also its bdi's name.
+    pub dev: String,
     pub mount_point: PathBuf,
     /// e.g. `fuse.bucketfs`, `ext4`.
     pub fstype: String,
@@ -44,12 +46,13 @@ pub fn parse(text: &str) -> Vec<MountEntry> {
         .filter_map(|line| {
             let fields: Vec<&str> = line.split(' ').collect();
             let id = fields.first()?.parse().ok()?;
+            let dev = fields.get(2)?.to_string();
             let mount_point = PathBuf::from(unescape(fields.get(4)?));
             // optional fields end with a lone "-"; fstype and source follow it
             let sep = fields.iter().skip(6).position(|f| *f == "-")? + 6;
             let fstype = unescape(fields.get(sep + 1)?);
             let source = unescape(fields.get(sep + 2)?);
-            Some(MountEntry { id, mount_point, fstype, source })
+            Some(MountEntry { id, dev, mount_point, fstype, source })
         })
         .collect()
 }
@@ -77,6 +80,7 @@ garbage line
         let m = parse(SAMPLE);
         assert_eq!(m.len(), 3);
         assert_eq!((m[0].id, m[0].fstype.as_str()), (22, "ext4"));
+        assert_eq!(m[1].dev, "0:45");
         assert_eq!(m[1].mount_point, PathBuf::from("/mnt/my bucket"));
         assert_eq!((m[1].fstype.as_str(), m[1].source.as_str()), ("fuse.bucketfs", "local://photos"));
         assert_eq!((m[2].id, m[2].source.as_str()), (37, "s3://other"));
