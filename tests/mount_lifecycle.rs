@@ -256,8 +256,7 @@ fn the_mount_reads_ahead_1_mib_at_a_time() {
     let want = m.mnt.to_string_lossy();
     let dev = info
         .lines()
-        .filter(|l| l.split(' ').nth(4) == Some(&want))
-        .last()
+        .rfind(|l| l.split(' ').nth(4) == Some(&want))
         .and_then(|l| l.split(' ').nth(2))
         .expect("the mount in mountinfo")
         .to_string();
