@@ -53,8 +53,10 @@ pub enum Command {
 #[derive(Args, Debug)]
 pub struct DrivesArg {
     /// Drive directories of the embedded store: `/d1,/d2,...` or `/data/d{1...6}`.
-    #[arg(long, env = "BUCKETFS_DRIVES", value_name = "SPEC")]
-    pub drives: Option<String>,
+    /// Repeat the flag for server pools (`--drives '/a{1...8}' --drives '/b{1...16}'`,
+    /// in the order the pools were added); in BUCKETFS_DRIVES separate them with `;`.
+    #[arg(long, env = "BUCKETFS_DRIVES", value_name = "SPEC", action = clap::ArgAction::Append)]
+    pub drives: Vec<String>,
     /// Parity shards per object (default by erasure set size: 1:0, 2-3:1, 4-5:2, 6-7:3, 8+:4).
     #[arg(long)]
     pub parity: Option<usize>,
@@ -271,6 +273,30 @@ pub fn parse_mode(s: &str) -> Result<u16, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Server pools reach the store from repeated `--drives`, from several
+    /// `drives=` fstab options, and from one value with `;` between pools.
+    #[test]
+    fn drives_flag_repeats_for_pools() {
+        use clap::{CommandFactory, Parser};
+        let known: std::collections::HashSet<String> =
+            Cli::command().get_arguments().filter_map(|a| a.get_long().map(String::from)).collect();
+        let pools = |argv: &[&str]| {
+            let argv = argv.iter().map(std::ffi::OsString::from).collect();
+            let argv = super::super::fstab::expand_mount_options(argv, &known).unwrap();
+            let cli = Cli::try_parse_from(argv).unwrap();
+            crate::store::parse_pool_specs(&cli.mount.backend.drives).unwrap()
+        };
+        let fstab = pools(&["bucketfs", "local://b", "/m", "-o", "rw,drives=/a{1...4},drives=/b{1...2},dev"]);
+        assert_eq!(fstab.iter().map(Vec::len).collect::<Vec<_>>(), [4, 2]);
+        let flags = pools(&["bucketfs", "local://b", "/m", "--drives", "/a{1...4}", "--drives", "/b{1...2}"]);
+        assert_eq!(flags, fstab);
+        assert_eq!(pools(&["bucketfs", "local://b", "/m", "-o", "drives=/a{1...4};/b{1...2}"]), fstab);
+        let serve =
+            Cli::try_parse_from(["bucketfs", "serve", "--drives", "/a{1...4}", "--drives", "/b1"]).unwrap();
+        let Some(Command::Serve(s)) = serve.command else { panic!("not serve") };
+        assert_eq!(s.drives.drives, ["/a{1...4}", "/b1"]);
+    }
 
     #[test]
     fn sizes() {

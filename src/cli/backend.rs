@@ -19,7 +19,7 @@ use crate::backend::prefixed::PrefixedBackend;
 use crate::backend::s3::{config::S3Config, S3Backend};
 use crate::backend::StorageBackend;
 use crate::memory::MemoryLimiter;
-use crate::store::{parse_drive_spec, Store, StoreConfig, WriteBudget};
+use crate::store::{parse_pool_specs, Store, WriteBudget};
 
 /// Longest wait for a remote bucket to answer the first check: a silent endpoint fails
 /// the mount (or command) within 5 s, with its address named.
@@ -44,9 +44,10 @@ pub struct BackendArgs {
         long,
         env = "BUCKETFS_DRIVES",
         value_name = "SPEC",
-        help = "Drive directories for local:// (see `bucketfs mb --help`)"
+        action = clap::ArgAction::Append,
+        help = "Drive directories for local://; repeat for server pools (see `bucketfs mb --help`)"
     )]
-    pub drives: Option<String>,
+    pub drives: Vec<String>,
     #[arg(long, help = "Parity shards per object for local://")]
     pub parity: Option<usize>,
     /// Pace of the embedded store's background scanner (heal, garbage, usage):
@@ -124,15 +125,16 @@ impl BackendArgs {
         }
     }
 
-    fn drives_for(&self, source: &Source) -> Result<Vec<PathBuf>> {
+    /// The embedded store's pools (one drive list each); empty for remote backends.
+    fn drives_for(&self, source: &Source) -> Result<Vec<Vec<PathBuf>>> {
         match source.kind {
             BackendKind::Local => {
-                let spec = self.drives.clone().ok_or_else(|| {
-                    anyhow!(
+                if self.drives.is_empty() {
+                    bail!(
                         "local:// needs --drives SPEC (or BUCKETFS_DRIVES), e.g. --drives '/data/d{{1...4}}'"
-                    )
-                })?;
-                parse_drive_spec(&spec).map_err(|e| anyhow!("{e}"))
+                    );
+                }
+                parse_pool_specs(&self.drives).map_err(|e| anyhow!("{e}"))
             }
             BackendKind::S3 | BackendKind::Gcs => Ok(Vec::new()),
             BackendKind::Azure { .. } => {
@@ -173,8 +175,7 @@ pub fn open_backend(
     let drives = args.drives_for(source)?;
     let backend: Arc<dyn StorageBackend> = match source.kind {
         BackendKind::Local => {
-            let store =
-                Store::open(StoreConfig { drives, parity: args.parity }).map_err(|e| anyhow!("{e}"))?;
+            let store = Store::open_pools(drives, args.parity).map_err(|e| anyhow!("{e}"))?;
             store.set_scanner_speed(args.scanner_speed);
             if let Some(memory) = memory {
                 store.set_write_budget(store_write_budget(memory));

@@ -91,7 +91,7 @@ pub fn main() -> i32 {
         Some(Command::Serve(a)) => {
             crate::gateway::init_logging();
             crate::gateway::run(crate::gateway::ServeConfig {
-                drives: a.drives.drives,
+                drives: crate::store::drives::join_pool_specs(&a.drives.drives),
                 parity: a.drives.parity,
                 address: a.address,
                 access_log: a.access_log,

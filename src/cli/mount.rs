@@ -403,7 +403,7 @@ fn journaled(
     let identity = format!(
         "{source} endpoint={} drives={}",
         args.backend.endpoint.as_deref().unwrap_or(""),
-        args.backend.drives.as_deref().unwrap_or("")
+        crate::store::drives::join_pool_specs(&args.backend.drives).unwrap_or_default()
     );
     let dir = journal::journal_dir(&root, &identity);
     let recovery = async {

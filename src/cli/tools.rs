@@ -3,13 +3,18 @@
 use anyhow::{anyhow, Context, Result};
 
 use super::args::{DrivesArg, DuArgs, HealArgs, MbArgs, StatsArgs};
-use crate::store::{parse_drive_spec, Store, StoreConfig};
+use crate::store::{parse_pool_specs, Store};
+
+/// The pools `--drives` (repeated, or `;`-separated) names.
+fn pool_list(d: &DrivesArg) -> Result<Vec<Vec<std::path::PathBuf>>> {
+    if d.drives.is_empty() {
+        return Err(anyhow!("--drives SPEC (or BUCKETFS_DRIVES) is required"));
+    }
+    parse_pool_specs(&d.drives).map_err(|e| anyhow!("{e}"))
+}
 
 fn open_store(d: &DrivesArg) -> Result<std::sync::Arc<Store>> {
-    let spec =
-        d.drives.as_deref().ok_or_else(|| anyhow!("--drives SPEC (or BUCKETFS_DRIVES) is required"))?;
-    let drives = parse_drive_spec(spec).map_err(|e| anyhow!("{e}"))?;
-    Store::open(StoreConfig { drives, parity: d.parity }).map_err(|e| anyhow!("{e}"))
+    Store::open_pools(pool_list(d)?, d.parity).map_err(|e| anyhow!("{e}"))
 }
 
 pub fn make_bucket(a: MbArgs) -> Result<()> {
@@ -50,10 +55,9 @@ fn heal_status(d: &DrivesArg) -> Result<()> {
     Ok(())
 }
 
+/// Every pool's drives, pool after pool.
 fn drive_list(d: &DrivesArg) -> Result<Vec<std::path::PathBuf>> {
-    let spec =
-        d.drives.as_deref().ok_or_else(|| anyhow!("--drives SPEC (or BUCKETFS_DRIVES) is required"))?;
-    parse_drive_spec(spec).map_err(|e| anyhow!("{e}"))
+    Ok(pool_list(d)?.concat())
 }
 
 fn http_date(unix: u64) -> String {
@@ -85,12 +89,28 @@ fn heal_lines(drives: &[std::path::PathBuf]) -> Vec<String> {
 /// without locks so that it works beside the process that owns the drives.
 fn store_stats(d: &DrivesArg) -> Result<()> {
     use crate::store::drives::read_format;
-    let drives = drive_list(d)?;
+    let pools = pool_list(d)?;
+    let drives = pools.concat();
     let heals = crate::store::monitor::read_heal_status(&drives);
-    let sets = drives.iter().find_map(|p| read_format(p).ok().flatten()).map(|f| f.layout().len());
+    // Each pool's sets as its drives' format.json records them.
+    let sets: Option<Vec<usize>> = pools
+        .iter()
+        .map(|p| p.iter().find_map(|d| read_format(d).ok().flatten()).map(|f| f.layout().len()))
+        .collect();
     match sets {
-        Some(n) => println!("drives: {} in {n} erasure set(s)", drives.len()),
-        None => println!("drives: {} (none formatted yet)", drives.len()),
+        Some(s) if s.len() == 1 => println!("drives: {} in {} erasure set(s)", drives.len(), s[0]),
+        Some(s) => {
+            println!("drives: {} in {} server pools", drives.len(), s.len());
+            for (i, (p, n)) in pools.iter().zip(&s).enumerate() {
+                println!(
+                    "  pool {}: {} drives in {n} erasure set(s), from {}",
+                    i + 1,
+                    p.len(),
+                    p[0].display()
+                );
+            }
+        }
+        None => println!("drives: {} (not all pools formatted yet)", drives.len()),
     }
     for p in &drives {
         let state = match read_format(p) {
@@ -159,7 +179,7 @@ fn store_stats(d: &DrivesArg) -> Result<()> {
 /// Reads the counters from the mount root's `user.bucketfs.stats` attribute.
 pub fn stats(a: StatsArgs) -> Result<()> {
     let Some(mountpoint) = a.mountpoint else {
-        if a.drives.drives.is_none() {
+        if a.drives.drives.is_empty() {
             return Err(anyhow!(
                 "give MOUNTPOINT (a live mount's counters) or --drives SPEC (an embedded store's drives, heals, scanner and usage)"
             ));
@@ -188,17 +208,13 @@ pub fn du(a: DuArgs) -> Result<()> {
 
     use crate::store::scanner::{read_usage, BucketUsage};
     super::init_logging(false, false, super::stderr_is_terminal());
-    let spec = a
-        .drives
-        .drives
-        .as_deref()
-        .ok_or_else(|| anyhow!("--drives SPEC (or BUCKETFS_DRIVES) is required"))?;
-    let drives = parse_drive_spec(spec).map_err(|e| anyhow!("{e}"))?;
+    let pools = pool_list(&a.drives)?;
+    let drives = pools.concat();
     let only = a.bucket.as_deref().map(|b| b.strip_prefix("local://").unwrap_or(b).trim_end_matches('/'));
-    let (usage, note): (BTreeMap<String, BucketUsage>, String) = match Store::open(StoreConfig {
-        drives: drives.clone(),
-        parity: a.drives.parity,
-    }) {
+    let (usage, note): (BTreeMap<String, BucketUsage>, String) = match Store::open_pools(
+        pools,
+        a.drives.parity,
+    ) {
         Ok(store) => {
             let rep = store.scan(1.0).map_err(|e| anyhow!("{e}"))?;
             let mut usage = rep.usage;

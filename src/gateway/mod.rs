@@ -38,7 +38,7 @@ use hyper_util::rt::TokioIo;
 use s3s::auth::SimpleAuth;
 use s3s::service::S3ServiceBuilder;
 
-use crate::store::{parse_drive_spec, Store, StoreConfig};
+use crate::store::{parse_pool_specs, Store};
 
 pub use multirange::MAX_RANGES;
 pub use s3::MAX_DELETE_KEYS;
@@ -129,8 +129,8 @@ pub fn run(cfg: ServeConfig) -> Result<(), ServeError> {
         ),
         None => None,
     };
-    let drives = parse_drive_spec(spec)?;
-    let store = Store::open(StoreConfig { drives, parity: cfg.parity })?;
+    let pools = parse_pool_specs(&[spec])?;
+    let store = Store::open_pools(pools, cfg.parity)?;
     store.set_scanner_speed(cfg.scanner_speed);
 
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(ServeError::Runtime)?;

@@ -1,41 +1,40 @@
-//! Drive specs, per-drive locking and `format.json`.
+//! Drive specs, per-drive locking, free space.
 //!
 //! A drive is a directory. Everything the store keeps for itself lives under
 //! `<drive>/.bucketfs.sys/` (bucket names cannot start with '.', so it never
 //! collides with a bucket):
 //! - `lock`: flock'ed for the lifetime of the process, and holding the pid and
 //!   command line of the owner so that a second process can name it;
-//! - `format.json`: which deployment the drive belongs to and its slot;
+//! - `format.json`: which deployment, pool and set the drive belongs to and its
+//!   slot (format.rs, which also reconciles them on open);
+//! - `pools.json`: the deployment's server pools, once it has more than one
+//!   (pools.rs);
 //! - `tmp/`, `trash/`, `multipart/`: staging, deleted data, uploads.
 //!
-//! Opening reconciles the formats of all drives: they must belong to one
-//! deployment and appear in the spec in the order recorded at format time.
-//! A new deployment of more than 16 drives is split into equal erasure sets
-//! (`set_size_for`), recorded in format.json (version 2); version 1 files, one
-//! set of up to 32 drives, are still read and keep their single set. A
-//! drive without a format is an empty replacement and is formatted into its
-//! slot (and reported so the caller heals it); that is only allowed when at
-//! least half of the drives still carry the format, so that a typo in the spec
-//! cannot silently turn into a fresh deployment over old data.
+//! A spec is one pool's drives (`/a,/b` or `/d{1...8}`); several pools are
+//! several specs, or one string with specs separated by [`POOL_SEPARATOR`].
+//! A new pool of more than 16 drives is split into equal erasure sets
+//! (`set_size_for`).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
 use super::error::{IoContext, StoreError, StoreResult};
+pub use super::format::{
+    format_replacement, read_format, reconcile_formats, Format, FormatResult, SET_DISTRIBUTION,
+};
 
 pub const SYS_DIR: &str = ".bucketfs.sys";
 /// Drives in one spec: 16 sets of 16.
 pub const MAX_DRIVES: usize = 256;
 /// Largest erasure set a new deployment is given (MinIO's limit).
 pub const MAX_SET_SIZE: usize = 16;
-const FORMAT_FILE: &str = "format.json";
-const FORMAT_NAME: &str = "bucketfs-erasure";
-/// How an object's set is chosen (recorded so that a later change is detected).
-pub const SET_DISTRIBUTION: &str = "siphash-2-4-mod";
+/// Separates server pools in one string (`BUCKETFS_DRIVES`, fstab `drives=`):
+/// a character no drive path in practice contains, and that needs quoting in
+/// a shell anyway, unlike whitespace, which paths may contain.
+pub const POOL_SEPARATOR: char = ';';
 
 /// Size of the erasure sets `n` drives are split into: all of them up to 16;
 /// beyond, the largest size from 2 to 16 that divides `n` (as MinIO chooses).
@@ -78,6 +77,44 @@ pub fn parse_drive_spec(spec: &str) -> StoreResult<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// Parses several drive specs, one per server pool: each string may itself
+/// hold several pools separated by [`POOL_SEPARATOR`] (how `BUCKETFS_DRIVES`
+/// and a single fstab option carry them). No drive may appear twice.
+pub fn parse_pool_specs<S: AsRef<str>>(specs: &[S]) -> StoreResult<Vec<Vec<PathBuf>>> {
+    let mut pools: Vec<Vec<PathBuf>> = Vec::new();
+    for spec in specs {
+        for one in spec.as_ref().split(POOL_SEPARATOR) {
+            if one.trim().is_empty() && spec.as_ref().contains(POOL_SEPARATOR) {
+                // A trailing or doubled separator: nothing to parse, but say so.
+                return Err(StoreError::DriveSpec {
+                    spec: spec.as_ref().into(),
+                    reason: format!("empty server pool between {POOL_SEPARATOR:?} separators"),
+                });
+            }
+            let drives = parse_drive_spec(one.trim())?;
+            for d in &drives {
+                if let Some(p) = pools.iter().position(|pool| pool.contains(d)) {
+                    return Err(StoreError::DriveSpec {
+                        spec: one.trim().into(),
+                        reason: format!("drive {} is already in pool {}", d.display(), p + 1),
+                    });
+                }
+            }
+            pools.push(drives);
+        }
+    }
+    if pools.is_empty() {
+        return Err(StoreError::Config("no drive spec given".into()));
+    }
+    Ok(pools)
+}
+
+/// The pools given as repeated flags, as one string ([`POOL_SEPARATOR`]
+/// between them), or `None` when none was given.
+pub fn join_pool_specs(specs: &[String]) -> Option<String> {
+    (!specs.is_empty()).then(|| specs.join(&POOL_SEPARATOR.to_string()))
+}
+
 /// Expands every `{a...b}` (decimal, inclusive, zero padding kept) in `item`.
 fn expand_ellipsis(item: &str) -> Result<Vec<String>, String> {
     let Some(open) = item.find('{') else {
@@ -106,62 +143,6 @@ fn expand_ellipsis(item: &str) -> Result<Vec<String>, String> {
         }
     }
     Ok(out)
-}
-
-/// Contents of `format.json`. Version 1 has one set (`drives`); version 2 has
-/// `sets` and `distribution_algo` instead.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Format {
-    pub version: u32,
-    pub format: String,
-    pub deployment_id: String,
-    /// Version 1: drive ids of the one set, in slot order.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub drives: Vec<String>,
-    /// Version 2: drive ids of each erasure set, in slot order.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub sets: Vec<Vec<String>>,
-    /// Version 2: how an object's set is chosen ([`SET_DISTRIBUTION`]).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub distribution_algo: Option<String>,
-    /// This drive's id (one of the drives).
-    pub this: String,
-}
-
-impl Format {
-    /// The erasure sets, whichever version wrote the file.
-    pub fn layout(&self) -> Vec<Vec<String>> {
-        if self.version == 1 {
-            vec![self.drives.clone()]
-        } else {
-            self.sets.clone()
-        }
-    }
-
-    fn new(deployment_id: &str, sets: Vec<Vec<String>>, this: String) -> Format {
-        if sets.len() == 1 {
-            // One set: version 1, so that older builds still open the drives.
-            let drives = sets.into_iter().next().unwrap_or_default();
-            return Format {
-                version: 1,
-                format: FORMAT_NAME.into(),
-                deployment_id: deployment_id.into(),
-                drives,
-                sets: Vec::new(),
-                distribution_algo: None,
-                this,
-            };
-        }
-        Format {
-            version: 2,
-            format: FORMAT_NAME.into(),
-            deployment_id: deployment_id.into(),
-            drives: Vec::new(),
-            sets,
-            distribution_algo: Some(SET_DISTRIBUTION.into()),
-            this,
-        }
-    }
 }
 
 /// An exclusive, process-lifetime lock on one drive.
@@ -227,37 +208,6 @@ pub fn prepare_drive(drive: &Path) -> StoreResult<()> {
     Ok(())
 }
 
-pub fn read_format(drive: &Path) -> StoreResult<Option<Format>> {
-    let path = drive.join(SYS_DIR).join(FORMAT_FILE);
-    match fs::read(&path) {
-        Ok(b) => {
-            let f: Format = serde_json::from_slice(&b)
-                .map_err(|e| StoreError::Format(format!("{} is corrupt: {e}", path.display())))?;
-            let known = match f.version {
-                1 => !f.drives.is_empty(),
-                2 => {
-                    !f.sets.is_empty()
-                        && f.sets.iter().all(|s| !s.is_empty())
-                        && f.distribution_algo.as_deref() == Some(SET_DISTRIBUTION)
-                }
-                _ => false,
-            };
-            if f.format != FORMAT_NAME || !known {
-                return Err(StoreError::Format(format!(
-                    "{}: unsupported format {:?} version {} (set distribution {:?})",
-                    path.display(),
-                    f.format,
-                    f.version,
-                    f.distribution_algo
-                )));
-            }
-            Ok(Some(f))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(StoreError::io(&path, e)),
-    }
-}
-
 /// Writes a file durably: temp file, fsync, rename, fsync of the directory.
 pub fn write_file_durable(path: &Path, data: &[u8]) -> StoreResult<()> {
     let tmp = path.with_extension(format!("tmp.{}", uuid::Uuid::new_v4().simple()));
@@ -273,116 +223,6 @@ pub fn write_file_durable(path: &Path, data: &[u8]) -> StoreResult<()> {
 
 pub fn sync_dir(dir: &Path) -> StoreResult<()> {
     File::open(dir).and_then(|d| d.sync_all()).ctx(dir)
-}
-
-fn write_format(drive: &Path, f: &Format) -> StoreResult<()> {
-    let data = serde_json::to_vec_pretty(f).map_err(|e| StoreError::Format(e.to_string()))?;
-    write_file_durable(&drive.join(SYS_DIR).join(FORMAT_FILE), &data)
-}
-
-/// Result of reconciling the drives' formats.
-pub struct FormatResult {
-    pub deployment_id: String,
-    /// Number of drives in each erasure set, in spec order.
-    pub set_sizes: Vec<usize>,
-    /// Slots (in the whole spec) whose drive was empty and has just been
-    /// formatted (need healing).
-    pub replaced: Vec<usize>,
-}
-
-/// Checks (or creates) the format of every drive; `drives` are already locked.
-pub fn reconcile_formats(drives: &[PathBuf]) -> StoreResult<FormatResult> {
-    let mut formats = Vec::with_capacity(drives.len());
-    for d in drives {
-        formats.push(read_format(d)?);
-    }
-    let n = drives.len();
-    let Some(reference) = formats.iter().flatten().next().cloned() else {
-        // A brand new deployment.
-        let size = set_size_for(n)?;
-        let deployment_id = uuid::Uuid::new_v4().to_string();
-        let sets: Vec<Vec<String>> =
-            (0..n / size).map(|_| (0..size).map(|_| uuid::Uuid::new_v4().to_string()).collect()).collect();
-        let ids: Vec<String> = sets.concat();
-        for (i, d) in drives.iter().enumerate() {
-            write_format(d, &Format::new(&deployment_id, sets.clone(), ids[i].clone()))?;
-        }
-        return Ok(FormatResult { deployment_id, set_sizes: vec![size; n / size], replaced: Vec::new() });
-    };
-    let layout = reference.layout();
-    for (i, f) in formats.iter().enumerate() {
-        let Some(f) = f else { continue };
-        if f.deployment_id != reference.deployment_id {
-            return Err(StoreError::Format(format!(
-                "drives belong to different deployments: {} is in deployment {} but {} is in {}; \
-                 refusing to mix them",
-                drives[i].display(),
-                f.deployment_id,
-                drives[formats.iter().position(|x| x.is_some()).unwrap_or(0)].display(),
-                reference.deployment_id
-            )));
-        }
-        if f.layout() != layout {
-            return Err(StoreError::Format(format!(
-                "drive {} disagrees with the other drives about the sets' membership",
-                drives[i].display()
-            )));
-        }
-    }
-    let ids: Vec<String> = layout.concat();
-    if ids.len() != n {
-        return Err(StoreError::Format(format!(
-            "the deployment has {} drives ({} erasure sets) but the spec lists {n}",
-            ids.len(),
-            layout.len()
-        )));
-    }
-    for (i, f) in formats.iter().enumerate() {
-        let Some(f) = f else { continue };
-        let slot = ids.iter().position(|id| *id == f.this);
-        if slot != Some(i) {
-            return Err(StoreError::Format(format!(
-                "drive order mismatch: {} is listed at position {} but was formatted as drive {} of the deployment; \
-                 list the drives in their original order",
-                drives[i].display(),
-                i + 1,
-                slot.map(|s| (s + 1).to_string()).unwrap_or_else(|| "?".into())
-            )));
-        }
-    }
-    let formatted = formats.iter().filter(|f| f.is_some()).count();
-    let mut replaced = Vec::new();
-    if formatted < n {
-        if formatted * 2 < n {
-            return Err(StoreError::Format(format!(
-                "only {formatted} of {n} drives carry a format; refusing to format the others \
-                 (wrong drive spec?)"
-            )));
-        }
-        for (i, f) in formats.iter().enumerate() {
-            if f.is_some() {
-                continue;
-            }
-            format_replacement(&drives[i], &reference, i)?;
-            replaced.push(i);
-        }
-    }
-    Ok(FormatResult {
-        deployment_id: reference.deployment_id,
-        set_sizes: layout.iter().map(Vec::len).collect(),
-        replaced,
-    })
-}
-
-/// Formats an empty drive into slot `slot` of the deployment `reference` describes.
-pub fn format_replacement(drive: &Path, reference: &Format, slot: usize) -> StoreResult<()> {
-    let mut nf = reference.clone();
-    nf.this = reference.layout().concat().get(slot).cloned().ok_or_else(|| {
-        StoreError::Format(format!("slot {slot} is not part of deployment {}", reference.deployment_id))
-    })?;
-    write_format(drive, &nf)?;
-    tracing::warn!(drive = %drive.display(), slot, "formatted empty replacement drive");
-    Ok(())
 }
 
 /// `(total, available)` bytes of the file system holding `path` (available:
@@ -419,6 +259,22 @@ mod tests {
     }
 
     #[test]
+    fn pool_specs() {
+        let p = parse_pool_specs(&["/a{1...2}; /b{1...3}", "/c"]).unwrap();
+        assert_eq!(p.iter().map(Vec::len).collect::<Vec<_>>(), vec![2, 3, 1]);
+        assert_eq!(p[1][0], PathBuf::from("/b1"));
+        assert_eq!(
+            parse_pool_specs(&["/a,/b"]).unwrap(),
+            vec![vec![PathBuf::from("/a"), PathBuf::from("/b")]]
+        );
+        let e = parse_pool_specs(&["/a{1...2}", "/a2,/c"]).unwrap_err().to_string();
+        assert!(e.contains("/a2 is already in pool 1"), "{e}");
+        let e = parse_pool_specs(&["/a;"]).unwrap_err().to_string();
+        assert!(e.contains("empty server pool"), "{e}");
+        assert!(parse_pool_specs::<&str>(&[]).is_err());
+    }
+
+    #[test]
     fn spec_errors() {
         for bad in [
             "",
@@ -443,21 +299,5 @@ mod tests {
         }
         let e = set_size_for(17).unwrap_err().to_string();
         assert!(e.contains("17 drives cannot be split"), "{e}");
-    }
-
-    #[test]
-    fn version_1_format_is_one_set() {
-        let v1 =
-            r#"{"version":1,"format":"bucketfs-erasure","deployment_id":"x","drives":["a","b"],"this":"a"}"#;
-        let f: Format = serde_json::from_str(v1).unwrap();
-        assert_eq!(f.layout(), vec![vec!["a".to_string(), "b".to_string()]]);
-        let f2 = Format::new("x", vec![vec!["a".into()], vec!["b".into()]], "b".into());
-        let json = serde_json::to_string(&f2).unwrap();
-        assert!(
-            json.contains(r#""version":2"#)
-                && json.contains(SET_DISTRIBUTION)
-                && !json.contains(r#""drives""#)
-        );
-        assert_eq!(Format::new("x", vec![vec!["a".into(), "b".into()]], "a".into()), f);
     }
 }

@@ -232,8 +232,12 @@ pub(crate) fn merge_pages(pages: Vec<ListPage>, max_keys: usize) -> ListPage {
         entries.extend(p.objects.into_iter().map(|o| (o.key.clone(), Some(o))));
         entries.extend(p.common_prefixes.into_iter().map(|cp| (cp, None)));
     }
-    entries.sort_by(|a, b| a.0.cmp(&b.0));
-    entries.dedup_by(|a, b| a.0 == b.0 && a.1.is_none() && b.1.is_none());
+    // Equal keys: the newest object first, so that dedup keeps it (a key in
+    // two pools, after a race, is listed once, as its newest copy).
+    let newest =
+        |o: &Option<crate::backend::ObjectMeta>| std::cmp::Reverse(o.as_ref().map(|o| o.last_modified));
+    entries.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| newest(&a.1).cmp(&newest(&b.1))));
+    entries.dedup_by(|a, b| a.0 == b.0 && a.1.is_none() == b.1.is_none());
     let truncated = more || entries.len() > max;
     entries.truncate(max);
     let mut page = ListPage::default();

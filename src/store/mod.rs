@@ -1,10 +1,13 @@
 //! The embedded erasure-coded object store behind `local://`.
 //!
 //! Modelled on MinIO's single-node, multi-drive deployment, with our own
-//! on-disk format (docs/STORE-FORMAT.md). One [`Store`] owns up to 256 drive
-//! directories split into *erasure sets* of at most 16 ([`set::ErasureSet`]):
-//! an object lives wholly in the set its key hashes to (SipHash-2-4 keyed with
-//! the deployment id, modulo the number of sets), where it is cut into 1 MiB
+//! on-disk format (docs/STORE-FORMAT.md). One [`Store`] is one or more *server
+//! pools* ([`pools`]), each a drive spec of up to 256 drive directories split
+//! into *erasure sets* of at most 16 ([`set::ErasureSet`]). An object lives in
+//! one pool (where it was first written; new objects go to the pool with the
+//! most free space, weighted at random) and, there, wholly in the set its key
+//! hashes to (SipHash-2-4 keyed with the deployment id, modulo the pool's
+//! number of sets), where it is cut into 1 MiB
 //! blocks, each Reed-Solomon coded into `data + parity = set size` shards, and
 //! shard `i` goes to drive `distribution[i]` of the set (a per-key rotation).
 //! Every shard block carries an xxh3-128 hash, so corruption is detected and
@@ -12,20 +15,22 @@
 //!
 //! Why sets: coding over more than 16 shards buys little safety for a lot of
 //! per-object work (every object touches every drive), and independent sets
-//! let a failure of `parity` drives in *each* set be survived. This file only
-//! opens the deployment and routes each call to the set(s) it concerns; what a
-//! set does with an object is the set's business.
+//! let a failure of `parity` drives in *each* set be survived. Why pools: a
+//! store grows by adding a spec without moving data. This file only opens the
+//! deployment and routes each call to the set(s) it concerns (pools.rs picks
+//! the pool); what a set does with an object is the set's business.
 //!
 //! The store is synchronous (std::fs plus scoped threads, one per drive, for
 //! shard I/O); the async adapter in `backend/local.rs` runs it on tokio's
 //! blocking pool. Each set has a background thread that purges the trash and
 //! heals objects that reads found damaged.
 //!
-//! Module map: [`drives`] (spec, lock, format.json, set sizes), [`siphash`]
-//! (set choice), [`set`] (one erasure set), [`paths`] (key -> path),
+//! Module map: [`drives`] (spec, lock, set sizes), [`format`] (format.json),
+//! [`pools`] (pools.json, pool choice), [`siphash`] (set choice), [`set`] (one
+//! erasure set), [`paths`] (key -> path),
 //! [`erasure`] + [`bitrot`] (coding and hashing), [`meta`] (metadata file),
 //! [`object`] (put/get/delete/copy, with `write.rs`, `commit.rs`, `read.rs`),
-//! [`list`], [`multipart`], [`heal`], [`monitor`] (replaced drives),
+//! [`list`], [`multipart`] (with `uploads.rs`: routing), [`heal`], [`monitor`] (replaced drives),
 //! [`scanner`] (background pass: heal, garbage, usage).
 
 pub mod bitrot;
@@ -33,6 +38,7 @@ mod commit;
 pub mod drives;
 pub mod erasure;
 pub mod error;
+pub mod format;
 pub mod heal;
 pub mod list;
 pub mod meta;
@@ -40,10 +46,12 @@ pub mod monitor;
 pub mod multipart;
 pub mod object;
 pub mod paths;
+pub mod pools;
 mod read;
 pub mod scanner;
 pub mod set;
 pub mod siphash;
+mod uploads;
 mod write;
 
 use std::io::Read;
@@ -52,18 +60,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use drives::parse_drive_spec;
+pub use drives::{parse_drive_spec, parse_pool_specs};
 pub use error::{StoreError, StoreResult};
 pub use heal::HealSummary;
 pub use set::ErasureSet;
 pub use write::WriteBudget;
 
-use crate::backend::{
-    CompletedPart, GetOptions, ListPage, ListRequest, MultipartUploadInfo, ObjectMeta, PutOptions,
-};
+use crate::backend::{GetOptions, ListPage, ListRequest, ObjectMeta, PutOptions};
 use drives::DriveLock;
 
-/// How the store is opened.
+/// How a one-pool store is opened ([`Store::open_pools`] takes several).
 #[derive(Clone, Debug, Default)]
 pub struct StoreConfig {
     pub drives: Vec<PathBuf>,
@@ -71,10 +77,16 @@ pub struct StoreConfig {
     pub parity: Option<usize>,
 }
 
-/// A deployment: its erasure sets and the key that places objects in them.
+/// A deployment: its pools' erasure sets and the key that places objects in them.
 pub struct Store {
+    /// Every pool's drives, pool after pool.
     drives: Vec<PathBuf>,
+    /// Every pool's sets, pool after pool.
     sets: Vec<Arc<ErasureSet>>,
+    pools: Vec<pools::Pool>,
+    /// With several pools: held from choosing a key's pool until its write is
+    /// done, so two writers of a new key cannot put it in two pools.
+    route_locks: Vec<std::sync::Mutex<()>>,
     deployment_id: String,
     /// SipHash key: the deployment id's 16 bytes.
     set_key: [u8; 16],
@@ -82,73 +94,119 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("drives", &self.drives).field("sets", &self.sets.len()).finish()
+        f.debug_struct("Store")
+            .field("drives", &self.drives)
+            .field("sets", &self.sets.len())
+            .field("pools", &self.pools.len())
+            .finish()
     }
 }
 
 impl Store {
     /// Opens (formatting on first use) the drives and starts each set's background worker.
-    #[tracing::instrument(level = "debug", skip(cfg), fields(drives = cfg.drives.len()))]
     pub fn open(cfg: StoreConfig) -> StoreResult<Arc<Store>> {
-        let n = cfg.drives.len();
-        if n == 0 || n > drives::MAX_DRIVES {
-            return Err(StoreError::Config(format!("need 1 to {} drives, got {n}", drives::MAX_DRIVES)));
+        Self::open_pools(vec![cfg.drives], cfg.parity)
+    }
+
+    /// Opens a store of one or more server pools (one drive list each, in the
+    /// order the pools were added; a pool whose drives are all empty joins the
+    /// deployment as a new pool).
+    #[tracing::instrument(level = "debug", skip(pool_drives), fields(pools = pool_drives.len()))]
+    pub fn open_pools(pool_drives: Vec<Vec<PathBuf>>, parity: Option<usize>) -> StoreResult<Arc<Store>> {
+        if pool_drives.is_empty() {
+            return Err(StoreError::Config("no drives given".into()));
         }
         let mut seen = std::collections::HashSet::new();
-        for d in &cfg.drives {
-            if !d.is_absolute() {
-                return Err(StoreError::Config(format!("drive {} is not an absolute path", d.display())));
+        for drives in &pool_drives {
+            let n = drives.len();
+            if n == 0 || n > drives::MAX_DRIVES {
+                return Err(StoreError::Config(format!("need 1 to {} drives, got {n}", drives::MAX_DRIVES)));
             }
-            if !seen.insert(d.clone()) {
-                return Err(StoreError::Config(format!("drive {} is listed twice", d.display())));
+            for d in drives {
+                if !d.is_absolute() {
+                    return Err(StoreError::Config(format!("drive {} is not an absolute path", d.display())));
+                }
+                if !seen.insert(d.clone()) {
+                    return Err(StoreError::Config(format!("drive {} is listed twice", d.display())));
+                }
             }
         }
-        let mut locks = Vec::with_capacity(n);
-        for d in &cfg.drives {
+        let all: Vec<PathBuf> = pool_drives.concat();
+        let mut locks = Vec::with_capacity(all.len());
+        for d in &all {
             drives::prepare_drive(d)?;
             locks.push(lock_with_retry(d)?);
         }
         // Refuse a bad parity before anything is formatted: check it against the
-        // sets recorded on the drives, or those a new deployment would get.
-        let recorded = cfg.drives.iter().find_map(|d| drives::read_format(d).ok().flatten());
-        let smallest = match &recorded {
-            Some(f) => f.layout().iter().map(Vec::len).min().unwrap_or(n),
-            None => drives::set_size_for(n)?,
-        };
-        parity_for(cfg.parity, smallest)?;
-        let fr = drives::reconcile_formats(&cfg.drives)?;
-        let mut sets = Vec::with_capacity(fr.set_sizes.len());
-        let mut locks = locks.into_iter();
-        let mut start = 0;
-        for &size in &fr.set_sizes {
-            let parity = parity_for(cfg.parity, size)?;
-            let replaced: Vec<usize> =
-                fr.replaced.iter().filter(|&&s| s >= start && s < start + size).map(|s| s - start).collect();
-            let set_locks: Vec<DriveLock> = locks.by_ref().take(size).collect();
-            let set_drives = cfg.drives[start..start + size].to_vec();
-            sets.push(ErasureSet::start(set_drives, set_locks, parity, fr.deployment_id.clone(), &replaced)?);
-            start += size;
+        // sets recorded on each pool's drives, or those a new pool would get.
+        for drives in &pool_drives {
+            let recorded = drives.iter().find_map(|d| drives::read_format(d).ok().flatten());
+            let smallest = match &recorded {
+                Some(f) => f.layout().iter().map(Vec::len).min().unwrap_or(drives.len()),
+                None => drives::set_size_for(drives.len())?,
+            };
+            parity_for(parity, smallest)?;
         }
-        Ok(Arc::new(Store {
-            drives: cfg.drives,
+        let results = pools::reconcile_pools(&pool_drives)?;
+        let mut sets = Vec::new();
+        let mut pools = Vec::with_capacity(results.len());
+        let mut locks = locks.into_iter();
+        let mut drive_base = 0;
+        for (fr, drives) in results.iter().zip(&pool_drives) {
+            let first_set = sets.len();
+            let mut start = 0;
+            for &size in &fr.set_sizes {
+                let set_parity = parity_for(parity, size)?;
+                let replaced: Vec<usize> = fr
+                    .replaced
+                    .iter()
+                    .filter(|&&s| s >= start && s < start + size)
+                    .map(|s| s - start)
+                    .collect();
+                let set_locks: Vec<DriveLock> = locks.by_ref().take(size).collect();
+                let set_drives = drives[start..start + size].to_vec();
+                sets.push(ErasureSet::start(
+                    set_drives,
+                    set_locks,
+                    set_parity,
+                    fr.deployment_id.clone(),
+                    &replaced,
+                )?);
+                start += size;
+            }
+            pools.push(pools::Pool {
+                drives: drive_base..drive_base + drives.len(),
+                sets: first_set..sets.len(),
+            });
+            drive_base += drives.len();
+        }
+        let deployment_id = results[0].deployment_id.clone();
+        let store = Arc::new(Store {
+            drives: all,
             sets,
-            set_key: set_key(&fr.deployment_id),
-            deployment_id: fr.deployment_id,
-        }))
+            pools,
+            route_locks: (0..256).map(|_| std::sync::Mutex::new(())).collect(),
+            set_key: set_key(&deployment_id),
+            deployment_id,
+        });
+        if store.pools.len() > 1 {
+            store.spread_buckets()?;
+        }
+        Ok(store)
     }
 
-    /// All drives, in spec order.
+    /// All drives, in spec order (pool after pool).
     pub fn drives(&self) -> &[PathBuf] {
         &self.drives
     }
 
-    /// The erasure sets, in spec order.
+    /// The erasure sets, in spec order (pool after pool).
     pub fn sets(&self) -> &[Arc<ErasureSet>] {
         &self.sets
     }
 
     /// `(data, parity)` used for new objects (of the first set; all sets of a
-    /// new deployment have the same size).
+    /// pool have the same size, but pools may differ: see [`Store::pool_sets`]).
     pub fn layout(&self) -> (usize, usize) {
         self.sets[0].layout()
     }
@@ -157,13 +215,24 @@ impl Store {
         &self.deployment_id
     }
 
-    /// Index of the set `key` lives in.
+    /// Index of the set `key` hashes to in the first pool (with one pool:
+    /// the set it lives in). See [`Store::pool_of`] for the pool.
     pub fn set_of(&self, key: &str) -> usize {
-        siphash::set_of(key, self.sets.len(), self.set_key)
+        siphash::set_of(key, self.pools[0].sets.len(), self.set_key)
     }
 
-    fn set(&self, key: &str) -> &ErasureSet {
-        &self.sets[self.set_of(key)]
+    /// Serialises choosing `key`'s pool and writing it (several pools only).
+    fn route_lock(&self, bucket: &str, key: &str) -> Option<std::sync::MutexGuard<'_, ()>> {
+        if self.pools.len() == 1 {
+            return None;
+        }
+        let h = xxhash_rust::xxh3::xxh3_64(format!("{bucket}/{key}").as_bytes()) as usize;
+        Some(self.route_locks[h % self.route_locks.len()].lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// The set holding `key` (or where a read answers that it does not exist).
+    fn read_set(&self, bucket: &str, key: &str) -> StoreResult<&ErasureSet> {
+        Ok(self.pool_set(self.read_pool(bucket, key)?, key))
     }
 
     /// Shards that must be written for a write with `data`/`parity` to succeed.
@@ -242,7 +311,7 @@ impl Store {
         Ok(all.into_iter().collect())
     }
 
-    // ----- objects: each lives in the set of its key -----
+    // ----- objects: each lives in one pool, in the set of its key -----
 
     pub fn put_object_reader(
         &self,
@@ -251,7 +320,8 @@ impl Store {
         reader: &mut dyn Read,
         opts: &PutOptions,
     ) -> StoreResult<ObjectMeta> {
-        self.set(key).put_object_reader(bucket, key, reader, opts)
+        let _route = self.route_lock(bucket, key);
+        self.pool_set(self.write_pool(bucket, key, None)?, key).put_object_reader(bucket, key, reader, opts)
     }
 
     pub fn put_object(
@@ -261,15 +331,17 @@ impl Store {
         data: &[u8],
         opts: &PutOptions,
     ) -> StoreResult<ObjectMeta> {
-        self.set(key).put_object(bucket, key, data, opts)
+        let _route = self.route_lock(bucket, key);
+        let size = Some(data.len() as u64);
+        self.pool_set(self.write_pool(bucket, key, size)?, key).put_object(bucket, key, data, opts)
     }
 
     pub fn head_object(&self, bucket: &str, key: &str) -> StoreResult<ObjectMeta> {
-        self.set(key).head_object(bucket, key)
+        self.read_set(bucket, key)?.head_object(bucket, key)
     }
 
     pub fn object_part_sizes(&self, bucket: &str, key: &str) -> StoreResult<(ObjectMeta, Vec<u64>)> {
-        self.set(key).object_part_sizes(bucket, key)
+        self.read_set(bucket, key)?.object_part_sizes(bucket, key)
     }
 
     pub fn get_object(
@@ -279,7 +351,7 @@ impl Store {
         range: Option<Range<u64>>,
         opts: &GetOptions,
     ) -> StoreResult<(ObjectMeta, Vec<u8>)> {
-        self.set(key).get_object(bucket, key, range, opts)
+        self.read_set(bucket, key)?.get_object(bucket, key, range, opts)
     }
 
     pub fn get_object_ranges(
@@ -289,14 +361,20 @@ impl Store {
         ranges: &[Range<u64>],
         opts: &GetOptions,
     ) -> StoreResult<(ObjectMeta, Vec<Vec<u8>>)> {
-        self.set(key).get_object_ranges(bucket, key, ranges, opts)
+        self.read_set(bucket, key)?.get_object_ranges(bucket, key, ranges, opts)
     }
 
+    /// Deletes `key` from every pool (normally one holds it; after a race two may).
     pub fn delete_object(&self, bucket: &str, key: &str) -> StoreResult<()> {
-        self.set(key).delete_object(bucket, key)
+        let _route = self.route_lock(bucket, key);
+        for p in 0..self.pools.len() {
+            self.pool_set(p, key).delete_object(bucket, key)?;
+        }
+        Ok(())
     }
 
-    /// Server-side copy within a bucket; the two keys may live in different sets.
+    /// Server-side copy within a bucket; the two keys may live in different
+    /// sets and pools (the destination goes where a put of it would).
     pub fn copy_object(
         &self,
         bucket: &str,
@@ -304,10 +382,20 @@ impl Store {
         dst: &str,
         metadata: Option<&PutOptions>,
     ) -> StoreResult<ObjectMeta> {
-        self.set(src).copy_object_to(self.set(dst), bucket, src, dst, metadata)
+        let from = self.read_set(bucket, src)?;
+        let _route = self.route_lock(bucket, dst);
+        let size =
+            if self.pools.len() > 1 { from.head_object(bucket, src).ok().map(|m| m.size) } else { None };
+        from.copy_object_to(
+            self.pool_set(self.write_pool(bucket, dst, size)?, dst),
+            bucket,
+            src,
+            dst,
+            metadata,
+        )
     }
 
-    /// One page of an S3 listing, merged from every set's page.
+    /// One page of an S3 listing, merged from every set's page (of every pool).
     pub fn list_objects(&self, bucket: &str, req: &ListRequest) -> StoreResult<ListPage> {
         if self.sets.len() == 1 {
             return self.sets[0].list_objects(bucket, req);
@@ -317,75 +405,6 @@ impl Store {
             pages.push(s.list_objects(bucket, req)?);
         }
         Ok(list::merge_pages(pages, req.max_keys))
-    }
-
-    // ----- multipart uploads: kept in the set of the final key -----
-
-    pub fn create_multipart_upload(&self, bucket: &str, key: &str, opts: &PutOptions) -> StoreResult<String> {
-        self.set(key).create_multipart_upload(bucket, key, opts)
-    }
-
-    pub fn put_part(
-        &self,
-        bucket: &str,
-        key: &str,
-        upload_id: &str,
-        part_number: u32,
-        reader: &mut dyn Read,
-    ) -> StoreResult<CompletedPart> {
-        self.set(key).put_part(bucket, key, upload_id, part_number, reader)
-    }
-
-    pub fn list_parts(&self, bucket: &str, key: &str, upload_id: &str) -> StoreResult<Vec<CompletedPart>> {
-        self.set(key).list_parts(bucket, key, upload_id)
-    }
-
-    pub fn read_part(
-        &self,
-        bucket: &str,
-        key: &str,
-        upload_id: &str,
-        part: &CompletedPart,
-    ) -> StoreResult<Vec<u8>> {
-        self.set(key).read_part(bucket, key, upload_id, part)
-    }
-
-    pub fn complete_multipart_upload(
-        &self,
-        bucket: &str,
-        key: &str,
-        upload_id: &str,
-        parts: &[CompletedPart],
-    ) -> StoreResult<ObjectMeta> {
-        self.set(key).complete_multipart_upload(bucket, key, upload_id, parts)
-    }
-
-    pub fn abort_multipart_upload(&self, bucket: &str, key: &str, upload_id: &str) -> StoreResult<()> {
-        self.set(key).abort_multipart_upload(bucket, key, upload_id)
-    }
-
-    /// In-progress uploads whose key starts with `prefix`, ordered by key then id.
-    pub fn list_multipart_uploads(
-        &self,
-        bucket: &str,
-        prefix: &str,
-    ) -> StoreResult<Vec<MultipartUploadInfo>> {
-        let mut out = Vec::new();
-        for s in &self.sets {
-            out.extend(s.list_multipart_uploads(bucket, prefix)?);
-        }
-        out.sort_by(|a, b| (&a.key, &a.upload_id).cmp(&(&b.key, &b.upload_id)));
-        Ok(out)
-    }
-
-    /// Aborts every upload under `prefix`; returns how many.
-    pub fn abort_uploads_under(&self, bucket: &str, prefix: &str) -> StoreResult<usize> {
-        self.sets.iter().try_fold(0, |n, s| Ok(n + s.abort_uploads_under(bucket, prefix)?))
-    }
-
-    /// Aborts uploads initiated more than `older_than` ago; returns how many.
-    pub fn expire_uploads(&self, bucket: &str, older_than: Duration) -> StoreResult<usize> {
-        self.sets.iter().try_fold(0, |n, s| Ok(n + s.expire_uploads(bucket, older_than)?))
     }
 
     // ----- healing -----
@@ -417,9 +436,11 @@ impl Store {
         scanner::set_speed(&self.deployment_id, speed);
     }
 
-    /// Heals one object; returns the bytes rewritten (0 = it was healthy).
+    /// Heals one object in every pool (a pool without it drops any dangling
+    /// pieces); returns the bytes rewritten (0 = it was healthy).
     pub fn heal_object(&self, bucket: &str, key: &str, deep: bool) -> StoreResult<u64> {
-        self.set(key).heal_object(bucket, key, deep)
+        (0..self.pools.len())
+            .try_fold(0, |n, p| Ok(n + self.pool_set(p, key).heal_object(bucket, key, deep)?))
     }
 }
 

@@ -105,6 +105,11 @@ impl ErasureSet {
         Err(StoreError::NoSuchUpload(id.into()))
     }
 
+    /// True if upload `id` of `key` lives in this set (pools.rs asks each pool).
+    pub(crate) fn has_upload(&self, bucket: &str, key: &str, id: &str) -> bool {
+        self.read_upload(bucket, Some(key), id).is_ok()
+    }
+
     /// Starts an upload; returns its opaque id.
     #[tracing::instrument(level = "debug", skip(self, opts))]
     pub fn create_multipart_upload(&self, bucket: &str, key: &str, opts: &PutOptions) -> StoreResult<String> {
