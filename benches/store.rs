@@ -115,9 +115,17 @@ fn md5_speed(buf: &[u8]) -> f64 {
     buf.len() as f64 / MIB / t.elapsed().as_secs_f64()
 }
 
-fn store_speed(dir: &Path, n: usize, parity: usize, buf: &[u8]) -> (f64, f64, f64) {
-    let drives: Vec<PathBuf> = (0..n).map(|i| dir.join(format!("{n}-d{i}"))).collect();
-    let s = Store::open(StoreConfig { drives: drives.clone(), parity: Some(parity) }).unwrap();
+/// PUT, GET hot and GET cold MiB/s of a store of server pools of `pools[i]`
+/// drives each (one entry: a plain one-spec store).
+fn store_speed(dir: &Path, pools: &[usize], parity: usize, buf: &[u8]) -> (f64, f64, f64) {
+    let tag = pools.iter().map(usize::to_string).collect::<Vec<_>>().join("+");
+    let specs: Vec<Vec<PathBuf>> = pools
+        .iter()
+        .enumerate()
+        .map(|(p, &n)| (0..n).map(|i| dir.join(format!("{tag}-p{p}-d{i}"))).collect())
+        .collect();
+    let drives: Vec<PathBuf> = specs.concat();
+    let s = Store::open_pools(specs, Some(parity)).unwrap();
     s.make_bucket("bench").unwrap();
     let mut put = 0.0;
     for i in 0..ROUNDS {
@@ -147,6 +155,34 @@ fn store_speed(dir: &Path, n: usize, parity: usize, buf: &[u8]) -> (f64, f64, f6
         let _ = std::fs::remove_dir_all(d);
     }
     (put / ROUNDS as f64, hot, cold)
+}
+
+/// Small-object PUTs per second (4 KiB, inline in the metadata) on a store of
+/// server pools of `pools[i]` drives: where a pool lookup (a metadata read per
+/// pool, and statvfs of the target sets' drives for a new key) shows.
+fn small_put_rate(dir: &Path, pools: &[usize]) -> f64 {
+    let tag = pools.iter().map(usize::to_string).collect::<Vec<_>>().join("+");
+    let specs: Vec<Vec<PathBuf>> = pools
+        .iter()
+        .enumerate()
+        .map(|(p, &n)| (0..n).map(|i| dir.join(format!("small{tag}-p{p}-d{i}"))).collect())
+        .collect();
+    let drives: Vec<PathBuf> = specs.concat();
+    let s = Store::open_pools(specs, Some(4)).unwrap();
+    s.make_bucket("bench").unwrap();
+    let body = vec![7u8; 4096];
+    const N: usize = 500;
+    let t = Instant::now();
+    for i in 0..N {
+        s.put_object("bench", &format!("small{i}"), &body, &PutOptions::default()).unwrap();
+    }
+    let rate = N as f64 / t.elapsed().as_secs_f64();
+    s.close();
+    drop(s);
+    for d in &drives {
+        let _ = std::fs::remove_dir_all(d);
+    }
+    rate
 }
 
 /// A store of `n` drives (split into sets as `Store::open` does) loaded with
@@ -206,7 +242,7 @@ fn main() {
     println!("MD5 (the S3 ETag, computed on every PUT): {:.0} MiB/s", md5_speed(&buf));
     for (n, p) in [(6, 2), (12, 4)] {
         let enc = encode_speed(n - p, p, &buf[..16 << 20]);
-        let (put, gh, gc) = store_speed(tmp.path(), n, p, &buf);
+        let (put, gh, gc) = store_speed(tmp.path(), &[n], p, &buf);
         println!(
             "{}+{p}: RS encode {enc:.0} MiB/s | PUT {put:.0} MiB/s ({:.0}% of min(encode, disk write)) | \
              GET hot {gh:.0} MiB/s ({:.0}% of fs::read) | GET cold {gc:.0} MiB/s ({:.0}% of raw cold read)",
@@ -216,11 +252,19 @@ fn main() {
             100.0 * gc / rc,
         );
     }
-    // Erasure sets: 20 drives are 2 sets of 10 (6+4 each) beside one set of 10.
-    for n in [10, 20] {
-        let (put, gh, gc) = store_speed(tmp.path(), n, 4, &buf);
-        let sets = if n > 16 { 2 } else { 1 };
-        println!("{n} drives = {sets} set(s) of 6+4: PUT {put:.0} MiB/s | GET hot {gh:.0} MiB/s | GET cold {gc:.0} MiB/s");
+    // Erasure sets: 20 drives are 2 sets of 10 (6+4 each) beside one set of 10;
+    // server pools: 2 pools of 10 drives (one set of 6+4 each; every PUT first
+    // asks both pools for the key and weighs their free space).
+    for (pools, what) in [
+        (&[10][..], "10 drives = 1 set"),
+        (&[20], "20 drives = 2 sets"),
+        (&[10, 10], "2 pools x 10 drives = 2 sets"),
+    ] {
+        let (put, gh, gc) = store_speed(tmp.path(), pools, 4, &buf);
+        println!("{what} of 6+4: PUT {put:.0} MiB/s | GET hot {gh:.0} MiB/s | GET cold {gc:.0} MiB/s");
+    }
+    for (pools, what) in [(&[10][..], "1 pool x 10 drives"), (&[10, 10], "2 pools x 10 drives")] {
+        println!("{what}, 4 KiB PUTs of new keys: {:.0} objects/s", small_put_rate(tmp.path(), pools));
     }
     // Heal of a replaced drive (background, paced at monitor::HEAL_RATE).
     for n in [6, 20] {
