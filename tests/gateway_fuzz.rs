@@ -299,6 +299,19 @@ impl Fuzz {
         }
     }
 
+    /// A signed aws-chunked PutObject of `decoded` bytes whose body `chunks` builds
+    /// from the seed signature.
+    fn put_chunked(&self, key: &str, decoded: usize, chunks: &dyn Fn(&str) -> Vec<u8>) -> (u16, String) {
+        let (head, seed) = self.head(
+            "PUT",
+            &format!("/{}/{key}", self.bucket),
+            &[],
+            &[("x-amz-decoded-content-length", decoded.to_string())],
+            sigv4::STREAMING,
+        );
+        exchange(self.port, &head, &chunks(&seed), None, key)
+    }
+
     fn put(&self, key: &str, data: &[u8]) {
         let (code, text) = self.plain("PUT", &format!("/{}/{key}", self.bucket), &[], data, "seed PUT");
         assert_eq!(code, 200, "{text}");
@@ -739,16 +752,7 @@ async fn xml_requests_with_bad_bodies_are_4xx_and_change_nothing() {
 async fn short_bodies_are_400_and_a_wrong_chunk_signature_403() {
     let f = Fuzz::new("fzregress").await;
     let data = pattern(20_000, 3);
-    let send = |chunks: &dyn Fn(&str) -> Vec<u8>, key: &str| {
-        let (head, seed) = f.head(
-            "PUT",
-            &format!("/{}/{key}", f.bucket),
-            &[],
-            &[("x-amz-decoded-content-length", data.len().to_string())],
-            sigv4::STREAMING,
-        );
-        exchange(f.port, &head, &chunks(&seed), None, key)
-    };
+    let send = |chunks: &dyn Fn(&str) -> Vec<u8>, key: &str| f.put_chunked(key, data.len(), chunks);
     // the final empty chunk and the one before it left out: whole chunks, 12,000 bytes of 20,000
     let (code, text) = send(
         &|seed| {
@@ -795,15 +799,8 @@ async fn an_aws_chunked_chunk_over_16_mib_is_refused() {
     let f = Fuzz::new("fzbigchunk").await;
     for (key, len, want) in [("over", (16 << 20) + 1, 400), ("limit", 16 << 20, 200)] {
         let data = pattern(len, 5);
-        let (head, seed) = f.head(
-            "PUT",
-            &format!("/{}/{key}", f.bucket),
-            &[],
-            &[("x-amz-decoded-content-length", data.len().to_string())],
-            sigv4::STREAMING,
-        );
-        let body = sigv4::serialize(&f.signer.chunks(&seed, &data, &[len]));
-        let (code, text) = exchange(f.port, &head, &body, None, key);
+        let (code, text) =
+            f.put_chunked(key, len, &|seed| sigv4::serialize(&f.signer.chunks(seed, &data, &[len])));
         assert_eq!(code, want, "{key}: {text}");
         if want == 400 {
             assert!(text.contains("<Code>InvalidRequest</Code>") && text.contains("16 MiB"), "{text}");
