@@ -263,3 +263,35 @@ fn the_mount_reads_ahead_1_mib_at_a_time() {
     let kib = fs::read_to_string(format!("/sys/class/bdi/{dev}/read_ahead_kb")).unwrap();
     assert_eq!(kib.trim(), "1024", "read-ahead of bdi {dev}");
 }
+
+#[test]
+fn a_stop_sent_the_moment_the_mount_appears_is_a_clean_stop() {
+    // SIGTERM the instant mountinfo shows the mount (a service manager, a test
+    // harness): the daemon's handlers must already be in place, or the default action
+    // kills it and leaves a dead mountpoint (one CI run of tests/upload_journal).
+    let drives = Drives::new(4);
+    drives.make_bucket("quickstop");
+    let tmp = tempfile::tempdir_in(test_root()).unwrap();
+    let mnt = tmp.path().join("m");
+    fs::create_dir(&mnt).unwrap();
+    for round in 0..10 {
+        let mut child = std::process::Command::new(BIN)
+            .args(["-f", "--drives", &drives.spec, "local://quickstop"])
+            .arg(&mnt)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !is_mounted(&mnt) && Instant::now() < deadline {
+            std::hint::spin_loop();
+        }
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let status = child.wait().unwrap();
+        let dead = is_mounted(&mnt);
+        if dead {
+            force_unmount(&mnt);
+        }
+        assert!(status.success() && !dead, "round {round}: {status}, mount left behind: {dead}");
+    }
+}

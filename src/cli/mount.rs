@@ -285,6 +285,15 @@ fn serve(
     config.n_threads = Some(8);
     config.clone_fd = true;
 
+    // SIGTERM and SIGINT are ours from before the mount appears: a stop sent as soon as
+    // the mount shows in mountinfo (a test harness, a service manager) arrived before
+    // the handlers below existed, killed the daemon by the default action and left a
+    // dead mountpoint (seen once in CI: tests/upload_journal's second mount).
+    let signals = {
+        use tokio::signal::unix::{signal, SignalKind};
+        let _rt = rt.enter();
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    };
     let before: Vec<u64> = mountinfo::mounts_at(mountpoint).iter().map(|m| m.id).collect();
     let mut session = match fuser::Session::new(fs, mountpoint, &config) {
         Ok(s) => s,
@@ -323,9 +332,7 @@ fn serve(
     }
 
     let signalled = rt.block_on(async {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-        else {
+        let (Ok(mut term), Ok(mut int)) = signals else {
             return false;
         };
         let mut tick = tokio::time::interval(Duration::from_millis(200));

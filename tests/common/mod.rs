@@ -196,7 +196,12 @@ impl Mount {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(st) = child.try_wait().unwrap() {
-                return st.success() && !is_mounted(&self.mnt);
+                let clean = st.success() && !is_mounted(&self.mnt);
+                if !clean {
+                    // the failing test's stderr then says why
+                    eprintln!("unclean stop ({st}); mount log:\n{}", self.log_text());
+                }
+                return clean;
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
