@@ -21,6 +21,8 @@ pub mod azure;
 pub mod gcs;
 pub(crate) mod http;
 pub mod local;
+/// The in-memory test double: unit tests, and `examples/memmount.rs` with `--features test-util`.
+#[cfg(any(test, feature = "test-util"))]
 pub mod memory;
 pub mod metered;
 pub mod part_rules;

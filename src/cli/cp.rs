@@ -196,14 +196,18 @@ struct RateLimit {
 }
 
 impl RateLimit {
+    /// Books the next slot for `bytes` on the schedule: the instant the transfer may
+    /// start (`now` or the end of the previous booking, whichever is later).
+    async fn book(&self, now: tokio::time::Instant, bytes: u64) -> tokio::time::Instant {
+        let mut next = self.next.lock().await;
+        let start = (*next).max(now);
+        *next = start + Duration::from_secs_f64(bytes as f64 / self.bytes_per_sec.max(1) as f64);
+        start
+    }
+
     async fn wait(limit: &Option<Arc<RateLimit>>, bytes: u64) {
         let Some(l) = limit else { return };
-        let start = {
-            let mut next = l.next.lock().await;
-            let start = (*next).max(tokio::time::Instant::now());
-            *next = start + Duration::from_secs_f64(bytes as f64 / l.bytes_per_sec.max(1) as f64);
-            start
-        };
+        let start = l.book(tokio::time::Instant::now(), bytes).await;
         tokio::time::sleep_until(start).await;
     }
 }
@@ -599,14 +603,20 @@ mod tests {
 
     #[tokio::test]
     async fn rate_limit_spaces_transfers() {
-        let limit = Some(Arc::new(RateLimit {
-            bytes_per_sec: 1 << 20,
-            next: tokio::sync::Mutex::new(tokio::time::Instant::now()),
-        }));
-        let t = Instant::now();
-        RateLimit::wait(&limit, 100 << 10).await; // first one goes at once
-        RateLimit::wait(&limit, 100 << 10).await; // waits for the first's ~0.1 s
-        assert!(t.elapsed() >= Duration::from_millis(90));
-        RateLimit::wait(&None, u64::MAX).await; // no limit, no wait
+        // The schedule, not the clock: each booking starts where the previous one's
+        // bytes at the capped rate end (no sleeping, so no timing to race).
+        let l =
+            RateLimit { bytes_per_sec: 1 << 20, next: tokio::sync::Mutex::new(tokio::time::Instant::now()) };
+        let t0 = tokio::time::Instant::now() + Duration::from_secs(1);
+        assert_eq!(l.book(t0, 100 << 10).await, t0, "the first one goes at once");
+        let second = l.book(t0, 100 << 10).await;
+        assert_eq!(
+            second - t0,
+            Duration::from_secs_f64(100.0 / 1024.0),
+            "after the first's bytes at 1 MiB/s"
+        );
+        let later = t0 + Duration::from_secs(10);
+        assert_eq!(l.book(later, 1).await, later, "an idle gap is not saved up for a burst");
+        RateLimit::wait(&None, u64::MAX).await; // no limit: returns at once
     }
 }

@@ -158,6 +158,14 @@ impl<V: Clone> Ttl<V> {
         self.lock().pop(k);
     }
 
+    /// Moves every entry `by` closer to its expiry: tests make time pass without sleeping.
+    #[cfg(test)]
+    fn age(&self, by: Duration) {
+        for (_, (_, exp)) in self.lock().iter_mut() {
+            *exp = exp.checked_sub(by).unwrap_or_else(Instant::now);
+        }
+    }
+
     fn remove_under(&self, prefix: &str) {
         let mut m = self.lock();
         let keys: Vec<String> =
@@ -415,23 +423,30 @@ mod tests {
 
     #[test]
     fn entries_expire() {
-        let c = MetaCache::new(Duration::from_millis(30), Duration::from_millis(30));
+        // Time passes by ageing the entries (no sleep: a descheduled test thread
+        // must not turn "still fresh" into "expired").
+        let c = MetaCache::new(Duration::from_secs(30), Duration::from_secs(30));
         c.put("a", Cached::object(meta("a", 1)));
         c.put_absent("b");
         assert_eq!(c.stat("a").unwrap().meta.unwrap().size, 1);
         assert_eq!(c.kind("a"), Some(Some(Kind::File)));
         assert_eq!(c.kind("b"), Some(None));
         assert_eq!(c.kind("c"), None);
-        std::thread::sleep(Duration::from_millis(50));
+        c.stats.age(Duration::from_secs(20));
+        c.types.age(Duration::from_secs(20));
+        assert!(c.stat("a").is_some(), "20 s into a 30 s TTL");
+        c.stats.age(Duration::from_secs(11));
+        c.types.age(Duration::from_secs(11));
         assert!(c.stat("a").is_none());
         assert_eq!(c.kind("b"), None);
     }
 
     #[test]
     fn type_outlives_stat() {
-        let c = MetaCache::new(Duration::from_millis(10), Duration::from_secs(60));
+        let c = MetaCache::new(Duration::from_secs(10), Duration::from_secs(60));
         c.put("a", Cached::dir(None));
-        std::thread::sleep(Duration::from_millis(20));
+        c.stats.age(Duration::from_secs(20));
+        c.types.age(Duration::from_secs(20));
         assert!(c.stat("a").is_none());
         assert_eq!(c.kind("a"), Some(Some(Kind::Dir)));
     }

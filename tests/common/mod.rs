@@ -158,7 +158,7 @@ impl Mount {
             .stderr(logf)
             .env("RUST_LOG", "warn,bucketfs=debug")
             // a test server busy with a test's own load (Azurite after 2,000 writes) may
-            // take longer than the 4 s a silent endpoint gets (tests/cli_validation.rs)
+            // take longer than the 4 s a silent endpoint gets (tests/backends/cli_validation.rs)
             .env("BUCKETFS_BUCKET_CHECK_TIMEOUT", "60")
             .spawn()
             .unwrap();

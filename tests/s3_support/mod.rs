@@ -18,8 +18,7 @@ use std::process::{Command, Stdio};
 use std::sync::{mpsc, Once, OnceLock};
 use std::time::{Duration, Instant};
 
-#[path = "../tool_support/mod.rs"]
-pub mod tool_support;
+pub(crate) use crate::tool_support;
 
 use bucketfs::backend::s3::{S3Backend, S3Config};
 

@@ -210,7 +210,7 @@ pub fn parse_content_range(v: &str) -> Result<(u64, u64, Option<u64>), MultiRang
     if last < start || total.is_some_and(|t| last >= t) {
         return Err(bad());
     }
-    // `bytes 0-18446744073709551615/*` from a hostile server: no end fits a u64 (found by tests/fuzz_parsers.rs)
+    // `bytes 0-18446744073709551615/*` from a hostile server: no end fits a u64 (found by tests/backends/fuzz_parsers.rs)
     Ok((start, last.checked_add(1).ok_or_else(bad)?, total))
 }
 

@@ -1,6 +1,6 @@
 //! POSIX rules of issue 12 on the in-memory backend: special files, an unlinked
 //! file still open, parent directory times, name and size limits, stored atimes.
-//! The same rules through a real mount are in tests/mount_posix.rs.
+//! The same rules through a real mount are in tests/mount/mount_posix.rs.
 
 use std::time::{Duration, SystemTime};
 
