@@ -5,6 +5,11 @@ PREFIX ?= /usr/local
 DEMO ?= $(CURDIR)/demo
 BIN := target/debug/bucketfs
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# Erasure-code SIMD: the x86-64-v2 baseline of .cargo/config.toml, "native" when asked
+# (NATIVE=1: fastest, runs only on CPUs like this one) or off x86-64.
+ifneq ($(NATIVE)$(filter-out x86_64,$(shell uname -m)),)
+export RUST_REED_SOLOMON_ERASURE_ARCH := native
+endif
 DEB_PACKAGES := fuse3 libfuse3-dev pkg-config curl openssl rsync btrfs-progs
 
 .PHONY: all build deps test-deps run test run-test-multirange bench bench-multirange bench-peers install uninstall clean fmt lint
@@ -69,7 +74,13 @@ bench: deps
 	scripts/bench-s3.sh target/release/bucketfs
 	scripts/bench-peers.sh target/release/bucketfs
 
+# A portable binary (x86-64-v2 baseline); `make install NATIVE=1` for this CPU only.
+# reed-solomon-erasure's build script does not rerun when its -march setting changes,
+# so a release dir built for another setting has that crate rebuilt first.
+RS_ARCH = $(or $(RUST_REED_SOLOMON_ERASURE_ARCH),x86-64-v2)
 install:
+	@if [ "$$(cat target/release/.rs-arch 2>/dev/null)" != "$(RS_ARCH)" ]; then \
+		$(CARGO) clean --release -p reed-solomon-erasure; mkdir -p target/release; echo "$(RS_ARCH)" > target/release/.rs-arch; fi
 	$(CARGO) build --release --bins
 	$(SUDO) install -D -m 0755 target/release/bucketfs $(DESTDIR)$(PREFIX)/bin/bucketfs
 
