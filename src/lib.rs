@@ -7,6 +7,7 @@
 //! - [`backend`]: the `StorageBackend` trait and one module per object store.
 //! - [`store`]: the embedded erasure-coded object store behind `local://`.
 //! - [`gateway`]: `bucketfs serve`, the S3 API over the embedded store (s3s).
+//! - [`percent`]: URL percent-encoding shared by backends and gateway (a leaf).
 //! - [`memory`] and [`allocator`]: the `--memory-limit` budget, and keeping resident memory to it.
 
 pub mod allocator;
@@ -17,6 +18,7 @@ pub mod fs;
 pub mod gateway;
 pub mod memory;
 pub mod metrics;
+pub mod percent;
 pub mod read;
 pub mod store;
 pub mod upload;

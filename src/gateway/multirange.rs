@@ -28,6 +28,7 @@ use s3s::{s3_error, Body, S3Request, S3Response, S3Result};
 use super::access::PublicReadAccess;
 use super::s3::{call, check_read_conditions, segments_stream, ReadConditions, Seg};
 use crate::backend::GetOptions;
+use crate::percent::decode;
 use crate::store::Store;
 
 /// More ranges than this in one request get the whole object (nginx: `max_ranges`).
@@ -148,30 +149,10 @@ fn ours(range: &[u8]) -> bool {
 
 /// `(bucket, key)` of a path-style object URI, percent-decoded.
 fn object_path(uri: &Uri) -> Option<(String, String)> {
-    let path = percent_decode(uri.path())?;
+    let path = decode(uri.path())?;
     let rest = path.strip_prefix('/')?;
     let (bucket, key) = rest.split_once('/')?;
     (!bucket.is_empty() && !key.is_empty()).then(|| (bucket.to_string(), key.to_string()))
-}
-
-fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = b.get(i + 1..i + 3)?;
-            if !hex.iter().all(u8::is_ascii_hexdigit) {
-                return None;
-            }
-            out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 /// Only plain object GETs: no sub-resource (`?acl`, `?uploadId`, `?partNumber`...).
@@ -457,7 +438,7 @@ mod tests {
         for _ in 0..20_000 {
             let n = rng.gen_range(0..10);
             let s: String = (0..n).map(|_| PIECES[rng.gen_range(0..PIECES.len())]).collect();
-            if let Some(d) = percent_decode(&s) {
+            if let Some(d) = decode(&s) {
                 assert!(!s.contains("%+"), "{s:?} decoded to {d:?}");
             }
             if let Ok(u) = format!("/{s}").parse::<Uri>() {
@@ -474,5 +455,9 @@ mod tests {
         assert!(plain_query(&u));
         assert!(!plain_query(&"/b/k?uploadId=1".parse().unwrap()));
         assert!(object_path(&"/b".parse().unwrap()).is_none());
+        // An encoded slash is part of the key; a malformed escape or bad UTF-8 is no object.
+        assert_eq!(object_path(&"/b/a%2Fb".parse().unwrap()), Some(("b".into(), "a/b".into())));
+        assert!(object_path(&"/b/a%zz".parse().unwrap()).is_none());
+        assert!(object_path(&"/b/a%ff".parse().unwrap()).is_none());
     }
 }

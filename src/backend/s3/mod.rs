@@ -273,14 +273,7 @@ fn to_sdk_metadata(m: &BTreeMap<String, String>) -> Option<HashMap<String, Strin
 
 /// `bucket/key` percent-encoded for `x-amz-copy-source` (slashes kept).
 pub(crate) fn copy_source(bucket: &str, key: &str) -> String {
-    let mut s = String::with_capacity(bucket.len() + key.len() + 8);
-    for b in bucket.bytes().chain(std::iter::once(b'/')).chain(key.bytes()) {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => s.push(b as char),
-            _ => s.push_str(&format!("%{b:02X}")),
-        }
-    }
-    s
+    crate::percent::encode_path(&format!("{bucket}/{key}"))
 }
 
 #[async_trait]
