@@ -2,7 +2,8 @@
 //! file can only call through their public APIs (issue 14): the S3 client's
 //! `multipart/byteranges` parser (server answers), the multipart-upload handles of
 //! `bucketfs upload` (text users paste between machines), and object key and bucket
-//! name validation of the embedded store (keys from S3 clients of `bucketfs serve`).
+//! name validation of the embedded store (keys from S3 clients of `bucketfs serve`),
+//! and the S3 client's XML parser of ListParts / CompleteMultipartUpload answers.
 //! Each test runs a fixed number of cases from a fixed seed, so it is deterministic and
 //! takes well under a second; a failure prints the case to replay.
 //!
@@ -15,6 +16,7 @@ use std::ops::Range;
 use bucketfs::backend::s3::multirange::{
     assemble, boundary_of, parse_byteranges, parse_content_range, MultiRangeError, Part,
 };
+use bucketfs::backend::s3::xml::{parse_complete, parse_list_parts};
 use bucketfs::store::paths::{
     components_to_relpath, escape_component, key_to_relpath, split_prefix, unescape_component,
     validate_bucket, validate_prefix, MAX_COMPONENT_LEN, MAX_KEY_LEN,
@@ -354,4 +356,58 @@ fn byteranges_parts_must_match_their_content_range() {
     )
     .unwrap();
     assert_eq!((ok[0].start, &ok[0].data[..], ok[0].total), (2, &b"cd"[..], Some(10)));
+}
+
+/// Text that XML must escape, and text that looks like markup.
+fn xml_text(rng: &mut StdRng) -> String {
+    const PIECES: &[&str] = &["a", "&", "<", ">", "\"", "'", "é", " ", "</Part>", "<Part>", "%2F", "]]>"];
+    (0..rng.gen_range(0..6)).map(|_| PIECES[rng.gen_range(0..PIECES.len())]).collect()
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&#34;")
+}
+
+/// ListParts answers: well-formed ones give back exactly the parts written, whatever
+/// the key and ETags contain; truncated or mutated ones give an answer or an error,
+/// never a panic.
+#[test]
+fn list_parts_answers() {
+    let mut rng = StdRng::seed_from_u64(16);
+    for case in 0..3_000 {
+        let key = xml_text(&mut rng);
+        let parts: Vec<(u32, String, u64)> = (0..rng.gen_range(0..5))
+            .map(|i| (i + 1, xml_text(&mut rng).replace('"', ""), edge_number(&mut rng, 1 << 20)))
+            .collect();
+        let mut body = format!(
+            "<?xml version=\"1.0\"?><ListPartsResponse><Key>{}</Key><IsTruncated>false</IsTruncated>",
+            xml_escape(&key)
+        );
+        for (n, etag, size) in &parts {
+            body.push_str(&format!(
+                "<Part><PartNumber>{n}</PartNumber><ETag>&quot;{}&quot;</ETag><Size>{size}</Size></Part>",
+                xml_escape(etag)
+            ));
+        }
+        body.push_str("</ListPartsResponse>");
+        let page = parse_list_parts(&body).unwrap_or_else(|e| panic!("case {case}: {e}\n{body}"));
+        assert_eq!(page.key, key, "case {case}");
+        let got: Vec<_> =
+            page.parts.iter().map(|p| (p.part_number, p.etag.trim().to_owned(), p.size)).collect();
+        let want: Vec<_> = parts.iter().map(|(n, e, s)| (*n, e.trim().to_owned(), *s)).collect();
+        assert_eq!(got, want, "case {case}");
+
+        let cut = rng.gen_range(0..body.len());
+        if body.is_char_boundary(cut) {
+            assert!(parse_list_parts(&body[..cut]).is_err(), "case {case}: truncated at {cut} parsed");
+        }
+        let mut bytes = body.into_bytes();
+        for _ in 0..rng.gen_range(1..4) {
+            let i = rng.gen_range(0..bytes.len());
+            bytes[i] = b"<>&;/\"x0"[rng.gen_range(0..7)];
+        }
+        let mutated = String::from_utf8_lossy(&bytes);
+        let _ = parse_list_parts(&mutated);
+        let _ = parse_complete(&mutated);
+    }
 }

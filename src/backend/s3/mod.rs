@@ -26,7 +26,8 @@
 //!   mountpoint-s3 send unsigned payloads too. TLS (or TCP on plain http) carries
 //!   the integrity; `--sign-payload` is for plain-http endpoints across networks
 //!   nobody trusts.
-//! - Multipart uploads and server-side copies live in `multipart.rs`.
+//! - Multipart uploads and server-side copies live in `multipart.rs`; the XML
+//!   answers the SDK refuses from some servers are parsed in [`xml`].
 //!   Conditions of a write (`If-None-Match: *`, `If-Match`) given at
 //!   `create_multipart` are remembered per upload id and sent with
 //!   `CompleteMultipartUpload`, where S3 evaluates them.
@@ -37,6 +38,7 @@ mod multipart;
 pub mod multirange;
 mod read;
 pub mod retry;
+pub mod xml;
 
 use std::collections::{BTreeMap, HashMap};
 use std::error::Error as StdError;

@@ -21,6 +21,7 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart as SdkPart, Meta
 use bytes::Bytes;
 use std::time::SystemTime;
 
+use super::xml::{self, PartsPage};
 use super::{
     bare_etag, copy_source, short_timeouts, system_time, to_sdk_metadata, PendingUpload, S3Backend, MIB,
 };
@@ -134,7 +135,8 @@ pub(super) async fn complete(
         .await
         .map(|out| bare_etag(out.e_tag()))
         .or_else(|e| match completed_anyway(&e) {
-            Some(etag) => Ok(etag),
+            Some(Ok(etag)) => Ok(etag),
+            Some(Err(x)) => Err(malformed("complete_multipart", key, x)),
             None => Err(b.map_err("complete_multipart", key, &e)),
         });
     // A failed precondition or a missing upload ends the upload; other errors may be retried.
@@ -156,18 +158,20 @@ pub(super) async fn complete(
 /// treats any `200` body it cannot parse as an error. Some servers (moto)
 /// answer a successful completion with another XML root element
 /// (`CompleteMultipartUploadResponse`); a `200` without `<Error>` is a success,
-/// whose ETag we take from the body.
-fn completed_anyway<E>(e: &SdkError<E>) -> Option<String> {
+/// whose ETag is parsed from the body by [`xml`]. `None`: not such an answer;
+/// `Some(Err)`: such an answer that does not parse.
+fn completed_anyway<E>(e: &SdkError<E>) -> Option<Result<String, xml::XmlError>> {
+    let body = ok_body(e)?;
+    (!body.contains("<Error>") && body.contains("CompleteMultipartUpload")).then(|| xml::parse_complete(body))
+}
+
+/// The body of a `200` answer the SDK refused.
+fn ok_body<E>(e: &SdkError<E>) -> Option<&str> {
     let SdkError::ServiceError(se) = e else { return None };
     if se.raw().status().as_u16() != 200 {
         return None;
     }
-    let body = std::str::from_utf8(se.raw().body().bytes()?).ok()?;
-    if body.contains("<Error>") || !body.contains("CompleteMultipartUpload") {
-        return None;
-    }
-    let etag = body.split_once("<ETag>")?.1.split_once("</ETag>")?.0;
-    Some(bare_etag(Some(&etag.replace("&quot;", "\""))))
+    std::str::from_utf8(se.raw().body().bytes()?).ok()
 }
 
 pub(super) async fn abort(b: &S3Backend, key: &str, upload_id: &str) -> BackendResult<()> {
@@ -220,6 +224,7 @@ pub(super) async fn list_parts(
             })
             .await
             .map(|out| PartsPage {
+                key: key.to_owned(),
                 parts: out
                     .parts()
                     .iter()
@@ -234,7 +239,10 @@ pub(super) async fn list_parts(
                 truncated: out.is_truncated() == Some(true),
                 next: out.next_part_number_marker().map(str::to_owned),
             })
-            .or_else(|e| listed_anyway(&e).ok_or_else(|| b.map_err("list_parts", key, &e)))
+            .or_else(|e| match listed_anyway(&e) {
+                Some(page) => page.map_err(|x| malformed("list_parts", key, x)),
+                None => Err(b.map_err("list_parts", key, &e)),
+            })
             .map_err(|e| match e {
                 BackendError::NotFound(_) => {
                     BackendError::NoSuchUpload(format!("{key:?} upload {upload_id}"))
@@ -252,42 +260,16 @@ pub(super) async fn list_parts(
     Ok(all)
 }
 
-struct PartsPage {
-    parts: Vec<CompletedPart>,
-    truncated: bool,
-    next: Option<String>,
+/// Like [`completed_anyway`]: moto answers ListParts with a `ListPartsResponse` root
+/// element, which the SDK refuses; a `200` without `<Error>` is parsed by [`xml`].
+fn listed_anyway<E>(e: &SdkError<E>) -> Option<Result<PartsPage, xml::XmlError>> {
+    let body = ok_body(e)?;
+    (!body.contains("<Error>") && body.contains("<ListParts")).then(|| xml::parse_list_parts(body))
 }
 
-/// Like [`completed_anyway`]: moto answers ListParts with a `ListPartsResponse` root
-/// element, which the SDK refuses; a `200` without `<Error>` is parsed by hand.
-fn listed_anyway<E>(e: &SdkError<E>) -> Option<PartsPage> {
-    let SdkError::ServiceError(se) = e else { return None };
-    if se.raw().status().as_u16() != 200 {
-        return None;
-    }
-    let body = std::str::from_utf8(se.raw().body().bytes()?).ok()?;
-    if body.contains("<Error>") || !body.contains("<ListParts") {
-        return None;
-    }
-    let field = |xml: &str, name: &str| -> Option<String> {
-        let open = format!("<{name}>");
-        let rest = xml.split_once(open.as_str())?.1;
-        Some(rest.split_once(&format!("</{name}>"))?.0.replace("&quot;", "\""))
-    };
-    let mut parts = Vec::new();
-    for chunk in body.split("<Part>").skip(1) {
-        let chunk = chunk.split_once("</Part>")?.0;
-        parts.push(CompletedPart {
-            part_number: field(chunk, "PartNumber")?.trim().parse().ok()?,
-            etag: bare_etag(field(chunk, "ETag").as_deref()),
-            size: field(chunk, "Size")?.trim().parse().ok()?,
-        });
-    }
-    Some(PartsPage {
-        parts,
-        truncated: field(body, "IsTruncated").as_deref() == Some("true"),
-        next: field(body, "NextPartNumberMarker"),
-    })
+/// A `200` answer whose body does not parse: the server's fault, reported as such.
+fn malformed(op: &str, key: &str, e: xml::XmlError) -> BackendError {
+    BackendError::Io(format!("{op} {key:?}: {e}"))
 }
 
 pub(super) async fn list(b: &S3Backend, prefix: &str) -> BackendResult<Vec<MultipartUploadInfo>> {
