@@ -319,9 +319,6 @@ impl StorageBackend for AttrIndexBackend {
     fn capabilities(&self) -> Capabilities {
         Capabilities { list_attrs: true, ..self.inner.capabilities() }
     }
-    fn multi_range_mode(&self) -> MultiRangeMode {
-        self.inner.multi_range_mode()
-    }
     fn retries(&self) -> u64 {
         self.inner.retries()
     }

@@ -79,8 +79,7 @@ impl StorageBackend for LocalBackend {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             name: "local",
-            multi_range: true,
-            native_directories: false,
+            multi_range: super::MultiRangeMode::Native,
             parallel_multipart: true,
             min_part_size: crate::store::multipart::MIN_PART_SIZE,
             max_part_size: crate::store::multipart::MAX_PART_SIZE,

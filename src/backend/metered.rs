@@ -78,9 +78,6 @@ impl StorageBackend for MeteredBackend {
     fn capabilities(&self) -> Capabilities {
         self.inner.capabilities()
     }
-    fn multi_range_mode(&self) -> MultiRangeMode {
-        self.inner.multi_range_mode()
-    }
     fn retries(&self) -> u64 {
         self.inner.retries()
     }
@@ -234,11 +231,14 @@ mod tests {
         use crate::upload::test_backend::InstrumentedBackend;
         let m = Arc::new(Metrics::default());
         let plain = MeteredBackend::wrap(Arc::new(MemoryBackend::new()), m.clone());
-        assert_eq!(plain.multi_range_mode(), MultiRangeMode::Native, "derived from the capabilities");
-        let single = Capabilities { multi_range: false, ..MemoryBackend::new().capabilities() };
+        assert_eq!(plain.capabilities().multi_range, MultiRangeMode::Native, "derived from the capabilities");
+        let single = Capabilities {
+            multi_range: MultiRangeMode::ParallelSingles,
+            ..MemoryBackend::new().capabilities()
+        };
         let single = MeteredBackend::wrap(Arc::new(MemoryBackend::with_capabilities(single)), m.clone());
         // without multi-range GETs, a batch is still fetched as parallel single ranges
-        assert_eq!(single.multi_range_mode(), MultiRangeMode::ParallelSingles);
+        assert_eq!(single.capabilities().multi_range, MultiRangeMode::ParallelSingles);
         let fan_out = Arc::new(InstrumentedBackend::default());
         *fan_out.mode.lock().unwrap() = Some(MultiRangeMode::ParallelSingles);
         fan_out.retries.store(7, std::sync::atomic::Ordering::Relaxed);
@@ -246,7 +246,11 @@ mod tests {
         let journal = Arc::new(crate::upload::journal::Journal::create(dir.path()).unwrap());
         let journaled = crate::upload::journal::JournaledBackend::wrap(fan_out, journal);
         let wrapped = MeteredBackend::wrap(PrefixedBackend::wrap(journaled, "p/"), m);
-        assert_eq!(wrapped.multi_range_mode(), MultiRangeMode::ParallelSingles, "not hidden by wrappers");
+        assert_eq!(
+            wrapped.capabilities().multi_range,
+            MultiRangeMode::ParallelSingles,
+            "not hidden by wrappers"
+        );
         assert_eq!(wrapped.retries(), 7, "retries not hidden by wrappers");
     }
 }

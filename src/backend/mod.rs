@@ -43,11 +43,10 @@ use bytes::Bytes;
 pub struct Capabilities {
     /// Short name for logs and `statfs` ("local", "s3", "gcs", "azure").
     pub name: &'static str,
-    /// `get_ranges` is served by one request (or an equally cheap parallel fan-out)
-    /// rather than a sequential loop of single-range requests.
-    pub multi_range: bool,
-    /// The store has real directories (not just key prefixes).
-    pub native_directories: bool,
+    /// How `get_ranges` serves several ranges of one object, and so how the read path
+    /// batches sparse reads. The one place this is said: S3 reports `Probe` until its
+    /// server has answered (then `Native` or `ParallelSingles`).
+    pub multi_range: MultiRangeMode,
     /// Parts of one multipart upload may be uploaded concurrently.
     pub parallel_multipart: bool,
     /// Smallest allowed part, except the last one.
@@ -74,7 +73,7 @@ pub struct Capabilities {
 }
 
 /// How a backend serves several ranges of one object, as the read path sees it
-/// (see [`StorageBackend::multi_range_mode`]). Derived from [`Capabilities`].
+/// ([`Capabilities::multi_range`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MultiRangeMode {
     /// `get_ranges` answers many ranges in one request.
@@ -256,18 +255,6 @@ pub type BackendResult<T> = Result<T, BackendError>;
 pub trait StorageBackend: Send + Sync + 'static {
     fn capabilities(&self) -> Capabilities;
 
-    /// How sparse reads of one object should be batched. The default follows
-    /// `Capabilities::multi_range`: `Native` with it, `ParallelSingles` without
-    /// (any backend can run single-range reads in parallel); a backend that must
-    /// probe its server first (S3) says so here.
-    fn multi_range_mode(&self) -> MultiRangeMode {
-        if self.capabilities().multi_range {
-            MultiRangeMode::Native
-        } else {
-            MultiRangeMode::ParallelSingles
-        }
-    }
-
     /// Requests this backend re-sent after a failed attempt (its own retry policy), since
     /// it was created; for `bucketfs stats`. Backends without retries report 0.
     fn retries(&self) -> u64 {
@@ -291,7 +278,7 @@ pub trait StorageBackend: Send + Sync + 'static {
 
     /// Reads several ranges of one object, returning each range's bytes in request order.
     /// Backends without native multi-range support inherit this loop; those with it
-    /// (see `Capabilities::multi_range`) override it with one request.
+    /// (`Capabilities::multi_range` is `Native` or `Probe`) override it with one request.
     async fn get_ranges(
         &self,
         key: &str,

@@ -98,9 +98,6 @@ impl StorageBackend for WriteRetryBackend {
     fn capabilities(&self) -> Capabilities {
         self.inner.capabilities()
     }
-    fn multi_range_mode(&self) -> MultiRangeMode {
-        self.inner.multi_range_mode()
-    }
     fn retries(&self) -> u64 {
         self.inner.retries() + self.retried.load(Ordering::Relaxed)
     }

@@ -281,6 +281,14 @@ impl Fs {
         let f = OpenFile::new(ino, handle, true, true, None);
         f.set_metadata(|md| md.extend(self.owner_metadata(mode, umask, who)));
         f.lock().opts_dirty = false;
+        // O_EXCL was checked above with a lookup, which another client can race between
+        // our lookup and our commit. Where the backend has conditional writes, the first
+        // commit also carries If-None-Match: *, so the later of two racing creators fails
+        // (EEXIST from close or fsync, its data not stored) instead of replacing the
+        // earlier one's file. Cleared once this handle has stored the file.
+        if flags & libc::O_EXCL != 0 && self.backend.capabilities().conditional_put {
+            f.lock().opts.if_none_match_any = true;
+        }
         f.handle.set_upload_options(&f.upload_options()).await;
         let c = f.pending_cached(&path);
         let fh = self.register(f);
@@ -336,6 +344,8 @@ impl Fs {
             let mut st = f.lock();
             st.committed = true;
             st.opts_dirty = false;
+            // the file is ours now: later commits of this handle replace it
+            st.opts.if_none_match_any = false;
             drop(st);
             if let Some(p) = path {
                 if meta.key == p {

@@ -415,14 +415,22 @@ async fn rename_directories_without_limit() {
 
 #[tokio::test]
 async fn rename_uses_native_rename_when_available() {
-    let mut caps = MemoryBackend::new().capabilities();
-    caps.rename = true;
-    let mem = Arc::new(MemoryBackend::with_capabilities(Capabilities { ..caps }));
+    let caps = Capabilities { rename: true, ..MemoryBackend::new().capabilities() };
+    let mem = Arc::new(MemoryBackend::with_capabilities(caps));
     let fs = make(mem.clone(), cfg());
     put(&mem, "a", b"x").await;
-    // MemoryBackend has no native rename: the call must reach it and fail
-    assert_eq!(errno(fs.rename(ROOT_INO, n("a"), ROOT_INO, n("b"), 0).await), libc::ENOTSUP);
-    assert!(exists(&mem, "a").await);
+    let etag = mem.head("a").await.unwrap().etag;
+    fs.rename(ROOT_INO, n("a"), ROOT_INO, n("b"), 0).await.unwrap();
+    assert!(!exists(&mem, "a").await);
+    assert_eq!(mem.head("b").await.unwrap().etag, etag, "moved, not rewritten");
+    assert_eq!(mem.renames.load(std::sync::atomic::Ordering::Relaxed), 1);
+    // a directory: one native rename per key under it (its marker included)
+    fs.mkdir(ROOT_INO, n("d"), 0o755, 0, Caller::default()).await.unwrap();
+    put(&mem, "d/f1", b"1").await;
+    put(&mem, "d/f2", b"2").await;
+    fs.rename(ROOT_INO, n("d"), ROOT_INO, n("e"), 0).await.unwrap();
+    assert!(exists(&mem, "e/f1").await && exists(&mem, "e/f2").await && !exists(&mem, "d/f1").await);
+    assert_eq!(mem.renames.load(std::sync::atomic::Ordering::Relaxed), 4);
 }
 
 #[tokio::test]
@@ -647,4 +655,43 @@ async fn a_lookups_first_page_serves_the_next_readdir_but_never_hides_our_change
     let d = ino_of(&fs, "d").await;
     put(&mem, "d/b", b"x").await;
     assert_eq!(names(&fs, d).await.len(), 4);
+}
+
+#[tokio::test]
+async fn o_excl_create_is_a_conditional_write_where_the_backend_has_one() {
+    let excl = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL;
+    // another client creates the name between our lookup and our commit: with
+    // conditional writes our commit fails and theirs stays
+    let (mem, fs) = setup();
+    assert!(mem.capabilities().conditional_put);
+    let (_, fh) = fs.create(ROOT_INO, n("lock"), 0o100644, 0o022, excl, Caller::default()).await.unwrap();
+    fs.write(fh, 0, b"mine").await.unwrap();
+    put(&mem, "lock", b"theirs").await;
+    assert_eq!(errno(fs.flush(fh).await), libc::EEXIST);
+    let _ = fs.release(fh).await;
+    assert_eq!(&mem.get_range("lock", None, &Default::default()).await.unwrap().data[..], b"theirs");
+
+    // no race: the first commit claims the name, later commits of the handle replace it
+    let (_, fh) = fs.create(ROOT_INO, n("mine"), 0o100644, 0o022, excl, Caller::default()).await.unwrap();
+    fs.write(fh, 0, b"one").await.unwrap();
+    fs.flush(fh).await.unwrap();
+    fs.write(fh, 3, b"two").await.unwrap();
+    fs.release(fh).await.unwrap();
+    assert_eq!(&mem.get_range("mine", None, &Default::default()).await.unwrap().data[..], b"onetwo");
+
+    // without O_EXCL, or without conditional writes, the last commit wins as before
+    let (_, fh) =
+        fs.create(ROOT_INO, n("plain"), 0o100644, 0o022, libc::O_WRONLY, Caller::default()).await.unwrap();
+    fs.write(fh, 0, b"mine").await.unwrap();
+    put(&mem, "plain", b"theirs").await;
+    fs.release(fh).await.unwrap();
+    assert_eq!(&mem.get_range("plain", None, &Default::default()).await.unwrap().data[..], b"mine");
+    let caps = Capabilities { conditional_put: false, ..MemoryBackend::new().capabilities() };
+    let mem = Arc::new(MemoryBackend::with_capabilities(caps));
+    let fs = make(mem.clone(), cfg());
+    let (_, fh) = fs.create(ROOT_INO, n("lock"), 0o100644, 0o022, excl, Caller::default()).await.unwrap();
+    fs.write(fh, 0, b"mine").await.unwrap();
+    put(&mem, "lock", b"theirs").await;
+    fs.release(fh).await.unwrap();
+    assert_eq!(&mem.get_range("lock", None, &Default::default()).await.unwrap().data[..], b"mine");
 }

@@ -166,7 +166,7 @@ impl MultiRangeConfig {
     /// Whether `backend` batches sparse reads (every mode but `Unsupported`, which no
     /// backend reports today); if not, says once per mount that the flag is ignored.
     pub fn usable_with(&self, backend: &dyn StorageBackend) -> bool {
-        if backend.multi_range_mode() != MultiRangeMode::Unsupported {
+        if backend.capabilities().multi_range != MultiRangeMode::Unsupported {
             return true;
         }
         if !self.ignored_logged.swap(true, Ordering::Relaxed) {
@@ -365,7 +365,7 @@ impl MultiRangeReader {
                     }
                     Step::Join(open.closed.clone())
                 } else if self.concurrent()
-                    && self.backend.multi_range_mode() != MultiRangeMode::ParallelSingles
+                    && self.backend.capabilities().multi_range != MultiRangeMode::ParallelSingles
                 {
                     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
                     let closed = rx.map(|_| ()).boxed().shared();
@@ -470,7 +470,7 @@ impl MultiRangeReader {
     /// Predicted reads fetched ahead: one batch where a batch is one request, a
     /// deeper window where it is parallel single-range GETs anyway.
     fn horizon(&self) -> usize {
-        if self.backend.multi_range_mode() == MultiRangeMode::ParallelSingles {
+        if self.backend.capabilities().multi_range == MultiRangeMode::ParallelSingles {
             PARALLEL_HORIZON.max(self.cfg.batch_size)
         } else {
             BATCHES_AHEAD * self.cfg.batch_size
@@ -486,7 +486,7 @@ impl MultiRangeReader {
     /// [`fetch`](Self::fetch); `lattice`: the pieces are kept until read.
     fn fetch_pieces(&self, st: &mut State, ranges: &[Range<u64>], demanded: bool, lattice: bool) {
         let merged = merge_close(ranges, MERGE_GAP);
-        let singles = self.backend.multi_range_mode() == MultiRangeMode::ParallelSingles;
+        let singles = self.backend.capabilities().multi_range == MultiRangeMode::ParallelSingles;
         if singles && merged.len() > 1 {
             Metrics::inc(&self.metrics.multi_range_parallel_batches);
         }
@@ -639,14 +639,14 @@ async fn fetch_batch(
     ranges: Vec<Range<u64>>,
     etag: Option<String>,
 ) -> Result<Vec<Bytes>, String> {
-    let mode = backend.multi_range_mode();
+    let mode = backend.capabilities().multi_range;
     let span = tracing::debug_span!(target: TARGET, "multi_range", key = %key, ranges = ranges.len(), ?mode);
     let parts = async {
         match mode {
             MultiRangeMode::Native | MultiRangeMode::Probe if ranges.len() > 1 => {
                 let opts = GetOptions { if_match: etag };
                 let parts = backend.get_ranges(&key, &ranges, &opts).await.map_err(|e| e.to_string())?;
-                if backend.multi_range_mode() == MultiRangeMode::Native {
+                if backend.capabilities().multi_range == MultiRangeMode::Native {
                     let n = ranges.len() as u64;
                     Metrics::inc(&metrics.multi_range_requests);
                     Metrics::add(&metrics.multi_range_ranges, n);

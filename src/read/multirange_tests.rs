@@ -205,9 +205,10 @@ async fn a_replaced_object_gives_the_single_read_error() {
 async fn single_range_backends_get_parallel_batches() {
     // a backend without multi-range (Azure, an S3 server probed as single-range) is
     // never "flag ignored": its batches become concurrent single-range reads
-    let caps = Capabilities { multi_range: false, ..MemoryBackend::new().capabilities() };
+    let caps =
+        Capabilities { multi_range: MultiRangeMode::ParallelSingles, ..MemoryBackend::new().capabilities() };
     let backend = Arc::new(MemoryBackend::with_capabilities(caps));
-    assert_eq!(backend.multi_range_mode(), MultiRangeMode::ParallelSingles);
+    assert_eq!(backend.capabilities().multi_range, MultiRangeMode::ParallelSingles);
     let cfg = MultiRangeConfig::default();
     assert!(cfg.usable_with(backend.as_ref()));
     assert!(MultiRangeConfig::default().usable_with(&MemoryBackend::new()));

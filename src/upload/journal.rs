@@ -251,9 +251,6 @@ impl StorageBackend for JournaledBackend {
     fn capabilities(&self) -> Capabilities {
         self.inner.capabilities()
     }
-    fn multi_range_mode(&self) -> MultiRangeMode {
-        self.inner.multi_range_mode()
-    }
     fn retries(&self) -> u64 {
         self.inner.retries()
     }

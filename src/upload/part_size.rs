@@ -110,8 +110,7 @@ mod tests {
     fn caps(min: u64, max: u64, parts: u32) -> Capabilities {
         Capabilities {
             name: "test",
-            multi_range: false,
-            native_directories: false,
+            multi_range: crate::backend::MultiRangeMode::ParallelSingles,
             parallel_multipart: true,
             min_part_size: min,
             max_part_size: max,

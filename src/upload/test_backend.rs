@@ -42,7 +42,7 @@ pub(crate) struct InstrumentedBackend {
     pub max_multi_get_ranges: AtomicU64,
     /// Makes `get_ranges` fail, as a broken multi-range answer would.
     pub fail_get_ranges: AtomicBool,
-    /// Overrides `multi_range_mode` (else derived from the capabilities).
+    /// Overrides the inner backend's `Capabilities::multi_range`.
     pub mode: std::sync::Mutex<Option<MultiRangeMode>>,
     /// What `retries()` reports.
     pub retries: AtomicU64,
@@ -65,18 +65,14 @@ impl InstrumentedBackend {
 #[async_trait]
 impl StorageBackend for InstrumentedBackend {
     fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
+        let caps = self.inner.capabilities();
+        match *self.mode.lock().unwrap() {
+            Some(multi_range) => Capabilities { multi_range, ..caps },
+            None => caps,
+        }
     }
     fn retries(&self) -> u64 {
         self.retries.load(Ordering::Relaxed)
-    }
-    fn multi_range_mode(&self) -> MultiRangeMode {
-        let mode = *self.mode.lock().unwrap();
-        mode.unwrap_or(if self.capabilities().multi_range {
-            MultiRangeMode::Native
-        } else {
-            MultiRangeMode::ParallelSingles
-        })
     }
     async fn check_bucket(&self) -> BackendResult<()> {
         self.inner.check_bucket().await

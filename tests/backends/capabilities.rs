@@ -18,7 +18,7 @@ const MIB: u64 = 1024 * 1024;
 
 struct Row {
     name: &'static str,
-    multi_range: bool,
+    multi_range: MultiRangeMode,
     parallel_multipart: bool,
     min_part_size: u64,
     max_part_size: u64,
@@ -32,7 +32,7 @@ struct Row {
 const TABLE: &[Row] = &[
     Row {
         name: "local",
-        multi_range: true,
+        multi_range: MultiRangeMode::Native,
         parallel_multipart: true,
         min_part_size: 5 * MIB,
         max_part_size: 5 * 1024 * MIB,
@@ -42,10 +42,10 @@ const TABLE: &[Row] = &[
         list_metadata: true,
         readable_upload_parts: true,
     },
-    // multi_range is false until the server has answered one multipart/byteranges request.
+    // multi_range is Probe until the server has answered one multipart/byteranges request.
     Row {
         name: "s3",
-        multi_range: false,
+        multi_range: MultiRangeMode::Probe,
         parallel_multipart: true,
         min_part_size: 5 * MIB,
         max_part_size: 5 * 1024 * MIB,
@@ -58,7 +58,7 @@ const TABLE: &[Row] = &[
     // one range per request, fanned out in parallel; 1024 = compose's component limit
     Row {
         name: "gcs",
-        multi_range: true,
+        multi_range: MultiRangeMode::ParallelSingles,
         parallel_multipart: true,
         min_part_size: 5 * MIB,
         max_part_size: 5 * 1024 * MIB,
@@ -71,7 +71,7 @@ const TABLE: &[Row] = &[
     // 50,000 blocks of at most 4000 MiB; one range per request, no fan-out
     Row {
         name: "azure",
-        multi_range: false,
+        multi_range: MultiRangeMode::ParallelSingles,
         parallel_multipart: true,
         min_part_size: 5 * MIB,
         max_part_size: 4000 * MIB,
@@ -115,7 +115,6 @@ fn every_backend_reports_its_capabilities_truthfully() {
             let n = row.name;
             assert_eq!(c.name, n);
             assert_eq!(c.multi_range, row.multi_range, "{n}: multi_range");
-            assert!(!c.native_directories, "{n}: native_directories");
             assert_eq!(c.parallel_multipart, row.parallel_multipart, "{n}: parallel_multipart");
             assert_eq!(c.min_part_size, row.min_part_size, "{n}: min_part_size");
             assert_eq!(c.max_part_size, row.max_part_size, "{n}: max_part_size");

@@ -544,8 +544,7 @@ impl StorageBackend for AzureBackend {
         Capabilities {
             name: "azure",
             // One range per request: `--enable-multi-range` batches become parallel single-range reads.
-            multi_range: false,
-            native_directories: false,
+            multi_range: MultiRangeMode::ParallelSingles,
             parallel_multipart: true,
             // Blocks have no minimum size; 5 MiB keeps request counts sane.
             min_part_size: 5 * MIB,
@@ -558,10 +557,6 @@ impl StorageBackend for AzureBackend {
             // uncommitted blocks cannot be read
             readable_upload_parts: false,
         }
-    }
-
-    fn multi_range_mode(&self) -> MultiRangeMode {
-        MultiRangeMode::ParallelSingles
     }
 
     async fn check_bucket(&self) -> BackendResult<()> {

@@ -331,18 +331,12 @@ impl StorageBackend for GcsBackend {
         self.retries.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// One request per range, all at once: the read path sends a batch as concurrent GETs.
-    fn multi_range_mode(&self) -> MultiRangeMode {
-        MultiRangeMode::ParallelSingles
-    }
-
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             name: "gcs",
             // GCS refuses several ranges in one request; `get_ranges` fans out
             // single-range reads in parallel, which costs no more latency.
-            multi_range: true,
-            native_directories: false,
+            multi_range: MultiRangeMode::ParallelSingles,
             parallel_multipart: true,
             // compose has no minimum source size; 5 MiB keeps request counts sane.
             min_part_size: 5 * MIB,

@@ -287,9 +287,14 @@ impl StorageBackend for S3Backend {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             name: "s3",
-            // False until a server has proven it answers multipart/byteranges.
-            multi_range: self.probe.get() == multirange::Support::Multi,
-            native_directories: false,
+            // Native only once a server has proven it answers multipart/byteranges.
+            multi_range: match self.probe.get() {
+                multirange::Support::Multi => MultiRangeMode::Native,
+                // the first batch of sparse reads probes the endpoint
+                multirange::Support::Unknown => MultiRangeMode::Probe,
+                // a single-range server: each batch becomes parallel single-range GETs
+                multirange::Support::Single => MultiRangeMode::ParallelSingles,
+            },
             parallel_multipart: true,
             min_part_size: 5 * MIB,
             max_part_size: 5 * 1024 * MIB,
@@ -300,15 +305,6 @@ impl StorageBackend for S3Backend {
             list_attrs: false,
             // S3 has no request that reads a part of an unfinished upload
             readable_upload_parts: false,
-        }
-    }
-    fn multi_range_mode(&self) -> MultiRangeMode {
-        match self.probe.get() {
-            multirange::Support::Multi => MultiRangeMode::Native,
-            // the first batch of sparse reads probes the endpoint
-            multirange::Support::Unknown => MultiRangeMode::Probe,
-            // a single-range server: each batch becomes parallel single-range GETs
-            multirange::Support::Single => MultiRangeMode::ParallelSingles,
         }
     }
 
