@@ -91,9 +91,11 @@ fmt:
 	$(CARGO) fmt
 
 # Run by CI (.ci/run). --all-features also lints the test-util example.
+# module-graph.sh: the layers of src/ depend only downward (docs/ARCHITECTURE.md).
 lint:
 	@$(CARGO) clippy --version >/dev/null 2>&1 && $(CARGO) fmt --version >/dev/null 2>&1 || rustup component add clippy rustfmt
 	$(CARGO) fmt --check
+	scripts/module-graph.sh
 	$(CARGO) clippy --all-targets --all-features -- -D warnings
 
 clean:

@@ -21,7 +21,7 @@ use std::time::Duration;
 use reqwest::{RequestBuilder, Response, StatusCode};
 use tracing::debug;
 
-use super::s3::retry::backoff;
+use super::retry::backoff;
 use super::BackendError;
 
 pub const MAX_ATTEMPTS: u32 = 4;

@@ -224,33 +224,4 @@ mod tests {
         // the 412 counts as a failure, the 404 does not
         assert_eq!(m.requests_failed.load(Relaxed), 1);
     }
-
-    #[test]
-    fn multi_range_mode_passes_through_the_wrappers() {
-        use crate::backend::prefixed::PrefixedBackend;
-        use crate::upload::test_backend::InstrumentedBackend;
-        let m = Arc::new(Metrics::default());
-        let plain = MeteredBackend::wrap(Arc::new(MemoryBackend::new()), m.clone());
-        assert_eq!(plain.capabilities().multi_range, MultiRangeMode::Native, "derived from the capabilities");
-        let single = Capabilities {
-            multi_range: MultiRangeMode::ParallelSingles,
-            ..MemoryBackend::new().capabilities()
-        };
-        let single = MeteredBackend::wrap(Arc::new(MemoryBackend::with_capabilities(single)), m.clone());
-        // without multi-range GETs, a batch is still fetched as parallel single ranges
-        assert_eq!(single.capabilities().multi_range, MultiRangeMode::ParallelSingles);
-        let fan_out = Arc::new(InstrumentedBackend::default());
-        *fan_out.mode.lock().unwrap() = Some(MultiRangeMode::ParallelSingles);
-        fan_out.retries.store(7, std::sync::atomic::Ordering::Relaxed);
-        let dir = tempfile::tempdir().unwrap();
-        let journal = Arc::new(crate::upload::journal::Journal::create(dir.path()).unwrap());
-        let journaled = crate::upload::journal::JournaledBackend::wrap(fan_out, journal);
-        let wrapped = MeteredBackend::wrap(PrefixedBackend::wrap(journaled, "p/"), m);
-        assert_eq!(
-            wrapped.capabilities().multi_range,
-            MultiRangeMode::ParallelSingles,
-            "not hidden by wrappers"
-        );
-        assert_eq!(wrapped.retries(), 7, "retries not hidden by wrappers");
-    }
 }

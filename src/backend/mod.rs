@@ -11,10 +11,12 @@
 //! wraps its backend in [`prefixed::PrefixedBackend`], so the filesystem never
 //! sees the prefix.
 //!
-//! Errors are a single [`BackendError`] enum whose variants carry enough
-//! meaning for the filesystem to choose an errno (`NotFound` -> ENOENT,
-//! `PreconditionFailed` -> EEXIST/ESTALE, `InvalidKey` -> EINVAL/ENAMETOOLONG,
-//! anything transient -> EIO). Messages never contain credentials.
+//! The value types of the trait (object metadata, listing pages, options, parts)
+//! and [`BackendError`] live in the leaf module [`crate::object`], which the
+//! embedded store shares; they are re-exported here. Errors carry a kind for
+//! the filesystem to choose an errno (`NotFound` -> ENOENT, `PreconditionFailed`
+//! -> EEXIST/ESTALE, `InvalidKey` -> EINVAL/ENAMETOOLONG, anything transient ->
+//! EIO). Messages never contain credentials.
 
 pub mod attr_index;
 pub mod azure;
@@ -27,16 +29,22 @@ pub mod memory;
 pub mod metered;
 pub mod part_rules;
 pub mod prefixed;
+pub mod retry;
 pub mod s3;
+#[cfg(test)]
+pub(crate) mod test_backend;
 pub mod upload_marker;
 pub mod write_retry;
 
-use std::collections::BTreeMap;
 use std::ops::Range;
-use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+
+pub use crate::object::{
+    BackendError, BackendResult, CompletedPart, GetOptions, GetResult, ListPage, ListRequest,
+    MultipartUploadInfo, ObjectMeta, PutOptions,
+};
 
 /// What a backend can do; the filesystem consults this instead of the backend's name.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -89,71 +97,6 @@ pub enum MultiRangeMode {
     Unsupported,
 }
 
-/// Metadata of one stored object.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ObjectMeta {
-    pub key: String,
-    pub size: u64,
-    /// Opaque version tag, without surrounding quotes.
-    pub etag: String,
-    pub last_modified: SystemTime,
-    pub content_type: Option<String>,
-    /// User metadata (S3 `x-amz-meta-*`), names lower-case without the prefix.
-    pub user_metadata: BTreeMap<String, String>,
-}
-
-/// One page of a listing request.
-#[derive(Clone, Debug, Default)]
-pub struct ListRequest {
-    pub prefix: String,
-    /// Usually `Some("/")`; `None` lists recursively.
-    pub delimiter: Option<String>,
-    /// Opaque token from a previous page's `next_continuation`.
-    pub continuation: Option<String>,
-    /// Upper bound on `objects.len() + common_prefixes.len()`; 0 means backend default (1000).
-    pub max_keys: usize,
-}
-
-#[derive(Clone, Debug, Default)]
-pub struct ListPage {
-    /// Objects directly matching, in lexicographic key order.
-    pub objects: Vec<ObjectMeta>,
-    /// Rolled-up prefixes (each ends with the delimiter), in lexicographic order.
-    pub common_prefixes: Vec<String>,
-    /// Present when more results follow.
-    pub next_continuation: Option<String>,
-}
-
-/// Options of a write (`put`, `create_multipart`, `copy`).
-#[derive(Clone, Debug, Default)]
-pub struct PutOptions {
-    pub content_type: Option<String>,
-    pub user_metadata: BTreeMap<String, String>,
-    /// Fail with `PreconditionFailed` if the key already exists (`If-None-Match: *`).
-    pub if_none_match_any: bool,
-    /// Fail with `PreconditionFailed` unless the current ETag equals this.
-    pub if_match: Option<String>,
-}
-
-/// Options of a read.
-#[derive(Clone, Debug, Default)]
-pub struct GetOptions {
-    /// Fail with `PreconditionFailed` unless the object's ETag equals this; used to pin
-    /// a file's version across the many ranged reads of one open file.
-    pub if_match: Option<String>,
-}
-
-/// Result of a single-range read.
-#[derive(Clone, Debug)]
-pub struct GetResult {
-    /// The object's metadata as the answer reports it: `etag` always; `size`
-    /// (of the whole object) and `last_modified` only where the server sends
-    /// them with the data (0 / the epoch otherwise; `head` has them all).
-    pub meta: ObjectMeta,
-    /// The requested bytes; shorter than asked only when the range passed the end of the object.
-    pub data: Bytes,
-}
-
 /// The answer to a read that yields no bytes (an empty range, or one that
 /// starts past the end): the object's metadata from `head`, pinned to
 /// `opts.if_match` as the read would have been.
@@ -168,87 +111,6 @@ pub(crate) async fn empty_read<B: StorageBackend + ?Sized>(
         _ => Ok(GetResult { meta, data: Bytes::new() }),
     }
 }
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CompletedPart {
-    pub part_number: u32,
-    pub etag: String,
-    pub size: u64,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MultipartUploadInfo {
-    pub key: String,
-    pub upload_id: String,
-    pub initiated: SystemTime,
-}
-
-/// Cloneable so that one failed request can be reported to every read waiting for it.
-#[derive(Clone, Debug, thiserror::Error)]
-pub enum BackendError {
-    #[error("not found: {0}")]
-    NotFound(String),
-    #[error("bucket does not exist: {0}")]
-    NoSuchBucket(String),
-    #[error("precondition failed: {0}")]
-    PreconditionFailed(String),
-    #[error("invalid key {key:?}: {reason}")]
-    InvalidKey { key: String, reason: String },
-    #[error("invalid argument: {0}")]
-    InvalidArgument(String),
-    #[error("no such multipart upload: {0}")]
-    NoSuchUpload(String),
-    #[error("part too small: {0}")]
-    EntityTooSmall(String),
-    #[error("operation not supported by this backend: {0}")]
-    NotSupported(String),
-    #[error("access denied: {0}")]
-    AccessDenied(String),
-    #[error("no space left on the storage: {0}")]
-    NoSpace(String),
-    /// A quota of the storage refused the write (a drive's disk quota in the
-    /// embedded store, Ceph RGW's and MinIO's bucket or user quotas): EDQUOT.
-    #[error("quota exceeded: {0}")]
-    QuotaExceeded(String),
-    /// Not enough healthy drives or replicas to satisfy a read or write quorum.
-    #[error("storage unavailable: {0}")]
-    Unavailable(String),
-    /// Stored data failed its integrity check and could not be reconstructed.
-    #[error("data corruption: {0}")]
-    Corrupt(String),
-    #[error("I/O error: {0}")]
-    Io(String),
-    #[error("{0}")]
-    Other(String),
-}
-
-impl BackendError {
-    /// The errno the filesystem reports for this error.
-    pub fn errno(&self) -> i32 {
-        match self {
-            BackendError::NotFound(_) | BackendError::NoSuchBucket(_) => libc::ENOENT,
-            BackendError::PreconditionFailed(_) => libc::EEXIST,
-            BackendError::InvalidKey { reason, .. } if reason.contains("long") => libc::ENAMETOOLONG,
-            BackendError::InvalidKey { .. } | BackendError::InvalidArgument(_) => libc::EINVAL,
-            BackendError::NotSupported(_) => libc::ENOTSUP,
-            BackendError::AccessDenied(_) => libc::EACCES,
-            BackendError::NoSpace(_) => libc::ENOSPC,
-            BackendError::QuotaExceeded(_) => libc::EDQUOT,
-            BackendError::NoSuchUpload(_)
-            | BackendError::EntityTooSmall(_)
-            | BackendError::Unavailable(_)
-            | BackendError::Corrupt(_)
-            | BackendError::Io(_)
-            | BackendError::Other(_) => libc::EIO,
-        }
-    }
-
-    pub fn is_not_found(&self) -> bool {
-        matches!(self, BackendError::NotFound(_))
-    }
-}
-
-pub type BackendResult<T> = Result<T, BackendError>;
 
 /// An object store the filesystem can mount. All keys are relative to the mounted root.
 #[async_trait]

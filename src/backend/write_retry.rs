@@ -33,7 +33,7 @@ use bytes::Bytes;
 
 use tokio::time::Instant;
 
-use super::s3::retry::backoff;
+use super::retry::backoff;
 use super::*;
 
 const TARGET: &str = "bucketfs::backend";

@@ -7,7 +7,7 @@ use super::*;
 fn readable(part: u64, memory: u64) -> Fixture {
     let caps = crate::backend::Capabilities {
         readable_upload_parts: true,
-        ..crate::upload::test_backend::small_part_caps(part)
+        ..crate::backend::test_backend::small_part_caps(part)
     };
     fixture_on(InstrumentedBackend::with_capabilities(caps), part, memory, 4)
 }

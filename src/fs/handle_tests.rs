@@ -5,8 +5,8 @@ use std::sync::atomic::Ordering::SeqCst;
 use super::*;
 use crate::backend::memory::MemoryBackend;
 use crate::backend::metered::MeteredBackend;
+use crate::backend::test_backend::InstrumentedBackend;
 use crate::backend::GetOptions;
-use crate::upload::test_backend::InstrumentedBackend;
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
@@ -121,7 +121,7 @@ async fn backend_without_parallel_multipart_gets_one_part_at_a_time() {
     let backend = Arc::new(InstrumentedBackend {
         inner: MemoryBackend::with_capabilities(crate::backend::Capabilities {
             parallel_multipart: false,
-            ..crate::upload::test_backend::small_part_caps(part)
+            ..crate::backend::test_backend::small_part_caps(part)
         }),
         ..Default::default()
     });

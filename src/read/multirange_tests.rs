@@ -2,9 +2,9 @@ use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 
 use super::*;
 use crate::backend::memory::MemoryBackend;
+use crate::backend::test_backend::InstrumentedBackend;
 use crate::backend::{Capabilities, PutOptions};
 use crate::read::pattern::tests::{kernel_read, shuffled};
-use crate::upload::test_backend::InstrumentedBackend;
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * 1024;

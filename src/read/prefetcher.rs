@@ -445,8 +445,8 @@ mod tests {
     use std::sync::atomic::Ordering::SeqCst;
 
     use super::*;
+    use crate::backend::test_backend::InstrumentedBackend;
     use crate::backend::PutOptions;
-    use crate::upload::test_backend::InstrumentedBackend;
 
     async fn setup(size: u64, memory: u64) -> (Arc<InstrumentedBackend>, Prefetcher, Vec<u8>, MemoryLimiter) {
         let backend = InstrumentedBackend::with_min_part(MIB);

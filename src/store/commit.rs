@@ -22,7 +22,7 @@ use super::error::{IoContext, StoreError, StoreResult};
 use super::meta::{self, ObjMeta};
 use super::paths::{self, DATA_DIR_PREFIX, META_FILE, PREV_META_FILE};
 use super::set::{quorum_error, ErasureSet};
-use crate::backend::PutOptions;
+use crate::object::PutOptions;
 
 /// What [`ErasureSet::commit`] makes visible.
 pub(crate) struct Commit {

@@ -23,7 +23,7 @@ use super::error::{IoContext, StoreError, StoreResult};
 use super::meta;
 use super::paths::{self, DATA_DIR_PREFIX, META_FILE, PREV_META_FILE};
 use super::set::ErasureSet;
-use crate::backend::ListRequest;
+use crate::object::ListRequest;
 
 /// Totals of one heal run.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -63,7 +63,7 @@ impl ErasureSet {
         &self,
         bucket: Option<&str>,
         deep: bool,
-        after_object: &mut dyn FnMut(&str, &crate::backend::ObjectMeta, &HealSummary) -> bool,
+        after_object: &mut dyn FnMut(&str, &crate::object::ObjectMeta, &HealSummary) -> bool,
     ) -> StoreResult<HealSummary> {
         let buckets = match bucket {
             Some(b) => {

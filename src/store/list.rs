@@ -25,7 +25,7 @@ use super::meta;
 use super::object::info;
 use super::paths::{self, META_FILE};
 use super::set::ErasureSet;
-use crate::backend::{ListPage, ListRequest};
+use crate::object::{ListPage, ListRequest};
 
 enum Marker {
     None,
@@ -227,7 +227,7 @@ impl ErasureSet {
 pub(crate) fn merge_pages(pages: Vec<ListPage>, max_keys: usize) -> ListPage {
     let max = if max_keys == 0 { 1000 } else { max_keys };
     let more = pages.iter().any(|p| p.next_continuation.is_some());
-    let mut entries: Vec<(String, Option<crate::backend::ObjectMeta>)> = Vec::new();
+    let mut entries: Vec<(String, Option<crate::object::ObjectMeta>)> = Vec::new();
     for p in pages {
         entries.extend(p.objects.into_iter().map(|o| (o.key.clone(), Some(o))));
         entries.extend(p.common_prefixes.into_iter().map(|cp| (cp, None)));
@@ -235,7 +235,7 @@ pub(crate) fn merge_pages(pages: Vec<ListPage>, max_keys: usize) -> ListPage {
     // Equal keys: the newest object first, so that dedup keeps it (a key in
     // two pools, after a race, is listed once, as its newest copy).
     let newest =
-        |o: &Option<crate::backend::ObjectMeta>| std::cmp::Reverse(o.as_ref().map(|o| o.last_modified));
+        |o: &Option<crate::object::ObjectMeta>| std::cmp::Reverse(o.as_ref().map(|o| o.last_modified));
     entries.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| newest(&a.1).cmp(&newest(&b.1))));
     entries.dedup_by(|a, b| a.0 == b.0 && a.1.is_none() == b.1.is_none());
     let truncated = more || entries.len() > max;
@@ -257,7 +257,7 @@ pub(crate) fn merge_pages(pages: Vec<ListPage>, max_keys: usize) -> ListPage {
 #[cfg(test)]
 mod tests {
     use super::super::{Store, StoreConfig};
-    use crate::backend::{ListRequest, PutOptions};
+    use crate::object::{ListRequest, PutOptions};
 
     fn store(n: usize) -> (tempfile::TempDir, std::sync::Arc<Store>) {
         let dir = tempfile::tempdir().unwrap();

@@ -66,7 +66,7 @@ pub use heal::HealSummary;
 pub use set::ErasureSet;
 pub use write::WriteBudget;
 
-use crate::backend::{GetOptions, ListPage, ListRequest, ObjectMeta, PutOptions};
+use crate::object::{GetOptions, ListPage, ListRequest, ObjectMeta, PutOptions};
 use drives::DriveLock;
 
 /// How a one-pool store is opened ([`Store::open_pools`] takes several).

@@ -33,7 +33,7 @@ use super::meta::{self, ErasureInfo, ObjMeta, PartInfo};
 use super::object::{distribution, info, tally, Commit};
 use super::paths;
 use super::set::{quorum_error, ErasureSet};
-use crate::backend::{CompletedPart, MultipartUploadInfo, ObjectMeta, PutOptions};
+use crate::object::{CompletedPart, MultipartUploadInfo, ObjectMeta, PutOptions};
 
 pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
 pub const MAX_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;

@@ -15,7 +15,7 @@ use super::error::{StoreError, StoreResult};
 use super::meta::{self, ErasureInfo, ObjMeta, PartInfo};
 use super::paths::{self, DATA_DIR_PREFIX};
 use super::set::ErasureSet;
-use crate::backend::{GetOptions, ObjectMeta, PutOptions};
+use crate::object::{GetOptions, ObjectMeta, PutOptions};
 
 pub(crate) use super::commit::{tally, Commit};
 pub(crate) use super::read::Resolved;

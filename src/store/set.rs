@@ -345,7 +345,7 @@ impl ErasureSet {
     pub fn delete_bucket(&self, bucket: &str) -> StoreResult<()> {
         self.require_bucket(bucket)?;
         let page =
-            self.list_objects(bucket, &crate::backend::ListRequest { max_keys: 1, ..Default::default() })?;
+            self.list_objects(bucket, &crate::object::ListRequest { max_keys: 1, ..Default::default() })?;
         if !page.objects.is_empty() || !self.list_multipart_uploads(bucket, "")?.is_empty() {
             return Err(StoreError::BucketNotEmpty(bucket.into()));
         }

@@ -6,7 +6,7 @@ use std::io::Read;
 use std::time::Duration;
 
 use super::{Store, StoreResult};
-use crate::backend::{CompletedPart, MultipartUploadInfo, ObjectMeta, PutOptions};
+use crate::object::{CompletedPart, MultipartUploadInfo, ObjectMeta, PutOptions};
 
 impl Store {
     // ----- multipart uploads: in the set of the final key, in the pool chosen at create -----

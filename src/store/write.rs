@@ -436,7 +436,7 @@ impl ErasureSet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::PutOptions;
+    use crate::object::PutOptions;
     use crate::store::StoreConfig;
 
     fn bytes(n: usize, seed: u8) -> Vec<u8> {

@@ -25,8 +25,6 @@ pub mod journal;
 pub mod part_size;
 pub mod spool;
 pub mod streaming;
-#[cfg(test)]
-pub(crate) mod test_backend;
 
 use std::sync::Arc;
 

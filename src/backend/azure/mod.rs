@@ -262,10 +262,10 @@ impl AzureBackend {
             let meta = meta_from_headers(key, &resp);
             match resp.bytes().await {
                 Ok(data) => return Ok(GetResult { meta, data }),
-                Err(e) if attempt < super::s3::retry::BODY_ATTEMPTS => {
+                Err(e) if attempt < super::retry::BODY_ATTEMPTS => {
                     debug!(target: TARGET, key, attempt, error = %http::root_cause(&e), "GET body broke; retrying");
                     self.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    tokio::time::sleep(super::s3::retry::backoff(attempt)).await;
+                    tokio::time::sleep(super::retry::backoff(attempt)).await;
                     attempt += 1;
                 }
                 Err(e) => {

@@ -82,7 +82,7 @@ impl GcsBackend {
                     Err(e) if n < http::MAX_ATTEMPTS && is_transient(&e) => {
                         debug!(target: TARGET, attempt = n, status = ?e.http_status_code(), "transient failure; retrying");
                         self.retries.fetch_add(1, Ordering::Relaxed);
-                        tokio::time::sleep(super::super::s3::retry::backoff(n)).await;
+                        tokio::time::sleep(super::super::retry::backoff(n)).await;
                         n += 1;
                     }
                     Err(e) => return Err(self.crate_error(&e, op, key)),

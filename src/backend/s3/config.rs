@@ -102,7 +102,7 @@ pub struct ClientFactory {
     sdk: aws_config::SdkConfig,
     pub credentials: CredentialSource,
     /// Shared by every client this factory builds, so a region switch keeps the count.
-    pub retries: super::retry::RetryCounter,
+    pub retries: crate::backend::retry::RetryCounter,
 }
 
 impl ClientFactory {

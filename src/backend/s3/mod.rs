@@ -116,7 +116,7 @@ impl S3Backend {
         self.probe.get()
     }
 
-    pub(crate) fn retry_counter(&self) -> &retry::RetryCounter {
+    pub(crate) fn retry_counter(&self) -> &crate::backend::retry::RetryCounter {
         &self.factory.retries
     }
 

@@ -7,7 +7,7 @@
 //! (S3 answers 416) returns no bytes, with the object's metadata from a HEAD.
 //! The body is collected after the SDK returned the headers; a connection that
 //! breaks during the body is re-requested (the SDK retries only up to the
-//! headers), up to [`retry::BODY_ATTEMPTS`] times.
+//! headers), up to [`crate::backend::retry::BODY_ATTEMPTS`] times.
 //!
 //! A multi-range read goes through `GetObject` too: the SDK signs and sends
 //! any `Range` value unchanged and exposes `Content-Type`, `Content-Range` and
@@ -29,7 +29,7 @@ use futures::{StreamExt, TryStreamExt};
 use tracing::{debug, info, warn};
 
 use super::multirange::{self, Answer, Part, Support, WholeBodyCollector};
-use super::{bare_etag, retry, short_timeouts, system_time, user_metadata, S3Backend, TARGET};
+use super::{bare_etag, short_timeouts, system_time, user_metadata, S3Backend, TARGET};
 use crate::backend::*;
 
 /// Single-range GETs in flight at once for one `get_ranges` call.
@@ -61,10 +61,10 @@ pub(super) async fn get_range(
         let len = out.content_length().unwrap_or(0).max(0) as usize;
         match read_body(out.body, len).await {
             Ok(data) => return Ok(GetResult { meta, data }),
-            Err(e) if attempt < retry::BODY_ATTEMPTS => {
+            Err(e) if attempt < crate::backend::retry::BODY_ATTEMPTS => {
                 debug!(target: TARGET, key, attempt, error = %e, "GET body broke; retrying");
                 b.retry_counter().body_retry();
-                tokio::time::sleep(retry::backoff(attempt)).await;
+                tokio::time::sleep(crate::backend::retry::backoff(attempt)).await;
                 attempt += 1;
             }
             Err(e) => {
