@@ -311,7 +311,7 @@ fn unescape(s: &str) -> Option<String> {
 }
 
 fn reserved(key: &str) -> BackendError {
-    BackendError::InvalidKey { key: key.to_owned(), reason: format!("{INDEX_DIR} is reserved by bucketfs") }
+    BackendError::invalid_key(key, format!("{INDEX_DIR} is reserved by bucketfs"))
 }
 
 #[async_trait]
@@ -327,7 +327,7 @@ impl StorageBackend for AttrIndexBackend {
     }
     async fn head(&self, key: &str) -> BackendResult<ObjectMeta> {
         if is_index_key(key) {
-            return Err(BackendError::NotFound(key.to_owned()));
+            return Err(BackendError::not_found(key));
         }
         let meta = self.inner.head(key).await?;
         let attrs = self.encode_attrs(&meta.user_metadata);

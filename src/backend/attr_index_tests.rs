@@ -4,6 +4,7 @@ use super::*;
 use crate::backend::memory::MemoryBackend;
 use crate::backend::metered::MeteredBackend;
 use crate::metrics::Metrics;
+use crate::object::ErrorKind;
 
 const NAMES: &[&str] = &["bucketfs-type", "bucketfs-mode", "bucketfs-uid", "bucketfs-gid", "bucketfs-mtime"];
 
@@ -160,7 +161,7 @@ async fn index_names_are_reserved() {
     let f = fixture();
     for key in [".bucketfs-attrs/", "d/.bucketfs-attrs/", "d/.bucketfs-attrs/x/1/type=symlink"] {
         let err = f.b.put(key, Bytes::new(), &PutOptions::default()).await.unwrap_err();
-        assert!(matches!(err, BackendError::InvalidKey { .. }), "{key}: {err}");
+        assert!(matches!(err, BackendError { kind: ErrorKind::InvalidKey, .. }), "{key}: {err}");
     }
     // a file of that name is only a name
     f.b.put(".bucketfs-attrs", Bytes::new(), &PutOptions::default()).await.unwrap();

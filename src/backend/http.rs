@@ -35,7 +35,10 @@ pub fn client() -> Result<reqwest::Client, BackendError> {
         .read_timeout(HEADER_TIMEOUT)
         .pool_idle_timeout(Duration::from_secs(60))
         .build()
-        .map_err(|e| BackendError::Other(format!("cannot build the HTTP client: {}", root_cause(&e))))
+        .map_err(|e| {
+            BackendError::other(format!("cannot build the HTTP client: {}", root_cause(&e)))
+                .with_source(e.without_url())
+        })
 }
 
 /// What a request was about, for spans and error messages.
@@ -75,13 +78,9 @@ where
                 debug!(target: "bucketfs::backend::http", backend = ctx.target, op = ctx.op, key = ctx.key, ms, error = %root_cause(&e), attempt, "request failed; retrying");
             }
             Err(e) => {
-                return Err(BackendError::Unavailable(format!(
-                    "{} {:?} at {}: {}",
-                    ctx.op,
-                    ctx.key,
-                    ctx.endpoint,
-                    root_cause(&e)
-                )))
+                let msg = format!("{} {:?} at {}: {}", ctx.op, ctx.key, ctx.endpoint, root_cause(&e));
+                // without_url: the URL may carry a SAS token, and a source is shown by Debug
+                return Err(BackendError::unavailable(msg).with_source(e.without_url()));
             }
         }
         ctx.retries.fetch_add(1, Ordering::Relaxed);
@@ -105,27 +104,24 @@ pub fn classify(status: u16, code: &str, message: &str, ctx: Ctx<'_>) -> Backend
         (false, false) => format!("{} {:?}: {code} (HTTP {status}): {msg}", ctx.op, ctx.key),
     };
     match status {
-        404 => BackendError::NotFound(ctx.key.to_owned()),
-        409 | 412 => BackendError::PreconditionFailed(ctx.key.to_owned()),
-        401 | 403 => BackendError::AccessDenied(format!("{detail} at {}", ctx.endpoint)),
-        501 => BackendError::NotSupported(detail),
-        507 => BackendError::NoSpace(detail),
-        400 | 411 | 413 | 416 => BackendError::InvalidArgument(detail),
-        408 | 429 | 500..=599 => BackendError::Unavailable(detail),
-        _ => BackendError::Other(detail),
+        404 => BackendError::not_found(ctx.key),
+        409 | 412 => BackendError::precondition_failed(ctx.key),
+        401 | 403 => BackendError::access_denied(format!("{detail} at {}", ctx.endpoint)),
+        501 => BackendError::not_supported(detail),
+        507 => BackendError::no_space(detail),
+        400 | 411 | 413 | 416 => BackendError::invalid_argument(detail),
+        // GCS's rate limit answer (Azure's is 503 ServerBusy, by code in azure/)
+        429 => BackendError::throttled(detail),
+        408 | 500..=599 => BackendError::unavailable(detail),
+        _ => BackendError::other(detail),
     }
 }
 
 /// Reads a whole answer body; a broken body is `Io`.
 pub async fn body(r: Response, ctx: Ctx<'_>) -> Result<bytes::Bytes, BackendError> {
     r.bytes().await.map_err(|e| {
-        BackendError::Io(format!(
-            "{} {:?}: body from {} broke: {}",
-            ctx.op,
-            ctx.key,
-            ctx.endpoint,
-            root_cause(&e)
-        ))
+        let msg = format!("{} {:?}: body from {} broke: {}", ctx.op, ctx.key, ctx.endpoint, root_cause(&e));
+        BackendError::io(msg).with_source(e.without_url())
     })
 }
 
@@ -183,6 +179,18 @@ mod tests {
             redact("error sending request for url (https://a.blob.core.windows.net/c/k?sv=1&sig=SECRET) x");
         assert!(!s.contains("SECRET"), "{s}");
         assert!(s.contains("https://a.blob.core.windows.net/c/k"), "{s}");
+    }
+
+    #[test]
+    fn statuses_choose_the_kind() {
+        let retries = AtomicU64::new(0);
+        let ctx =
+            Ctx { target: "gcs", op: "put", key: "k", endpoint: "http://127.0.0.1:1", retries: &retries };
+        let kind = |status| classify(status, "", "", ctx).kind();
+        assert_eq!(kind(429), crate::object::ErrorKind::Throttled);
+        assert_eq!(kind(503), crate::object::ErrorKind::Unavailable);
+        assert_eq!(kind(412), crate::object::ErrorKind::PreconditionFailed);
+        assert_eq!(kind(404), crate::object::ErrorKind::NotFound);
     }
 
     #[test]

@@ -47,30 +47,44 @@ impl LocalBackend {
             res
         })
         .await
-        .map_err(|e| BackendError::Other(format!("store task failed: {e}")))?
+        .map_err(|e| BackendError::other(format!("store task failed: {e}")).with_source(e))?
     }
 }
 
-/// Maps store errors onto the backend's error kinds.
+/// Maps store errors onto the backend's error kinds. Errors that name only a
+/// key or an id become that context; the others keep the store error as their
+/// source (same message as before).
 pub fn to_backend(e: StoreError) -> BackendError {
+    BackendError::from(e)
+}
+
+impl From<StoreError> for BackendError {
+    fn from(e: StoreError) -> Self {
+        store_to_backend(e)
+    }
+}
+
+fn store_to_backend(e: StoreError) -> BackendError {
+    use crate::object::ErrorKind as K;
     match e {
-        StoreError::NotFound { key, .. } => BackendError::NotFound(key),
-        StoreError::NoSuchBucket(b) => BackendError::NoSuchBucket(b),
-        StoreError::PreconditionFailed(m) => BackendError::PreconditionFailed(m),
-        StoreError::InvalidKey { key, reason } => BackendError::InvalidKey { key, reason },
-        StoreError::NoSuchUpload(id) => BackendError::NoSuchUpload(id),
-        StoreError::EntityTooSmall(m) => BackendError::EntityTooSmall(m),
-        StoreError::InvalidPart(m) | StoreError::InvalidArgument(m) => BackendError::InvalidArgument(m),
+        StoreError::NotFound { key, .. } => BackendError::not_found(key),
+        StoreError::NoSuchBucket(b) => BackendError::no_such_bucket(b),
+        StoreError::PreconditionFailed(m) => BackendError::precondition_failed(m),
+        StoreError::InvalidKey { key, reason } => BackendError::invalid_key(&key, reason),
+        StoreError::KeyTooLong { key, reason } => BackendError::name_too_long(&key, reason),
+        StoreError::NoSuchUpload(id) => BackendError::no_such_upload(id),
+        StoreError::EntityTooSmall(m) => BackendError::entity_too_small(m),
+        StoreError::InvalidPart(m) | StoreError::InvalidArgument(m) => BackendError::invalid_argument(m),
         StoreError::InvalidBucketName { name, reason } => {
-            BackendError::InvalidArgument(format!("bucket {name:?}: {reason}"))
+            BackendError::invalid_argument(format!("bucket {name:?}: {reason}"))
         }
-        e @ StoreError::Quorum { .. } => BackendError::Unavailable(e.to_string()),
-        e @ StoreError::Locked { .. } => BackendError::Unavailable(e.to_string()),
-        StoreError::Corrupt(m) => BackendError::Corrupt(m),
-        e if e.is_quota() => BackendError::QuotaExceeded(e.to_string()),
-        e if e.is_no_space() => BackendError::NoSpace(e.to_string()),
-        e @ StoreError::Io { .. } => BackendError::Io(e.to_string()),
-        e => BackendError::Other(e.to_string()),
+        e @ StoreError::Quorum { .. } => BackendError::wrap(K::Unavailable, e),
+        e @ StoreError::Locked { .. } => BackendError::wrap(K::Unavailable, e),
+        StoreError::Corrupt(m) => BackendError::corrupt(m),
+        e if e.is_quota() => BackendError::wrap(K::QuotaExceeded, e),
+        e if e.is_no_space() => BackendError::wrap(K::NoSpace, e),
+        e @ StoreError::Io { .. } => BackendError::wrap(K::Io, e),
+        e => BackendError::wrap(K::Other, e),
     }
 }
 
@@ -200,17 +214,24 @@ impl StorageBackend for LocalBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::object::ErrorKind;
     use crate::store::StoreConfig;
 
     #[test]
     fn error_mapping() {
         let q = StoreError::Quorum { kind: "read", got: 1, need: 2, detail: String::new() };
-        assert!(matches!(to_backend(q), BackendError::Unavailable(_)));
-        assert!(matches!(to_backend(StoreError::Corrupt("x".into())), BackendError::Corrupt(_)));
-        assert!(matches!(to_backend(StoreError::NoSpace("x".into())), BackendError::NoSpace(_)));
+        assert!(matches!(to_backend(q), BackendError { kind: ErrorKind::Unavailable, .. }));
+        assert!(matches!(
+            to_backend(StoreError::Corrupt("x".into())),
+            BackendError { kind: ErrorKind::Corrupt, .. }
+        ));
+        assert!(matches!(
+            to_backend(StoreError::NoSpace("x".into())),
+            BackendError { kind: ErrorKind::NoSpace, .. }
+        ));
         let enospc =
             StoreError::io(std::path::Path::new("/d"), std::io::Error::from_raw_os_error(libc::ENOSPC));
-        assert!(matches!(to_backend(enospc), BackendError::NoSpace(_)));
+        assert!(matches!(to_backend(enospc), BackendError { kind: ErrorKind::NoSpace, .. }));
         let edquot =
             StoreError::io(std::path::Path::new("/d"), std::io::Error::from_raw_os_error(libc::EDQUOT));
         let quota = to_backend(edquot);
@@ -223,16 +244,29 @@ mod tests {
         );
         assert_eq!(to_backend(lost).errno(), libc::EDQUOT);
         let nf = StoreError::NotFound { bucket: "b".into(), key: "k".into() };
-        assert!(matches!(to_backend(nf), BackendError::NotFound(k) if k == "k"));
+        assert!(matches!(to_backend(nf), e if e.kind == ErrorKind::NotFound && e.context() == "k"));
         assert!(matches!(
             to_backend(StoreError::EntityTooSmall("p".into())),
-            BackendError::EntityTooSmall(_)
+            BackendError { kind: ErrorKind::EntityTooSmall, .. }
         ));
-        assert!(matches!(to_backend(StoreError::NoSuchUpload("u".into())), BackendError::NoSuchUpload(_)));
-        assert!(matches!(to_backend(StoreError::NoSuchBucket("b".into())), BackendError::NoSuchBucket(_)));
+        assert!(matches!(
+            to_backend(StoreError::NoSuchUpload("u".into())),
+            BackendError { kind: ErrorKind::NoSuchUpload, .. }
+        ));
+        assert!(matches!(
+            to_backend(StoreError::NoSuchBucket("b".into())),
+            BackendError { kind: ErrorKind::NoSuchBucket, .. }
+        ));
         let long =
-            StoreError::InvalidKey { key: "k".into(), reason: "key too long (over 1024 bytes)".into() };
+            StoreError::KeyTooLong { key: "k".into(), reason: "key too long (over 1024 bytes)".into() };
         assert_eq!(to_backend(long).errno(), libc::ENAMETOOLONG);
+        // the kind decides, not the wording: an invalid key whose reason says "long" is EINVAL
+        let worded = StoreError::InvalidKey { key: "k".into(), reason: "a long story".into() };
+        assert_eq!(to_backend(worded).errno(), libc::EINVAL);
+        // errors with more than a key keep the store error as their source
+        let q = to_backend(StoreError::Quorum { kind: "read", got: 1, need: 2, detail: String::new() });
+        let src = std::error::Error::source(&q).and_then(|s| s.downcast_ref::<StoreError>());
+        assert!(matches!(src, Some(StoreError::Quorum { .. })), "{q:?}");
     }
 
     #[tokio::test]
@@ -241,7 +275,10 @@ mod tests {
         let drives = (0..4).map(|i| dir.path().join(format!("d{i}"))).collect();
         let store = Store::open(StoreConfig { drives, parity: None }).unwrap();
         let missing = LocalBackend::new(store.clone(), "nobucket");
-        assert!(matches!(missing.check_bucket().await, Err(BackendError::NoSuchBucket(_))));
+        assert!(matches!(
+            missing.check_bucket().await,
+            Err(BackendError { kind: ErrorKind::NoSuchBucket, .. })
+        ));
         store.make_bucket("bkt1").unwrap();
         let be = LocalBackend::new(store, "bkt1");
         be.check_bucket().await.unwrap();
@@ -253,13 +290,22 @@ mod tests {
             r,
             vec![Bytes::from_static(b"hello"), Bytes::from_static(b"world"), Bytes::from_static(b"ld")]
         );
-        assert!(matches!(be.head("nope").await, Err(BackendError::NotFound(_))));
-        assert!(matches!(be.head("../x").await, Err(BackendError::InvalidKey { .. })));
+        assert!(matches!(be.head("nope").await, Err(BackendError { kind: ErrorKind::NotFound, .. })));
+        assert!(matches!(be.head("../x").await, Err(BackendError { kind: ErrorKind::InvalidKey, .. })));
         let cond = PutOptions { if_none_match_any: true, ..Default::default() };
-        assert!(matches!(be.put("x/y", Bytes::new(), &cond).await, Err(BackendError::PreconditionFailed(_))));
+        assert!(matches!(
+            be.put("x/y", Bytes::new(), &cond).await,
+            Err(BackendError { kind: ErrorKind::PreconditionFailed, .. })
+        ));
         let stale = GetOptions { if_match: Some("nope".into()) };
-        assert!(matches!(be.get_range("x/y", None, &stale).await, Err(BackendError::PreconditionFailed(_))));
-        assert!(matches!(be.abort_multipart("k", "0123").await, Err(BackendError::NoSuchUpload(_))));
+        assert!(matches!(
+            be.get_range("x/y", None, &stale).await,
+            Err(BackendError { kind: ErrorKind::PreconditionFailed, .. })
+        ));
+        assert!(matches!(
+            be.abort_multipart("k", "0123").await,
+            Err(BackendError { kind: ErrorKind::NoSuchUpload, .. })
+        ));
         be.delete("x/y").await.unwrap();
         be.delete("x/y").await.unwrap();
         assert!(be.list(&ListRequest::default()).await.unwrap().objects.is_empty());

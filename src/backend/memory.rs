@@ -80,11 +80,11 @@ impl MemoryBackend {
     fn store(&self, key: &str, data: Bytes, opts: &PutOptions, etag: String) -> BackendResult<ObjectMeta> {
         let mut objs = self.objects.lock().unwrap();
         if opts.if_none_match_any && objs.contains_key(key) {
-            return Err(BackendError::PreconditionFailed(key.into()));
+            return Err(BackendError::precondition_failed(key));
         }
         if let Some(m) = &opts.if_match {
             if objs.get(key).map(|(o, _)| &o.etag) != Some(m) {
-                return Err(BackendError::PreconditionFailed(key.into()));
+                return Err(BackendError::precondition_failed(key));
             }
         }
         let meta = ObjectMeta {
@@ -115,7 +115,7 @@ impl StorageBackend for MemoryBackend {
     }
     async fn head(&self, key: &str) -> BackendResult<ObjectMeta> {
         let objs = self.objects.lock().unwrap();
-        objs.get(key).map(|(m, _)| m.clone()).ok_or_else(|| BackendError::NotFound(key.into()))
+        objs.get(key).map(|(m, _)| m.clone()).ok_or_else(|| BackendError::not_found(key))
     }
     async fn list(&self, req: &ListRequest) -> BackendResult<ListPage> {
         let objs = self.objects.lock().unwrap();
@@ -173,10 +173,10 @@ impl StorageBackend for MemoryBackend {
     ) -> BackendResult<GetResult> {
         self.gets.fetch_add(1, Ordering::Relaxed);
         let objs = self.objects.lock().unwrap();
-        let (m, d) = objs.get(key).ok_or_else(|| BackendError::NotFound(key.into()))?;
+        let (m, d) = objs.get(key).ok_or_else(|| BackendError::not_found(key))?;
         if let Some(e) = &opts.if_match {
             if e != &m.etag {
-                return Err(BackendError::PreconditionFailed(key.into()));
+                return Err(BackendError::precondition_failed(key));
             }
         }
         let len = d.len() as u64;
@@ -210,7 +210,7 @@ impl StorageBackend for MemoryBackend {
     async fn copy(&self, src: &str, dst: &str, metadata: Option<&PutOptions>) -> BackendResult<ObjectMeta> {
         let (m, d) = {
             let objs = self.objects.lock().unwrap();
-            objs.get(src).cloned().ok_or_else(|| BackendError::NotFound(src.into()))?
+            objs.get(src).cloned().ok_or_else(|| BackendError::not_found(src))?
         };
         let opts = metadata.cloned().unwrap_or(PutOptions {
             content_type: m.content_type.clone(),
@@ -223,10 +223,10 @@ impl StorageBackend for MemoryBackend {
     /// backend with real renames (ADLS Gen2, S3 Express) would do it.
     async fn rename(&self, src: &str, dst: &str) -> BackendResult<()> {
         if !self.caps.rename {
-            return Err(BackendError::NotSupported("rename".into()));
+            return Err(BackendError::not_supported("rename"));
         }
         let mut objs = self.objects.lock().unwrap();
-        let (mut meta, data) = objs.remove(src).ok_or_else(|| BackendError::NotFound(src.into()))?;
+        let (mut meta, data) = objs.remove(src).ok_or_else(|| BackendError::not_found(src))?;
         meta.key = dst.into();
         objs.insert(dst.into(), (meta, data));
         self.renames.fetch_add(1, Ordering::Relaxed);
@@ -253,13 +253,13 @@ impl StorageBackend for MemoryBackend {
         data: Bytes,
     ) -> BackendResult<CompletedPart> {
         if part_number == 0 || part_number > self.caps.max_parts {
-            return Err(BackendError::InvalidArgument(format!("part number {part_number}")));
+            return Err(BackendError::invalid_argument(format!("part number {part_number}")));
         }
         let mut ups = self.uploads.lock().unwrap();
         let up = ups
             .get_mut(upload_id)
             .filter(|u| u.key == key)
-            .ok_or_else(|| BackendError::NoSuchUpload(upload_id.into()))?;
+            .ok_or_else(|| BackendError::no_such_upload(upload_id))?;
         let part = CompletedPart { part_number, etag: Self::etag_of(&data), size: data.len() as u64 };
         up.parts.insert(part_number, data);
         Ok(part)
@@ -274,7 +274,7 @@ impl StorageBackend for MemoryBackend {
             let mut ups = self.uploads.lock().unwrap();
             match ups.get(upload_id) {
                 Some(u) if u.key == key => {}
-                _ => return Err(BackendError::NoSuchUpload(upload_id.into())),
+                _ => return Err(BackendError::no_such_upload(upload_id)),
             }
             ups.remove(upload_id).unwrap()
         };
@@ -282,21 +282,21 @@ impl StorageBackend for MemoryBackend {
         let mut prev = 0;
         for (i, p) in parts.iter().enumerate() {
             if p.part_number <= prev {
-                return Err(BackendError::InvalidArgument("parts not in ascending order".into()));
+                return Err(BackendError::invalid_argument("parts not in ascending order"));
             }
             prev = p.part_number;
             let d = up
                 .parts
                 .get(&p.part_number)
-                .ok_or_else(|| BackendError::InvalidArgument(format!("missing part {}", p.part_number)))?;
+                .ok_or_else(|| BackendError::invalid_argument(format!("missing part {}", p.part_number)))?;
             if Self::etag_of(d) != p.etag {
-                return Err(BackendError::InvalidArgument(format!(
+                return Err(BackendError::invalid_argument(format!(
                     "etag mismatch for part {}",
                     p.part_number
                 )));
             }
             if i + 1 < parts.len() && (d.len() as u64) < self.caps.min_part_size {
-                return Err(BackendError::EntityTooSmall(format!("part {}", p.part_number)));
+                return Err(BackendError::entity_too_small(format!("part {}", p.part_number)));
             }
             data.extend_from_slice(d);
         }
@@ -306,10 +306,10 @@ impl StorageBackend for MemoryBackend {
     async fn read_part(&self, key: &str, upload_id: &str, part: &CompletedPart) -> BackendResult<Bytes> {
         let ups = self.uploads.lock().unwrap();
         let up = ups.get(upload_id).filter(|u| u.key == key);
-        let up = up.ok_or_else(|| BackendError::NoSuchUpload(upload_id.into()))?;
+        let up = up.ok_or_else(|| BackendError::no_such_upload(upload_id))?;
         match up.parts.get(&part.part_number) {
             Some(d) if Self::etag_of(d) == part.etag => Ok(d.clone()),
-            _ => Err(BackendError::NotFound(format!("{key}: part {} as {}", part.part_number, part.etag))),
+            _ => Err(BackendError::not_found(format!("{key}: part {} as {}", part.part_number, part.etag))),
         }
     }
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> BackendResult<()> {
@@ -319,7 +319,7 @@ impl StorageBackend for MemoryBackend {
                 ups.remove(upload_id);
                 Ok(())
             }
-            _ => Err(BackendError::NoSuchUpload(upload_id.into())),
+            _ => Err(BackendError::no_such_upload(upload_id)),
         }
     }
     async fn list_multipart(&self, prefix: &str) -> BackendResult<Vec<MultipartUploadInfo>> {

@@ -42,7 +42,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 pub use crate::object::{
-    BackendError, BackendResult, CompletedPart, GetOptions, GetResult, ListPage, ListRequest,
+    BackendError, BackendResult, CompletedPart, ErrorKind, GetOptions, GetResult, ListPage, ListRequest,
     MultipartUploadInfo, ObjectMeta, PutOptions,
 };
 
@@ -107,7 +107,7 @@ pub(crate) async fn empty_read<B: StorageBackend + ?Sized>(
 ) -> BackendResult<GetResult> {
     let meta = b.head(key).await?;
     match &opts.if_match {
-        Some(e) if *e != meta.etag => Err(BackendError::PreconditionFailed(key.to_owned())),
+        Some(e) if *e != meta.etag => Err(BackendError::precondition_failed(key)),
         _ => Ok(GetResult { meta, data: Bytes::new() }),
     }
 }
@@ -177,7 +177,7 @@ pub trait StorageBackend: Send + Sync + 'static {
     /// Native rename; only called when `Capabilities::rename` is true.
     async fn rename(&self, src: &str, dst: &str) -> BackendResult<()> {
         let _ = (src, dst);
-        Err(BackendError::NotSupported("rename".into()))
+        Err(BackendError::not_supported("rename"))
     }
 
     async fn create_multipart(&self, key: &str, opts: &PutOptions) -> BackendResult<String>;
@@ -204,7 +204,7 @@ pub trait StorageBackend: Send + Sync + 'static {
     /// parts keep this default, and their callers start over instead.
     async fn list_parts(&self, key: &str, upload_id: &str) -> BackendResult<Vec<CompletedPart>> {
         let _ = (key, upload_id);
-        Err(BackendError::NotSupported("list_parts".into()))
+        Err(BackendError::not_supported("list_parts"))
     }
 
     /// The bytes of `part` of an unfinished upload, exactly as they were stored
@@ -213,7 +213,7 @@ pub trait StorageBackend: Send + Sync + 'static {
     /// a streaming file handle uses it to rewrite bytes it no longer holds.
     async fn read_part(&self, key: &str, upload_id: &str, part: &CompletedPart) -> BackendResult<Bytes> {
         let _ = (key, upload_id, part);
-        Err(BackendError::NotSupported("reading back a part of an unfinished upload".into()))
+        Err(BackendError::not_supported("reading back a part of an unfinished upload"))
     }
 
     /// In-progress multipart uploads whose key starts with `prefix`.
@@ -225,7 +225,7 @@ pub trait StorageBackend: Send + Sync + 'static {
         let n = uploads.len();
         for u in uploads {
             match self.abort_multipart(&u.key, &u.upload_id).await {
-                Ok(()) | Err(BackendError::NoSuchUpload(_)) => {}
+                Ok(()) | Err(BackendError { kind: ErrorKind::NoSuchUpload, .. }) => {}
                 Err(e) => return Err(e),
             }
         }

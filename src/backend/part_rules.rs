@@ -8,12 +8,12 @@ use super::{BackendError, BackendResult, CompletedPart};
 /// Part `part_number` of `size` bytes is within `1..=max_number` and at most `max_size` bytes.
 pub fn check_part(part_number: u32, size: u64, max_number: u32, max_size: u64) -> BackendResult<()> {
     if part_number == 0 || part_number > max_number {
-        return Err(BackendError::InvalidArgument(format!(
+        return Err(BackendError::invalid_argument(format!(
             "part number {part_number} outside 1..={max_number}"
         )));
     }
     if size > max_size {
-        return Err(BackendError::InvalidArgument(format!(
+        return Err(BackendError::invalid_argument(format!(
             "part {part_number} of {size} bytes exceeds the {} MiB limit",
             max_size >> 20
         )));
@@ -24,12 +24,12 @@ pub fn check_part(part_number: u32, size: u64, max_number: u32, max_size: u64) -
 /// The parts named by a completion of `key`, sorted by part number.
 pub fn sorted_parts(key: &str, parts: &[CompletedPart]) -> BackendResult<Vec<CompletedPart>> {
     if parts.is_empty() {
-        return Err(BackendError::InvalidArgument(format!("complete {key:?}: no parts")));
+        return Err(BackendError::invalid_argument(format!("complete {key:?}: no parts")));
     }
     let mut sorted = parts.to_vec();
     sorted.sort_by_key(|p| p.part_number);
     if sorted.windows(2).any(|w| w[0].part_number == w[1].part_number) {
-        return Err(BackendError::InvalidArgument(format!("complete {key:?}: a part is named twice")));
+        return Err(BackendError::invalid_argument(format!("complete {key:?}: a part is named twice")));
     }
     Ok(sorted)
 }

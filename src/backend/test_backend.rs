@@ -124,7 +124,7 @@ impl StorageBackend for InstrumentedBackend {
             tokio::time::sleep(Duration::from_millis(delay)).await;
         }
         if self.fail_get_ranges.load(Ordering::SeqCst) {
-            return Err(BackendError::Io("injected get_ranges failure".into()));
+            return Err(BackendError::io("injected get_ranges failure"));
         }
         let parts = self.inner.get_ranges(key, ranges, opts).await?;
         self.get_bytes.fetch_add(parts.iter().map(|p| p.len() as u64).sum(), Ordering::SeqCst);
@@ -162,7 +162,7 @@ impl StorageBackend for InstrumentedBackend {
             tokio::time::sleep(Duration::from_millis(delay)).await;
         }
         let res = if self.fail_upload_part.load(Ordering::SeqCst) {
-            Err(BackendError::Unavailable("injected upload_part failure".into()))
+            Err(BackendError::unavailable("injected upload_part failure"))
         } else {
             self.inner.upload_part(key, upload_id, part_number, data).await
         };
@@ -184,7 +184,7 @@ impl StorageBackend for InstrumentedBackend {
     async fn read_part(&self, key: &str, upload_id: &str, part: &CompletedPart) -> BackendResult<Bytes> {
         self.part_reads.fetch_add(1, Ordering::SeqCst);
         if self.fail_read_part.load(Ordering::SeqCst) {
-            return Err(BackendError::Unavailable("injected read_part failure".into()));
+            return Err(BackendError::unavailable("injected read_part failure"));
         }
         self.inner.read_part(key, upload_id, part).await
     }

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::{BackendError, BackendResult, PutOptions};
+use crate::object::ErrorKind;
 
 #[derive(Serialize, Deserialize, Default)]
 pub struct UploadMarker {
@@ -42,13 +43,16 @@ impl UploadMarker {
     pub fn from_read(id: &str, key: &str, read: BackendResult<Bytes>) -> BackendResult<Self> {
         let data = match read {
             Ok(d) => d,
-            Err(BackendError::NotFound(_)) => return Err(BackendError::NoSuchUpload(id.to_owned())),
+            Err(BackendError { kind: ErrorKind::NotFound, .. }) => {
+                return Err(BackendError::no_such_upload(id))
+            }
             Err(e) => return Err(e),
         };
-        let m: UploadMarker = serde_json::from_slice(&data)
-            .map_err(|e| BackendError::Corrupt(format!("upload {id}: unreadable marker: {e}")))?;
+        let m: UploadMarker = serde_json::from_slice(&data).map_err(|e| {
+            BackendError::corrupt(format!("upload {id}: unreadable marker: {e}")).with_source(e)
+        })?;
         if m.key != key {
-            return Err(BackendError::NoSuchUpload(format!("upload {id} is not for key {key:?}")));
+            return Err(BackendError::no_such_upload(format!("upload {id} is not for key {key:?}")));
         }
         Ok(m)
     }
@@ -81,11 +85,11 @@ mod tests {
         assert!(m.put_options().if_none_match_any);
         assert!(matches!(
             UploadMarker::from_read("id1", "other", Ok(bytes)),
-            Err(BackendError::NoSuchUpload(_))
+            Err(BackendError { kind: ErrorKind::NoSuchUpload, .. })
         ));
-        let gone = UploadMarker::from_read("id1", "a/b", Err(BackendError::NotFound("x".into())));
-        assert!(matches!(gone, Err(BackendError::NoSuchUpload(_))));
+        let gone = UploadMarker::from_read("id1", "a/b", Err(BackendError::not_found("x")));
+        assert!(matches!(gone, Err(BackendError { kind: ErrorKind::NoSuchUpload, .. })));
         let junk = UploadMarker::from_read("id1", "a/b", Ok(Bytes::from_static(b"{")));
-        assert!(matches!(junk, Err(BackendError::Corrupt(_))));
+        assert!(matches!(junk, Err(BackendError { kind: ErrorKind::Corrupt, .. })));
     }
 }

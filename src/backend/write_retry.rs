@@ -35,6 +35,7 @@ use tokio::time::Instant;
 
 use super::retry::backoff;
 use super::*;
+use crate::object::ErrorKind;
 
 const TARGET: &str = "bucketfs::backend";
 
@@ -90,7 +91,7 @@ impl WriteRetryBackend {
 
 /// Failures an outage explains (and that a later attempt may not meet).
 fn is_outage(e: &BackendError) -> bool {
-    matches!(e, BackendError::Unavailable(_) | BackendError::Io(_))
+    e.kind().is_transient()
 }
 
 #[async_trait]
@@ -162,14 +163,14 @@ impl StorageBackend for WriteRetryBackend {
     ) -> BackendResult<ObjectMeta> {
         let attempt = || self.inner.complete_multipart(key, upload_id, parts);
         match self.retry("complete_multipart", key, attempt).await {
-            (Err(BackendError::NoSuchUpload(id)), true) => {
+            (Err(e @ BackendError { kind: ErrorKind::NoSuchUpload, .. }), true) => {
                 // an earlier attempt may have completed it and lost the answer
                 match self.inner.head(key).await {
                     Ok(meta) if meta.etag.trim_matches('"').ends_with(&format!("-{}", parts.len())) => {
                         tracing::info!(target: TARGET, key, "upload was completed by an attempt whose answer was lost");
                         Ok(meta)
                     }
-                    _ => Err(BackendError::NoSuchUpload(id)),
+                    _ => Err(e),
                 }
             }
             (res, _) => res,
@@ -177,7 +178,7 @@ impl StorageBackend for WriteRetryBackend {
     }
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> BackendResult<()> {
         match self.retry("abort_multipart", key, || self.inner.abort_multipart(key, upload_id)).await {
-            (Err(BackendError::NoSuchUpload(_)), true) => Ok(()),
+            (Err(BackendError { kind: ErrorKind::NoSuchUpload, .. }), true) => Ok(()),
             (res, _) => res,
         }
     }
@@ -220,12 +221,12 @@ mod tests {
     async fn an_outage_shorter_than_the_timeout_is_ridden_out() {
         let b = layer(Duration::from_secs(60));
         let attempts = AtomicU32::new(0);
-        let unreachable = || BackendError::Unavailable("cannot reach 127.0.0.1:1".into());
+        let unreachable = || BackendError::unavailable("cannot reach 127.0.0.1:1");
         let (res, hidden) = b.retry("put", "k", || flaky(&attempts, 3, unreachable)).await;
         assert_eq!(res.unwrap(), 4);
         assert!(hidden, "earlier attempts failed");
         assert_eq!(b.retries(), 3, "counted for bucketfs stats");
-        let cut = || BackendError::Io("answer cut off".into());
+        let cut = || BackendError::io("answer cut off");
         let attempts = AtomicU32::new(0);
         assert!(b.retry("upload_part", "k", || flaky(&attempts, 1, cut)).await.0.is_ok());
     }
@@ -234,11 +235,11 @@ mod tests {
     async fn answers_an_outage_does_not_explain_are_returned_at_once() {
         let b = layer(Duration::from_secs(60));
         for error in [
-            (|| BackendError::NoSpace("drive full".into())) as fn() -> BackendError,
-            || BackendError::QuotaExceeded("disk quota".into()),
-            || BackendError::AccessDenied("no".into()),
-            || BackendError::PreconditionFailed("k".into()),
-            || BackendError::InvalidArgument("part too big".into()),
+            (|| BackendError::no_space("drive full")) as fn() -> BackendError,
+            || BackendError::quota_exceeded("disk quota"),
+            || BackendError::access_denied("no"),
+            || BackendError::precondition_failed("k"),
+            || BackendError::invalid_argument("part too big"),
         ] {
             let attempts = AtomicU32::new(0);
             let (res, hidden) = b.retry("put", "k", || flaky(&attempts, 1, error)).await;
@@ -253,9 +254,9 @@ mod tests {
     async fn an_outage_longer_than_the_timeout_fails_with_its_error() {
         let b = layer(Duration::from_millis(300));
         let attempts = AtomicU32::new(0);
-        let unreachable = || BackendError::Unavailable("cannot reach 127.0.0.1:1".into());
+        let unreachable = || BackendError::unavailable("cannot reach 127.0.0.1:1");
         let (res, _) = b.retry("put", "k", || flaky(&attempts, u32::MAX, unreachable)).await;
-        assert!(matches!(res, Err(BackendError::Unavailable(_))), "{res:?}");
+        assert!(matches!(res, Err(BackendError { kind: ErrorKind::Unavailable, .. })), "{res:?}");
         assert!(attempts.load(Ordering::SeqCst) >= 2, "retried before giving up");
     }
 

@@ -37,6 +37,7 @@ use super::args::parse_size;
 use super::backend::BackendArgs;
 use super::upload_cmd::{open_uploader, runtime};
 use crate::backend::{BackendError, GetOptions, PutOptions};
+use crate::object::ErrorKind;
 use crate::upload::contract::{ContractError, PartHandle, UploadHandle};
 
 #[derive(Args, Debug)]
@@ -235,7 +236,7 @@ where
 }
 
 fn transient(e: &BackendError) -> bool {
-    matches!(e, BackendError::Io(_) | BackendError::Unavailable(_) | BackendError::Other(_))
+    e.kind().is_transient() || e.kind() == ErrorKind::Other
 }
 
 fn md5_hex(data: &[u8]) -> String {
@@ -363,7 +364,8 @@ fn upload(rt: &tokio::runtime::Runtime, a: &CpArgs) -> Result<()> {
         };
         let mut first_err = None;
         for n in todo {
-            let permit = sem.clone().acquire_owned().await.map_err(|e| BackendError::Other(e.to_string()))?;
+            let permit =
+                sem.clone().acquire_owned().await.map_err(|e| BackendError::wrap(ErrorKind::Other, e))?;
             // stop scheduling once a part has failed for good
             while let Some(r) = tasks.try_join_next() {
                 if let Ok(Err(e)) = r {
@@ -381,8 +383,8 @@ fn upload(rt: &tokio::runtime::Runtime, a: &CpArgs) -> Result<()> {
                 let _permit = permit;
                 let data = tokio::task::spawn_blocking(move || read_at(&file, off, len))
                     .await
-                    .map_err(|e| BackendError::Other(e.to_string()))?
-                    .map_err(|e| BackendError::Io(format!("reading the source: {e}")))?;
+                    .map_err(|e| BackendError::wrap(ErrorKind::Other, e))?
+                    .map_err(|e| BackendError::io(format!("reading the source: {e}")))?;
                 RateLimit::wait(&limit, len).await;
                 let p =
                     with_retries(&format!("part {n}"), retries, || up.put_part(&h, n, data.clone())).await?;
@@ -397,7 +399,7 @@ fn upload(rt: &tokio::runtime::Runtime, a: &CpArgs) -> Result<()> {
                     first_err.get_or_insert(e);
                 }
                 Err(e) => {
-                    first_err.get_or_insert(BackendError::Other(e.to_string()).into());
+                    first_err.get_or_insert(BackendError::wrap(ErrorKind::Other, e).into());
                 }
                 Ok(Ok(())) => {}
             }
@@ -507,7 +509,8 @@ fn download(rt: &tokio::runtime::Runtime, a: &CpArgs) -> Result<()> {
         let sem = Arc::new(tokio::sync::Semaphore::new(a.parallel));
         let mut tasks = tokio::task::JoinSet::new();
         for i in todo {
-            let permit = sem.clone().acquire_owned().await.map_err(|e| BackendError::Other(e.to_string()))?;
+            let permit =
+                sem.clone().acquire_owned().await.map_err(|e| BackendError::wrap(ErrorKind::Other, e))?;
             let (b, key, pin, file, progress, limit) =
                 (backend.clone(), key.clone(), pin.clone(), file.clone(), progress.clone(), limit.clone());
             let (state, state_file) = (state.clone(), state_file.clone());
@@ -521,7 +524,7 @@ fn download(rt: &tokio::runtime::Runtime, a: &CpArgs) -> Result<()> {
                 })
                 .await?;
                 if got.data.len() as u64 != end - off {
-                    return Err(BackendError::Io(format!("short read at {off}: object changed?")).into());
+                    return Err(BackendError::io(format!("short read at {off}: object changed?")).into());
                 }
                 let hash = xxhash_rust::xxh3::xxh3_64(&got.data);
                 let f = file.clone();
@@ -533,15 +536,15 @@ fn download(rt: &tokio::runtime::Runtime, a: &CpArgs) -> Result<()> {
                     save_atomically(&state_file, &serde_json::to_vec(&*st).unwrap_or_default())
                 })
                 .await
-                .map_err(|e| BackendError::Other(e.to_string()))?
-                .map_err(|e| BackendError::Io(e.to_string()))?;
+                .map_err(|e| BackendError::wrap(ErrorKind::Other, e))?
+                .map_err(|e| BackendError::wrap(ErrorKind::Io, e))?;
                 progress.part_done(i + 1, end - off);
                 progress.draw();
                 Ok::<(), ContractError>(())
             });
         }
         while let Some(r) = tasks.join_next().await {
-            r.map_err(|e| BackendError::Other(e.to_string()))??;
+            r.map_err(|e| BackendError::wrap(ErrorKind::Other, e))??;
         }
         Ok(())
     });
@@ -574,8 +577,8 @@ mod tests {
         let calls = AtomicU32::new(0);
         let r = with_retries("t", 5, || async {
             match calls.fetch_add(1, Ordering::SeqCst) {
-                0 => Err(BackendError::Io("reset".into()).into()),
-                1 => Err(BackendError::Unavailable("503".into()).into()),
+                0 => Err(BackendError::io("reset").into()),
+                1 => Err(BackendError::unavailable("503").into()),
                 _ => Ok(7),
             }
         })
@@ -594,7 +597,7 @@ mod tests {
         let calls = AtomicU32::new(0);
         let r: Result<(), _> = with_retries("t", 2, || async {
             calls.fetch_add(1, Ordering::SeqCst);
-            Err(BackendError::Io("down".into()).into())
+            Err(BackendError::io("down").into())
         })
         .await;
         assert!(r.is_err());

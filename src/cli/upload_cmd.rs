@@ -18,6 +18,7 @@ use clap::{Args, Subcommand};
 use super::args::{parse_duration, parse_size};
 use super::backend::{open_backend, BackendArgs};
 use super::source::{parse_source, Source};
+use crate::object::ErrorKind;
 use crate::upload::contract::{MultipartUploader, PartHandle, UploadHandle};
 
 #[derive(Args, Debug)]
@@ -229,7 +230,7 @@ pub fn uploads(a: UploadsArgs) -> Result<()> {
                     for u in list.iter().filter(|u| u.initiated <= cutoff) {
                         match rt.block_on(up.backend().abort_multipart(&u.key, &u.upload_id)) {
                             Ok(()) => n += 1,
-                            Err(crate::backend::BackendError::NoSuchUpload(_)) => {}
+                            Err(crate::backend::BackendError { kind: ErrorKind::NoSuchUpload, .. }) => {}
                             Err(e) => eprintln!("bucketfs: cannot abort {}: {e}", u.key),
                         }
                     }

@@ -35,6 +35,7 @@ use super::{FsConfig, FsError, FsResult};
 use crate::backend::{BackendError, ListRequest, ObjectMeta, PutOptions, StorageBackend};
 use crate::fs::handle::HandleContext;
 use crate::metrics::Metrics;
+use crate::object::ErrorKind;
 
 /// The longest key of S3, GCS, Azure Blob and the embedded store, in bytes.
 pub const KEY_MAX: usize = 1024;
@@ -275,7 +276,7 @@ impl Fs {
         // A key too long for the store (the mount's `bucket:prefix` counts towards it)
         // cannot exist: the embedded store refuses to list under such a prefix (EINVAL),
         // which must read as "no directory here", not fail the lookup.
-        let refused = |e: &BackendError| matches!(e, BackendError::InvalidKey { .. });
+        let refused = |e: &BackendError| matches!(e.kind(), ErrorKind::InvalidKey | ErrorKind::NameTooLong);
         let (page, head) = if self.backend.capabilities().list_metadata {
             (self.backend.list(&req).await, None)
         } else {

@@ -182,7 +182,8 @@ impl DirStream {
         let page = match self.next.take() {
             Some(next) => {
                 self.token = None;
-                next.await.map_err(|e| BackendError::Io(format!("listing task failed: {e}")))??
+                next.await
+                    .map_err(|e| BackendError::io(format!("listing task failed: {e}")).with_source(e))??
             }
             None => match self.token.take() {
                 // the first page: its lookup may have just fetched it (cache.rs)

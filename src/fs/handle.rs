@@ -255,10 +255,9 @@ impl FileHandle {
                 }
                 Content::Streaming { upload, tee: None } => {
                     return upload.read_at(offset..offset.saturating_add(size as u64)).ok_or_else(|| {
-                        BackendError::InvalidArgument(
+                        BackendError::invalid_argument(
                             "this handle streams its writes: bytes already uploaded cannot be read back \
-                             before the file is closed (open it read-write to keep a local copy)"
-                                .into(),
+                             before the file is closed (open it read-write to keep a local copy)",
                         )
                     });
                 }
@@ -321,7 +320,7 @@ impl FileHandle {
     /// Writes `data` at `offset` (ignored for append mode, which writes at the end); returns bytes written.
     pub async fn write(&self, offset: u64, data: &[u8]) -> BackendResult<u32> {
         let len = u32::try_from(data.len())
-            .map_err(|_| BackendError::InvalidArgument("write larger than 4 GiB".into()))?;
+            .map_err(|_| BackendError::invalid_argument("write larger than 4 GiB"))?;
         let mut st = self.state.lock().await;
         let st = &mut *st;
         if let Some(e) = &st.lost {
@@ -330,7 +329,7 @@ impl FileHandle {
         let offset = if self.mode.append { self.size.load(Ordering::SeqCst) } else { offset };
         let end = offset
             .checked_add(data.len() as u64)
-            .ok_or_else(|| BackendError::InvalidArgument("write past the maximum offset".into()))?;
+            .ok_or_else(|| BackendError::invalid_argument("write past the maximum offset"))?;
         if data.is_empty() {
             return Ok(0);
         }
@@ -364,7 +363,7 @@ impl FileHandle {
                     let at = upload.len();
                     tracing::info!(target: "bucketfs::upload", key = %self.current_key(), offset, streamed = at,
                         "write refused: a write-only handle streams its file and cannot change bytes already uploaded");
-                    return Err(BackendError::InvalidArgument(format!(
+                    return Err(BackendError::invalid_argument(format!(
                         "non-sequential write at {offset} into the {at} bytes already streamed to the backend"
                     )));
                 }
@@ -472,7 +471,7 @@ impl FileHandle {
                     let reservation = memory.reserve(r.end - r.start).await;
                     let data = get_pinned(backend, key, r.clone(), etag).await?;
                     if data.len() as u64 != r.end - r.start {
-                        return Err(BackendError::Io(format!(
+                        return Err(BackendError::io(format!(
                             "short read at {} while copying to spool",
                             r.start
                         )));
@@ -526,7 +525,7 @@ impl FileHandle {
                     }
                     Ok(false) | Err(_) if tee.is_some() => self.stop_streaming(st).await,
                     Ok(false) => {
-                        return Err(BackendError::InvalidArgument(format!(
+                        return Err(BackendError::invalid_argument(format!(
                             "truncate to {size} would cut bytes already streamed to the backend"
                         )))
                     }

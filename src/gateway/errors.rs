@@ -17,6 +17,8 @@ pub fn to_s3(e: StoreError) -> S3Error {
         StoreError::BucketNotEmpty(_) => C::BucketNotEmpty,
         StoreError::InvalidBucketName { .. } => C::InvalidBucketName,
         StoreError::InvalidKey { .. } | StoreError::InvalidArgument(_) => C::InvalidArgument,
+        // S3's own code for it, which the S3 backend reads as ENAMETOOLONG.
+        StoreError::KeyTooLong { .. } => C::KeyTooLongError,
         StoreError::PreconditionFailed(_) => C::PreconditionFailed,
         StoreError::NoSuchUpload(_) => C::NoSuchUpload,
         StoreError::InvalidPart(_) => C::InvalidPart,

@@ -15,7 +15,7 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 
-pub use error::{BackendError, BackendResult};
+pub use error::{BackendError, BackendResult, ErrorKind};
 
 /// Metadata of one stored object.
 #[derive(Clone, Debug, PartialEq, Eq)]

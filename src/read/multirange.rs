@@ -108,7 +108,7 @@ use tracing::Instrument;
 
 use super::pattern::{merge_close, split_batches, ReadPattern, MERGE_GAP};
 use super::prefetcher::{get_pinned, WRITER_SHARE};
-use crate::backend::{BackendResult, GetOptions, MultiRangeMode, StorageBackend};
+use crate::backend::{BackendError, BackendResult, ErrorKind, GetOptions, MultiRangeMode, StorageBackend};
 use crate::memory::{self, MemoryLimiter, Reservation};
 use crate::metrics::Metrics;
 
@@ -177,7 +177,7 @@ impl MultiRangeConfig {
     }
 }
 
-type BatchFuture = Shared<BoxFuture<'static, Result<Arc<Vec<Bytes>>, String>>>;
+type BatchFuture = Shared<BoxFuture<'static, BackendResult<Arc<Vec<Bytes>>>>>;
 
 /// Aborts a batch's download when the last piece that wants it is dropped.
 struct AbortOnDrop(AbortHandle);
@@ -514,7 +514,9 @@ impl MultiRangeReader {
             let slots = (!demanded).then(|| (self.ahead.clone(), batch.len().min(PARALLEL_HORIZON) as u32));
             let fetch = async move {
                 let _slot = match slots {
-                    Some((s, n)) => Some(s.acquire_many_owned(n).await.map_err(|e| e.to_string())?),
+                    Some((s, n)) => Some(
+                        s.acquire_many_owned(n).await.map_err(|e| BackendError::wrap(ErrorKind::Other, e))?,
+                    ),
                     None => None,
                 };
                 fetch.await
@@ -525,7 +527,9 @@ impl MultiRangeReader {
             let shared: BatchFuture = async move {
                 match task.await {
                     Ok(res) => res.map(Arc::new),
-                    Err(e) => Err(format!("multi-range task failed: {e}")),
+                    Err(e) => {
+                        Err(BackendError::other(format!("multi-range task failed: {e}")).with_source(e))
+                    }
                 }
             }
             .boxed()
@@ -638,14 +642,14 @@ async fn fetch_batch(
     key: String,
     ranges: Vec<Range<u64>>,
     etag: Option<String>,
-) -> Result<Vec<Bytes>, String> {
+) -> BackendResult<Vec<Bytes>> {
     let mode = backend.capabilities().multi_range;
     let span = tracing::debug_span!(target: TARGET, "multi_range", key = %key, ranges = ranges.len(), ?mode);
     let parts = async {
         match mode {
             MultiRangeMode::Native | MultiRangeMode::Probe if ranges.len() > 1 => {
                 let opts = GetOptions { if_match: etag };
-                let parts = backend.get_ranges(&key, &ranges, &opts).await.map_err(|e| e.to_string())?;
+                let parts = backend.get_ranges(&key, &ranges, &opts).await?;
                 if backend.capabilities().multi_range == MultiRangeMode::Native {
                     let n = ranges.len() as u64;
                     Metrics::inc(&metrics.multi_range_requests);
@@ -663,7 +667,7 @@ async fn fetch_batch(
                 }
                 let reads =
                     ranges.iter().map(|r| get_pinned(backend.clone(), key.clone(), r.clone(), etag.clone()));
-                futures::future::try_join_all(reads).await.map_err(|e| e.to_string())
+                futures::future::try_join_all(reads).await
             }
         }
     }
@@ -672,7 +676,7 @@ async fn fetch_batch(
     if parts.len() != ranges.len()
         || parts.iter().zip(&ranges).any(|(p, r)| p.len() as u64 != r.end - r.start)
     {
-        return Err("multi-range answer with parts of the wrong length".into());
+        return Err(BackendError::io(format!("{key:?}: multi-range answer with parts of the wrong length")));
     }
     Ok(parts)
 }

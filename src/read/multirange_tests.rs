@@ -198,7 +198,10 @@ async fn a_replaced_object_gives_the_single_read_error() {
         }
     }
     let err = failed.expect("a read of the replaced object failed");
-    assert!(matches!(err, crate::backend::BackendError::Io(ref m) if m.contains("changed")), "{err}");
+    assert!(
+        matches!(err, ref e if e.kind() == crate::object::ErrorKind::Io && e.context().contains("changed")),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

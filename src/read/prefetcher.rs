@@ -64,6 +64,7 @@ use tracing::Instrument;
 
 use crate::backend::{BackendError, BackendResult, GetOptions, StorageBackend};
 use crate::memory::{self, MemoryLimiter, Reservation};
+use crate::object::ErrorKind;
 
 const TARGET: &str = "bucketfs::read";
 const MIB: u64 = 1024 * 1024;
@@ -159,7 +160,7 @@ impl ReadPlan {
                     let d = data.await?;
                     let (s, e) = ((want.start - start) as usize, (want.end - start) as usize);
                     if e > d.len() {
-                        return Err(BackendError::Io(format!("short read: chunk of {} bytes", d.len())));
+                        return Err(BackendError::io(format!("short read: chunk of {} bytes", d.len())));
                     }
                     Ok(d.slice(s..e))
                 }
@@ -350,7 +351,7 @@ impl Prefetcher {
         let data = async move {
             match task.await {
                 Ok(res) => res,
-                Err(e) => Err(BackendError::Other(format!("read task failed: {e}"))),
+                Err(e) => Err(BackendError::other(format!("read task failed: {e}")).with_source(e)),
             }
         }
         .boxed()
@@ -413,7 +414,7 @@ async fn get_exact(
     let data = get_pinned(backend, key, range, etag).await?;
     if data.len() as u64 != want {
         // with a pinned ETag this means a misbehaving server: never return a hole as data
-        return Err(BackendError::Io(format!("short read: {} of {want} bytes", data.len())));
+        return Err(BackendError::io(format!("short read: {} of {want} bytes", data.len())));
     }
     Ok(data)
 }
@@ -432,8 +433,8 @@ pub async fn get_pinned(
     match backend.get_range(&key, Some(range), &opts).instrument(span).await {
         Ok(res) => Ok(res.data),
         Err(e) => Err(match e {
-            BackendError::PreconditionFailed(_) => {
-                BackendError::Io(format!("{key} changed on the server while open"))
+            BackendError { kind: ErrorKind::PreconditionFailed, .. } => {
+                BackendError::io(format!("{key} changed on the server while open"))
             }
             e => e,
         }),
@@ -558,9 +559,15 @@ mod tests {
         let (backend, mut p, data, _memory) = setup(16 * MIB, 256 * MIB).await;
         backend.get_short_by.store(1, SeqCst);
         let e = p.read(0, 4096).await.unwrap_err();
-        assert!(matches!(e, BackendError::Io(ref m) if m.contains("short read")), "{e}");
+        assert!(
+            matches!(e, ref e if e.kind() == crate::object::ErrorKind::Io && e.context().contains("short read")),
+            "{e}"
+        );
         let e = p.read(8 * MIB, 4096).await.unwrap_err();
-        assert!(matches!(e, BackendError::Io(ref m) if m.contains("short read")), "random: {e}");
+        assert!(
+            matches!(e, ref e if e.kind() == crate::object::ErrorKind::Io && e.context().contains("short read")),
+            "random: {e}"
+        );
         backend.get_short_by.store(0, SeqCst);
         // the failed chunk is forgotten, not served again
         assert_eq!(&p.read(0, 4096).await.unwrap()[..], &data[..4096]);

@@ -23,6 +23,10 @@ pub enum StoreError {
     InvalidBucketName { name: String, reason: String },
     #[error("invalid key {key:?}: {reason}")]
     InvalidKey { key: String, reason: String },
+    /// A key or one of its components over the length limit: its own variant so
+    /// that the filesystem answers ENAMETOOLONG without reading the reason.
+    #[error("invalid key {key:?}: {reason}")]
+    KeyTooLong { key: String, reason: String },
     #[error("bucket does not exist: {0}")]
     NoSuchBucket(String),
     #[error("bucket already exists: {0}")]

@@ -57,6 +57,10 @@ fn invalid(key: &str, reason: &str) -> StoreError {
     StoreError::InvalidKey { key: key.into(), reason: reason.into() }
 }
 
+fn too_long(key: &str, reason: &str) -> StoreError {
+    StoreError::KeyTooLong { key: key.into(), reason: reason.into() }
+}
+
 /// Escapes one key component into a path component.
 pub fn escape_component(c: &str) -> String {
     if c.is_empty() {
@@ -83,7 +87,7 @@ pub fn key_to_relpath(key: &str) -> StoreResult<PathBuf> {
         return Err(invalid(key, "empty key"));
     }
     if key.len() > MAX_KEY_LEN {
-        return Err(invalid(key, "key too long (over 1024 bytes)"));
+        return Err(too_long(key, "key too long (over 1024 bytes)"));
     }
     if key.contains('\0') {
         return Err(invalid(key, "key contains a NUL byte"));
@@ -98,7 +102,7 @@ pub fn key_to_relpath(key: &str) -> StoreResult<PathBuf> {
         }
         let e = escape_component(c);
         if e.len() > MAX_COMPONENT_LEN {
-            return Err(invalid(key, "key component too long (over 255 bytes)"));
+            return Err(too_long(key, "key component too long (over 255 bytes)"));
         }
         p.push(e);
     }
@@ -175,7 +179,7 @@ mod tests {
         let long_key = "a/".repeat(513);
         for k in ["", "..", "../x", "a/../../etc", "/etc/passwd", "a/./b", "a\0b", &long_comp, &long_key] {
             match key_to_relpath(k) {
-                Err(StoreError::InvalidKey { .. }) => {}
+                Err(StoreError::InvalidKey { .. } | StoreError::KeyTooLong { .. }) => {}
                 other => panic!("key {k:?} accepted: {other:?}"),
             }
         }

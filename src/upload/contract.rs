@@ -32,6 +32,7 @@
 //!   visible until completion, parts are joined in part-number order whatever
 //!   order they arrived in, parts not named are dropped with their storage.
 
+use crate::object::ErrorKind;
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -171,7 +172,8 @@ fn file_key(path: &str) -> ContractResult<String> {
 
 fn not_found_is_unknown(e: BackendError, h: &UploadHandle) -> ContractError {
     match e {
-        BackendError::NoSuchUpload(_) | BackendError::NotFound(_) => ContractError::UnknownUpload(h.url()),
+        BackendError { kind: ErrorKind::NoSuchUpload, .. }
+        | BackendError { kind: ErrorKind::NotFound, .. } => ContractError::UnknownUpload(h.url()),
         e => ContractError::Backend(e),
     }
 }
@@ -224,7 +226,7 @@ impl MultipartUploader {
         let key = self.check_file_path(path).await?;
         let upload_id = self.backend.create_multipart(&key, &PutOptions::default()).await?;
         if upload_id.is_empty() {
-            return Err(BackendError::Other("the backend returned an empty upload id".into()).into());
+            return Err(BackendError::other("the backend returned an empty upload id").into());
         }
         Ok(UploadHandle { bucket_url: self.bucket_url.clone(), key, upload_id })
     }
@@ -265,7 +267,9 @@ impl MultipartUploader {
                     size: p.size,
                 })
                 .collect()),
-            Err(BackendError::NotSupported(m)) => Err(ContractError::Unsupported(m)),
+            Err(e @ BackendError { kind: ErrorKind::NotSupported, .. }) => {
+                Err(ContractError::Unsupported(e.context().to_owned()))
+            }
             Err(e) => Err(not_found_is_unknown(e, h)),
         }
     }
@@ -320,7 +324,7 @@ impl MultipartUploader {
                     }
                 }
             }
-            Err(BackendError::NotSupported(_)) => {}
+            Err(BackendError { kind: ErrorKind::NotSupported, .. }) => {}
             Err(e) => return Err(not_found_is_unknown(e, h)),
         }
         let meta = self
@@ -341,7 +345,7 @@ impl MultipartUploader {
     /// Fails with `UnknownUpload` if the backend can list the upload's parts and it is gone.
     async fn check_live(&self, h: &UploadHandle) -> ContractResult<()> {
         match self.backend.list_parts(&h.key, &h.upload_id).await {
-            Ok(_) | Err(BackendError::NotSupported(_)) => Ok(()),
+            Ok(_) | Err(BackendError { kind: ErrorKind::NotSupported, .. }) => Ok(()),
             Err(e) => Err(not_found_is_unknown(e, h)),
         }
     }
@@ -350,7 +354,9 @@ impl MultipartUploader {
     pub async fn list_uploads(&self, path: &str) -> ContractResult<Vec<MultipartUploadInfo>> {
         match self.backend.list_multipart(&dir_prefix(path)).await {
             Ok(u) => Ok(u),
-            Err(BackendError::NotSupported(m)) => Err(ContractError::Unsupported(m)),
+            Err(e @ BackendError { kind: ErrorKind::NotSupported, .. }) => {
+                Err(ContractError::Unsupported(e.context().to_owned()))
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -359,7 +365,9 @@ impl MultipartUploader {
     pub async fn abort_uploads_under(&self, path: &str) -> ContractResult<usize> {
         match self.backend.abort_multipart_under(&dir_prefix(path)).await {
             Ok(n) => Ok(n),
-            Err(BackendError::NotSupported(m)) => Err(ContractError::Unsupported(m)),
+            Err(e @ BackendError { kind: ErrorKind::NotSupported, .. }) => {
+                Err(ContractError::Unsupported(e.context().to_owned()))
+            }
             Err(e) => Err(e.into()),
         }
     }

@@ -44,6 +44,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::backend::*;
+use crate::object::ErrorKind;
 
 /// First wait before a failed abort is tried again; it doubles up to [`ABORT_RETRY_MAX_WAIT`].
 const ABORT_RETRY_FIRST_WAIT: Duration = Duration::from_secs(1);
@@ -129,7 +130,9 @@ pub async fn recover(dir: &Path, backend: &dyn StorageBackend) -> Recovered {
         let mut all_gone = true;
         for (id, key) in open_uploads(&text) {
             match backend.abort_multipart(&key, &id).await {
-                Ok(()) | Err(BackendError::NoSuchUpload(_)) | Err(BackendError::NotFound(_)) => {
+                Ok(())
+                | Err(BackendError { kind: ErrorKind::NoSuchUpload, .. })
+                | Err(BackendError { kind: ErrorKind::NotFound, .. }) => {
                     done.aborted += 1;
                     tracing::info!(key = %key, upload_id = %id, "aborted an upload left by a dead mount");
                 }
@@ -230,7 +233,7 @@ impl JournaledBackend {
             loop {
                 tokio::time::sleep(wait).await;
                 match inner.abort_multipart(&key, &upload_id).await {
-                    Ok(()) | Err(BackendError::NoSuchUpload(_)) => {
+                    Ok(()) | Err(BackendError { kind: ErrorKind::NoSuchUpload, .. }) => {
                         tracing::info!(target: "bucketfs::upload", key = %key, upload_id = %upload_id,
                             "aborted an upload whose first abort had failed");
                         journal.ended(&upload_id);
@@ -315,14 +318,14 @@ impl StorageBackend for JournaledBackend {
         parts: &[CompletedPart],
     ) -> BackendResult<ObjectMeta> {
         let res = self.inner.complete_multipart(key, upload_id, parts).await;
-        if matches!(&res, Ok(_) | Err(BackendError::NoSuchUpload(_))) {
+        if matches!(&res, Ok(_) | Err(BackendError { kind: ErrorKind::NoSuchUpload, .. })) {
             self.journal.ended(upload_id);
         }
         res
     }
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> BackendResult<()> {
         let res = self.inner.abort_multipart(key, upload_id).await;
-        if matches!(&res, Ok(_) | Err(BackendError::NoSuchUpload(_))) {
+        if matches!(&res, Ok(_) | Err(BackendError { kind: ErrorKind::NoSuchUpload, .. })) {
             self.journal.ended(upload_id);
         } else if tokio::runtime::Handle::try_current().is_ok() {
             self.retry_abort_in_background(key.to_owned(), upload_id.to_owned());

@@ -33,7 +33,7 @@ pub struct SpoolFile {
 }
 
 fn io_err(what: &str, e: std::io::Error) -> BackendError {
-    BackendError::Io(format!("spool file {what}: {e}"))
+    BackendError::io(format!("spool file {what}: {e}")).with_source(e)
 }
 
 async fn blocking<T: Send + 'static>(
@@ -70,7 +70,7 @@ impl SpoolFile {
         }
         let end = offset
             .checked_add(data.len() as u64)
-            .ok_or_else(|| BackendError::InvalidArgument("write past the maximum offset".into()))?;
+            .ok_or_else(|| BackendError::invalid_argument("write past the maximum offset"))?;
         let file = self.file.clone();
         let buf = data.to_vec();
         blocking(move || file.write_all_at(&buf, offset)).await.map_err(|e| io_err("write", e))?;
@@ -146,7 +146,7 @@ impl SpoolFile {
             let reservation = params.memory.reserve(part).await;
             let data = self.read_at(offset, part).await?;
             if data.len() as u64 != part {
-                return Err(BackendError::Io("spool file shorter than its length".into()));
+                return Err(BackendError::io("spool file shorter than its length"));
             }
             upload.push_part(data, reservation).await?;
             offset += part;

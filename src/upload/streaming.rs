@@ -64,6 +64,7 @@ use tracing::Instrument;
 use super::UploadParams;
 use crate::backend::{BackendError, BackendResult, CompletedPart, ObjectMeta, PutOptions};
 use crate::memory::Reservation;
+use crate::object::ErrorKind;
 
 const TARGET: &str = "bucketfs::upload";
 
@@ -206,7 +207,7 @@ impl StreamingUpload {
     /// Size of the part that the next byte belongs to.
     fn current_part_size(&self) -> BackendResult<u64> {
         match self.params.plan.part_size(self.next_part) {
-            0 => Err(BackendError::InvalidArgument(format!(
+            0 => Err(BackendError::invalid_argument(format!(
                 "{}: file exceeds the backend's maximum object size ({} bytes)",
                 self.key,
                 self.params.plan.max_object_size()
@@ -246,11 +247,11 @@ impl StreamingUpload {
     /// a part shorter than [`next_part_size`](Self::next_part_size) must be the last.
     pub async fn push_part(&mut self, data: Bytes, reservation: Reservation) -> BackendResult<()> {
         if !self.buffer.is_empty() {
-            return Err(BackendError::Other("push_part after buffered writes".into()));
+            return Err(BackendError::other("push_part after buffered writes"));
         }
         let part_size = self.current_part_size()?;
         if data.len() as u64 > part_size {
-            return Err(BackendError::Other(format!("part of {} bytes exceeds {part_size}", data.len())));
+            return Err(BackendError::other(format!("part of {} bytes exceeds {part_size}", data.len())));
         }
         self.len += data.len() as u64;
         self.handed_off += data.len() as u64;
@@ -359,7 +360,8 @@ impl StreamingUpload {
         &mut self,
         res: Result<BackendResult<CompletedPart>, tokio::task::JoinError>,
     ) -> BackendResult<()> {
-        let part = res.map_err(|e| BackendError::Other(format!("part upload task failed: {e}")))??;
+        let part =
+            res.map_err(|e| BackendError::other(format!("part upload task failed: {e}")).with_source(e))??;
         self.completed.push(part);
         Ok(())
     }
@@ -422,7 +424,7 @@ impl StreamingUpload {
             let span =
                 tracing::debug_span!(target: TARGET, "abort_multipart", key = %self.key, upload_id = %id);
             match self.params.backend.abort_multipart(&self.key, &id).instrument(span).await {
-                Ok(()) | Err(BackendError::NoSuchUpload(_)) => {}
+                Ok(()) | Err(BackendError { kind: ErrorKind::NoSuchUpload, .. }) => {}
                 Err(e) => {
                     tracing::warn!(target: TARGET, key = %self.key, upload_id = %id, error = %e,
                         "could not abort multipart upload; `bucketfs` lists it among the bucket's pending uploads");

@@ -137,7 +137,7 @@ impl StreamingUpload {
                 match self.params.backend.read_part(&self.key, &upload_id, &part).instrument(span).await {
                     Ok(data) if data.len() as u64 == part.size => data,
                     Ok(data) => {
-                        return Ok(Rewrite::ReadBackFailed(BackendError::Io(format!(
+                        return Ok(Rewrite::ReadBackFailed(BackendError::io(format!(
                             "{}: part {} read back as {} bytes, {} were uploaded",
                             self.key,
                             part.part_number,

@@ -14,6 +14,7 @@
 use crate::cloud_support;
 use crate::common;
 use crate::s3_support;
+use bucketfs::backend::ErrorKind;
 
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -231,7 +232,10 @@ fn joined_in_number_order(rt: &tokio::runtime::Runtime, up: &MultipartUploader) 
         )
     });
     let (h1, h2, h3) = (h1.unwrap(), h2.unwrap(), h3.unwrap());
-    assert!(matches!(read(rt, up, &key), Err(BackendError::NotFound(_))), "visible before complete");
+    assert!(
+        matches!(read(rt, up, &key), Err(BackendError { kind: ErrorKind::NotFound, .. })),
+        "visible before complete"
+    );
     let parts = vec![
         (3, PartHandle::parse(&h3.to_text()).unwrap()),
         (1, PartHandle::parse(&h1.to_text()).unwrap()),
@@ -280,7 +284,7 @@ fn finished_handles_dead(rt: &tokio::runtime::Runtime, up: &MultipartUploader) {
     let c = rt.block_on(up.complete(&h, &key, &[(1, p)]));
     assert!(matches!(c, Err(ContractError::UnknownUpload(_))), "complete after abort: {c:?}");
     assert!(matches!(rt.block_on(up.abort(&h, &key)), Err(ContractError::UnknownUpload(_))));
-    assert!(matches!(read(rt, up, &key), Err(BackendError::NotFound(_))));
+    assert!(matches!(read(rt, up, &key), Err(BackendError { kind: ErrorKind::NotFound, .. })));
     assert_eq!(pending(rt, up, &key), 0);
 }
 
@@ -337,7 +341,7 @@ fn small_parts_refused(rt: &tokio::runtime::Runtime, up: &MultipartUploader) {
         Err(ContractError::PartTooSmall { part: 1, size: 1000, min: m }) => assert_eq!(m, min),
         r => panic!("expected PartTooSmall for part 1, got {r:?}"),
     }
-    assert!(matches!(read(rt, up, &key), Err(BackendError::NotFound(_))));
+    assert!(matches!(read(rt, up, &key), Err(BackendError { kind: ErrorKind::NotFound, .. })));
     rt.block_on(up.abort(&h, &key)).unwrap();
 }
 
@@ -351,7 +355,7 @@ fn path_mismatch(rt: &tokio::runtime::Runtime, up: &MultipartUploader) {
     let other_bucket = UploadHandle { bucket_url: "s3://some-other-bucket".into(), ..h.clone() };
     let r = rt.block_on(up.put_part(&other_bucket, 2, Bytes::from_static(b"x")));
     assert!(matches!(r, Err(ContractError::PathMismatch { .. })), "{r:?}");
-    assert!(matches!(read(rt, up, "c/elsewhere"), Err(BackendError::NotFound(_))));
+    assert!(matches!(read(rt, up, "c/elsewhere"), Err(BackendError { kind: ErrorKind::NotFound, .. })));
     rt.block_on(up.complete(&h, &format!("/{key}"), &[(1, p)])).unwrap();
 }
 

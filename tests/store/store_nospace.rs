@@ -4,6 +4,7 @@
 //! Needs to mount small tmpfs drives (root); skipped with a message otherwise.
 
 use crate::common;
+use bucketfs::backend::ErrorKind;
 
 use std::path::PathBuf;
 
@@ -27,7 +28,7 @@ fn full_drives_fail_their_shards_then_the_quorum() {
                                   // Two full drives of four with 3+1: quorum (3) lost because of ENOSPC.
     let e = s.put_object("bkt", "big", &big, &PutOptions::default()).unwrap_err();
     assert!(matches!(e, StoreError::NoSpace(_)), "{e}");
-    assert!(matches!(bucketfs::backend::local::to_backend(e), BackendError::NoSpace(_)));
+    assert!(matches!(bucketfs::backend::local::to_backend(e), BackendError { kind: ErrorKind::NoSpace, .. }));
     assert!(s.head_object("bkt", "big").unwrap_err().is_not_found());
     // Small objects still fit everywhere.
     s.put_object("bkt", "small", b"fits", &PutOptions::default()).unwrap();

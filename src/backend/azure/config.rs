@@ -109,17 +109,17 @@ fn env(name: &str) -> Option<String> {
 impl AzureConfig {
     pub fn resolve(req: &AzureRequest) -> BackendResult<AzureConfig> {
         if req.container.is_empty() {
-            return Err(BackendError::InvalidArgument("empty container name".into()));
+            return Err(BackendError::invalid_argument("empty container name"));
         }
         let conn =
             env("AZURE_STORAGE_CONNECTION_STRING").map(|s| parse_connection_string(&s)).unwrap_or_default();
         let account = req.account.clone().filter(|a| !a.is_empty()).or_else(|| conn.account.clone()).ok_or_else(|| {
-            BackendError::InvalidArgument(
-                "no Azure storage account: set AZURE_STORAGE_ACCOUNT or --account, or use wasb://container@ACCOUNT.blob.core.windows.net".into(),
+            BackendError::invalid_argument(
+                "no Azure storage account: set AZURE_STORAGE_ACCOUNT or --account, or use wasb://container@ACCOUNT.blob.core.windows.net",
             )
         })?;
         if !account.bytes().all(|b| b.is_ascii_alphanumeric()) {
-            return Err(BackendError::InvalidArgument(format!(
+            return Err(BackendError::invalid_argument(format!(
                 "invalid Azure storage account name {account:?}"
             )));
         }
@@ -136,7 +136,7 @@ impl AzureConfig {
         } else if let Some(source) = EntraSource::detect()? {
             Credential::Entra(Arc::new(EntraToken::new(source)?))
         } else {
-            return Err(BackendError::AccessDenied(format!(
+            return Err(BackendError::access_denied(format!(
                 "no Azure credentials for account {account:?}: set AZURE_STORAGE_KEY, AZURE_STORAGE_SAS_TOKEN or AZURE_STORAGE_CONNECTION_STRING, log in with `az login`, set {AUTH_ENV}=msi on a VM with a managed identity (or --no-sign-request for a public container)"
             )));
         };
@@ -160,7 +160,7 @@ impl AzureConfig {
 fn decode_key(key: &str, what: &str) -> BackendResult<Vec<u8>> {
     base64::engine::general_purpose::STANDARD
         .decode(key)
-        .map_err(|_| BackendError::InvalidArgument(format!("{what} is not a base64 account key")))
+        .map_err(|_| BackendError::invalid_argument(format!("{what} is not a base64 account key")))
 }
 
 #[cfg(test)]

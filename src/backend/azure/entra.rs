@@ -56,7 +56,7 @@ impl EntraSource {
                 "workload" => Ok(Some(EntraSource::WorkloadIdentity)),
                 "msi" | "managed-identity" => Ok(Some(EntraSource::ManagedIdentity)),
                 "" => Ok(None),
-                other => Err(BackendError::InvalidArgument(format!(
+                other => Err(BackendError::invalid_argument(format!(
                     "{AUTH_ENV}={other:?}: expected cli, workload or msi"
                 ))),
             };
@@ -111,7 +111,7 @@ impl EntraToken {
             }
         }
         .map_err(|e| {
-            BackendError::AccessDenied(format!("cannot use the {}: {}", source.describe(), one_line(&e)))
+            BackendError::access_denied(format!("cannot use the {}: {}", source.describe(), one_line(&e)))
         })?;
         Ok(EntraToken { source, credential, cached: Mutex::new(None) })
     }
@@ -131,7 +131,7 @@ impl EntraToken {
         let got = tokio::time::timeout(TOKEN_TIMEOUT, self.credential.get_token(&[STORAGE_SCOPE], None))
             .await
             .map_err(|_| {
-                BackendError::AccessDenied(format!(
+                BackendError::access_denied(format!(
                     "no Entra ID token from the {} within {} s",
                     self.source.describe(),
                     TOKEN_TIMEOUT.as_secs()
@@ -144,7 +144,7 @@ impl EntraToken {
                     }
                     _ => "",
                 };
-                BackendError::AccessDenied(format!(
+                BackendError::access_denied(format!(
                     "cannot get an Entra ID token from the {}: {}{hint}",
                     self.source.describe(),
                     one_line(&e)

@@ -45,6 +45,7 @@ pub use config::{AzureConfig, AzureRequest, Credential};
 
 use super::http::{self, Ctx};
 use super::*;
+use crate::object::ErrorKind;
 
 pub(crate) const TARGET: &str = "bucketfs::backend::azure";
 /// Keys under this prefix (at the container root) hold in-flight multipart uploads.
@@ -220,7 +221,7 @@ impl AzureBackend {
         let body = http::body(resp, self.ctx("list", &req.prefix)).await?;
         let text = String::from_utf8_lossy(&body);
         let parsed: EnumerationResults = quick_xml::de::from_str(&text).map_err(|e| {
-            BackendError::Io(format!(
+            BackendError::io(format!(
                 "list {:?}: unexpected answer from {}: {e}",
                 req.prefix, self.cfg.endpoint
             ))
@@ -269,7 +270,7 @@ impl AzureBackend {
                     attempt += 1;
                 }
                 Err(e) => {
-                    return Err(BackendError::Io(format!(
+                    return Err(BackendError::io(format!(
                         "get {key:?}: body from {} broke: {}",
                         self.cfg.endpoint,
                         http::root_cause(&e)
@@ -431,28 +432,30 @@ impl ErrorAnswer {
 /// Azure error codes first, then the status.
 fn classify(status: u16, code: &str, message: &str, ctx: Ctx<'_>, container: &str) -> BackendError {
     match code {
-        "ContainerNotFound" => BackendError::NoSuchBucket(container.to_owned()),
-        "BlobNotFound" => BackendError::NotFound(ctx.key.to_owned()),
+        "ContainerNotFound" => BackendError::no_such_bucket(container),
+        "BlobNotFound" => BackendError::not_found(ctx.key),
         "ConditionNotMet" | "BlobAlreadyExists" | "TargetConditionNotMet" | "SourceConditionNotMet" => {
-            BackendError::PreconditionFailed(ctx.key.to_owned())
+            BackendError::precondition_failed(ctx.key)
         }
-        "InvalidBlockList" | "InvalidBlockId" => BackendError::InvalidArgument(format!(
+        "InvalidBlockList" | "InvalidBlockId" => BackendError::invalid_argument(format!(
             "{} {:?}: {code}: a named part was never uploaded",
             ctx.op, ctx.key
         )),
         "RequestBodyTooLarge" | "InvalidRange" => {
-            BackendError::InvalidArgument(format!("{} {:?}: {code}", ctx.op, ctx.key))
+            BackendError::invalid_argument(format!("{} {:?}: {code}", ctx.op, ctx.key))
         }
         // The server's message for auth failures quotes the string it signed; leave it out.
         "AuthenticationFailed"
         | "AuthorizationFailure"
         | "AuthorizationPermissionMismatch"
         | "InvalidAuthenticationInfo"
-        | "NoAuthenticationInformation" => BackendError::AccessDenied(format!(
+        | "NoAuthenticationInformation" => BackendError::access_denied(format!(
             "{} {:?}: {code} (HTTP {status}) at {}",
             ctx.op, ctx.key, ctx.endpoint
         )),
-        "ResourceNotFound" if ctx.key.is_empty() => BackendError::NoSuchBucket(container.to_owned()),
+        // the account's or partition's request rate is over its target (a 503)
+        "ServerBusy" => BackendError::throttled(format!("{} {:?}: {code} (HTTP {status})", ctx.op, ctx.key)),
+        "ResourceNotFound" if ctx.key.is_empty() => BackendError::no_such_bucket(container),
         _ => http::classify(status, code, message, ctx),
     }
 }
@@ -568,23 +571,27 @@ impl StorageBackend for AzureBackend {
         };
         match self.list_raw(&req, false).await {
             Ok(_) => Ok(()),
-            Err(BackendError::NotFound(_)) => Err(BackendError::NoSuchBucket(self.cfg.container.clone())),
-            Err(BackendError::AccessDenied(m)) => {
+            Err(BackendError { kind: ErrorKind::NotFound, .. }) => {
+                Err(BackendError::no_such_bucket(self.cfg.container.clone()))
+            }
+            Err(e @ BackendError { kind: ErrorKind::AccessDenied, .. }) => {
                 let what = match self.cfg.credential {
                     Credential::Entra(_) => {
                         "that the identity has a Storage Blob Data role on the account or container"
                     }
                     _ => "the account name and its key or SAS token",
                 };
-                Err(BackendError::AccessDenied(format!(
-                    "container {:?} of account {:?}: {m}; check {what} (credentials: {:?})",
-                    self.cfg.container, self.cfg.account, self.cfg.credential
-                )))
+                Err(e.map_context(|m| {
+                    format!(
+                        "container {:?} of account {:?}: {m}; check {what} (credentials: {:?})",
+                        self.cfg.container, self.cfg.account, self.cfg.credential
+                    )
+                }))
             }
-            Err(BackendError::Unavailable(m)) => Err(BackendError::Unavailable(format!(
-                "account {:?}: {m}; check the account name and --endpoint",
-                self.cfg.account
-            ))),
+            Err(e @ BackendError { kind: ErrorKind::Unavailable | ErrorKind::Throttled, .. }) => Err(e
+                .map_context(|m| {
+                    format!("account {:?}: {m}; check the account name and --endpoint", self.cfg.account)
+                })),
             Err(e) => Err(e),
         }
     }
@@ -613,7 +620,7 @@ impl StorageBackend for AzureBackend {
     async fn put(&self, key: &str, data: Bytes, opts: &PutOptions) -> BackendResult<ObjectMeta> {
         let size = data.len() as u64;
         if size > MAX_PUT {
-            return Err(BackendError::InvalidArgument(format!(
+            return Err(BackendError::invalid_argument(format!(
                 "put {key:?}: {size} bytes exceed one Put Blob (5000 MiB)"
             )));
         }
@@ -633,7 +640,7 @@ impl StorageBackend for AzureBackend {
 
     async fn delete(&self, key: &str) -> BackendResult<()> {
         match self.call("delete", key, Req::new(Method::DELETE, Some(key))).await {
-            Ok(_) | Err(BackendError::NotFound(_)) => Ok(()),
+            Ok(_) | Err(BackendError { kind: ErrorKind::NotFound, .. }) => Ok(()),
             Err(e) => Err(e),
         }
     }
@@ -663,7 +670,7 @@ impl StorageBackend for AzureBackend {
         let t0 = std::time::Instant::now();
         while status == "pending" {
             if t0.elapsed() > Duration::from_secs(3600) {
-                return Err(BackendError::Unavailable(format!(
+                return Err(BackendError::unavailable(format!(
                     "copy {src:?} -> {dst:?}: still pending after an hour"
                 )));
             }
@@ -677,7 +684,7 @@ impl StorageBackend for AzureBackend {
                 .to_owned();
         }
         if status != "success" {
-            return Err(BackendError::Io(format!("copy {src:?} -> {dst:?}: copy status {status}")));
+            return Err(BackendError::io(format!("copy {src:?} -> {dst:?}: copy status {status}")));
         }
         if let Some(ct) = metadata.and_then(|o| o.content_type.as_ref()) {
             // Copy Blob cannot set the content type; Set Blob Properties does.
@@ -736,6 +743,18 @@ mod tests {
             assert!(e.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "{e}");
             assert_eq!(decode_meta_name(&e), n);
         }
+    }
+
+    #[test]
+    fn errors_by_code_then_status() {
+        let retries = std::sync::atomic::AtomicU64::new(0);
+        let ctx =
+            Ctx { target: "azure", op: "get", key: "k", endpoint: "http://127.0.0.1:1", retries: &retries };
+        let kind = |status, code| classify(status, code, "", ctx, "c").kind();
+        assert_eq!(kind(503, "ServerBusy"), ErrorKind::Throttled);
+        assert_eq!(kind(503, "ServiceUnavailable"), ErrorKind::Unavailable);
+        assert_eq!(kind(404, "ContainerNotFound"), ErrorKind::NoSuchBucket);
+        assert_eq!(kind(403, "AuthenticationFailed"), ErrorKind::AccessDenied);
     }
 
     #[test]

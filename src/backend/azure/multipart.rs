@@ -32,6 +32,7 @@ use super::{AzureBackend, Req, RESERVED_PREFIX};
 use crate::backend::part_rules;
 use crate::backend::upload_marker::UploadMarker;
 use crate::backend::*;
+use crate::object::ErrorKind;
 
 pub const MAX_BLOCKS: u32 = 50_000;
 pub const MAX_BLOCK: u64 = 4000 * 1024 * 1024;
@@ -52,7 +53,7 @@ fn block_id(id: &str, part: u32) -> String {
 
 fn check_id(id: &str) -> BackendResult<()> {
     if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(BackendError::NoSuchUpload(format!("invalid upload id {id:?}")));
+        return Err(BackendError::no_such_upload(format!("invalid upload id {id:?}")));
     }
     Ok(())
 }
@@ -89,12 +90,12 @@ pub(super) async fn upload_part(
     check_id(id)?;
     let head = match b.head(&marker_key(id)).await {
         Ok(m) => m,
-        Err(BackendError::NotFound(_)) => return Err(BackendError::NoSuchUpload(id.to_owned())),
+        Err(BackendError { kind: ErrorKind::NotFound, .. }) => return Err(BackendError::no_such_upload(id)),
         Err(e) => return Err(e),
     };
     let owner = head.user_metadata.get(KEY_META).and_then(|v| b64().decode(v).ok());
     if owner.as_deref() != Some(key.as_bytes()) {
-        return Err(BackendError::NoSuchUpload(format!("upload {id} is not for key {key:?}")));
+        return Err(BackendError::no_such_upload(format!("upload {id} is not for key {key:?}")));
     }
     let bid = block_id(id, part_number);
     let r = Req::new(Method::PUT, Some(key)).q("comp", "block").q("blockid", bid.clone()).body(data);
@@ -119,7 +120,7 @@ pub(super) async fn complete(
     let r = Req::new(Method::PUT, Some(key)).q("comp", "blocklist").body(Bytes::from(xml));
     let r = b.write_headers(r, &opts, "x-ms-blob-content-type");
     let res = b.call("complete_multipart", key, r).await;
-    if matches!(res, Ok(_) | Err(BackendError::PreconditionFailed(_))) {
+    if matches!(res, Ok(_) | Err(BackendError { kind: ErrorKind::PreconditionFailed, .. })) {
         // Committed, or the write condition failed: the upload is over either way (like S3).
         if let Err(e) = b.delete(&marker_key(id)).await {
             tracing::warn!(target: super::TARGET, upload = id, error = %e, "cannot delete an upload's marker");
@@ -157,12 +158,13 @@ pub(super) async fn list_parts(b: &AzureBackend, key: &str, id: &str) -> Backend
     let resp = match b.call("list_parts", key, r).await {
         Ok(r) => r,
         // no block uploaded yet (and no committed blob)
-        Err(BackendError::NotFound(_)) => return Ok(Vec::new()),
+        Err(BackendError { kind: ErrorKind::NotFound, .. }) => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
     let body = crate::backend::http::body(resp, b.ctx("list_parts", key)).await?;
-    let list: BlockList = quick_xml::de::from_str(&String::from_utf8_lossy(&body))
-        .map_err(|e| BackendError::Io(format!("list_parts {key:?}: unexpected block list: {e}")))?;
+    let list: BlockList = quick_xml::de::from_str(&String::from_utf8_lossy(&body)).map_err(|e| {
+        BackendError::io(format!("list_parts {key:?}: unexpected block list: {e}")).with_source(e)
+    })?;
     let own = format!("{id}-");
     let mut parts: Vec<CompletedPart> = list
         .uncommitted_blocks

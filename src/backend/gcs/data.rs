@@ -52,7 +52,7 @@ pub(super) async fn storage_client(endpoint: &str, auth: &Auth) -> BackendResult
         .build()
         .await
         .map_err(|e| {
-            BackendError::Other(format!("cannot build the GCS client: {}", http::redact(&e.to_string())))
+            BackendError::other(format!("cannot build the GCS client: {}", http::redact(&e.to_string())))
         })
 }
 
@@ -101,12 +101,12 @@ impl GcsBackend {
         match e.http_status_code() {
             Some(status) => http::classify(status, "", &text, ctx),
             None if e.is_authentication() => {
-                BackendError::AccessDenied(format!("{op} {key:?}: cannot authenticate: {text}"))
+                BackendError::access_denied(format!("{op} {key:?}: cannot authenticate: {text}"))
             }
             None if e.is_timeout() || e.is_connect() || e.is_io() || e.is_transport() => {
-                BackendError::Unavailable(format!("{op} {key:?} at {}: {text}", self.endpoint))
+                BackendError::unavailable(format!("{op} {key:?} at {}: {text}", self.endpoint))
             }
-            None => BackendError::Io(format!("{op} {key:?} at {}: {text}", self.endpoint)),
+            None => BackendError::io(format!("{op} {key:?} at {}: {text}", self.endpoint)),
         }
     }
 
@@ -188,7 +188,7 @@ impl GcsBackend {
             return super::super::empty_read(self, key, opts).await;
         };
         if pinned.is_some_and(|g| g != h.generation) {
-            return Err(BackendError::PreconditionFailed(key.to_owned()));
+            return Err(BackendError::precondition_failed(key));
         }
         // Servers that omit x-goog-stored-content-length (fake-gcs-server) give no
         // size; a whole-object read knows it anyway.
@@ -218,7 +218,7 @@ fn is_transient(e: &google_cloud_storage::Error) -> bool {
 
 /// Our etags on GCS are generations (decimal numbers).
 fn parse_generation(g: &str, key: &str) -> BackendResult<i64> {
-    g.parse().map_err(|_| BackendError::PreconditionFailed(key.to_owned()))
+    g.parse().map_err(|_| BackendError::precondition_failed(key))
 }
 
 fn object_meta(o: Object) -> ObjectMeta {

@@ -45,6 +45,7 @@ use tracing::{debug, info, Instrument};
 
 use super::http::{self, Ctx};
 use super::*;
+use crate::object::ErrorKind;
 
 pub(crate) const TARGET: &str = "bucketfs::backend::gcs";
 /// Keys under this prefix (at the bucket root) hold in-flight multipart uploads.
@@ -150,7 +151,7 @@ impl GcsBackend {
     /// Resolves credentials; does not contact the bucket (see `check_bucket`).
     pub async fn connect(cfg: GcsConfig) -> BackendResult<GcsBackend> {
         if cfg.bucket.is_empty() {
-            return Err(BackendError::InvalidArgument("empty bucket name".into()));
+            return Err(BackendError::invalid_argument("empty bucket name"));
         }
         let endpoint = cfg.endpoint.clone().unwrap_or_else(|| DEFAULT_ENDPOINT.to_owned());
         let endpoint = endpoint.trim_end_matches('/').to_owned();
@@ -208,7 +209,7 @@ impl GcsBackend {
                 Ok(CacheableResource::New { data, .. }) => rb = rb.headers(data),
                 Ok(CacheableResource::NotModified) => {}
                 Err(e) => {
-                    return Err(BackendError::AccessDenied(format!(
+                    return Err(BackendError::access_denied(format!(
                         "cannot get a Google access token: {}",
                         http::redact(&e.to_string())
                     )))
@@ -275,7 +276,8 @@ impl GcsBackend {
     ) -> BackendResult<T> {
         let body = http::body(r, self.ctx(op, key)).await?;
         serde_json::from_slice(&body).map_err(|e| {
-            BackendError::Io(format!("{op} {key:?}: unexpected answer from {}: {e}", self.endpoint))
+            BackendError::io(format!("{op} {key:?}: unexpected answer from {}: {e}", self.endpoint))
+                .with_source(e)
         })
     }
 
@@ -304,7 +306,9 @@ impl GcsBackend {
     /// A 404 on a bucket-level request means the bucket is missing.
     fn bucket_error(&self, e: BackendError) -> BackendError {
         match e {
-            BackendError::NotFound(_) => BackendError::NoSuchBucket(self.bucket.clone()),
+            BackendError { kind: ErrorKind::NotFound, .. } => {
+                BackendError::no_such_bucket(self.bucket.clone())
+            }
             e => e,
         }
     }
@@ -362,12 +366,14 @@ impl StorageBackend for GcsBackend {
         };
         match self.list_raw(&req).await {
             Ok(_) => Ok(()),
-            Err(BackendError::AccessDenied(m)) => Err(BackendError::AccessDenied(format!(
+            Err(e @ BackendError { kind: ErrorKind::AccessDenied, .. }) => Err(e.map_context(|m| format!(
                 "bucket {:?}: {m}; check GOOGLE_APPLICATION_CREDENTIALS / gcloud auth application-default login, or try --no-sign-request for a public bucket{}",
                 self.bucket,
                 if matches!(*self.auth, Auth::Anonymous) { " (no credentials were found; requests were anonymous)" } else { "" }
             ))),
-            Err(BackendError::Unavailable(m)) => Err(BackendError::Unavailable(format!("bucket {:?}: {m}", self.bucket))),
+            Err(e @ BackendError { kind: ErrorKind::Unavailable | ErrorKind::Throttled, .. }) => {
+                Err(e.map_context(|m| format!("bucket {:?}: {m}", self.bucket)))
+            }
             Err(e) => Err(e),
         }
     }
@@ -434,7 +440,7 @@ impl StorageBackend for GcsBackend {
     async fn delete(&self, key: &str) -> BackendResult<()> {
         let url = self.object_url(key);
         match self.call("delete", key, Method::DELETE, &url, |rb| rb).await {
-            Ok(_) | Err(BackendError::NotFound(_)) => Ok(()),
+            Ok(_) | Err(BackendError { kind: ErrorKind::NotFound, .. }) => Ok(()),
             Err(e) => Err(e),
         }
     }
@@ -485,7 +491,7 @@ impl StorageBackend for GcsBackend {
             }
             token = rw.rewrite_token.filter(|t| !t.is_empty());
             if token.is_none() {
-                return Err(BackendError::Io(format!("copy {src:?}: rewrite neither done nor continued")));
+                return Err(BackendError::io(format!("copy {src:?}: rewrite neither done nor continued")));
             }
         }
     }
@@ -553,7 +559,7 @@ async fn resolve_auth(cfg: &GcsConfig) -> BackendResult<Auth> {
     let named = std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS").filter(|v| !v.is_empty());
     if let Some(path) = &named {
         if !std::path::Path::new(path).is_file() {
-            return Err(BackendError::AccessDenied(format!(
+            return Err(BackendError::access_denied(format!(
                 "GOOGLE_APPLICATION_CREDENTIALS names {}, which is not a readable file",
                 std::path::Path::new(path).display()
             )));
@@ -566,7 +572,7 @@ async fn resolve_auth(cfg: &GcsConfig) -> BackendResult<Auth> {
     }
     let creds =
         google_cloud_auth::credentials::Builder::default().with_scopes([SCOPE]).build().map_err(|e| {
-            BackendError::AccessDenied(format!(
+            BackendError::access_denied(format!(
                 "cannot load Google credentials: {}",
                 http::redact(&e.to_string())
             ))
@@ -576,12 +582,12 @@ async fn resolve_auth(cfg: &GcsConfig) -> BackendResult<Auth> {
             debug!(target: TARGET, "application default credentials loaded");
             Ok(Auth::Adc(creds))
         }
-        Ok(Err(e)) if named.is_some() || gcloud_file.is_some() => Err(BackendError::AccessDenied(format!(
+        Ok(Err(e)) if named.is_some() || gcloud_file.is_some() => Err(BackendError::access_denied(format!(
             "the Google credentials file gives no access token: {}",
             http::redact(&e.to_string())
         ))),
-        Err(_) if named.is_some() || gcloud_file.is_some() => Err(BackendError::AccessDenied(
-            "timed out getting an access token from the Google credentials file".into(),
+        Err(_) if named.is_some() || gcloud_file.is_some() => Err(BackendError::access_denied(
+            "timed out getting an access token from the Google credentials file",
         )),
         _ => {
             info!(target: TARGET, "no Google credentials found (no credentials file, no metadata server); using anonymous access");

@@ -30,6 +30,7 @@ use crate::backend::http;
 use crate::backend::part_rules;
 use crate::backend::upload_marker::UploadMarker;
 use crate::backend::*;
+use crate::object::ErrorKind;
 
 /// Sources per compose request (a GCS limit).
 const COMPOSE_FANIN: usize = 32;
@@ -51,7 +52,7 @@ fn parts_prefix(id: &str) -> String {
 
 fn check_id(id: &str) -> BackendResult<()> {
     if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-        return Err(BackendError::NoSuchUpload(format!("invalid upload id {id:?}")));
+        return Err(BackendError::no_such_upload(format!("invalid upload id {id:?}")));
     }
     Ok(())
 }
@@ -99,7 +100,7 @@ pub(super) async fn read_part(
     let pinned = GetOptions { if_match: Some(part.etag.clone()) };
     let data = b.get_range_impl(&name, None, &pinned).await?.data;
     if data.len() as u64 != part.size {
-        return Err(BackendError::Io(format!(
+        return Err(BackendError::io(format!(
             "read_part {key:?}: part {} is {} bytes, {} were uploaded",
             part.part_number,
             data.len(),
@@ -139,7 +140,7 @@ async fn compose(
     match r {
         Ok(r) => Ok(b.json::<GcsObject>(r, "compose", dst).await?.into_meta()),
         // A source is missing: the caller named a part that was never uploaded.
-        Err((404, msg)) => Err(BackendError::InvalidArgument(format!(
+        Err((404, msg)) => Err(BackendError::invalid_argument(format!(
             "complete {dst:?}: a named part does not exist ({msg})"
         ))),
         Err((status, msg)) => Err(http::classify(status, "", &msg, b.ctx("compose", dst))),
@@ -154,7 +155,7 @@ pub(super) async fn complete(
 ) -> BackendResult<ObjectMeta> {
     let m = marker(b, key, id).await?.put_options();
     if parts.len() > MAX_PARTS as usize {
-        return Err(BackendError::InvalidArgument(format!(
+        return Err(BackendError::invalid_argument(format!(
             "complete {key:?}: {} parts, GCS composes at most {MAX_PARTS}",
             parts.len()
         )));
@@ -184,7 +185,7 @@ pub(super) async fn complete(
     }
     let generation = if m.if_none_match_any { Some("0") } else { m.if_match.as_deref() };
     let meta = compose(b, key, &sources, destination, generation).await;
-    if matches!(meta, Err(BackendError::PreconditionFailed(_))) {
+    if matches!(meta, Err(BackendError { kind: ErrorKind::PreconditionFailed, .. })) {
         // The write condition failed: the upload is over either way (like S3).
         cleanup(b, id).await;
     }

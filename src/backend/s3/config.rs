@@ -141,7 +141,7 @@ impl ClientFactory {
                     source
                 }
                 Err(why) if cfg.profile.is_some() => {
-                    return Err(BackendError::AccessDenied(format!(
+                    return Err(BackendError::access_denied(format!(
                         "no usable credentials in profile {:?}: {why}",
                         cfg.profile.as_deref().unwrap_or_default()
                     )));

@@ -56,29 +56,29 @@ where
         }
         SdkError::DispatchFailure(d) => {
             let why = if d.is_timeout() { "connection timed out".to_owned() } else { root_cause(err) };
-            BackendError::Unavailable(format!(
+            BackendError::unavailable(format!(
                 "cannot reach {} ({} {:?}): {why}",
                 ctx.endpoint, ctx.op, ctx.key
             ))
         }
-        SdkError::TimeoutError(_) => BackendError::Unavailable(format!(
+        SdkError::TimeoutError(_) => BackendError::unavailable(format!(
             "{} {:?}: no answer from {} in time",
             ctx.op, ctx.key, ctx.endpoint
         )),
-        SdkError::ResponseError(_) => BackendError::Io(format!(
+        SdkError::ResponseError(_) => BackendError::io(format!(
             "{} {:?}: unreadable response from {}: {}",
             ctx.op,
             ctx.key,
             ctx.endpoint,
             root_cause(err)
         )),
-        SdkError::ConstructionFailure(_) => BackendError::InvalidArgument(format!(
+        SdkError::ConstructionFailure(_) => BackendError::invalid_argument(format!(
             "{} {:?}: cannot build the request: {}",
             ctx.op,
             ctx.key,
             root_cause(err)
         )),
-        _ => BackendError::Other(format!("{} {:?}: {}", ctx.op, ctx.key, root_cause(err))),
+        _ => BackendError::other(format!("{} {:?}: {}", ctx.op, ctx.key, root_cause(err))),
     }
 }
 
@@ -97,40 +97,39 @@ pub fn classify(status: u16, code: Option<&str>, message: Option<&str>, ctx: Ctx
         }
     };
     match code_s {
-        "NoSuchBucket" => return BackendError::NoSuchBucket(ctx.bucket.to_owned()),
-        "NoSuchKey" => return BackendError::NotFound(key.to_owned()),
-        "NoSuchUpload" => return BackendError::NoSuchUpload(detail()),
-        "EntityTooSmall" => return BackendError::EntityTooSmall(detail()),
-        "PreconditionFailed" | "ConditionalRequestConflict" => {
-            return BackendError::PreconditionFailed(key.to_owned())
-        }
-        "KeyTooLongError" => {
-            return BackendError::InvalidKey { key: key.to_owned(), reason: "key too long".into() }
-        }
+        "NoSuchBucket" => return BackendError::no_such_bucket(ctx.bucket),
+        "NoSuchKey" => return BackendError::not_found(key),
+        "NoSuchUpload" => return BackendError::no_such_upload(detail()),
+        "EntityTooSmall" => return BackendError::entity_too_small(detail()),
+        "PreconditionFailed" | "ConditionalRequestConflict" => return BackendError::precondition_failed(key),
+        "KeyTooLongError" => return BackendError::name_too_long(key, "key too long"),
         "InvalidArgument" | "InvalidRequest" | "InvalidPart" | "InvalidPartOrder" | "InvalidRange"
         | "EntityTooLarge" | "InvalidBucketName" | "MalformedXML" | "InvalidDigest" | "BadDigest" => {
-            return BackendError::InvalidArgument(detail())
+            return BackendError::invalid_argument(detail())
         }
-        "SlowDown" | "ServiceUnavailable" | "InternalError" | "RequestTimeout" => {
-            return BackendError::Unavailable(detail())
+        // S3's answer to too high a request rate (a 503): its own kind, not an outage.
+        "SlowDown" | "TooManyRequests" => return BackendError::throttled(detail()),
+        "ServiceUnavailable" | "InternalError" | "RequestTimeout" => {
+            return BackendError::unavailable(detail())
         }
-        "NotImplemented" => return BackendError::NotSupported(detail()),
+        "NotImplemented" => return BackendError::not_supported(detail()),
         // Ceph RGW's user/bucket quota, MinIO's bucket quota, and our gateway's
         // answer for a drive's disk quota: EDQUOT, not "disk full".
-        "QuotaExceeded" | "XMinioAdminBucketQuotaExceeded" => return BackendError::QuotaExceeded(detail()),
-        "XMinioStorageFull" => return BackendError::NoSpace(detail()),
-        c if AUTH_CODES.contains(&c) => return BackendError::AccessDenied(detail()),
+        "QuotaExceeded" | "XMinioAdminBucketQuotaExceeded" => return BackendError::quota_exceeded(detail()),
+        "XMinioStorageFull" => return BackendError::no_space(detail()),
+        c if AUTH_CODES.contains(&c) => return BackendError::access_denied(detail()),
         _ => {}
     }
     match status {
-        404 => BackendError::NotFound(key.to_owned()),
-        412 => BackendError::PreconditionFailed(key.to_owned()),
-        401 | 403 => BackendError::AccessDenied(detail()),
-        501 => BackendError::NotSupported(detail()),
-        507 => BackendError::NoSpace(detail()),
-        400 | 411 | 413 | 416 => BackendError::InvalidArgument(detail()),
-        500..=599 | 429 => BackendError::Unavailable(detail()),
-        _ => BackendError::Other(detail()),
+        404 => BackendError::not_found(key),
+        412 => BackendError::precondition_failed(key),
+        401 | 403 => BackendError::access_denied(detail()),
+        501 => BackendError::not_supported(detail()),
+        507 => BackendError::no_space(detail()),
+        400 | 411 | 413 | 416 => BackendError::invalid_argument(detail()),
+        429 => BackendError::throttled(detail()),
+        500..=599 => BackendError::unavailable(detail()),
+        _ => BackendError::other(detail()),
     }
 }
 
@@ -153,43 +152,58 @@ pub fn bucket_region_hint<E>(err: &SdkError<E>) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::object::ErrorKind;
 
     const CTX: Ctx<'static> = Ctx { op: "get", key: "a/b", bucket: "bk", endpoint: "http://127.0.0.1:1" };
 
     #[test]
     fn codes_win_over_statuses() {
         assert!(
-            matches!(classify(404, Some("NoSuchBucket"), None, CTX), BackendError::NoSuchBucket(b) if b == "bk")
+            matches!(classify(404, Some("NoSuchBucket"), None, CTX), e if e.kind == ErrorKind::NoSuchBucket && e.context() == "bk")
         );
         assert!(
-            matches!(classify(404, Some("NoSuchKey"), None, CTX), BackendError::NotFound(k) if k == "a/b")
+            matches!(classify(404, Some("NoSuchKey"), None, CTX), e if e.kind == ErrorKind::NotFound && e.context() == "a/b")
         );
-        assert!(matches!(classify(404, Some("NoSuchUpload"), None, CTX), BackendError::NoSuchUpload(_)));
-        assert!(matches!(classify(400, Some("EntityTooSmall"), None, CTX), BackendError::EntityTooSmall(_)));
+        assert!(matches!(
+            classify(404, Some("NoSuchUpload"), None, CTX),
+            BackendError { kind: ErrorKind::NoSuchUpload, .. }
+        ));
+        assert!(matches!(
+            classify(400, Some("EntityTooSmall"), None, CTX),
+            BackendError { kind: ErrorKind::EntityTooSmall, .. }
+        ));
         assert!(matches!(
             classify(400, Some("InvalidArgument"), None, CTX),
-            BackendError::InvalidArgument(_)
+            BackendError { kind: ErrorKind::InvalidArgument, .. }
         ));
-        assert!(matches!(classify(503, Some("SlowDown"), None, CTX), BackendError::Unavailable(_)));
+        assert_eq!(classify(503, Some("SlowDown"), None, CTX).kind(), ErrorKind::Throttled);
+        assert_eq!(classify(503, Some("ServiceUnavailable"), None, CTX).kind(), ErrorKind::Unavailable);
+        assert_eq!(classify(429, None, None, CTX).kind(), ErrorKind::Throttled);
         // a quota is EDQUOT whoever answers it (RGW 403, our gateway); a full disk ENOSPC
         assert_eq!(classify(403, Some("QuotaExceeded"), None, CTX).errno(), libc::EDQUOT);
         assert_eq!(classify(400, Some("XMinioAdminBucketQuotaExceeded"), None, CTX).errno(), libc::EDQUOT);
         assert_eq!(classify(507, Some("XMinioStorageFull"), None, CTX).errno(), libc::ENOSPC);
-        assert!(matches!(classify(501, Some("NotImplemented"), None, CTX), BackendError::NotSupported(_)));
+        assert!(matches!(
+            classify(501, Some("NotImplemented"), None, CTX),
+            BackendError { kind: ErrorKind::NotSupported, .. }
+        ));
         assert!(matches!(
             classify(409, Some("ConditionalRequestConflict"), None, CTX),
-            BackendError::PreconditionFailed(_)
+            BackendError { kind: ErrorKind::PreconditionFailed, .. }
         ));
     }
 
     #[test]
     fn bodiless_answers_map_by_status() {
-        assert!(matches!(classify(404, None, None, CTX), BackendError::NotFound(_)));
-        assert!(matches!(classify(412, None, None, CTX), BackendError::PreconditionFailed(_)));
-        assert!(matches!(classify(403, None, None, CTX), BackendError::AccessDenied(_)));
-        assert!(matches!(classify(500, None, None, CTX), BackendError::Unavailable(_)));
+        assert!(matches!(classify(404, None, None, CTX), BackendError { kind: ErrorKind::NotFound, .. }));
+        assert!(matches!(
+            classify(412, None, None, CTX),
+            BackendError { kind: ErrorKind::PreconditionFailed, .. }
+        ));
+        assert!(matches!(classify(403, None, None, CTX), BackendError { kind: ErrorKind::AccessDenied, .. }));
+        assert!(matches!(classify(500, None, None, CTX), BackendError { kind: ErrorKind::Unavailable, .. }));
         assert!(
-            matches!(classify(418, Some("Teapot"), Some("short and stout"), CTX), BackendError::Other(m) if m.contains("Teapot"))
+            matches!(classify(418, Some("Teapot"), Some("short and stout"), CTX), e if e.kind == ErrorKind::Other && e.context().contains("Teapot"))
         );
     }
 
@@ -197,7 +211,7 @@ mod tests {
     fn auth_messages_are_not_repeated() {
         let e = classify(403, Some("InvalidAccessKeyId"), Some("key AKIDEXAMPLE does not exist"), CTX);
         let s = e.to_string();
-        assert!(matches!(e, BackendError::AccessDenied(_)));
+        assert!(matches!(e, BackendError { kind: ErrorKind::AccessDenied, .. }));
         assert!(s.contains("InvalidAccessKeyId") && !s.contains("AKIDEXAMPLE"), "{s}");
         let e = classify(403, Some("SignatureDoesNotMatch"), Some("StringToSign AWS4-HMAC-SHA256 ..."), CTX);
         assert!(!e.to_string().contains("StringToSign"));

@@ -60,6 +60,7 @@ use errors::Ctx;
 use multirange::ProbeState;
 
 use super::*;
+use crate::object::ErrorKind;
 
 /// Tracing target of every S3 request span.
 pub(crate) const TARGET: &str = "bucketfs::backend::s3";
@@ -93,7 +94,7 @@ impl S3Backend {
     /// Builds the client (credentials, region, addressing); does not contact the bucket.
     pub async fn connect(cfg: S3Config) -> Result<S3Backend, BackendError> {
         if cfg.bucket.is_empty() {
-            return Err(BackendError::InvalidArgument("empty bucket name".into()));
+            return Err(BackendError::invalid_argument("empty bucket name"));
         }
         let (factory, region) = ClientFactory::new(&cfg).await?;
         let conn = Conn { client: factory.client(&region), endpoint: cfg.endpoint_label(&region), region };
@@ -338,15 +339,17 @@ impl StorageBackend for S3Backend {
                 let status = e.raw_response().map(|r| r.status().as_u16());
                 Err(match (status, self.map_err("check_bucket", "", &e)) {
                     // HEAD answers have no body, so no NoSuchBucket code: 404 says it.
-                    (Some(404), _) => BackendError::NoSuchBucket(bucket),
-                    (_, BackendError::Unavailable(m)) => {
-                        BackendError::Unavailable(format!("bucket {bucket:?}: {m}"))
+                    (Some(404), _) => BackendError::no_such_bucket(bucket),
+                    (_, e @ BackendError { kind: ErrorKind::Unavailable | ErrorKind::Throttled, .. }) => {
+                        e.map_context(|m| format!("bucket {bucket:?}: {m}"))
                     }
-                    (_, BackendError::AccessDenied(_)) => BackendError::AccessDenied(format!(
-                        "bucket {bucket:?} at {}: check the credentials ({:?}) or try --no-sign-request",
-                        self.endpoint(),
-                        self.factory.credentials
-                    )),
+                    (_, BackendError { kind: ErrorKind::AccessDenied, .. }) => {
+                        BackendError::access_denied(format!(
+                            "bucket {bucket:?} at {}: check the credentials ({:?}) or try --no-sign-request",
+                            self.endpoint(),
+                            self.factory.credentials
+                        ))
+                    }
                     (_, other) => other,
                 })
             }
@@ -479,7 +482,7 @@ impl StorageBackend for S3Backend {
             })
             .await;
         match res {
-            Ok(_) | Err(BackendError::NotFound(_)) => Ok(()),
+            Ok(_) | Err(BackendError { kind: ErrorKind::NotFound, .. }) => Ok(()),
             Err(e) => Err(e),
         }
     }
@@ -493,7 +496,7 @@ impl StorageBackend for S3Backend {
                 .set_objects(Some(objects))
                 .quiet(true)
                 .build()
-                .map_err(|e| BackendError::InvalidArgument(format!("delete_many: {e}")))?;
+                .map_err(|e| BackendError::invalid_argument(format!("delete_many: {e}")))?;
             let res = self
                 .run("delete_many", &batch[0], |c| {
                     c.delete_objects()
@@ -518,7 +521,7 @@ impl StorageBackend for S3Backend {
                     }
                 }
                 // Some S3-compatible servers lack DeleteObjects: delete one by one.
-                Err(BackendError::NotSupported(_)) => {
+                Err(BackendError { kind: ErrorKind::NotSupported, .. }) => {
                     warn!(target: TARGET, "DeleteObjects not supported by the server; deleting keys one by one");
                     for k in batch {
                         if let Err(e) = self.delete(k).await {

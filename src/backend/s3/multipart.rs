@@ -26,6 +26,7 @@ use super::{
     bare_etag, copy_source, short_timeouts, system_time, to_sdk_metadata, PendingUpload, S3Backend, MIB,
 };
 use crate::backend::*;
+use crate::object::ErrorKind;
 
 const MAX_PART: u64 = 5 * 1024 * MIB;
 const MAX_PARTS: u32 = 10_000;
@@ -56,7 +57,7 @@ pub(super) async fn create(b: &S3Backend, key: &str, opts: &PutOptions) -> Backe
         .upload_id()
         .filter(|id| !id.is_empty())
         .ok_or_else(|| {
-            BackendError::Io(format!("create_multipart {key:?}: the server returned no upload id"))
+            BackendError::io(format!("create_multipart {key:?}: the server returned no upload id"))
         })?
         .to_owned();
     if let Ok(mut p) = b.pending.lock() {
@@ -101,7 +102,7 @@ pub(super) async fn complete(
     let mut sorted = parts.to_vec();
     sorted.sort_by_key(|p| p.part_number);
     if sorted.windows(2).any(|w| w[0].part_number == w[1].part_number) {
-        return Err(BackendError::InvalidArgument(format!(
+        return Err(BackendError::invalid_argument(format!(
             "complete_multipart {key:?}: duplicate part numbers"
         )));
     }
@@ -140,7 +141,7 @@ pub(super) async fn complete(
             None => Err(b.map_err("complete_multipart", key, &e)),
         });
     // A failed precondition or a missing upload ends the upload; other errors may be retried.
-    if matches!(&res, Ok(_) | Err(BackendError::NoSuchUpload(_))) {
+    if matches!(&res, Ok(_) | Err(BackendError { kind: ErrorKind::NoSuchUpload, .. })) {
         forget(b, upload_id);
     }
     let etag = res?;
@@ -190,7 +191,9 @@ pub(super) async fn abort(b: &S3Backend, key: &str, upload_id: &str) -> BackendR
     forget(b, upload_id);
     // Some servers answer a missing upload with a bare 404.
     res.map(|_| ()).map_err(|e| match e {
-        BackendError::NotFound(_) => BackendError::NoSuchUpload(format!("{key:?} upload {upload_id}")),
+        BackendError { kind: ErrorKind::NotFound, .. } => {
+            BackendError::no_such_upload(format!("{key:?} upload {upload_id}"))
+        }
         e => e,
     })
 }
@@ -244,8 +247,8 @@ pub(super) async fn list_parts(
                 None => Err(b.map_err("list_parts", key, &e)),
             })
             .map_err(|e| match e {
-                BackendError::NotFound(_) => {
-                    BackendError::NoSuchUpload(format!("{key:?} upload {upload_id}"))
+                BackendError { kind: ErrorKind::NotFound, .. } => {
+                    BackendError::no_such_upload(format!("{key:?} upload {upload_id}"))
                 }
                 e => e,
             })?;
@@ -269,7 +272,7 @@ fn listed_anyway<E>(e: &SdkError<E>) -> Option<Result<PartsPage, xml::XmlError>>
 
 /// A `200` answer whose body does not parse: the server's fault, reported as such.
 fn malformed(op: &str, key: &str, e: xml::XmlError) -> BackendError {
-    BackendError::Io(format!("{op} {key:?}: {e}"))
+    BackendError::io(format!("{op} {key:?}: {e}"))
 }
 
 pub(super) async fn list(b: &S3Backend, prefix: &str) -> BackendResult<Vec<MultipartUploadInfo>> {

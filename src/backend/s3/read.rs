@@ -68,7 +68,8 @@ pub(super) async fn get_range(
                 attempt += 1;
             }
             Err(e) => {
-                return Err(BackendError::Io(format!("get {key:?}: body from {} broke: {e}", b.endpoint())));
+                let msg = format!("get {key:?}: body from {} broke: {e}", b.endpoint());
+                return Err(BackendError::io(msg).with_source(e));
             }
         }
     }
