@@ -13,10 +13,11 @@
 //!
 //! The value types of the trait (object metadata, listing pages, options, parts)
 //! and [`BackendError`] live in the leaf module [`crate::object`], which the
-//! embedded store shares; they are re-exported here. Errors carry a kind for
-//! the filesystem to choose an errno (`NotFound` -> ENOENT, `PreconditionFailed`
-//! -> EEXIST/ESTALE, `InvalidKey` -> EINVAL/ENAMETOOLONG, anything transient ->
-//! EIO). Messages never contain credentials.
+//! embedded store shares; they are re-exported here. Errors carry an
+//! [`ErrorKind`] from which the filesystem chooses the errno (`NotFound` -> ENOENT,
+//! `PreconditionFailed` -> EEXIST, `InvalidKey` -> EINVAL, `NameTooLong` ->
+//! ENAMETOOLONG, anything transient -> EIO), never from the message. Messages never
+//! contain credentials.
 
 pub mod attr_index;
 pub mod azure;
