@@ -225,6 +225,7 @@ impl AzureBackend {
                 "list {:?}: unexpected answer from {}: {e}",
                 req.prefix, self.cfg.endpoint
             ))
+            .with_source(e)
         })?;
         let mut page = ListPage::default();
         for entry in parsed.blobs.entries {
@@ -270,11 +271,13 @@ impl AzureBackend {
                     attempt += 1;
                 }
                 Err(e) => {
-                    return Err(BackendError::io(format!(
+                    let msg = format!(
                         "get {key:?}: body from {} broke: {}",
                         self.cfg.endpoint,
                         http::root_cause(&e)
-                    )))
+                    );
+                    // without_url: the URL may carry a SAS token, and Debug shows a source
+                    return Err(BackendError::io(msg).with_source(e.without_url()));
                 }
             }
         }

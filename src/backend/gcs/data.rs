@@ -85,7 +85,7 @@ impl GcsBackend {
                         tokio::time::sleep(super::super::retry::backoff(n)).await;
                         n += 1;
                     }
-                    Err(e) => return Err(self.crate_error(&e, op, key)),
+                    Err(e) => return Err(self.crate_error(e, op, key)),
                 }
             }
         }
@@ -94,11 +94,12 @@ impl GcsBackend {
     }
 
     /// A [`BackendError`] for an error of the crate; no header or token is ever
-    /// part of its text, but it goes through [`http::redact`] all the same.
-    fn crate_error(&self, e: &google_cloud_storage::Error, op: &'static str, key: &str) -> BackendError {
+    /// part of its text, but it goes through [`http::redact`] all the same. The
+    /// crate's error is kept as the source (what it says is the message already).
+    fn crate_error(&self, e: google_cloud_storage::Error, op: &'static str, key: &str) -> BackendError {
         let ctx = Ctx { target: "gcs", op, key, retries: &self.retries, endpoint: &self.endpoint };
         let text = http::redact(&e.to_string());
-        match e.http_status_code() {
+        let mapped = match e.http_status_code() {
             Some(status) => http::classify(status, "", &text, ctx),
             None if e.is_authentication() => {
                 BackendError::access_denied(format!("{op} {key:?}: cannot authenticate: {text}"))
@@ -107,7 +108,8 @@ impl GcsBackend {
                 BackendError::unavailable(format!("{op} {key:?} at {}: {text}", self.endpoint))
             }
             None => BackendError::io(format!("{op} {key:?} at {}: {text}", self.endpoint)),
-        }
+        };
+        mapped.with_source(e)
     }
 
     /// Uploads `data` as one object. `generation_match`: `Some("0")` = must not exist.
