@@ -53,15 +53,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroUsize;
-use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use bytes::Bytes;
 use lru::LruCache;
 use tracing::Instrument;
 
+use super::forward::backend_wrapper;
 use super::*;
 
 /// The hidden directory of index entries inside every indexed directory.
@@ -314,201 +313,160 @@ fn reserved(key: &str) -> BackendError {
     BackendError::invalid_key(key, format!("{INDEX_DIR} is reserved by bucketfs"))
 }
 
-#[async_trait]
-impl StorageBackend for AttrIndexBackend {
-    fn capabilities(&self) -> Capabilities {
-        Capabilities { list_attrs: true, ..self.inner.capabilities() }
-    }
-    fn retries(&self) -> u64 {
-        self.inner.retries()
-    }
-    async fn check_bucket(&self) -> BackendResult<()> {
-        self.inner.check_bucket().await
-    }
-    async fn head(&self, key: &str) -> BackendResult<ObjectMeta> {
-        if is_index_key(key) {
-            return Err(BackendError::not_found(key));
+backend_wrapper! {
+    impl StorageBackend for AttrIndexBackend {
+        fn capabilities(&self) -> Capabilities {
+            Capabilities { list_attrs: true, ..self.inner.capabilities() }
         }
-        let meta = self.inner.head(key).await?;
-        let attrs = self.encode_attrs(&meta.user_metadata);
-        if !attrs.is_empty() {
-            // remembered so that a rename (copy without new metadata) can index the copy
-            let mut known = self.known();
-            match known.get_mut(key) {
-                Some(k) => k.attrs = attrs,
-                None => {
-                    known.put(key.to_owned(), Known { attrs, entries: Vec::new() });
-                }
+        async fn head(&self, key: &str) -> BackendResult<ObjectMeta> {
+            if is_index_key(key) {
+                return Err(BackendError::not_found(key));
             }
-        }
-        Ok(meta)
-    }
-    async fn list(&self, req: &ListRequest) -> BackendResult<ListPage> {
-        let is_dir_listing =
-            req.delimiter.as_deref() == Some("/") && (req.prefix.is_empty() || req.prefix.ends_with('/'));
-        if req.delimiter.is_some() && is_index_key(&req.prefix) {
-            return Ok(ListPage::default());
-        }
-        if !is_dir_listing {
-            // recursive listings show index entries: a directory rename copies them along
-            return self.inner.list(req).await;
-        }
-        let dir = req.prefix.as_str();
-        let index_prefix = format!("{dir}{INDEX_DIR}/");
-        // A listing of a few keys is an existence probe (lookup, rmdir): its callers
-        // read no attributes, so it costs no index read.
-        let wants_attrs = req.max_keys == 0 || req.max_keys > PROBE_MAX_KEYS;
-        let mut req = req.clone();
-        loop {
-            let mut page = self.inner.list(&req).await?;
-            let before = page.common_prefixes.len();
-            page.common_prefixes.retain(|p| *p != index_prefix);
-            let present = page.common_prefixes.len() != before;
-            if wants_attrs {
-                // the index prefix may still come on a later page when this one ends before it
-                let last = page
-                    .objects
-                    .iter()
-                    .map(|o| o.key.as_str())
-                    .chain(page.common_prefixes.iter().map(String::as_str))
-                    .max()
-                    .unwrap_or("");
-                let needed = present || (page.next_continuation.is_some() && last < index_prefix.as_str());
-                let index = match (req.continuation.is_some(), needed) {
-                    (true, _) => match self.reuse_index(dir) {
-                        Some(i) => Some(i),
-                        None if needed => Some(self.read_index(dir).await?),
-                        None => None,
-                    },
-                    (false, true) => Some(self.read_index(dir).await?),
-                    (false, false) => {
-                        // this listing has no index: later pages must not reuse an older one
-                        self.indexes.lock().unwrap_or_else(|p| p.into_inner()).remove(dir);
-                        None
+            let meta = self.inner.head(key).await?;
+            let attrs = self.encode_attrs(&meta.user_metadata);
+            if !attrs.is_empty() {
+                // remembered so that a rename (copy without new metadata) can index the copy
+                let mut known = self.known();
+                match known.get_mut(key) {
+                    Some(k) => k.attrs = attrs,
+                    None => {
+                        known.put(key.to_owned(), Known { attrs, entries: Vec::new() });
                     }
-                };
-                if let Some(index) = index {
-                    self.merge(dir, &mut page.objects, &index);
                 }
             }
-            let emptied = present && page.objects.is_empty() && page.common_prefixes.is_empty();
-            match (emptied, page.next_continuation.take()) {
-                // hiding the index emptied a limited page: the caller would take it for the end
-                (true, Some(next)) => req.continuation = Some(next),
-                (_, next) => {
-                    page.next_continuation = next;
-                    return Ok(page);
+            Ok(meta)
+        }
+        async fn list(&self, req: &ListRequest) -> BackendResult<ListPage> {
+            let is_dir_listing =
+                req.delimiter.as_deref() == Some("/") && (req.prefix.is_empty() || req.prefix.ends_with('/'));
+            if req.delimiter.is_some() && is_index_key(&req.prefix) {
+                return Ok(ListPage::default());
+            }
+            if !is_dir_listing {
+                // recursive listings show index entries: a directory rename copies them along
+                return self.inner.list(req).await;
+            }
+            let dir = req.prefix.as_str();
+            let index_prefix = format!("{dir}{INDEX_DIR}/");
+            // A listing of a few keys is an existence probe (lookup, rmdir): its callers
+            // read no attributes, so it costs no index read.
+            let wants_attrs = req.max_keys == 0 || req.max_keys > PROBE_MAX_KEYS;
+            let mut req = req.clone();
+            loop {
+                let mut page = self.inner.list(&req).await?;
+                let before = page.common_prefixes.len();
+                page.common_prefixes.retain(|p| *p != index_prefix);
+                let present = page.common_prefixes.len() != before;
+                if wants_attrs {
+                    // the index prefix may still come on a later page when this one ends before it
+                    let last = page
+                        .objects
+                        .iter()
+                        .map(|o| o.key.as_str())
+                        .chain(page.common_prefixes.iter().map(String::as_str))
+                        .max()
+                        .unwrap_or("");
+                    let needed = present || (page.next_continuation.is_some() && last < index_prefix.as_str());
+                    let index = match (req.continuation.is_some(), needed) {
+                        (true, _) => match self.reuse_index(dir) {
+                            Some(i) => Some(i),
+                            None if needed => Some(self.read_index(dir).await?),
+                            None => None,
+                        },
+                        (false, true) => Some(self.read_index(dir).await?),
+                        (false, false) => {
+                            // this listing has no index: later pages must not reuse an older one
+                            self.indexes.lock().unwrap_or_else(|p| p.into_inner()).remove(dir);
+                            None
+                        }
+                    };
+                    if let Some(index) = index {
+                        self.merge(dir, &mut page.objects, &index);
+                    }
+                }
+                let emptied = present && page.objects.is_empty() && page.common_prefixes.is_empty();
+                match (emptied, page.next_continuation.take()) {
+                    // hiding the index emptied a limited page: the caller would take it for the end
+                    (true, Some(next)) => req.continuation = Some(next),
+                    (_, next) => {
+                        page.next_continuation = next;
+                        return Ok(page);
+                    }
                 }
             }
         }
-    }
-    async fn get_range(
-        &self,
-        key: &str,
-        range: Option<Range<u64>>,
-        opts: &GetOptions,
-    ) -> BackendResult<GetResult> {
-        self.inner.get_range(key, range, opts).await
-    }
-    async fn get_ranges(
-        &self,
-        key: &str,
-        ranges: &[Range<u64>],
-        opts: &GetOptions,
-    ) -> BackendResult<Vec<Bytes>> {
-        self.inner.get_ranges(key, ranges, opts).await
-    }
-    async fn put(&self, key: &str, data: Bytes, opts: &PutOptions) -> BackendResult<ObjectMeta> {
-        if is_index_key(key) {
-            return Err(reserved(key));
-        }
-        let meta = self.inner.put(key, data, opts).await?;
-        self.reindex(key, &meta, self.encode_attrs(&opts.user_metadata)).await;
-        Ok(meta)
-    }
-    async fn delete(&self, key: &str) -> BackendResult<()> {
-        self.inner.delete(key).await?;
-        self.unindex(key).await;
-        Ok(())
-    }
-    async fn delete_many(&self, keys: &[String]) -> BackendResult<Vec<(String, BackendError)>> {
-        let failed = self.inner.delete_many(keys).await?;
-        for k in keys {
-            if !failed.iter().any(|(f, _)| f == k) {
-                self.unindex(k).await;
+        async fn put(&self, key: &str, data: Bytes, opts: &PutOptions) -> BackendResult<ObjectMeta> {
+            if is_index_key(key) {
+                return Err(reserved(key));
             }
+            let meta = self.inner.put(key, data, opts).await?;
+            self.reindex(key, &meta, self.encode_attrs(&opts.user_metadata)).await;
+            Ok(meta)
         }
-        Ok(failed)
-    }
-    async fn copy(&self, src: &str, dst: &str, metadata: Option<&PutOptions>) -> BackendResult<ObjectMeta> {
-        if is_index_key(src) || is_index_key(dst) {
-            // index entries copied along by a directory rename
-            return self.inner.copy(src, dst, metadata).await;
+        async fn delete(&self, key: &str) -> BackendResult<()> {
+            self.inner.delete(key).await?;
+            self.unindex(key).await;
+            Ok(())
         }
-        let attrs = match metadata {
-            Some(o) => Some(self.encode_attrs(&o.user_metadata)),
-            None => self.known().get(src).map(|k| k.attrs.clone()),
-        };
-        let meta = self.inner.copy(src, dst, metadata).await?;
-        // Source attributes unknown here (never listed or looked up by this mount): a
-        // directory rename copies the source's index entries along, and a single-part
-        // object keeps its ETag, so they stay valid; nothing to do without a request.
-        if let Some(attrs) = attrs {
-            self.reindex(dst, &meta, attrs).await;
+        async fn delete_many(&self, keys: &[String]) -> BackendResult<Vec<(String, BackendError)>> {
+            let failed = self.inner.delete_many(keys).await?;
+            for k in keys {
+                if !failed.iter().any(|(f, _)| f == k) {
+                    self.unindex(k).await;
+                }
+            }
+            Ok(failed)
         }
-        Ok(meta)
-    }
-    async fn rename(&self, src: &str, dst: &str) -> BackendResult<()> {
-        self.inner.rename(src, dst).await
-    }
-    async fn create_multipart(&self, key: &str, opts: &PutOptions) -> BackendResult<String> {
-        if is_index_key(key) {
-            return Err(reserved(key));
+        async fn copy(&self, src: &str, dst: &str, metadata: Option<&PutOptions>) -> BackendResult<ObjectMeta> {
+            if is_index_key(src) || is_index_key(dst) {
+                // index entries copied along by a directory rename
+                return self.inner.copy(src, dst, metadata).await;
+            }
+            let attrs = match metadata {
+                Some(o) => Some(self.encode_attrs(&o.user_metadata)),
+                None => self.known().get(src).map(|k| k.attrs.clone()),
+            };
+            let meta = self.inner.copy(src, dst, metadata).await?;
+            // Source attributes unknown here (never listed or looked up by this mount): a
+            // directory rename copies the source's index entries along, and a single-part
+            // object keeps its ETag, so they stay valid; nothing to do without a request.
+            if let Some(attrs) = attrs {
+                self.reindex(dst, &meta, attrs).await;
+            }
+            Ok(meta)
         }
-        let id = self.inner.create_multipart(key, opts).await?;
-        let attrs = self.encode_attrs(&opts.user_metadata);
-        self.uploads.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), attrs);
-        Ok(id)
-    }
-    async fn upload_part(
-        &self,
-        key: &str,
-        upload_id: &str,
-        part_number: u32,
-        data: Bytes,
-    ) -> BackendResult<CompletedPart> {
-        self.inner.upload_part(key, upload_id, part_number, data).await
-    }
-    async fn complete_multipart(
-        &self,
-        key: &str,
-        upload_id: &str,
-        parts: &[CompletedPart],
-    ) -> BackendResult<ObjectMeta> {
-        let meta = self.inner.complete_multipart(key, upload_id, parts).await?;
-        let attrs = self.uploads.lock().unwrap_or_else(|p| p.into_inner()).remove(upload_id);
-        // an upload this mount did not start: its creator keeps its index
-        if let Some(attrs) = attrs {
-            self.reindex(key, &meta, attrs).await;
+        async fn create_multipart(&self, key: &str, opts: &PutOptions) -> BackendResult<String> {
+            if is_index_key(key) {
+                return Err(reserved(key));
+            }
+            let id = self.inner.create_multipart(key, opts).await?;
+            let attrs = self.encode_attrs(&opts.user_metadata);
+            self.uploads.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), attrs);
+            Ok(id)
         }
-        Ok(meta)
+        async fn complete_multipart(
+            &self,
+            key: &str,
+            upload_id: &str,
+            parts: &[CompletedPart],
+        ) -> BackendResult<ObjectMeta> {
+            let meta = self.inner.complete_multipart(key, upload_id, parts).await?;
+            let attrs = self.uploads.lock().unwrap_or_else(|p| p.into_inner()).remove(upload_id);
+            // an upload this mount did not start: its creator keeps its index
+            if let Some(attrs) = attrs {
+                self.reindex(key, &meta, attrs).await;
+            }
+            Ok(meta)
+        }
+        async fn abort_multipart(&self, key: &str, upload_id: &str) -> BackendResult<()> {
+            self.uploads.lock().unwrap_or_else(|p| p.into_inner()).remove(upload_id);
+            self.inner.abort_multipart(key, upload_id).await
+        }
     }
-    async fn abort_multipart(&self, key: &str, upload_id: &str) -> BackendResult<()> {
-        self.uploads.lock().unwrap_or_else(|p| p.into_inner()).remove(upload_id);
-        self.inner.abort_multipart(key, upload_id).await
-    }
-    async fn list_parts(&self, key: &str, upload_id: &str) -> BackendResult<Vec<CompletedPart>> {
-        self.inner.list_parts(key, upload_id).await
-    }
-    async fn read_part(&self, key: &str, upload_id: &str, part: &CompletedPart) -> BackendResult<Bytes> {
-        self.inner.read_part(key, upload_id, part).await
-    }
-    async fn list_multipart(&self, prefix: &str) -> BackendResult<Vec<MultipartUploadInfo>> {
-        self.inner.list_multipart(prefix).await
-    }
-    async fn abort_multipart_under(&self, prefix: &str) -> BackendResult<usize> {
-        self.inner.abort_multipart_under(prefix).await
-    }
+    forward to inner: [
+        retries, check_bucket, get_range, get_ranges, rename, upload_part, list_parts, read_part,
+        list_multipart, abort_multipart_under,
+    ]
 }
 
 #[cfg(test)]

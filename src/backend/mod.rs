@@ -21,6 +21,7 @@
 
 pub mod attr_index;
 pub mod azure;
+pub(crate) mod forward;
 pub mod gcs;
 pub(crate) mod http;
 pub mod local;

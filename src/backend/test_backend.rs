@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use bytes::Bytes;
 
+use crate::backend::forward::backend_wrapper;
 use crate::backend::memory::MemoryBackend;
 use crate::backend::*;
 
@@ -62,133 +62,108 @@ impl InstrumentedBackend {
     }
 }
 
-#[async_trait]
-impl StorageBackend for InstrumentedBackend {
-    fn capabilities(&self) -> Capabilities {
-        let caps = self.inner.capabilities();
-        match *self.mode.lock().unwrap() {
-            Some(multi_range) => Capabilities { multi_range, ..caps },
-            None => caps,
-        }
-    }
-    fn retries(&self) -> u64 {
-        self.retries.load(Ordering::Relaxed)
-    }
-    async fn check_bucket(&self) -> BackendResult<()> {
-        self.inner.check_bucket().await
-    }
-    async fn head(&self, key: &str) -> BackendResult<ObjectMeta> {
-        self.inner.head(key).await
-    }
-    async fn list(&self, req: &ListRequest) -> BackendResult<ListPage> {
-        self.inner.list(req).await
-    }
-    async fn get_range(
-        &self,
-        key: &str,
-        range: Option<Range<u64>>,
-        opts: &GetOptions,
-    ) -> BackendResult<GetResult> {
-        /// Counts a GET as running until it ends, even when it is cancelled.
-        struct Running<'a>(&'a AtomicU64);
-        impl Drop for Running<'_> {
-            fn drop(&mut self) {
-                self.0.fetch_sub(1, Ordering::SeqCst);
+backend_wrapper! {
+    impl StorageBackend for InstrumentedBackend {
+        fn capabilities(&self) -> Capabilities {
+            let caps = self.inner.capabilities();
+            match *self.mode.lock().unwrap() {
+                Some(multi_range) => Capabilities { multi_range, ..caps },
+                None => caps,
             }
         }
-        self.gets.fetch_add(1, Ordering::SeqCst);
-        let running = self.gets_running.fetch_add(1, Ordering::SeqCst) + 1;
-        let _running = Running(&self.gets_running);
-        self.max_gets_running.fetch_max(running, Ordering::SeqCst);
-        let delay = self.get_delay_ms.load(Ordering::SeqCst);
-        if delay > 0 {
-            tokio::time::sleep(Duration::from_millis(delay)).await;
+        fn retries(&self) -> u64 {
+            self.retries.load(Ordering::Relaxed)
         }
-        let mut r = self.inner.get_range(key, range, opts).await?;
-        let short = (self.get_short_by.load(Ordering::SeqCst) as usize).min(r.data.len());
-        r.data.truncate(r.data.len() - short);
-        self.get_bytes.fetch_add(r.data.len() as u64, Ordering::SeqCst);
-        Ok(r)
-    }
-    async fn get_ranges(
-        &self,
-        key: &str,
-        ranges: &[Range<u64>],
-        opts: &GetOptions,
-    ) -> BackendResult<Vec<Bytes>> {
-        self.multi_gets.fetch_add(1, Ordering::SeqCst);
-        self.multi_get_ranges.fetch_add(ranges.len() as u64, Ordering::SeqCst);
-        self.max_multi_get_ranges.fetch_max(ranges.len() as u64, Ordering::SeqCst);
-        let delay = self.get_delay_ms.load(Ordering::SeqCst);
-        if delay > 0 {
-            tokio::time::sleep(Duration::from_millis(delay)).await;
+        async fn get_range(
+            &self,
+            key: &str,
+            range: Option<Range<u64>>,
+            opts: &GetOptions,
+        ) -> BackendResult<GetResult> {
+            /// Counts a GET as running until it ends, even when it is cancelled.
+            struct Running<'a>(&'a AtomicU64);
+            impl Drop for Running<'_> {
+                fn drop(&mut self) {
+                    self.0.fetch_sub(1, Ordering::SeqCst);
+                }
+            }
+            self.gets.fetch_add(1, Ordering::SeqCst);
+            let running = self.gets_running.fetch_add(1, Ordering::SeqCst) + 1;
+            let _running = Running(&self.gets_running);
+            self.max_gets_running.fetch_max(running, Ordering::SeqCst);
+            let delay = self.get_delay_ms.load(Ordering::SeqCst);
+            if delay > 0 {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+            }
+            let mut r = self.inner.get_range(key, range, opts).await?;
+            let short = (self.get_short_by.load(Ordering::SeqCst) as usize).min(r.data.len());
+            r.data.truncate(r.data.len() - short);
+            self.get_bytes.fetch_add(r.data.len() as u64, Ordering::SeqCst);
+            Ok(r)
         }
-        if self.fail_get_ranges.load(Ordering::SeqCst) {
-            return Err(BackendError::io("injected get_ranges failure"));
+        async fn get_ranges(
+            &self,
+            key: &str,
+            ranges: &[Range<u64>],
+            opts: &GetOptions,
+        ) -> BackendResult<Vec<Bytes>> {
+            self.multi_gets.fetch_add(1, Ordering::SeqCst);
+            self.multi_get_ranges.fetch_add(ranges.len() as u64, Ordering::SeqCst);
+            self.max_multi_get_ranges.fetch_max(ranges.len() as u64, Ordering::SeqCst);
+            let delay = self.get_delay_ms.load(Ordering::SeqCst);
+            if delay > 0 {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+            }
+            if self.fail_get_ranges.load(Ordering::SeqCst) {
+                return Err(BackendError::io("injected get_ranges failure"));
+            }
+            let parts = self.inner.get_ranges(key, ranges, opts).await?;
+            self.get_bytes.fetch_add(parts.iter().map(|p| p.len() as u64).sum(), Ordering::SeqCst);
+            Ok(parts)
         }
-        let parts = self.inner.get_ranges(key, ranges, opts).await?;
-        self.get_bytes.fetch_add(parts.iter().map(|p| p.len() as u64).sum(), Ordering::SeqCst);
-        Ok(parts)
-    }
-    async fn put(&self, key: &str, data: Bytes, opts: &PutOptions) -> BackendResult<ObjectMeta> {
-        self.puts.fetch_add(1, Ordering::SeqCst);
-        self.inner.put(key, data, opts).await
-    }
-    async fn delete(&self, key: &str) -> BackendResult<()> {
-        self.inner.delete(key).await
-    }
-    async fn copy(&self, src: &str, dst: &str, metadata: Option<&PutOptions>) -> BackendResult<ObjectMeta> {
-        self.inner.copy(src, dst, metadata).await
-    }
-    async fn create_multipart(&self, key: &str, opts: &PutOptions) -> BackendResult<String> {
-        self.creates.fetch_add(1, Ordering::SeqCst);
-        self.inner.create_multipart(key, opts).await
-    }
-    async fn upload_part(
-        &self,
-        key: &str,
-        upload_id: &str,
-        part_number: u32,
-        data: Bytes,
-    ) -> BackendResult<CompletedPart> {
-        self.parts.fetch_add(1, Ordering::SeqCst);
-        let size = data.len() as u64;
-        let running = self.parts_running.fetch_add(1, Ordering::SeqCst) + 1;
-        self.max_parts_running.fetch_max(running, Ordering::SeqCst);
-        let bytes = self.part_bytes_running.fetch_add(size, Ordering::SeqCst) + size;
-        self.max_part_bytes_running.fetch_max(bytes, Ordering::SeqCst);
-        let delay = self.part_delay_ms.load(Ordering::SeqCst);
-        if delay > 0 {
-            tokio::time::sleep(Duration::from_millis(delay)).await;
+        async fn put(&self, key: &str, data: Bytes, opts: &PutOptions) -> BackendResult<ObjectMeta> {
+            self.puts.fetch_add(1, Ordering::SeqCst);
+            self.inner.put(key, data, opts).await
         }
-        let res = if self.fail_upload_part.load(Ordering::SeqCst) {
-            Err(BackendError::unavailable("injected upload_part failure"))
-        } else {
-            self.inner.upload_part(key, upload_id, part_number, data).await
-        };
-        self.parts_running.fetch_sub(1, Ordering::SeqCst);
-        self.part_bytes_running.fetch_sub(size, Ordering::SeqCst);
-        res
-    }
-    async fn complete_multipart(
-        &self,
-        key: &str,
-        upload_id: &str,
-        parts: &[CompletedPart],
-    ) -> BackendResult<ObjectMeta> {
-        self.inner.complete_multipart(key, upload_id, parts).await
-    }
-    async fn abort_multipart(&self, key: &str, upload_id: &str) -> BackendResult<()> {
-        self.inner.abort_multipart(key, upload_id).await
-    }
-    async fn read_part(&self, key: &str, upload_id: &str, part: &CompletedPart) -> BackendResult<Bytes> {
-        self.part_reads.fetch_add(1, Ordering::SeqCst);
-        if self.fail_read_part.load(Ordering::SeqCst) {
-            return Err(BackendError::unavailable("injected read_part failure"));
+        async fn create_multipart(&self, key: &str, opts: &PutOptions) -> BackendResult<String> {
+            self.creates.fetch_add(1, Ordering::SeqCst);
+            self.inner.create_multipart(key, opts).await
         }
-        self.inner.read_part(key, upload_id, part).await
+        async fn upload_part(
+            &self,
+            key: &str,
+            upload_id: &str,
+            part_number: u32,
+            data: Bytes,
+        ) -> BackendResult<CompletedPart> {
+            self.parts.fetch_add(1, Ordering::SeqCst);
+            let size = data.len() as u64;
+            let running = self.parts_running.fetch_add(1, Ordering::SeqCst) + 1;
+            self.max_parts_running.fetch_max(running, Ordering::SeqCst);
+            let bytes = self.part_bytes_running.fetch_add(size, Ordering::SeqCst) + size;
+            self.max_part_bytes_running.fetch_max(bytes, Ordering::SeqCst);
+            let delay = self.part_delay_ms.load(Ordering::SeqCst);
+            if delay > 0 {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+            }
+            let res = if self.fail_upload_part.load(Ordering::SeqCst) {
+                Err(BackendError::unavailable("injected upload_part failure"))
+            } else {
+                self.inner.upload_part(key, upload_id, part_number, data).await
+            };
+            self.parts_running.fetch_sub(1, Ordering::SeqCst);
+            self.part_bytes_running.fetch_sub(size, Ordering::SeqCst);
+            res
+        }
+        async fn read_part(&self, key: &str, upload_id: &str, part: &CompletedPart) -> BackendResult<Bytes> {
+            self.part_reads.fetch_add(1, Ordering::SeqCst);
+            if self.fail_read_part.load(Ordering::SeqCst) {
+                return Err(BackendError::unavailable("injected read_part failure"));
+            }
+            self.inner.read_part(key, upload_id, part).await
+        }
     }
-    async fn list_multipart(&self, prefix: &str) -> BackendResult<Vec<MultipartUploadInfo>> {
-        self.inner.list_multipart(prefix).await
-    }
+    forward to inner: [
+        check_bucket, head, list, delete, copy, complete_multipart, abort_multipart, list_multipart,
+    ]
 }

@@ -23,16 +23,15 @@
 //! succeeded if the key now holds a multipart object of as many parts (its ETag
 //! ends in `-N`), and an abort answered "no such upload" has nothing left to do.
 
-use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use bytes::Bytes;
 
 use tokio::time::Instant;
 
+use super::forward::backend_wrapper;
 use super::retry::backoff;
 use super::*;
 use crate::object::ErrorKind;
@@ -94,106 +93,62 @@ fn is_outage(e: &BackendError) -> bool {
     e.kind().is_transient()
 }
 
-#[async_trait]
-impl StorageBackend for WriteRetryBackend {
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-    fn retries(&self) -> u64 {
-        self.inner.retries() + self.retried.load(Ordering::Relaxed)
-    }
-    async fn check_bucket(&self) -> BackendResult<()> {
-        self.inner.check_bucket().await
-    }
-    async fn head(&self, key: &str) -> BackendResult<ObjectMeta> {
-        self.inner.head(key).await
-    }
-    async fn list(&self, req: &ListRequest) -> BackendResult<ListPage> {
-        self.inner.list(req).await
-    }
-    async fn get_range(
-        &self,
-        key: &str,
-        range: Option<Range<u64>>,
-        opts: &GetOptions,
-    ) -> BackendResult<GetResult> {
-        self.inner.get_range(key, range, opts).await
-    }
-    async fn get_ranges(
-        &self,
-        key: &str,
-        ranges: &[Range<u64>],
-        opts: &GetOptions,
-    ) -> BackendResult<Vec<Bytes>> {
-        self.inner.get_ranges(key, ranges, opts).await
-    }
-    async fn put(&self, key: &str, data: Bytes, opts: &PutOptions) -> BackendResult<ObjectMeta> {
-        self.retry("put", key, || self.inner.put(key, data.clone(), opts)).await.0
-    }
-    async fn delete(&self, key: &str) -> BackendResult<()> {
-        self.inner.delete(key).await
-    }
-    async fn delete_many(&self, keys: &[String]) -> BackendResult<Vec<(String, BackendError)>> {
-        self.inner.delete_many(keys).await
-    }
-    async fn copy(&self, src: &str, dst: &str, metadata: Option<&PutOptions>) -> BackendResult<ObjectMeta> {
-        self.inner.copy(src, dst, metadata).await
-    }
-    async fn rename(&self, src: &str, dst: &str) -> BackendResult<()> {
-        self.inner.rename(src, dst).await
-    }
-    async fn create_multipart(&self, key: &str, opts: &PutOptions) -> BackendResult<String> {
-        self.retry("create_multipart", key, || self.inner.create_multipart(key, opts)).await.0
-    }
-    async fn upload_part(
-        &self,
-        key: &str,
-        upload_id: &str,
-        part_number: u32,
-        data: Bytes,
-    ) -> BackendResult<CompletedPart> {
-        let attempt = || self.inner.upload_part(key, upload_id, part_number, data.clone());
-        self.retry("upload_part", key, attempt).await.0
-    }
-    async fn complete_multipart(
-        &self,
-        key: &str,
-        upload_id: &str,
-        parts: &[CompletedPart],
-    ) -> BackendResult<ObjectMeta> {
-        let attempt = || self.inner.complete_multipart(key, upload_id, parts);
-        match self.retry("complete_multipart", key, attempt).await {
-            (Err(e @ BackendError { kind: ErrorKind::NoSuchUpload, .. }), true) => {
-                // an earlier attempt may have completed it and lost the answer
-                match self.inner.head(key).await {
-                    Ok(meta) if meta.etag.trim_matches('"').ends_with(&format!("-{}", parts.len())) => {
-                        tracing::info!(target: TARGET, key, "upload was completed by an attempt whose answer was lost");
-                        Ok(meta)
+backend_wrapper! {
+    impl StorageBackend for WriteRetryBackend {
+        fn retries(&self) -> u64 {
+            self.inner.retries() + self.retried.load(Ordering::Relaxed)
+        }
+        async fn put(&self, key: &str, data: Bytes, opts: &PutOptions) -> BackendResult<ObjectMeta> {
+            self.retry("put", key, || self.inner.put(key, data.clone(), opts)).await.0
+        }
+        async fn create_multipart(&self, key: &str, opts: &PutOptions) -> BackendResult<String> {
+            self.retry("create_multipart", key, || self.inner.create_multipart(key, opts)).await.0
+        }
+        async fn upload_part(
+            &self,
+            key: &str,
+            upload_id: &str,
+            part_number: u32,
+            data: Bytes,
+        ) -> BackendResult<CompletedPart> {
+            let attempt = || self.inner.upload_part(key, upload_id, part_number, data.clone());
+            self.retry("upload_part", key, attempt).await.0
+        }
+        async fn complete_multipart(
+            &self,
+            key: &str,
+            upload_id: &str,
+            parts: &[CompletedPart],
+        ) -> BackendResult<ObjectMeta> {
+            let attempt = || self.inner.complete_multipart(key, upload_id, parts);
+            match self.retry("complete_multipart", key, attempt).await {
+                (Err(e @ BackendError { kind: ErrorKind::NoSuchUpload, .. }), true) => {
+                    // an earlier attempt may have completed it and lost the answer
+                    match self.inner.head(key).await {
+                        Ok(meta) if meta.etag.trim_matches('"').ends_with(&format!("-{}", parts.len())) => {
+                            tracing::info!(target: TARGET, key, "upload was completed by an attempt whose answer was lost");
+                            Ok(meta)
+                        }
+                        _ => Err(e),
                     }
-                    _ => Err(e),
                 }
+                (res, _) => res,
             }
-            (res, _) => res,
+        }
+        async fn abort_multipart(&self, key: &str, upload_id: &str) -> BackendResult<()> {
+            match self.retry("abort_multipart", key, || self.inner.abort_multipart(key, upload_id)).await {
+                (Err(BackendError { kind: ErrorKind::NoSuchUpload, .. }), true) => Ok(()),
+                (res, _) => res,
+            }
+        }
+        async fn read_part(&self, key: &str, upload_id: &str, part: &CompletedPart) -> BackendResult<Bytes> {
+            self.retry("read_part", key, || self.inner.read_part(key, upload_id, part)).await.0
         }
     }
-    async fn abort_multipart(&self, key: &str, upload_id: &str) -> BackendResult<()> {
-        match self.retry("abort_multipart", key, || self.inner.abort_multipart(key, upload_id)).await {
-            (Err(BackendError { kind: ErrorKind::NoSuchUpload, .. }), true) => Ok(()),
-            (res, _) => res,
-        }
-    }
-    async fn list_parts(&self, key: &str, upload_id: &str) -> BackendResult<Vec<CompletedPart>> {
-        self.inner.list_parts(key, upload_id).await
-    }
-    async fn read_part(&self, key: &str, upload_id: &str, part: &CompletedPart) -> BackendResult<Bytes> {
-        self.retry("read_part", key, || self.inner.read_part(key, upload_id, part)).await.0
-    }
-    async fn list_multipart(&self, prefix: &str) -> BackendResult<Vec<MultipartUploadInfo>> {
-        self.inner.list_multipart(prefix).await
-    }
-    async fn abort_multipart_under(&self, prefix: &str) -> BackendResult<usize> {
-        self.inner.abort_multipart_under(prefix).await
-    }
+    forward to inner: [
+        capabilities, check_bucket, head, list, get_range, get_ranges, delete, delete_many, copy,
+        rename, list_parts, list_multipart, abort_multipart_under,
+    ]
 }
 
 #[cfg(test)]

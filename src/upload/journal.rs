@@ -33,16 +33,13 @@
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::ops::Range;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use std::time::Duration;
 
-use async_trait::async_trait;
-use bytes::Bytes;
-
+use crate::backend::forward::backend_wrapper;
 use crate::backend::*;
 use crate::object::ErrorKind;
 
@@ -249,101 +246,39 @@ impl JournaledBackend {
     }
 }
 
-#[async_trait]
-impl StorageBackend for JournaledBackend {
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-    fn retries(&self) -> u64 {
-        self.inner.retries()
-    }
-    async fn check_bucket(&self) -> BackendResult<()> {
-        self.inner.check_bucket().await
-    }
-    async fn head(&self, key: &str) -> BackendResult<ObjectMeta> {
-        self.inner.head(key).await
-    }
-    async fn list(&self, req: &ListRequest) -> BackendResult<ListPage> {
-        self.inner.list(req).await
-    }
-    async fn get_range(
-        &self,
-        key: &str,
-        range: Option<Range<u64>>,
-        opts: &GetOptions,
-    ) -> BackendResult<GetResult> {
-        self.inner.get_range(key, range, opts).await
-    }
-    async fn get_ranges(
-        &self,
-        key: &str,
-        ranges: &[Range<u64>],
-        opts: &GetOptions,
-    ) -> BackendResult<Vec<Bytes>> {
-        self.inner.get_ranges(key, ranges, opts).await
-    }
-    async fn put(&self, key: &str, data: Bytes, opts: &PutOptions) -> BackendResult<ObjectMeta> {
-        self.inner.put(key, data, opts).await
-    }
-    async fn delete(&self, key: &str) -> BackendResult<()> {
-        self.inner.delete(key).await
-    }
-    async fn delete_many(&self, keys: &[String]) -> BackendResult<Vec<(String, BackendError)>> {
-        self.inner.delete_many(keys).await
-    }
-    async fn copy(&self, src: &str, dst: &str, metadata: Option<&PutOptions>) -> BackendResult<ObjectMeta> {
-        self.inner.copy(src, dst, metadata).await
-    }
-    async fn rename(&self, src: &str, dst: &str) -> BackendResult<()> {
-        self.inner.rename(src, dst).await
-    }
-    async fn create_multipart(&self, key: &str, opts: &PutOptions) -> BackendResult<String> {
-        let id = self.inner.create_multipart(key, opts).await?;
-        self.journal.started(key, &id);
-        Ok(id)
-    }
-    async fn upload_part(
-        &self,
-        key: &str,
-        upload_id: &str,
-        part_number: u32,
-        data: Bytes,
-    ) -> BackendResult<CompletedPart> {
-        self.inner.upload_part(key, upload_id, part_number, data).await
-    }
-    async fn complete_multipart(
-        &self,
-        key: &str,
-        upload_id: &str,
-        parts: &[CompletedPart],
-    ) -> BackendResult<ObjectMeta> {
-        let res = self.inner.complete_multipart(key, upload_id, parts).await;
-        if matches!(&res, Ok(_) | Err(BackendError { kind: ErrorKind::NoSuchUpload, .. })) {
-            self.journal.ended(upload_id);
+backend_wrapper! {
+    impl StorageBackend for JournaledBackend {
+        async fn create_multipart(&self, key: &str, opts: &PutOptions) -> BackendResult<String> {
+            let id = self.inner.create_multipart(key, opts).await?;
+            self.journal.started(key, &id);
+            Ok(id)
         }
-        res
-    }
-    async fn abort_multipart(&self, key: &str, upload_id: &str) -> BackendResult<()> {
-        let res = self.inner.abort_multipart(key, upload_id).await;
-        if matches!(&res, Ok(_) | Err(BackendError { kind: ErrorKind::NoSuchUpload, .. })) {
-            self.journal.ended(upload_id);
-        } else if tokio::runtime::Handle::try_current().is_ok() {
-            self.retry_abort_in_background(key.to_owned(), upload_id.to_owned());
+        async fn complete_multipart(
+            &self,
+            key: &str,
+            upload_id: &str,
+            parts: &[CompletedPart],
+        ) -> BackendResult<ObjectMeta> {
+            let res = self.inner.complete_multipart(key, upload_id, parts).await;
+            if matches!(&res, Ok(_) | Err(BackendError { kind: ErrorKind::NoSuchUpload, .. })) {
+                self.journal.ended(upload_id);
+            }
+            res
         }
-        res
+        async fn abort_multipart(&self, key: &str, upload_id: &str) -> BackendResult<()> {
+            let res = self.inner.abort_multipart(key, upload_id).await;
+            if matches!(&res, Ok(_) | Err(BackendError { kind: ErrorKind::NoSuchUpload, .. })) {
+                self.journal.ended(upload_id);
+            } else if tokio::runtime::Handle::try_current().is_ok() {
+                self.retry_abort_in_background(key.to_owned(), upload_id.to_owned());
+            }
+            res
+        }
     }
-    async fn list_parts(&self, key: &str, upload_id: &str) -> BackendResult<Vec<CompletedPart>> {
-        self.inner.list_parts(key, upload_id).await
-    }
-    async fn read_part(&self, key: &str, upload_id: &str, part: &CompletedPart) -> BackendResult<Bytes> {
-        self.inner.read_part(key, upload_id, part).await
-    }
-    async fn list_multipart(&self, prefix: &str) -> BackendResult<Vec<MultipartUploadInfo>> {
-        self.inner.list_multipart(prefix).await
-    }
-    async fn abort_multipart_under(&self, prefix: &str) -> BackendResult<usize> {
-        self.inner.abort_multipart_under(prefix).await
-    }
+    forward to inner: [
+        capabilities, retries, check_bucket, head, list, get_range, get_ranges, put, delete, delete_many,
+        copy, rename, upload_part, list_parts, read_part, list_multipart, abort_multipart_under,
+    ]
 }
 
 #[cfg(test)]
