@@ -25,6 +25,7 @@ pub(crate) mod forward;
 pub mod gcs;
 pub(crate) mod http;
 pub mod local;
+pub(crate) mod marker_multipart;
 /// The in-memory test double: unit tests, and `examples/memmount.rs` with `--features test-util`.
 #[cfg(any(test, feature = "test-util"))]
 pub mod memory;

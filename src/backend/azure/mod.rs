@@ -44,6 +44,7 @@ use tracing::{debug, Instrument};
 pub use config::{AzureConfig, AzureRequest, Credential};
 
 use super::http::{self, Ctx};
+use super::marker_multipart;
 use super::*;
 use crate::object::ErrorKind;
 
@@ -700,7 +701,7 @@ impl StorageBackend for AzureBackend {
     }
 
     async fn create_multipart(&self, key: &str, opts: &PutOptions) -> BackendResult<String> {
-        multipart::create(self, key, opts).await
+        marker_multipart::create(self, key, opts).await
     }
 
     async fn upload_part(
@@ -710,7 +711,7 @@ impl StorageBackend for AzureBackend {
         part_number: u32,
         data: Bytes,
     ) -> BackendResult<CompletedPart> {
-        multipart::upload_part(self, key, upload_id, part_number, data).await
+        marker_multipart::upload_part(self, key, upload_id, part_number, data).await
     }
 
     async fn complete_multipart(
@@ -719,19 +720,19 @@ impl StorageBackend for AzureBackend {
         upload_id: &str,
         parts: &[CompletedPart],
     ) -> BackendResult<ObjectMeta> {
-        multipart::complete(self, key, upload_id, parts).await
+        marker_multipart::complete(self, key, upload_id, parts).await
     }
 
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> BackendResult<()> {
-        multipart::abort(self, key, upload_id).await
+        marker_multipart::abort(self, key, upload_id).await
     }
 
     async fn list_parts(&self, key: &str, upload_id: &str) -> BackendResult<Vec<CompletedPart>> {
-        multipart::list_parts(self, key, upload_id).await
+        marker_multipart::list_parts(self, key, upload_id).await
     }
 
     async fn list_multipart(&self, prefix: &str) -> BackendResult<Vec<MultipartUploadInfo>> {
-        multipart::list(self, prefix).await
+        marker_multipart::list(self, prefix).await
     }
 }
 

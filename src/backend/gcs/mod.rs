@@ -44,6 +44,7 @@ use serde::Deserialize;
 use tracing::{debug, info, Instrument};
 
 use super::http::{self, Ctx};
+use super::marker_multipart;
 use super::*;
 use crate::object::ErrorKind;
 
@@ -497,7 +498,7 @@ impl StorageBackend for GcsBackend {
     }
 
     async fn create_multipart(&self, key: &str, opts: &PutOptions) -> BackendResult<String> {
-        multipart::create(self, key, opts).await
+        marker_multipart::create(self, key, opts).await
     }
 
     async fn upload_part(
@@ -507,7 +508,7 @@ impl StorageBackend for GcsBackend {
         part_number: u32,
         data: Bytes,
     ) -> BackendResult<CompletedPart> {
-        multipart::upload_part(self, key, upload_id, part_number, data).await
+        marker_multipart::upload_part(self, key, upload_id, part_number, data).await
     }
 
     async fn complete_multipart(
@@ -516,15 +517,15 @@ impl StorageBackend for GcsBackend {
         upload_id: &str,
         parts: &[CompletedPart],
     ) -> BackendResult<ObjectMeta> {
-        multipart::complete(self, key, upload_id, parts).await
+        marker_multipart::complete(self, key, upload_id, parts).await
     }
 
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> BackendResult<()> {
-        multipart::abort(self, key, upload_id).await
+        marker_multipart::abort(self, key, upload_id).await
     }
 
     async fn list_parts(&self, key: &str, upload_id: &str) -> BackendResult<Vec<CompletedPart>> {
-        multipart::list_parts(self, key, upload_id).await
+        marker_multipart::list_parts(self, key, upload_id).await
     }
 
     async fn read_part(&self, key: &str, upload_id: &str, part: &CompletedPart) -> BackendResult<Bytes> {
@@ -532,7 +533,7 @@ impl StorageBackend for GcsBackend {
     }
 
     async fn list_multipart(&self, prefix: &str) -> BackendResult<Vec<MultipartUploadInfo>> {
-        multipart::list(self, prefix).await
+        marker_multipart::list(self, prefix).await
     }
 }
 
