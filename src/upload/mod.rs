@@ -17,12 +17,14 @@
 //! reach the backend's object size limit.
 //!
 //! [`contract`] is the multipart upload contract (handles that travel between
-//! processes) used by `bucketfs cp` and `bucketfs upload`; [`journal`] records
+//! processes) used by `bucketfs cp` and `bucketfs upload`, and [`retry`] sends
+//! its parts again after transient failures (`bucketfs cp --retries`); [`journal`] records
 //! a mount's in-flight uploads so the next mount can abort a dead one's.
 
 pub mod contract;
 pub mod journal;
 pub mod part_size;
+pub mod retry;
 pub mod spool;
 pub mod streaming;
 
