@@ -41,7 +41,8 @@ fn check_whole(data: &[u8]) -> u64 {
 
 fn spawn_child(mode: &str, dir: &Path) -> Child {
     Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child", "--ignored", "--nocapture", "--test-threads=1"])
+        // the test's name inside its group binary (tests/store): `store_process::child`
+        .args(["--exact", &child_test_name(), "--ignored", "--nocapture", "--test-threads=1"])
         .env("STORE_CHILD", mode)
         .env("STORE_DIR", dir)
         .stdout(Stdio::null())
@@ -56,6 +57,12 @@ fn wait_for(path: &Path) {
         assert!(t.elapsed() < Duration::from_secs(20), "child never signalled {}", path.display());
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// `child`'s name as libtest knows it: its module path without the crate name.
+fn child_test_name() -> String {
+    let module = module_path!().split_once("::").map_or("", |(_, m)| m);
+    format!("{module}::child")
 }
 
 /// The child side; does nothing when run directly.
