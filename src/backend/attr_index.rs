@@ -435,6 +435,8 @@ backend_wrapper! {
             }
             Ok(meta)
         }
+    }
+    impl MultipartStore for AttrIndexBackend {
         async fn create_multipart(&self, key: &str, opts: &PutOptions) -> BackendResult<String> {
             if is_index_key(key) {
                 return Err(reserved(key));

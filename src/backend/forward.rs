@@ -11,51 +11,59 @@
 //! `#[async_trait]` rewrites `async fn`s before inner macros expand: each forwarded
 //! method must already be an `async fn` in the tokens the attribute sees.
 
-/// `backend_wrapper! { impl StorageBackend for Type { own methods } forward to field: [names] }`
+/// `backend_wrapper! { impl StorageBackend for T { own } impl MultipartStore for T { own } forward to field: [names] }`
 ///
-/// Writes `#[async_trait] impl StorageBackend for Type` holding the own methods as
-/// written and, for each name in `forward`, a method that awaits the same call on
+/// Writes the two `#[async_trait]` impls holding the own methods as written and, for
+/// each name in `forward` (of either trait), a method that awaits the same call on
 /// `self.field` with the same arguments.
 macro_rules! backend_wrapper {
-    (impl StorageBackend for $ty:ty { $($own:tt)* } forward to $inner:ident: [$($name:ident),* $(,)?]) => {
-        $crate::backend::forward::backend_wrapper!(@munch $ty, $inner, [$($own)*], [$($name)*]);
+    (
+        impl StorageBackend for $ty:ty { $($own:tt)* }
+        impl MultipartStore for $ty2:ty { $($own2:tt)* }
+        forward to $inner:ident: [$($name:ident),* $(,)?]
+    ) => {
+        $crate::backend::forward::backend_wrapper!(@munch $ty, $inner, [$($own)*], [$($own2)*], [$($name)*]);
     };
-    (@munch $ty:ty, $inner:ident, [$($acc:tt)*], []) => {
+    (@munch $ty:ty, $inner:ident, [$($acc:tt)*], [$($acc2:tt)*], []) => {
         #[async_trait::async_trait]
         impl $crate::backend::StorageBackend for $ty {
             $($acc)*
         }
+        #[async_trait::async_trait]
+        impl $crate::backend::MultipartStore for $ty {
+            $($acc2)*
+        }
     };
-    (@munch $ty:ty, $inner:ident, [$($acc:tt)*], [capabilities $($rest:ident)*]) => {
+    (@munch $ty:ty, $inner:ident, [$($acc:tt)*], [$($acc2:tt)*], [capabilities $($rest:ident)*]) => {
         $crate::backend::forward::backend_wrapper!(@munch $ty, $inner, [$($acc)*
             fn capabilities(&self) -> $crate::backend::Capabilities { self.$inner.capabilities() }
-        ], [$($rest)*]);
+        ], [$($acc2)*], [$($rest)*]);
     };
-    (@munch $ty:ty, $inner:ident, [$($acc:tt)*], [retries $($rest:ident)*]) => {
+    (@munch $ty:ty, $inner:ident, [$($acc:tt)*], [$($acc2:tt)*], [retries $($rest:ident)*]) => {
         $crate::backend::forward::backend_wrapper!(@munch $ty, $inner, [$($acc)*
             fn retries(&self) -> u64 { self.$inner.retries() }
-        ], [$($rest)*]);
+        ], [$($acc2)*], [$($rest)*]);
     };
-    (@munch $ty:ty, $inner:ident, [$($acc:tt)*], [check_bucket $($rest:ident)*]) => {
+    (@munch $ty:ty, $inner:ident, [$($acc:tt)*], [$($acc2:tt)*], [check_bucket $($rest:ident)*]) => {
         $crate::backend::forward::backend_wrapper!(@munch $ty, $inner, [$($acc)*
             async fn check_bucket(&self) -> $crate::backend::BackendResult<()> { self.$inner.check_bucket().await }
-        ], [$($rest)*]);
+        ], [$($acc2)*], [$($rest)*]);
     };
-    (@munch $ty:ty, $inner:ident, [$($acc:tt)*], [head $($rest:ident)*]) => {
+    (@munch $ty:ty, $inner:ident, [$($acc:tt)*], [$($acc2:tt)*], [head $($rest:ident)*]) => {
         $crate::backend::forward::backend_wrapper!(@munch $ty, $inner, [$($acc)*
             async fn head(&self, key: &str) -> $crate::backend::BackendResult<$crate::backend::ObjectMeta> {
                 self.$inner.head(key).await
             }
-        ], [$($rest)*]);
+        ], [$($acc2)*], [$($rest)*]);
     };
-    (@munch $ty:ty, $inner:ident, [$($acc:tt)*], [list $($rest:ident)*]) => {
+    (@munch $ty:ty, $inner:ident, [$($acc:tt)*], [$($acc2:tt)*], [list $($rest:ident)*]) => {
         $crate::backend::forward::backend_wrapper!(@munch $ty, $inner, [$($acc)*
             async fn list(&self, req: &$crate::backend::ListRequest) -> $crate::backend::BackendResult<$crate::backend::ListPage> {
                 self.$inner.list(req).await
             }
-        ], [$($rest)*]);
+        ], [$($acc2)*], [$($rest)*]);
     };
-    (@munch $ty:ty, $inner:ident, [$($acc:tt)*], [get_range $($rest:ident)*]) => {
+    (@munch $ty:ty, $inner:ident, [$($acc:tt)*], [$($acc2:tt)*], [get_range $($rest:ident)*]) => {
         $crate::backend::forward::backend_wrapper!(@munch $ty, $inner, [$($acc)*
             async fn get_range(
                 &self,
@@ -65,9 +73,9 @@ macro_rules! backend_wrapper {
             ) -> $crate::backend::BackendResult<$crate::backend::GetResult> {
                 self.$inner.get_range(key, range, opts).await
             }
-        ], [$($rest)*]);
+        ], [$($acc2)*], [$($rest)*]);
     };
-    (@munch $ty:ty, $inner:ident, [$($acc:tt)*], [get_ranges $($rest:ident)*]) => {
+    (@munch $ty:ty, $inner:ident, [$($acc:tt)*], [$($acc2:tt)*], [get_ranges $($rest:ident)*]) => {
         $crate::backend::forward::backend_wrapper!(@munch $ty, $inner, [$($acc)*
             async fn get_ranges(
                 &self,
@@ -77,9 +85,9 @@ macro_rules! backend_wrapper {
             ) -> $crate::backend::BackendResult<Vec<bytes::Bytes>> {
                 self.$inner.get_ranges(key, ranges, opts).await
             }
-        ], [$($rest)*]);
+        ], [$($acc2)*], [$($rest)*]);
     };
-    (@munch $ty:ty, $inner:ident, [$($acc:tt)*], [put $($rest:ident)*]) => {
+    (@munch $ty:ty, $inner:ident, [$($acc:tt)*], [$($acc2:tt)*], [put $($rest:ident)*]) => {
         $crate::backend::forward::backend_wrapper!(@munch $ty, $inner, [$($acc)*
             async fn put(
                 &self,
@@ -89,14 +97,14 @@ macro_rules! backend_wrapper {
             ) -> $crate::backend::BackendResult<$crate::backend::ObjectMeta> {
                 self.$inner.put(key, data, opts).await
             }
-        ], [$($rest)*]);
+        ], [$($acc2)*], [$($rest)*]);
     };
-    (@munch $ty:ty, $inner:ident, [$($acc:tt)*], [delete $($rest:ident)*]) => {
+    (@munch $ty:ty, $inner:ident, [$($acc:tt)*], [$($acc2:tt)*], [delete $($rest:ident)*]) => {
         $crate::backend::forward::backend_wrapper!(@munch $ty, $inner, [$($acc)*
             async fn delete(&self, key: &str) -> $crate::backend::BackendResult<()> { self.$inner.delete(key).await }
-        ], [$($rest)*]);
+        ], [$($acc2)*], [$($rest)*]);
     };
-    (@munch $ty:ty, $inner:ident, [$($acc:tt)*], [delete_many $($rest:ident)*]) => {
+    (@munch $ty:ty, $inner:ident, [$($acc:tt)*], [$($acc2:tt)*], [delete_many $($rest:ident)*]) => {
         $crate::backend::forward::backend_wrapper!(@munch $ty, $inner, [$($acc)*
             async fn delete_many(
                 &self,
@@ -104,9 +112,9 @@ macro_rules! backend_wrapper {
             ) -> $crate::backend::BackendResult<Vec<(String, $crate::backend::BackendError)>> {
                 self.$inner.delete_many(keys).await
             }
-        ], [$($rest)*]);
+        ], [$($acc2)*], [$($rest)*]);
     };
-    (@munch $ty:ty, $inner:ident, [$($acc:tt)*], [copy $($rest:ident)*]) => {
+    (@munch $ty:ty, $inner:ident, [$($acc:tt)*], [$($acc2:tt)*], [copy $($rest:ident)*]) => {
         $crate::backend::forward::backend_wrapper!(@munch $ty, $inner, [$($acc)*
             async fn copy(
                 &self,
@@ -116,17 +124,17 @@ macro_rules! backend_wrapper {
             ) -> $crate::backend::BackendResult<$crate::backend::ObjectMeta> {
                 self.$inner.copy(src, dst, metadata).await
             }
-        ], [$($rest)*]);
+        ], [$($acc2)*], [$($rest)*]);
     };
-    (@munch $ty:ty, $inner:ident, [$($acc:tt)*], [rename $($rest:ident)*]) => {
+    (@munch $ty:ty, $inner:ident, [$($acc:tt)*], [$($acc2:tt)*], [rename $($rest:ident)*]) => {
         $crate::backend::forward::backend_wrapper!(@munch $ty, $inner, [$($acc)*
             async fn rename(&self, src: &str, dst: &str) -> $crate::backend::BackendResult<()> {
                 self.$inner.rename(src, dst).await
             }
-        ], [$($rest)*]);
+        ], [$($acc2)*], [$($rest)*]);
     };
-    (@munch $ty:ty, $inner:ident, [$($acc:tt)*], [create_multipart $($rest:ident)*]) => {
-        $crate::backend::forward::backend_wrapper!(@munch $ty, $inner, [$($acc)*
+    (@munch $ty:ty, $inner:ident, [$($acc:tt)*], [$($acc2:tt)*], [create_multipart $($rest:ident)*]) => {
+        $crate::backend::forward::backend_wrapper!(@munch $ty, $inner, [$($acc)*], [$($acc2)*
             async fn create_multipart(
                 &self,
                 key: &str,
@@ -136,8 +144,8 @@ macro_rules! backend_wrapper {
             }
         ], [$($rest)*]);
     };
-    (@munch $ty:ty, $inner:ident, [$($acc:tt)*], [upload_part $($rest:ident)*]) => {
-        $crate::backend::forward::backend_wrapper!(@munch $ty, $inner, [$($acc)*
+    (@munch $ty:ty, $inner:ident, [$($acc:tt)*], [$($acc2:tt)*], [upload_part $($rest:ident)*]) => {
+        $crate::backend::forward::backend_wrapper!(@munch $ty, $inner, [$($acc)*], [$($acc2)*
             async fn upload_part(
                 &self,
                 key: &str,
@@ -149,8 +157,8 @@ macro_rules! backend_wrapper {
             }
         ], [$($rest)*]);
     };
-    (@munch $ty:ty, $inner:ident, [$($acc:tt)*], [complete_multipart $($rest:ident)*]) => {
-        $crate::backend::forward::backend_wrapper!(@munch $ty, $inner, [$($acc)*
+    (@munch $ty:ty, $inner:ident, [$($acc:tt)*], [$($acc2:tt)*], [complete_multipart $($rest:ident)*]) => {
+        $crate::backend::forward::backend_wrapper!(@munch $ty, $inner, [$($acc)*], [$($acc2)*
             async fn complete_multipart(
                 &self,
                 key: &str,
@@ -161,15 +169,15 @@ macro_rules! backend_wrapper {
             }
         ], [$($rest)*]);
     };
-    (@munch $ty:ty, $inner:ident, [$($acc:tt)*], [abort_multipart $($rest:ident)*]) => {
-        $crate::backend::forward::backend_wrapper!(@munch $ty, $inner, [$($acc)*
+    (@munch $ty:ty, $inner:ident, [$($acc:tt)*], [$($acc2:tt)*], [abort_multipart $($rest:ident)*]) => {
+        $crate::backend::forward::backend_wrapper!(@munch $ty, $inner, [$($acc)*], [$($acc2)*
             async fn abort_multipart(&self, key: &str, upload_id: &str) -> $crate::backend::BackendResult<()> {
                 self.$inner.abort_multipart(key, upload_id).await
             }
         ], [$($rest)*]);
     };
-    (@munch $ty:ty, $inner:ident, [$($acc:tt)*], [list_parts $($rest:ident)*]) => {
-        $crate::backend::forward::backend_wrapper!(@munch $ty, $inner, [$($acc)*
+    (@munch $ty:ty, $inner:ident, [$($acc:tt)*], [$($acc2:tt)*], [list_parts $($rest:ident)*]) => {
+        $crate::backend::forward::backend_wrapper!(@munch $ty, $inner, [$($acc)*], [$($acc2)*
             async fn list_parts(
                 &self,
                 key: &str,
@@ -179,8 +187,8 @@ macro_rules! backend_wrapper {
             }
         ], [$($rest)*]);
     };
-    (@munch $ty:ty, $inner:ident, [$($acc:tt)*], [read_part $($rest:ident)*]) => {
-        $crate::backend::forward::backend_wrapper!(@munch $ty, $inner, [$($acc)*
+    (@munch $ty:ty, $inner:ident, [$($acc:tt)*], [$($acc2:tt)*], [read_part $($rest:ident)*]) => {
+        $crate::backend::forward::backend_wrapper!(@munch $ty, $inner, [$($acc)*], [$($acc2)*
             async fn read_part(
                 &self,
                 key: &str,
@@ -191,8 +199,8 @@ macro_rules! backend_wrapper {
             }
         ], [$($rest)*]);
     };
-    (@munch $ty:ty, $inner:ident, [$($acc:tt)*], [list_multipart $($rest:ident)*]) => {
-        $crate::backend::forward::backend_wrapper!(@munch $ty, $inner, [$($acc)*
+    (@munch $ty:ty, $inner:ident, [$($acc:tt)*], [$($acc2:tt)*], [list_multipart $($rest:ident)*]) => {
+        $crate::backend::forward::backend_wrapper!(@munch $ty, $inner, [$($acc)*], [$($acc2)*
             async fn list_multipart(
                 &self,
                 prefix: &str,
@@ -201,8 +209,8 @@ macro_rules! backend_wrapper {
             }
         ], [$($rest)*]);
     };
-    (@munch $ty:ty, $inner:ident, [$($acc:tt)*], [abort_multipart_under $($rest:ident)*]) => {
-        $crate::backend::forward::backend_wrapper!(@munch $ty, $inner, [$($acc)*
+    (@munch $ty:ty, $inner:ident, [$($acc:tt)*], [$($acc2:tt)*], [abort_multipart_under $($rest:ident)*]) => {
+        $crate::backend::forward::backend_wrapper!(@munch $ty, $inner, [$($acc)*], [$($acc2)*
             async fn abort_multipart_under(&self, prefix: &str) -> $crate::backend::BackendResult<usize> {
                 self.$inner.abort_multipart_under(prefix).await
             }

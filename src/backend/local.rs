@@ -12,7 +12,7 @@ use bytes::Bytes;
 
 use super::{
     BackendError, BackendResult, Capabilities, CompletedPart, GetOptions, GetResult, ListPage, ListRequest,
-    MultipartUploadInfo, ObjectMeta, PutOptions, StorageBackend,
+    MultipartStore, MultipartUploadInfo, ObjectMeta, PutOptions, StorageBackend,
 };
 use crate::store::{Store, StoreError};
 
@@ -158,7 +158,10 @@ impl StorageBackend for LocalBackend {
         let (src, dst, md) = (src.to_string(), dst.to_string(), metadata.cloned());
         self.run(move |s, b| s.copy_object(b, &src, &dst, md.as_ref())).await
     }
+}
 
+#[async_trait]
+impl MultipartStore for LocalBackend {
     async fn create_multipart(&self, key: &str, opts: &PutOptions) -> BackendResult<String> {
         let (key, opts) = (key.to_string(), opts.clone());
         self.run(move |s, b| s.create_multipart_upload(b, &key, &opts)).await

@@ -93,6 +93,60 @@ pub(crate) trait MarkerStore: StorageBackend {
     async fn drop_parts(&self, id: &str) -> BackendResult<()>;
 }
 
+/// Writes `impl MultipartStore` for a [`MarkerStore`]: every call goes to this
+/// module's functions, so GCS and Azure state it in one line each. Methods the
+/// store adds (GCS's `read_part`) go in the braces.
+macro_rules! marker_multipart_store {
+    ($ty:ty { $($extra:tt)* }) => {
+        #[async_trait::async_trait]
+        impl $crate::backend::MultipartStore for $ty {
+            async fn create_multipart(
+                &self,
+                key: &str,
+                opts: &$crate::backend::PutOptions,
+            ) -> $crate::backend::BackendResult<String> {
+                $crate::backend::marker_multipart::create(self, key, opts).await
+            }
+            async fn upload_part(
+                &self,
+                key: &str,
+                upload_id: &str,
+                part_number: u32,
+                data: bytes::Bytes,
+            ) -> $crate::backend::BackendResult<$crate::backend::CompletedPart> {
+                $crate::backend::marker_multipart::upload_part(self, key, upload_id, part_number, data).await
+            }
+            async fn complete_multipart(
+                &self,
+                key: &str,
+                upload_id: &str,
+                parts: &[$crate::backend::CompletedPart],
+            ) -> $crate::backend::BackendResult<$crate::backend::ObjectMeta> {
+                $crate::backend::marker_multipart::complete(self, key, upload_id, parts).await
+            }
+            async fn abort_multipart(&self, key: &str, upload_id: &str) -> $crate::backend::BackendResult<()> {
+                $crate::backend::marker_multipart::abort(self, key, upload_id).await
+            }
+            async fn list_parts(
+                &self,
+                key: &str,
+                upload_id: &str,
+            ) -> $crate::backend::BackendResult<Vec<$crate::backend::CompletedPart>> {
+                $crate::backend::marker_multipart::list_parts(self, key, upload_id).await
+            }
+            async fn list_multipart(
+                &self,
+                prefix: &str,
+            ) -> $crate::backend::BackendResult<Vec<$crate::backend::MultipartUploadInfo>> {
+                $crate::backend::marker_multipart::list(self, prefix).await
+            }
+            $($extra)*
+        }
+    };
+}
+
+pub(crate) use marker_multipart_store;
+
 fn marker_key<S: MarkerStore>(id: &str) -> String {
     format!("{}{id}", S::MARKERS)
 }

@@ -232,6 +232,10 @@ impl StorageBackend for MemoryBackend {
         self.renames.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
+}
+
+#[async_trait]
+impl MultipartStore for MemoryBackend {
     async fn create_multipart(&self, key: &str, opts: &PutOptions) -> BackendResult<String> {
         let id = format!("upload-{}", self.next_id.fetch_add(1, Ordering::Relaxed));
         self.uploads.lock().unwrap().insert(

@@ -140,6 +140,10 @@ impl StorageBackend for MeteredBackend {
         let s = span!("rename", src = src, dst = dst);
         self.run(&self.metrics.requests_copy, s, self.inner.rename(src, dst)).await
     }
+}
+
+#[async_trait]
+impl MultipartStore for MeteredBackend {
     async fn create_multipart(&self, key: &str, opts: &PutOptions) -> BackendResult<String> {
         let s = span!("create_multipart", key = key);
         self.run(&self.metrics.requests_multipart, s, self.inner.create_multipart(key, opts)).await

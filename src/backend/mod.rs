@@ -117,7 +117,7 @@ pub(crate) async fn empty_read<B: StorageBackend + ?Sized>(
 
 /// An object store the filesystem can mount. All keys are relative to the mounted root.
 #[async_trait]
-pub trait StorageBackend: Send + Sync + 'static {
+pub trait StorageBackend: MultipartStore {
     fn capabilities(&self) -> Capabilities;
 
     /// Requests this backend re-sent after a failed attempt (its own retry policy), since
@@ -182,7 +182,14 @@ pub trait StorageBackend: Send + Sync + 'static {
         let _ = (src, dst);
         Err(BackendError::not_supported("rename"))
     }
+}
 
+/// Multipart uploads, a trait of its own (object_store-style): every [`StorageBackend`]
+/// has one, written beside the backend's upload code (`s3/multipart.rs`,
+/// `marker_multipart.rs`, the store's uploads), and callers reach it through the
+/// backend (`StorageBackend: MultipartStore`).
+#[async_trait]
+pub trait MultipartStore: Send + Sync + 'static {
     async fn create_multipart(&self, key: &str, opts: &PutOptions) -> BackendResult<String>;
 
     async fn upload_part(

@@ -92,6 +92,8 @@ backend_wrapper! {
         async fn rename(&self, src: &str, dst: &str) -> BackendResult<()> {
             self.inner.rename(&self.full(src), &self.full(dst)).await
         }
+    }
+    impl MultipartStore for PrefixedBackend {
         async fn create_multipart(&self, key: &str, opts: &PutOptions) -> BackendResult<String> {
             self.inner.create_multipart(&self.full(key), opts).await
         }

@@ -125,6 +125,8 @@ backend_wrapper! {
             self.puts.fetch_add(1, Ordering::SeqCst);
             self.inner.put(key, data, opts).await
         }
+    }
+    impl MultipartStore for InstrumentedBackend {
         async fn create_multipart(&self, key: &str, opts: &PutOptions) -> BackendResult<String> {
             self.creates.fetch_add(1, Ordering::SeqCst);
             self.inner.create_multipart(key, opts).await

@@ -101,6 +101,8 @@ backend_wrapper! {
         async fn put(&self, key: &str, data: Bytes, opts: &PutOptions) -> BackendResult<ObjectMeta> {
             self.retry("put", key, || self.inner.put(key, data.clone(), opts)).await.0
         }
+    }
+    impl MultipartStore for WriteRetryBackend {
         async fn create_multipart(&self, key: &str, opts: &PutOptions) -> BackendResult<String> {
             self.retry("create_multipart", key, || self.inner.create_multipart(key, opts)).await.0
         }

@@ -2,6 +2,7 @@
 //! upload back (the embedded store, GCS) rewrites parts it no longer holds.
 
 use super::*;
+use crate::backend::MultipartStore;
 
 /// A backend like the embedded store or GCS: the parts of an open upload read back.
 fn readable(part: u64, memory: u64) -> Fixture {

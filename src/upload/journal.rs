@@ -247,7 +247,8 @@ impl JournaledBackend {
 }
 
 backend_wrapper! {
-    impl StorageBackend for JournaledBackend {
+    impl StorageBackend for JournaledBackend {}
+    impl MultipartStore for JournaledBackend {
         async fn create_multipart(&self, key: &str, opts: &PutOptions) -> BackendResult<String> {
             let id = self.inner.create_multipart(key, opts).await?;
             self.journal.started(key, &id);

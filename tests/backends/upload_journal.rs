@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bucketfs::backend::StorageBackend;
+use bucketfs::backend::MultipartStore;
 use common::*;
 
 /// Writes 400 MiB to `path` from a thread; returns the bytes-written counter.

@@ -44,7 +44,6 @@ use tracing::{debug, Instrument};
 pub use config::{AzureConfig, AzureRequest, Credential};
 
 use super::http::{self, Ctx};
-use super::marker_multipart;
 use super::*;
 use crate::object::ErrorKind;
 
@@ -698,41 +697,6 @@ impl StorageBackend for AzureBackend {
             self.call("copy", dst, r).await?;
         }
         self.head(dst).await
-    }
-
-    async fn create_multipart(&self, key: &str, opts: &PutOptions) -> BackendResult<String> {
-        marker_multipart::create(self, key, opts).await
-    }
-
-    async fn upload_part(
-        &self,
-        key: &str,
-        upload_id: &str,
-        part_number: u32,
-        data: Bytes,
-    ) -> BackendResult<CompletedPart> {
-        marker_multipart::upload_part(self, key, upload_id, part_number, data).await
-    }
-
-    async fn complete_multipart(
-        &self,
-        key: &str,
-        upload_id: &str,
-        parts: &[CompletedPart],
-    ) -> BackendResult<ObjectMeta> {
-        marker_multipart::complete(self, key, upload_id, parts).await
-    }
-
-    async fn abort_multipart(&self, key: &str, upload_id: &str) -> BackendResult<()> {
-        marker_multipart::abort(self, key, upload_id).await
-    }
-
-    async fn list_parts(&self, key: &str, upload_id: &str) -> BackendResult<Vec<CompletedPart>> {
-        marker_multipart::list_parts(self, key, upload_id).await
-    }
-
-    async fn list_multipart(&self, prefix: &str) -> BackendResult<Vec<MultipartUploadInfo>> {
-        marker_multipart::list(self, prefix).await
     }
 }
 

@@ -32,7 +32,7 @@ use reqwest::Method;
 use serde::Deserialize;
 
 use super::{AzureBackend, Req, RESERVED_PREFIX};
-use crate::backend::marker_multipart::{Completion, MarkerStore, Upload};
+use crate::backend::marker_multipart::{marker_multipart_store, Completion, MarkerStore, Upload};
 use crate::backend::*;
 use crate::object::ErrorKind;
 
@@ -46,6 +46,8 @@ fn b64() -> base64::engine::GeneralPurpose {
 fn block_id(id: &str, part: u32) -> String {
     b64().encode(format!("{id}-{part:05}"))
 }
+
+marker_multipart_store!(AzureBackend {});
 
 #[async_trait]
 impl MarkerStore for AzureBackend {

@@ -44,7 +44,6 @@ use serde::Deserialize;
 use tracing::{debug, info, Instrument};
 
 use super::http::{self, Ctx};
-use super::marker_multipart;
 use super::*;
 use crate::object::ErrorKind;
 
@@ -495,45 +494,6 @@ impl StorageBackend for GcsBackend {
                 return Err(BackendError::io(format!("copy {src:?}: rewrite neither done nor continued")));
             }
         }
-    }
-
-    async fn create_multipart(&self, key: &str, opts: &PutOptions) -> BackendResult<String> {
-        marker_multipart::create(self, key, opts).await
-    }
-
-    async fn upload_part(
-        &self,
-        key: &str,
-        upload_id: &str,
-        part_number: u32,
-        data: Bytes,
-    ) -> BackendResult<CompletedPart> {
-        marker_multipart::upload_part(self, key, upload_id, part_number, data).await
-    }
-
-    async fn complete_multipart(
-        &self,
-        key: &str,
-        upload_id: &str,
-        parts: &[CompletedPart],
-    ) -> BackendResult<ObjectMeta> {
-        marker_multipart::complete(self, key, upload_id, parts).await
-    }
-
-    async fn abort_multipart(&self, key: &str, upload_id: &str) -> BackendResult<()> {
-        marker_multipart::abort(self, key, upload_id).await
-    }
-
-    async fn list_parts(&self, key: &str, upload_id: &str) -> BackendResult<Vec<CompletedPart>> {
-        marker_multipart::list_parts(self, key, upload_id).await
-    }
-
-    async fn read_part(&self, key: &str, upload_id: &str, part: &CompletedPart) -> BackendResult<Bytes> {
-        multipart::read_part(self, key, upload_id, part).await
-    }
-
-    async fn list_multipart(&self, prefix: &str) -> BackendResult<Vec<MultipartUploadInfo>> {
-        marker_multipart::list(self, prefix).await
     }
 }
 

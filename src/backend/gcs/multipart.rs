@@ -30,7 +30,7 @@ use reqwest::Method;
 
 use super::{GcsBackend, GcsObject, RESERVED_PREFIX};
 use crate::backend::http;
-use crate::backend::marker_multipart::{self, Completion, MarkerStore, Upload};
+use crate::backend::marker_multipart::{self, marker_multipart_store, Completion, MarkerStore, Upload};
 use crate::backend::*;
 
 /// Sources per compose request (a GCS limit).
@@ -45,6 +45,17 @@ fn parts_prefix(id: &str) -> String {
 fn part_name(id: &str, part_number: u32) -> String {
     format!("{}{part_number:05}", parts_prefix(id))
 }
+
+marker_multipart_store!(GcsBackend {
+    async fn read_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part: &CompletedPart,
+    ) -> BackendResult<Bytes> {
+        read_part(self, key, upload_id, part).await
+    }
+});
 
 #[async_trait]
 impl MarkerStore for GcsBackend {

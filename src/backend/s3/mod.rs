@@ -538,41 +538,6 @@ impl StorageBackend for S3Backend {
     async fn copy(&self, src: &str, dst: &str, metadata: Option<&PutOptions>) -> BackendResult<ObjectMeta> {
         multipart::copy(self, src, dst, metadata).await
     }
-
-    async fn create_multipart(&self, key: &str, opts: &PutOptions) -> BackendResult<String> {
-        multipart::create(self, key, opts).await
-    }
-
-    async fn upload_part(
-        &self,
-        key: &str,
-        upload_id: &str,
-        part_number: u32,
-        data: Bytes,
-    ) -> BackendResult<CompletedPart> {
-        multipart::upload_part(self, key, upload_id, part_number, data).await
-    }
-
-    async fn complete_multipart(
-        &self,
-        key: &str,
-        upload_id: &str,
-        parts: &[CompletedPart],
-    ) -> BackendResult<ObjectMeta> {
-        multipart::complete(self, key, upload_id, parts).await
-    }
-
-    async fn abort_multipart(&self, key: &str, upload_id: &str) -> BackendResult<()> {
-        multipart::abort(self, key, upload_id).await
-    }
-
-    async fn list_parts(&self, key: &str, upload_id: &str) -> BackendResult<Vec<CompletedPart>> {
-        multipart::list_parts(self, key, upload_id).await
-    }
-
-    async fn list_multipart(&self, prefix: &str) -> BackendResult<Vec<MultipartUploadInfo>> {
-        multipart::list(self, prefix).await
-    }
 }
 
 #[cfg(test)]

@@ -35,126 +35,6 @@ const MAX_SINGLE_COPY: u64 = 5 * 1024 * MIB;
 /// Part size of a multipart copy; 10,000 of them cover S3's 5 TiB maximum.
 const COPY_PART: u64 = 1024 * MIB;
 
-pub(super) async fn create(b: &S3Backend, key: &str, opts: &PutOptions) -> BackendResult<String> {
-    let (sse, kms) = b.sse();
-    let out = b
-        .run("create_multipart", key, |c| {
-            c.create_multipart_upload()
-                .bucket(b.bucket())
-                .key(key)
-                .set_content_type(opts.content_type.clone())
-                .set_metadata(to_sdk_metadata(&opts.user_metadata))
-                .set_server_side_encryption(sse.clone())
-                .set_ssekms_key_id(kms.clone())
-                .set_storage_class(b.storage_class())
-                .set_request_payer(b.payer())
-                .customize()
-                .config_override(short_timeouts())
-                .send()
-        })
-        .await?;
-    let id = out
-        .upload_id()
-        .filter(|id| !id.is_empty())
-        .ok_or_else(|| {
-            BackendError::io(format!("create_multipart {key:?}: the server returned no upload id"))
-        })?
-        .to_owned();
-    if let Ok(mut p) = b.pending.lock() {
-        p.insert(id.clone(), PendingUpload { opts: opts.clone() });
-    }
-    Ok(id)
-}
-
-pub(super) async fn upload_part(
-    b: &S3Backend,
-    key: &str,
-    upload_id: &str,
-    part_number: u32,
-    data: Bytes,
-) -> BackendResult<CompletedPart> {
-    let size = data.len() as u64;
-    crate::backend::part_rules::check_part(part_number, size, MAX_PARTS, MAX_PART)?;
-    let out = b
-        .run("upload_part", key, |c| {
-            let req = c
-                .upload_part()
-                .bucket(b.bucket())
-                .key(key)
-                .upload_id(upload_id)
-                .part_number(part_number as i32)
-                .content_length(size as i64)
-                .body(data.clone().into())
-                .set_request_payer(b.payer())
-                .customize();
-            if b.cfg.sign_payload { req } else { req.disable_payload_signing() }.send()
-        })
-        .await?;
-    Ok(CompletedPart { part_number, etag: bare_etag(out.e_tag()), size })
-}
-
-pub(super) async fn complete(
-    b: &S3Backend,
-    key: &str,
-    upload_id: &str,
-    parts: &[CompletedPart],
-) -> BackendResult<ObjectMeta> {
-    let mut sorted = parts.to_vec();
-    sorted.sort_by_key(|p| p.part_number);
-    if sorted.windows(2).any(|w| w[0].part_number == w[1].part_number) {
-        return Err(BackendError::invalid_argument(format!(
-            "complete_multipart {key:?}: duplicate part numbers"
-        )));
-    }
-    let pending = b.pending.lock().ok().and_then(|p| p.get(upload_id).cloned());
-    let opts = pending.map(|p| p.opts).unwrap_or_default();
-    let upload = CompletedMultipartUpload::builder()
-        .set_parts(Some(
-            sorted
-                .iter()
-                .map(|p| {
-                    SdkPart::builder()
-                        .part_number(p.part_number as i32)
-                        .e_tag(format!("\"{}\"", p.etag))
-                        .build()
-                })
-                .collect(),
-        ))
-        .build();
-    let res = b
-        .run_raw("complete_multipart", key, |c| {
-            c.complete_multipart_upload()
-                .bucket(b.bucket())
-                .key(key)
-                .upload_id(upload_id)
-                .multipart_upload(upload.clone())
-                .set_if_none_match(opts.if_none_match_any.then(|| "*".to_owned()))
-                .set_if_match(opts.if_match.as_ref().map(|e| format!("\"{e}\"")))
-                .set_request_payer(b.payer())
-                .send()
-        })
-        .await
-        .map(|out| bare_etag(out.e_tag()))
-        .or_else(|e| match completed_anyway(&e) {
-            Some(Ok(etag)) => Ok(etag),
-            Some(Err(x)) => Err(malformed("complete_multipart", key, x)),
-            None => Err(b.map_err("complete_multipart", key, &e)),
-        });
-    // A failed precondition or a missing upload ends the upload; other errors may be retried.
-    if matches!(&res, Ok(_) | Err(BackendError { kind: ErrorKind::NoSuchUpload, .. })) {
-        forget(b, upload_id);
-    }
-    let etag = res?;
-    Ok(ObjectMeta {
-        key: key.to_owned(),
-        size: sorted.iter().map(|p| p.size).sum(),
-        etag,
-        last_modified: SystemTime::now(),
-        content_type: opts.content_type.clone(),
-        user_metadata: opts.user_metadata.clone(),
-    })
-}
-
 /// S3 reports a failed completion as `200` with an `<Error>` body, and the SDK
 /// treats any `200` body it cannot parse as an error. Some servers (moto)
 /// answer a successful completion with another XML root element
@@ -175,92 +55,10 @@ fn ok_body<E>(e: &SdkError<E>) -> Option<&str> {
     std::str::from_utf8(se.raw().body().bytes()?).ok()
 }
 
-pub(super) async fn abort(b: &S3Backend, key: &str, upload_id: &str) -> BackendResult<()> {
-    let res = b
-        .run("abort_multipart", key, |c| {
-            c.abort_multipart_upload()
-                .bucket(b.bucket())
-                .key(key)
-                .upload_id(upload_id)
-                .set_request_payer(b.payer())
-                .customize()
-                .config_override(short_timeouts())
-                .send()
-        })
-        .await;
-    forget(b, upload_id);
-    // Some servers answer a missing upload with a bare 404.
-    res.map(|_| ()).map_err(|e| match e {
-        BackendError { kind: ErrorKind::NotFound, .. } => {
-            BackendError::no_such_upload(format!("{key:?} upload {upload_id}"))
-        }
-        e => e,
-    })
-}
-
 fn forget(b: &S3Backend, upload_id: &str) {
     if let Ok(mut p) = b.pending.lock() {
         p.remove(upload_id);
     }
-}
-
-/// ListParts, paged by part-number marker; a missing upload is `NoSuchUpload`.
-pub(super) async fn list_parts(
-    b: &S3Backend,
-    key: &str,
-    upload_id: &str,
-) -> BackendResult<Vec<CompletedPart>> {
-    let mut all = Vec::new();
-    let mut marker: Option<String> = None;
-    loop {
-        let page = b
-            .run_raw("list_parts", key, |c| {
-                c.list_parts()
-                    .bucket(b.bucket())
-                    .key(key)
-                    .upload_id(upload_id)
-                    .set_part_number_marker(marker.clone())
-                    .set_request_payer(b.payer())
-                    .customize()
-                    .config_override(short_timeouts())
-                    .send()
-            })
-            .await
-            .map(|out| PartsPage {
-                key: key.to_owned(),
-                parts: out
-                    .parts()
-                    .iter()
-                    .filter_map(|p| {
-                        Some(CompletedPart {
-                            part_number: u32::try_from(p.part_number()?).ok()?,
-                            etag: bare_etag(p.e_tag()),
-                            size: p.size().unwrap_or(0).max(0) as u64,
-                        })
-                    })
-                    .collect(),
-                truncated: out.is_truncated() == Some(true),
-                next: out.next_part_number_marker().map(str::to_owned),
-            })
-            .or_else(|e| match listed_anyway(&e) {
-                Some(page) => page.map_err(|x| malformed("list_parts", key, x)),
-                None => Err(b.map_err("list_parts", key, &e)),
-            })
-            .map_err(|e| match e {
-                BackendError { kind: ErrorKind::NotFound, .. } => {
-                    BackendError::no_such_upload(format!("{key:?} upload {upload_id}"))
-                }
-                e => e,
-            })?;
-        all.extend(page.parts.into_iter().filter(|p| p.part_number > 0));
-        if !page.truncated || page.next.is_none() || page.next == marker {
-            break;
-        }
-        marker = page.next;
-    }
-    all.sort_by_key(|p| p.part_number);
-    all.dedup_by_key(|p| p.part_number);
-    Ok(all)
 }
 
 /// Like [`completed_anyway`]: moto answers ListParts with a `ListPartsResponse` root
@@ -275,45 +73,242 @@ fn malformed(op: &str, key: &str, e: xml::XmlError) -> BackendError {
     BackendError::io(format!("{op} {key:?}: {e}"))
 }
 
-pub(super) async fn list(b: &S3Backend, prefix: &str) -> BackendResult<Vec<MultipartUploadInfo>> {
-    let mut all = Vec::new();
-    let (mut key_marker, mut id_marker): (Option<String>, Option<String>) = (None, None);
-    loop {
-        let out = b
-            .run("list_multipart", prefix, |c| {
-                c.list_multipart_uploads()
-                    .bucket(b.bucket())
-                    .prefix(prefix)
-                    .set_key_marker(key_marker.clone())
-                    .set_upload_id_marker(id_marker.clone())
-                    .set_request_payer(b.payer())
+#[async_trait::async_trait]
+impl MultipartStore for S3Backend {
+    async fn create_multipart(&self, key: &str, opts: &PutOptions) -> BackendResult<String> {
+        let (sse, kms) = self.sse();
+        let out = self
+            .run("create_multipart", key, |c| {
+                c.create_multipart_upload()
+                    .bucket(self.bucket())
+                    .key(key)
+                    .set_content_type(opts.content_type.clone())
+                    .set_metadata(to_sdk_metadata(&opts.user_metadata))
+                    .set_server_side_encryption(sse.clone())
+                    .set_ssekms_key_id(kms.clone())
+                    .set_storage_class(self.storage_class())
+                    .set_request_payer(self.payer())
                     .customize()
                     .config_override(short_timeouts())
                     .send()
             })
             .await?;
-        for u in out.uploads() {
-            if let (Some(key), Some(id)) = (u.key(), u.upload_id()) {
-                all.push(MultipartUploadInfo {
-                    key: key.to_owned(),
-                    upload_id: id.to_owned(),
-                    initiated: system_time(u.initiated()),
-                });
-            }
+        let id = out
+            .upload_id()
+            .filter(|id| !id.is_empty())
+            .ok_or_else(|| {
+                BackendError::io(format!("create_multipart {key:?}: the server returned no upload id"))
+            })?
+            .to_owned();
+        if let Ok(mut p) = self.pending.lock() {
+            p.insert(id.clone(), PendingUpload { opts: opts.clone() });
         }
-        let next = (out.next_key_marker().map(str::to_owned), out.next_upload_id_marker().map(str::to_owned));
-        // Stop unless the server says more follow and moved its markers (a server
-        // that repeats markers would otherwise loop forever).
-        if out.is_truncated() != Some(true)
-            || next.0.is_none()
-            || next == (key_marker.clone(), id_marker.clone())
-        {
-            break;
-        }
-        (key_marker, id_marker) = next;
+        Ok(id)
     }
-    all.sort_by(|a, b| (&a.key, &a.upload_id).cmp(&(&b.key, &b.upload_id)));
-    Ok(all)
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        data: Bytes,
+    ) -> BackendResult<CompletedPart> {
+        let size = data.len() as u64;
+        crate::backend::part_rules::check_part(part_number, size, MAX_PARTS, MAX_PART)?;
+        let out = self
+            .run("upload_part", key, |c| {
+                let req = c
+                    .upload_part()
+                    .bucket(self.bucket())
+                    .key(key)
+                    .upload_id(upload_id)
+                    .part_number(part_number as i32)
+                    .content_length(size as i64)
+                    .body(data.clone().into())
+                    .set_request_payer(self.payer())
+                    .customize();
+                if self.cfg.sign_payload { req } else { req.disable_payload_signing() }.send()
+            })
+            .await?;
+        Ok(CompletedPart { part_number, etag: bare_etag(out.e_tag()), size })
+    }
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[CompletedPart],
+    ) -> BackendResult<ObjectMeta> {
+        let mut sorted = parts.to_vec();
+        sorted.sort_by_key(|p| p.part_number);
+        if sorted.windows(2).any(|w| w[0].part_number == w[1].part_number) {
+            return Err(BackendError::invalid_argument(format!(
+                "complete_multipart {key:?}: duplicate part numbers"
+            )));
+        }
+        let pending = self.pending.lock().ok().and_then(|p| p.get(upload_id).cloned());
+        let opts = pending.map(|p| p.opts).unwrap_or_default();
+        let upload = CompletedMultipartUpload::builder()
+            .set_parts(Some(
+                sorted
+                    .iter()
+                    .map(|p| {
+                        SdkPart::builder()
+                            .part_number(p.part_number as i32)
+                            .e_tag(format!("\"{}\"", p.etag))
+                            .build()
+                    })
+                    .collect(),
+            ))
+            .build();
+        let res = self
+            .run_raw("complete_multipart", key, |c| {
+                c.complete_multipart_upload()
+                    .bucket(self.bucket())
+                    .key(key)
+                    .upload_id(upload_id)
+                    .multipart_upload(upload.clone())
+                    .set_if_none_match(opts.if_none_match_any.then(|| "*".to_owned()))
+                    .set_if_match(opts.if_match.as_ref().map(|e| format!("\"{e}\"")))
+                    .set_request_payer(self.payer())
+                    .send()
+            })
+            .await
+            .map(|out| bare_etag(out.e_tag()))
+            .or_else(|e| match completed_anyway(&e) {
+                Some(Ok(etag)) => Ok(etag),
+                Some(Err(x)) => Err(malformed("complete_multipart", key, x)),
+                None => Err(self.map_err("complete_multipart", key, &e)),
+            });
+        // A failed precondition or a missing upload ends the upload; other errors may be retried.
+        if matches!(&res, Ok(_) | Err(BackendError { kind: ErrorKind::NoSuchUpload, .. })) {
+            forget(self, upload_id);
+        }
+        let etag = res?;
+        Ok(ObjectMeta {
+            key: key.to_owned(),
+            size: sorted.iter().map(|p| p.size).sum(),
+            etag,
+            last_modified: SystemTime::now(),
+            content_type: opts.content_type.clone(),
+            user_metadata: opts.user_metadata.clone(),
+        })
+    }
+    async fn abort_multipart(&self, key: &str, upload_id: &str) -> BackendResult<()> {
+        let res = self
+            .run("abort_multipart", key, |c| {
+                c.abort_multipart_upload()
+                    .bucket(self.bucket())
+                    .key(key)
+                    .upload_id(upload_id)
+                    .set_request_payer(self.payer())
+                    .customize()
+                    .config_override(short_timeouts())
+                    .send()
+            })
+            .await;
+        forget(self, upload_id);
+        // Some servers answer a missing upload with a bare 404.
+        res.map(|_| ()).map_err(|e| match e {
+            BackendError { kind: ErrorKind::NotFound, .. } => {
+                BackendError::no_such_upload(format!("{key:?} upload {upload_id}"))
+            }
+            e => e,
+        })
+    }
+    /// ListParts, paged by part-number marker; a missing upload is `NoSuchUpload`.
+    async fn list_parts(&self, key: &str, upload_id: &str) -> BackendResult<Vec<CompletedPart>> {
+        let mut all = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let page = self
+                .run_raw("list_parts", key, |c| {
+                    c.list_parts()
+                        .bucket(self.bucket())
+                        .key(key)
+                        .upload_id(upload_id)
+                        .set_part_number_marker(marker.clone())
+                        .set_request_payer(self.payer())
+                        .customize()
+                        .config_override(short_timeouts())
+                        .send()
+                })
+                .await
+                .map(|out| PartsPage {
+                    key: key.to_owned(),
+                    parts: out
+                        .parts()
+                        .iter()
+                        .filter_map(|p| {
+                            Some(CompletedPart {
+                                part_number: u32::try_from(p.part_number()?).ok()?,
+                                etag: bare_etag(p.e_tag()),
+                                size: p.size().unwrap_or(0).max(0) as u64,
+                            })
+                        })
+                        .collect(),
+                    truncated: out.is_truncated() == Some(true),
+                    next: out.next_part_number_marker().map(str::to_owned),
+                })
+                .or_else(|e| match listed_anyway(&e) {
+                    Some(page) => page.map_err(|x| malformed("list_parts", key, x)),
+                    None => Err(self.map_err("list_parts", key, &e)),
+                })
+                .map_err(|e| match e {
+                    BackendError { kind: ErrorKind::NotFound, .. } => {
+                        BackendError::no_such_upload(format!("{key:?} upload {upload_id}"))
+                    }
+                    e => e,
+                })?;
+            all.extend(page.parts.into_iter().filter(|p| p.part_number > 0));
+            if !page.truncated || page.next.is_none() || page.next == marker {
+                break;
+            }
+            marker = page.next;
+        }
+        all.sort_by_key(|p| p.part_number);
+        all.dedup_by_key(|p| p.part_number);
+        Ok(all)
+    }
+    async fn list_multipart(&self, prefix: &str) -> BackendResult<Vec<MultipartUploadInfo>> {
+        let mut all = Vec::new();
+        let (mut key_marker, mut id_marker): (Option<String>, Option<String>) = (None, None);
+        loop {
+            let out = self
+                .run("list_multipart", prefix, |c| {
+                    c.list_multipart_uploads()
+                        .bucket(self.bucket())
+                        .prefix(prefix)
+                        .set_key_marker(key_marker.clone())
+                        .set_upload_id_marker(id_marker.clone())
+                        .set_request_payer(self.payer())
+                        .customize()
+                        .config_override(short_timeouts())
+                        .send()
+                })
+                .await?;
+            for u in out.uploads() {
+                if let (Some(key), Some(id)) = (u.key(), u.upload_id()) {
+                    all.push(MultipartUploadInfo {
+                        key: key.to_owned(),
+                        upload_id: id.to_owned(),
+                        initiated: system_time(u.initiated()),
+                    });
+                }
+            }
+            let next =
+                (out.next_key_marker().map(str::to_owned), out.next_upload_id_marker().map(str::to_owned));
+            // Stop unless the server says more follow and moved its markers (a server
+            // that repeats markers would otherwise loop forever).
+            if out.is_truncated() != Some(true)
+                || next.0.is_none()
+                || next == (key_marker.clone(), id_marker.clone())
+            {
+                break;
+            }
+            (key_marker, id_marker) = next;
+        }
+        all.sort_by(|a, self| (&a.key, &a.upload_id).cmp(&(&self.key, &self.upload_id)));
+        Ok(all)
+    }
 }
 
 pub(super) async fn copy(
@@ -374,7 +369,7 @@ async fn copy_in_parts(
     src_meta: &ObjectMeta,
     opts: &PutOptions,
 ) -> BackendResult<ObjectMeta> {
-    let id = create(b, dst, opts).await?;
+    let id = b.create_multipart(dst, opts).await?;
     let source = copy_source(b.bucket(), src);
     let mut parts = Vec::new();
     let mut start = 0u64;
@@ -402,17 +397,17 @@ async fn copy_in_parts(
                 size: end - start,
             }),
             Err(e) => {
-                let _ = abort(b, dst, &id).await;
+                let _ = b.abort_multipart(dst, &id).await;
                 return Err(e);
             }
         }
         start = end;
         n += 1;
     }
-    match complete(b, dst, &id, &parts).await {
+    match b.complete_multipart(dst, &id, &parts).await {
         Ok(m) => Ok(m),
         Err(e) => {
-            let _ = abort(b, dst, &id).await;
+            let _ = b.abort_multipart(dst, &id).await;
             Err(e)
         }
     }
