@@ -43,8 +43,18 @@ const AUTH_CODES: &[&str] = &[
     "InvalidSecurity",
 ];
 
-/// Maps any SDK error of an operation to a backend error.
-pub fn map_sdk_error<E>(err: &SdkError<E>, ctx: Ctx<'_>) -> BackendError
+/// Maps any SDK error of an operation to a backend error, keeping the SDK error as
+/// its source (for code that inspects the raw answer; its Debug holds the response,
+/// never the signed request).
+pub fn map_sdk_error<E>(err: SdkError<E>, ctx: Ctx<'_>) -> BackendError
+where
+    E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
+{
+    describe_sdk_error(&err, ctx).with_source(err)
+}
+
+/// The kind and message of an SDK error, without the source.
+fn describe_sdk_error<E>(err: &SdkError<E>, ctx: Ctx<'_>) -> BackendError
 where
     E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
 {
@@ -215,5 +225,16 @@ mod tests {
         assert!(s.contains("InvalidAccessKeyId") && !s.contains("AKIDEXAMPLE"), "{s}");
         let e = classify(403, Some("SignatureDoesNotMatch"), Some("StringToSign AWS4-HMAC-SHA256 ..."), CTX);
         assert!(!e.to_string().contains("StringToSign"));
+    }
+
+    #[test]
+    fn the_sdk_error_is_kept_as_the_source() {
+        use aws_sdk_s3::operation::get_object::GetObjectError;
+        let sdk = SdkError::<GetObjectError>::construction_failure(std::io::Error::other("bad header"));
+        let e = map_sdk_error(sdk, CTX);
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+        assert!(e.to_string().contains("bad header"), "{e}");
+        let src = e.source().expect("the SDK error is kept");
+        assert!(src.downcast_ref::<SdkError<GetObjectError>>().is_some(), "{src:?}");
     }
 }

@@ -151,7 +151,7 @@ impl S3Backend {
         true
     }
 
-    fn map_err<E>(&self, op: &'static str, key: &str, e: &SdkError<E>) -> BackendError
+    fn map_err<E>(&self, op: &'static str, key: &str, e: SdkError<E>) -> BackendError
     where
         E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
     {
@@ -206,7 +206,7 @@ impl S3Backend {
         Fut: Future<Output = Result<T, SdkError<E>>>,
         E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
     {
-        self.run_raw(op, key, f).await.map_err(|e| self.map_err(op, key, &e))
+        self.run_raw(op, key, f).await.map_err(|e| self.map_err(op, key, e))
     }
 
     fn payer(&self) -> Option<RequestPayer> {
@@ -337,7 +337,7 @@ impl StorageBackend for S3Backend {
             }
             Err(e) => {
                 let status = e.raw_response().map(|r| r.status().as_u16());
-                Err(match (status, self.map_err("check_bucket", "", &e)) {
+                Err(match (status, self.map_err("check_bucket", "", e)) {
                     // HEAD answers have no body, so no NoSuchBucket code: 404 says it.
                     (Some(404), _) => BackendError::no_such_bucket(bucket),
                     (_, e @ BackendError { kind: ErrorKind::Unavailable | ErrorKind::Throttled, .. }) => {

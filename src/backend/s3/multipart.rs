@@ -176,7 +176,7 @@ impl MultipartStore for S3Backend {
             .or_else(|e| match completed_anyway(&e) {
                 Some(Ok(etag)) => Ok(etag),
                 Some(Err(x)) => Err(malformed("complete_multipart", key, x)),
-                None => Err(self.map_err("complete_multipart", key, &e)),
+                None => Err(self.map_err("complete_multipart", key, e)),
             });
         // A failed precondition or a missing upload ends the upload; other errors may be retried.
         if matches!(&res, Ok(_) | Err(BackendError { kind: ErrorKind::NoSuchUpload, .. })) {
@@ -250,7 +250,7 @@ impl MultipartStore for S3Backend {
                 })
                 .or_else(|e| match listed_anyway(&e) {
                     Some(page) => page.map_err(|x| malformed("list_parts", key, x)),
-                    None => Err(self.map_err("list_parts", key, &e)),
+                    None => Err(self.map_err("list_parts", key, e)),
                 })
                 .map_err(|e| match e {
                     BackendError { kind: ErrorKind::NotFound, .. } => {

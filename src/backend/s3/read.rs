@@ -55,7 +55,7 @@ pub(super) async fn get_range(
                 // The range starts at or past the end of the object: clamp to nothing.
                 return super::super::empty_read(b, key, opts).await;
             }
-            Err(e) => return Err(b.map_err("get", key, &e)),
+            Err(e) => return Err(b.map_err("get", key, e)),
         };
         let meta = meta_of(key, &out);
         let len = out.content_length().unwrap_or(0).max(0) as usize;
@@ -214,7 +214,7 @@ async fn multi_request(
                 // 416: no requested range is inside the object. A multi-range
                 // server says this too, so it proves nothing about support.
                 Some(416) => Ok(none()),
-                _ => Err(b.map_err("get_ranges", key, &e)),
+                _ => Err(b.map_err("get_ranges", key, e)),
             };
         }
     };
