@@ -31,6 +31,15 @@ use super::upload_marker::UploadMarker;
 use super::*;
 use crate::object::ErrorKind;
 
+/// Keys under this prefix (at the bucket or container root) hold in-flight
+/// multipart uploads: markers, and parts where the store keeps them as objects.
+pub const RESERVED_PREFIX: &str = ".bucketfs-multipart/";
+
+/// Whether `key` (or a listing's common prefix) is upload bookkeeping, hidden from listings.
+pub(crate) fn hidden(key: &str) -> bool {
+    key.starts_with(RESERVED_PREFIX)
+}
+
 /// One upload: its destination key and its id.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Upload<'a> {

@@ -48,8 +48,8 @@ use super::*;
 use crate::object::ErrorKind;
 
 pub(crate) const TARGET: &str = "bucketfs::backend::azure";
-/// Keys under this prefix (at the container root) hold in-flight multipart uploads.
-pub const RESERVED_PREFIX: &str = ".bucketfs-multipart/";
+use super::marker_multipart::hidden;
+pub use super::marker_multipart::RESERVED_PREFIX;
 const API_VERSION: &str = "2021-12-02";
 /// Prefix of a hex-encoded metadata name.
 pub const META_ESCAPE: &str = "bfsx_";
@@ -299,17 +299,6 @@ impl AzureBackend {
         }
         r
     }
-
-    async fn delete_parallel(&self, keys: &[String]) -> Vec<(String, BackendError)> {
-        use futures::StreamExt;
-        let mut futs = Vec::new();
-        for k in keys {
-            futs.push(async move { (k.clone(), self.delete(k).await) });
-        }
-        let results: Vec<(String, BackendResult<()>)> =
-            futures::stream::iter(futs).buffer_unordered(16).collect().await;
-        results.into_iter().filter_map(|(k, r)| r.err().map(|e| (k, e))).collect()
-    }
 }
 
 /// The path part of a URL (`http://h:1/acct` -> `/acct`, `https://h` -> ``).
@@ -536,10 +525,6 @@ impl BlobItem {
     }
 }
 
-fn hidden(key: &str) -> bool {
-    key.starts_with(RESERVED_PREFIX)
-}
-
 #[async_trait]
 impl StorageBackend for AzureBackend {
     fn retries(&self) -> u64 {
@@ -646,10 +631,6 @@ impl StorageBackend for AzureBackend {
             Ok(_) | Err(BackendError { kind: ErrorKind::NotFound, .. }) => Ok(()),
             Err(e) => Err(e),
         }
-    }
-
-    async fn delete_many(&self, keys: &[String]) -> BackendResult<Vec<(String, BackendError)>> {
-        Ok(self.delete_parallel(keys).await)
     }
 
     async fn copy(&self, src: &str, dst: &str, metadata: Option<&PutOptions>) -> BackendResult<ObjectMeta> {

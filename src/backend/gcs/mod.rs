@@ -48,8 +48,8 @@ use super::*;
 use crate::object::ErrorKind;
 
 pub(crate) const TARGET: &str = "bucketfs::backend::gcs";
-/// Keys under this prefix (at the bucket root) hold in-flight multipart uploads.
-pub const RESERVED_PREFIX: &str = ".bucketfs-multipart/";
+use super::marker_multipart::hidden;
+pub use super::marker_multipart::RESERVED_PREFIX;
 const DEFAULT_ENDPOINT: &str = "https://storage.googleapis.com";
 const SCOPE: &str = "https://www.googleapis.com/auth/devstorage.read_write";
 /// Single-range reads in flight at once for one `get_ranges` call.
@@ -312,21 +312,6 @@ impl GcsBackend {
             e => e,
         }
     }
-
-    /// Deletes keys with up to 16 requests in flight; returns the failures.
-    async fn delete_parallel(&self, keys: &[String]) -> Vec<(String, BackendError)> {
-        let mut futs = Vec::new();
-        for k in keys {
-            futs.push(async move { (k.clone(), self.delete(k).await) });
-        }
-        let results: Vec<(String, BackendResult<()>)> =
-            futures::stream::iter(futs).buffer_unordered(16).collect().await;
-        results.into_iter().filter_map(|(k, r)| r.err().map(|e| (k, e))).collect()
-    }
-}
-
-fn hidden(key: &str) -> bool {
-    key.starts_with(RESERVED_PREFIX)
 }
 
 #[async_trait]
@@ -443,10 +428,6 @@ impl StorageBackend for GcsBackend {
             Ok(_) | Err(BackendError { kind: ErrorKind::NotFound, .. }) => Ok(()),
             Err(e) => Err(e),
         }
-    }
-
-    async fn delete_many(&self, keys: &[String]) -> BackendResult<Vec<(String, BackendError)>> {
-        Ok(self.delete_parallel(keys).await)
     }
 
     async fn copy(&self, src: &str, dst: &str, metadata: Option<&PutOptions>) -> BackendResult<ObjectMeta> {

@@ -129,7 +129,7 @@ impl MarkerStore for GcsBackend {
     /// Deletes every object under the upload's parts prefix: parts, named or not, and intermediates.
     async fn drop_parts(&self, id: &str) -> BackendResult<()> {
         let keys: Vec<String> = list_all(self, &parts_prefix(id)).await?.into_iter().map(|o| o.key).collect();
-        match self.delete_parallel(&keys).await.into_iter().next() {
+        match self.delete_many(&keys).await?.into_iter().next() {
             Some((_, e)) => Err(e),
             None => Ok(()),
         }
