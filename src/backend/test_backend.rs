@@ -46,6 +46,9 @@ pub(crate) struct InstrumentedBackend {
     pub mode: std::sync::Mutex<Option<MultiRangeMode>>,
     /// What `retries()` reports.
     pub retries: AtomicU64,
+    /// Keys another client creates (with the body `theirs`) just before our next
+    /// `put` of them: the race a check-then-write create loses.
+    pub created_by_another: std::sync::Mutex<Vec<String>>,
 }
 
 pub(crate) fn small_part_caps(min_part_size: u64) -> Capabilities {
@@ -123,6 +126,14 @@ backend_wrapper! {
         }
         async fn put(&self, key: &str, data: Bytes, opts: &PutOptions) -> BackendResult<ObjectMeta> {
             self.puts.fetch_add(1, Ordering::SeqCst);
+            let raced = {
+                let mut keys = self.created_by_another.lock().unwrap();
+                let at = keys.iter().position(|k| k == key);
+                at.map(|i| keys.remove(i)).is_some()
+            };
+            if raced {
+                self.inner.put(key, Bytes::from_static(b"theirs"), &PutOptions::default()).await?;
+            }
             self.inner.put(key, data, opts).await
         }
     }

@@ -430,6 +430,15 @@ impl Fs {
         md
     }
 
+    /// Options of the write that creates a new name (mkdir's marker, mknod, symlink):
+    /// where the backend has conditional writes, the write itself fails with EEXIST if
+    /// another client created the key since [`Self::ensure_absent`] looked (that check
+    /// stays: it also sees a directory where a file is to go, and the other way round).
+    fn create_opts(&self, user_metadata: BTreeMap<String, String>) -> PutOptions {
+        let if_none_match_any = self.backend.capabilities().conditional_put;
+        PutOptions { user_metadata, if_none_match_any, ..Default::default() }
+    }
+
     /// Fails with EEXIST when `path` exists here or in the backend.
     pub(super) async fn ensure_absent(&self, path: &str) -> FsResult<()> {
         if self.inodes.peek(path).and_then(|i| self.writer_of(i)).is_some() {
@@ -456,8 +465,7 @@ impl Fs {
         if dir_prefix(&path).len() > KEY_MAX {
             return Err(FsError::NameTooLong); // the marker key is one byte longer
         }
-        let md = self.owner_metadata(mode | libc::S_IFDIR, umask, who);
-        let opts = PutOptions { user_metadata: md, ..Default::default() };
+        let opts = self.create_opts(self.owner_metadata(mode | libc::S_IFDIR, umask, who));
         let marker = self.backend.put(&dir_prefix(&path), Bytes::new(), &opts).await?;
         let c = Cached::dir(Some(marker));
         self.cache.put(&path, c.clone());
@@ -493,7 +501,7 @@ impl Fs {
                 md.insert(attr::META_RDEV.into(), rdev.to_string());
             }
         }
-        let opts = PutOptions { user_metadata: md, ..Default::default() };
+        let opts = self.create_opts(md);
         let meta = self.backend.put(&path, Bytes::new(), &opts).await?;
         let c = Cached::object(meta);
         self.cache.put(&path, c.clone());
@@ -648,7 +656,7 @@ impl Fs {
         if let Some(t) = attr::encode_target(target.as_bytes()) {
             md.insert(attr::META_TARGET.into(), t);
         }
-        let opts = PutOptions { user_metadata: md, ..Default::default() };
+        let opts = self.create_opts(md);
         let meta = self.backend.put(&path, Bytes::copy_from_slice(target.as_bytes()), &opts).await?;
         let c = Cached::object(meta);
         self.cache.put(&path, c.clone());

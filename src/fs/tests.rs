@@ -36,7 +36,10 @@ fn cfg() -> FsConfig {
 }
 
 fn make(mem: Arc<MemoryBackend>, cfg: FsConfig) -> Fs {
-    let backend: Arc<dyn StorageBackend> = mem;
+    make_on(mem, cfg)
+}
+
+fn make_on(backend: Arc<dyn StorageBackend>, cfg: FsConfig) -> Fs {
     let handles = Arc::new(HandleContext {
         backend: backend.clone(),
         memory: MemoryLimiter::new(64 << 20),
@@ -694,4 +697,33 @@ async fn o_excl_create_is_a_conditional_write_where_the_backend_has_one() {
     put(&mem, "lock", b"theirs").await;
     fs.release(fh).await.unwrap();
     assert_eq!(&mem.get_range("lock", None, &Default::default()).await.unwrap().data[..], b"mine");
+}
+
+#[tokio::test]
+async fn mkdir_mknod_and_symlink_lose_a_race_with_eexist_where_writes_are_conditional() {
+    use crate::backend::test_backend::InstrumentedBackend;
+    // another client creates each name between our existence check and our write
+    for conditional_put in [true, false] {
+        let caps = Capabilities { conditional_put, ..MemoryBackend::new().capabilities() };
+        let b = InstrumentedBackend::with_capabilities(caps);
+        let fs = make_on(b.clone(), cfg());
+        *b.created_by_another.lock().unwrap() = vec!["d/".into(), "f".into(), "l".into()];
+        let who = Caller::default();
+        let made = [
+            fs.mkdir(ROOT_INO, n("d"), 0o755, 0o022, who).await.map(|_| ()),
+            fs.mknod(ROOT_INO, n("f"), libc::S_IFREG | 0o644, 0o022, 0, who).await.map(|_| ()),
+            fs.symlink(ROOT_INO, n("l"), std::path::Path::new("target"), who).await.map(|_| ()),
+        ];
+        for (key, r) in ["d/", "f", "l"].into_iter().zip(made) {
+            let stored = b.inner.get_range(key, None, &Default::default()).await.unwrap().data;
+            if conditional_put {
+                assert_eq!(errno(r), libc::EEXIST, "{key}");
+                assert_eq!(&stored[..], b"theirs", "{key}: the other client's object stays");
+            } else {
+                // without conditional writes the last write wins, as before
+                assert!(r.is_ok(), "{key}: {r:?}");
+                assert_ne!(&stored[..], b"theirs", "{key}");
+            }
+        }
+    }
 }
