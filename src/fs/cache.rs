@@ -209,6 +209,13 @@ impl MetaCache {
         }
     }
 
+    /// Makes time pass for stats and types alike (tests, without sleeping).
+    #[cfg(test)]
+    fn age(&self, by: Duration) {
+        self.stats.age(by);
+        self.types.age(by);
+    }
+
     fn lock_first_pages(&self) -> std::sync::MutexGuard<'_, LruCache<String, (Instant, ListPage)>> {
         self.first_pages.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -432,11 +439,9 @@ mod tests {
         assert_eq!(c.kind("a"), Some(Some(Kind::File)));
         assert_eq!(c.kind("b"), Some(None));
         assert_eq!(c.kind("c"), None);
-        c.stats.age(Duration::from_secs(20));
-        c.types.age(Duration::from_secs(20));
+        c.age(Duration::from_secs(20));
         assert!(c.stat("a").is_some(), "20 s into a 30 s TTL");
-        c.stats.age(Duration::from_secs(11));
-        c.types.age(Duration::from_secs(11));
+        c.age(Duration::from_secs(11));
         assert!(c.stat("a").is_none());
         assert_eq!(c.kind("b"), None);
     }
@@ -445,8 +450,7 @@ mod tests {
     fn type_outlives_stat() {
         let c = MetaCache::new(Duration::from_secs(10), Duration::from_secs(60));
         c.put("a", Cached::dir(None));
-        c.stats.age(Duration::from_secs(20));
-        c.types.age(Duration::from_secs(20));
+        c.age(Duration::from_secs(20));
         assert!(c.stat("a").is_none());
         assert_eq!(c.kind("a"), Some(Some(Kind::Dir)));
     }

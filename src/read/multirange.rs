@@ -364,9 +364,7 @@ impl MultiRangeReader {
                         open.full.notify_one();
                     }
                     Step::Join(open.closed.clone())
-                } else if self.concurrent()
-                    && self.backend.capabilities().multi_range != MultiRangeMode::ParallelSingles
-                {
+                } else if self.concurrent() && !self.parallel_singles() {
                     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
                     let closed = rx.map(|_| ()).boxed().shared();
                     let full = Arc::new(tokio::sync::Notify::new());
@@ -467,10 +465,16 @@ impl MultiRangeReader {
         self.fetch_pieces(st, &ahead, false, true);
     }
 
+    /// Whether a batch is fetched as parallel single-range GETs (asked each time: an
+    /// S3 backend's mode changes once its probe has answered).
+    fn parallel_singles(&self) -> bool {
+        self.backend.capabilities().multi_range == MultiRangeMode::ParallelSingles
+    }
+
     /// Predicted reads fetched ahead: one batch where a batch is one request, a
     /// deeper window where it is parallel single-range GETs anyway.
     fn horizon(&self) -> usize {
-        if self.backend.capabilities().multi_range == MultiRangeMode::ParallelSingles {
+        if self.parallel_singles() {
             PARALLEL_HORIZON.max(self.cfg.batch_size)
         } else {
             BATCHES_AHEAD * self.cfg.batch_size
@@ -486,7 +490,7 @@ impl MultiRangeReader {
     /// [`fetch`](Self::fetch); `lattice`: the pieces are kept until read.
     fn fetch_pieces(&self, st: &mut State, ranges: &[Range<u64>], demanded: bool, lattice: bool) {
         let merged = merge_close(ranges, MERGE_GAP);
-        let singles = self.backend.capabilities().multi_range == MultiRangeMode::ParallelSingles;
+        let singles = self.parallel_singles();
         if singles && merged.len() > 1 {
             Metrics::inc(&self.metrics.multi_range_parallel_batches);
         }
