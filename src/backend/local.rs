@@ -99,6 +99,7 @@ impl StorageBackend for LocalBackend {
             max_part_size: crate::store::multipart::MAX_PART_SIZE,
             max_parts: crate::store::multipart::MAX_PARTS,
             rename: false,
+            native_dirs: false,
             conditional_put: true,
             list_metadata: true,
             list_attrs: true,

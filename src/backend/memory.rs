@@ -53,6 +53,7 @@ impl MemoryBackend {
             max_part_size: 5 * 1024 * 1024 * 1024,
             max_parts: 10_000,
             rename: false,
+            native_dirs: false,
             conditional_put: true,
             list_metadata: false,
             list_attrs: false,

@@ -19,6 +19,7 @@
 //! ENAMETOOLONG, anything transient -> EIO), never from the message. Messages never
 //! contain credentials.
 
+pub mod abfs;
 pub mod attr_index;
 pub mod azure;
 pub(crate) mod forward;
@@ -71,6 +72,13 @@ pub struct Capabilities {
     pub max_parts: u32,
     /// `rename` is implemented natively (cheaper than copy + delete).
     pub rename: bool,
+    /// Directories are real on the server (Azure Data Lake Storage Gen2), not
+    /// prefixes: a directory marker key (`dir/`) *is* the directory, so `put` of one
+    /// creates it and `delete` of one removes it only if it is empty (else
+    /// [`ErrorKind::DirectoryNotEmpty`]); `rename` of a marker key moves the whole
+    /// tree in one call; listings report every directory. The filesystem then renames
+    /// a directory with that one call instead of moving each key.
+    pub native_dirs: bool,
     /// `PutOptions::if_none_match_any` / `if_match` are honoured atomically.
     pub conditional_put: bool,
     /// Listing entries carry content type and user metadata (S3 listings do not), so
@@ -183,7 +191,8 @@ pub trait StorageBackend: MultipartStore {
     /// `None` keeps the source's.
     async fn copy(&self, src: &str, dst: &str, metadata: Option<&PutOptions>) -> BackendResult<ObjectMeta>;
 
-    /// Native rename; only called when `Capabilities::rename` is true.
+    /// Native rename; only called when `Capabilities::rename` is true. With
+    /// `Capabilities::native_dirs`, marker keys (`dir/`) rename whole directories.
     async fn rename(&self, src: &str, dst: &str) -> BackendResult<()> {
         let _ = (src, dst);
         Err(BackendError::not_supported("rename"))

@@ -20,7 +20,8 @@ pub use super::backend::BackendArgs;
     args_conflicts_with_subcommands = true,
     subcommand_negates_reqs = true,
     after_help = "SOURCE is bucket[:prefix], s3://bucket[/prefix], gs://bucket[/prefix], \
-wasb://container[/prefix] or local://bucket[/prefix] (embedded store, needs --drives).\n\
+wasb://container[/prefix], abfs://filesystem[/prefix] (Azure Data Lake Storage Gen2) or local://bucket[/prefix] \
+(embedded store, needs --drives).\n\
 Mount options may also be given as -o opt[,opt...] (fstab style)."
 )]
 pub struct Cli {

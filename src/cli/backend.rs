@@ -12,6 +12,7 @@ use anyhow::{anyhow, bail, Result};
 use clap::Args;
 
 use super::source::{s3_bucket_name_problem, BackendKind, Source};
+use crate::backend::abfs::AbfsBackend;
 use crate::backend::azure::{AzureBackend, AzureConfig, AzureRequest};
 use crate::backend::gcs::{GcsBackend, GcsConfig};
 use crate::backend::local::LocalBackend;
@@ -88,7 +89,7 @@ pub struct BackendArgs {
         long,
         env = "AZURE_STORAGE_ACCOUNT",
         value_name = "NAME",
-        help = "Azure storage account of wasb:// (also wasb://container@ACCOUNT.blob.core.windows.net)"
+        help = "Azure storage account of wasb:// and abfs:// (also wasb://container@ACCOUNT.blob.core.windows.net, abfs://filesystem@ACCOUNT.dfs.core.windows.net)"
     )]
     pub account: Option<String>,
 }
@@ -117,10 +118,11 @@ impl BackendArgs {
                 None => "https://s3.amazonaws.com".into(),
             },
             BackendKind::Gcs => "https://storage.googleapis.com".into(),
-            BackendKind::Azure { account } => match account.as_ref().or(self.account.as_ref()) {
-                Some(a) => format!("https://{a}.blob.core.windows.net"),
-                None => "https://ACCOUNT.blob.core.windows.net".into(),
-            },
+            BackendKind::Azure { account, dfs } => {
+                let service = if *dfs { "dfs" } else { "blob" };
+                let account = account.as_ref().or(self.account.as_ref()).map_or("ACCOUNT", |a| a.as_str());
+                format!("https://{account}.{service}.core.windows.net")
+            }
             BackendKind::Local => String::new(),
         }
     }
@@ -150,7 +152,7 @@ impl BackendArgs {
     /// What the Azure backend is told: account from the URL, else `--account` / `AZURE_STORAGE_ACCOUNT`.
     fn azure_request(&self, source: &Source) -> AzureRequest {
         let account = match &source.kind {
-            BackendKind::Azure { account: Some(a) } => Some(a.clone()),
+            BackendKind::Azure { account: Some(a), .. } => Some(a.clone()),
             _ => self.account.clone(),
         };
         AzureRequest {
@@ -158,6 +160,7 @@ impl BackendArgs {
             account,
             endpoint: self.endpoint.clone(),
             anonymous: self.no_sign_request,
+            dfs: matches!(source.kind, BackendKind::Azure { dfs: true, .. }),
         }
     }
 }
@@ -207,10 +210,14 @@ pub fn open_backend(
             };
             Arc::new(rt.block_on(GcsBackend::connect(cfg)).map_err(|e| anyhow!("{source}: {e}"))?)
         }
-        BackendKind::Azure { .. } => {
+        BackendKind::Azure { dfs, .. } => {
             let cfg =
                 AzureConfig::resolve(&args.azure_request(source)).map_err(|e| anyhow!("{source}: {e}"))?;
-            Arc::new(AzureBackend::new(cfg).map_err(|e| anyhow!("{source}: {e}"))?)
+            if dfs {
+                Arc::new(AbfsBackend::new(cfg).map_err(|e| anyhow!("{source}: {e}"))?)
+            } else {
+                Arc::new(AzureBackend::new(cfg).map_err(|e| anyhow!("{source}: {e}"))?)
+            }
         }
     };
     let checked = match source.kind {

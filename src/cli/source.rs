@@ -6,7 +6,11 @@ use std::fmt;
 pub enum BackendKind {
     S3,
     Gcs,
-    Azure { account: Option<String> },
+    /// `wasb://` (blob service) or, with `dfs`, `abfs://` (Data Lake Storage Gen2).
+    Azure {
+        account: Option<String>,
+        dfs: bool,
+    },
     Local,
 }
 
@@ -23,7 +27,8 @@ impl fmt::Display for Source {
         let scheme = match self.kind {
             BackendKind::S3 => "s3",
             BackendKind::Gcs => "gs",
-            BackendKind::Azure { .. } => "wasb",
+            BackendKind::Azure { dfs: false, .. } => "wasb",
+            BackendKind::Azure { dfs: true, .. } => "abfs",
             BackendKind::Local => "local",
         };
         write!(f, "{scheme}://{}", self.bucket)?;
@@ -34,18 +39,19 @@ impl fmt::Display for Source {
     }
 }
 
-/// Parses `bucket`, `bucket:prefix`, `s3://bucket/prefix`, `gs://…`, `wasb://container[@account.blob.core.windows.net]/…`
-/// and `local://bucket/prefix`.
+/// Parses `bucket`, `bucket:prefix`, `s3://bucket/prefix`, `gs://…`, `wasb://container[@account.blob.core.windows.net]/…`,
+/// `abfs://filesystem[@account.dfs.core.windows.net]/…` and `local://bucket/prefix`.
 pub fn parse_source(s: &str) -> Result<Source, String> {
     let (kind, rest, sep) = if let Some((scheme, rest)) = s.split_once("://") {
         let kind = match scheme {
             "s3" => BackendKind::S3,
             "gs" | "gcs" => BackendKind::Gcs,
-            "wasb" | "wasbs" | "az" => BackendKind::Azure { account: None },
+            "wasb" | "wasbs" | "az" => BackendKind::Azure { account: None, dfs: false },
+            "abfs" | "abfss" => BackendKind::Azure { account: None, dfs: true },
             "local" => BackendKind::Local,
             other => {
                 return Err(format!(
-                    "unknown scheme {other}:// in {s:?} (use s3://, gs://, wasb:// or local://)"
+                    "unknown scheme {other}:// in {s:?} (use s3://, gs://, wasb://, abfs:// or local://)"
                 ))
             }
         };
@@ -58,7 +64,7 @@ pub fn parse_source(s: &str) -> Result<Source, String> {
         None => (rest.to_string(), String::new()),
     };
     let mut kind = kind;
-    if let BackendKind::Azure { account } = &mut kind {
+    if let BackendKind::Azure { account, .. } = &mut kind {
         if let Some((container, host)) = bucket.clone().split_once('@') {
             *account = Some(host.split('.').next().unwrap_or(host).to_string());
             bucket = container.to_string();
@@ -142,8 +148,13 @@ mod tests {
         assert_eq!(parse_source("gs://b").unwrap().kind, BackendKind::Gcs);
         assert_eq!(parse_source("local://demo/sub").unwrap().to_string(), "local://demo/sub");
         let s = parse_source("wasb://c@acct.blob.core.windows.net/p").unwrap();
-        assert_eq!(s.kind, BackendKind::Azure { account: Some("acct".into()) });
+        assert_eq!(s.kind, BackendKind::Azure { account: Some("acct".into()), dfs: false });
         assert_eq!((s.bucket.as_str(), s.prefix.as_str()), ("c", "p"));
+        let s = parse_source("abfss://fs@acct.dfs.core.windows.net/a/b").unwrap();
+        assert_eq!(s.kind, BackendKind::Azure { account: Some("acct".into()), dfs: true });
+        assert_eq!((s.bucket.as_str(), s.prefix.as_str()), ("fs", "a/b"));
+        assert_eq!(s.to_string(), "abfs://fs/a/b");
+        assert_eq!(parse_source("abfs://fs").unwrap().kind, BackendKind::Azure { account: None, dfs: true });
     }
 
     #[test]
@@ -174,6 +185,7 @@ mod tests {
             "s3://",
             "gs://",
             "wasb://",
+            "abfs://",
             "local://",
             "ftp://",
             "b",

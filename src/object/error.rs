@@ -24,6 +24,9 @@ pub enum ErrorKind {
     InvalidKey,
     /// The key, or one of its segments, is longer than the backend allows: ENAMETOOLONG.
     NameTooLong,
+    /// A directory the backend keeps as a real one (Azure Data Lake) still has
+    /// entries, so the server refused to delete it: ENOTEMPTY.
+    DirectoryNotEmpty,
     /// A request the backend refused as malformed: EINVAL.
     InvalidArgument,
     /// The multipart upload does not exist (finished, aborted or never started): EIO.
@@ -59,6 +62,7 @@ impl ErrorKind {
             ErrorKind::NotFound | ErrorKind::NoSuchBucket => libc::ENOENT,
             ErrorKind::PreconditionFailed => libc::EEXIST,
             ErrorKind::NameTooLong => libc::ENAMETOOLONG,
+            ErrorKind::DirectoryNotEmpty => libc::ENOTEMPTY,
             ErrorKind::InvalidKey | ErrorKind::InvalidArgument => libc::EINVAL,
             ErrorKind::NotSupported => libc::ENOTSUP,
             ErrorKind::AccessDenied => libc::EACCES,
@@ -88,6 +92,7 @@ impl ErrorKind {
             ErrorKind::PreconditionFailed => "precondition failed: ",
             ErrorKind::InvalidKey | ErrorKind::NameTooLong => "invalid key ",
             ErrorKind::InvalidArgument => "invalid argument: ",
+            ErrorKind::DirectoryNotEmpty => "directory not empty: ",
             ErrorKind::NoSuchUpload => "no such multipart upload: ",
             ErrorKind::EntityTooSmall => "part too small: ",
             ErrorKind::NotSupported => "operation not supported by this backend: ",
@@ -157,6 +162,9 @@ impl BackendError {
     /// A key (or a segment of it) over the backend's length limit.
     pub fn name_too_long(key: &str, reason: impl fmt::Display) -> Self {
         Self::new(ErrorKind::NameTooLong, format!("{key:?}: {reason}"))
+    }
+    pub fn directory_not_empty(context: impl Into<String>) -> Self {
+        Self::new(ErrorKind::DirectoryNotEmpty, context)
     }
     pub fn invalid_argument(context: impl Into<String>) -> Self {
         Self::new(ErrorKind::InvalidArgument, context)

@@ -116,6 +116,7 @@ mod tests {
             max_part_size: max,
             max_parts: parts,
             rename: false,
+            native_dirs: false,
             conditional_put: true,
             list_metadata: false,
             list_attrs: false,

@@ -17,11 +17,11 @@ use bucketfs::backend::{BackendError, ListRequest, StorageBackend};
 
 use crate::common;
 
-const TOKEN: &str = "entra-test-token";
+pub(crate) const TOKEN: &str = "entra-test-token";
 
 /// A directory holding an `az` that records each call in `calls` and either
 /// prints a token valid for an hour or fails as a logged-out CLI does.
-fn fake_az(logged_in: bool) -> (tempfile::TempDir, PathBuf) {
+pub(crate) fn fake_az(logged_in: bool) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let calls = dir.path().join("calls");
     let expires =
@@ -38,7 +38,7 @@ fn fake_az(logged_in: bool) -> (tempfile::TempDir, PathBuf) {
 }
 
 /// The environment of a user with only the Azure CLI: no key, no SAS.
-fn cli_only_env(az_dir: &Path) {
+pub(crate) fn cli_only_env(az_dir: &Path) {
     for (k, _) in std::env::vars() {
         if k.starts_with("AZURE_")
             || k == "BUCKETFS_AZURE_AUTH"
@@ -92,6 +92,7 @@ fn request(endpoint: &str) -> AzureRequest {
         account: Some("acct".into()),
         endpoint: Some(endpoint.into()),
         anonymous: false,
+        dfs: false,
     }
 }
 

@@ -1,5 +1,5 @@
-//! Capability flags of every backend (embedded store, S3, GCS, Azure) in one
-//! table, each row checked against a live backend, and the flags that promise
+//! Capability flags of every backend (embedded store, S3, GCS, Azure Blob, Azure
+//! Data Lake) in one table, each row checked against a live backend, and the flags that promise
 //! behaviour (listing metadata, multi-range reads, parts of an open upload read
 //! back) shown to hold.
 
@@ -25,6 +25,7 @@ struct Row {
     max_part_size: u64,
     max_parts: u32,
     rename: bool,
+    native_dirs: bool,
     conditional_put: bool,
     list_metadata: bool,
     readable_upload_parts: bool,
@@ -39,6 +40,7 @@ const TABLE: &[Row] = &[
         max_part_size: 5 * 1024 * MIB,
         max_parts: 10_000,
         rename: false,
+        native_dirs: false,
         conditional_put: true,
         list_metadata: true,
         readable_upload_parts: true,
@@ -52,6 +54,7 @@ const TABLE: &[Row] = &[
         max_part_size: 5 * 1024 * MIB,
         max_parts: 10_000,
         rename: false,
+        native_dirs: false,
         conditional_put: true,
         list_metadata: false,
         readable_upload_parts: false,
@@ -65,6 +68,7 @@ const TABLE: &[Row] = &[
         max_part_size: 5 * 1024 * MIB,
         max_parts: 1024,
         rename: false,
+        native_dirs: false,
         conditional_put: true,
         list_metadata: true,
         readable_upload_parts: true,
@@ -78,8 +82,24 @@ const TABLE: &[Row] = &[
         max_part_size: 4000 * MIB,
         max_parts: 50_000,
         rename: false,
+        native_dirs: false,
         conditional_put: true,
         list_metadata: true,
+        readable_upload_parts: false,
+    },
+    // Data Lake Storage Gen2: one rename request per file or directory, real
+    // directories; appends in order (positions), no properties in listings
+    Row {
+        name: "abfs",
+        multi_range: MultiRangeMode::ParallelSingles,
+        parallel_multipart: false,
+        min_part_size: 4 * MIB,
+        max_part_size: 4000 * MIB,
+        max_parts: 50_000,
+        rename: true,
+        native_dirs: true,
+        conditional_put: true,
+        list_metadata: false,
         readable_upload_parts: false,
     },
 ];
@@ -100,6 +120,11 @@ async fn backend(name: &str, dir: &std::path::Path) -> Arc<dyn StorageBackend> {
         }
         "gcs" => Arc::new(cloud_support::gcs_bucket(&bucket).await),
         "azure" => Arc::new(cloud_support::azure_container(&bucket).await),
+        "abfs" => {
+            // the server lives as long as the test process
+            let server: &'static _ = Box::leak(Box::new(cloud_support::dfs::DfsServer::start()));
+            Arc::new(cloud_support::abfs_filesystem(server, &bucket).await)
+        }
         other => panic!("no backend {other}"),
     }
 }
@@ -121,6 +146,7 @@ fn every_backend_reports_its_capabilities_truthfully() {
             assert_eq!(c.max_part_size, row.max_part_size, "{n}: max_part_size");
             assert_eq!(c.max_parts, row.max_parts, "{n}: max_parts");
             assert_eq!(c.rename, row.rename, "{n}: rename");
+            assert_eq!(c.native_dirs, row.native_dirs, "{n}: native_dirs");
             assert_eq!(c.conditional_put, row.conditional_put, "{n}: conditional_put");
             assert_eq!(c.list_metadata, row.list_metadata, "{n}: list_metadata");
             assert_eq!(c.readable_upload_parts, row.readable_upload_parts, "{n}: readable_upload_parts");

@@ -352,6 +352,7 @@ fn gcs_reads_ranges_in_parallel_azure_one_after_another() {
                                 account: Some(cloud_support::AZ_ACCOUNT.into()),
                                 endpoint: Some(ep),
                                 anonymous: false,
+                                dfs: false,
                             };
                             Arc::new(AzureBackend::new(AzureConfig::resolve(&req).unwrap()).unwrap())
                                 as Arc<dyn StorageBackend>
@@ -424,6 +425,7 @@ fn unreachable_endpoints_fail_after_counted_retries() {
             account: Some(cloud_support::AZ_ACCOUNT.into()),
             endpoint: Some(format!("{ep}/{}", cloud_support::AZ_ACCOUNT)),
             anonymous: false,
+            dfs: false,
         };
         let azure = AzureBackend::new(AzureConfig::resolve(&req).unwrap()).unwrap();
         let backends: [&dyn StorageBackend; 2] = [&gcs, &azure];

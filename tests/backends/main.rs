@@ -15,6 +15,7 @@ mod s3_support;
 #[path = "../tool_support/mod.rs"]
 mod tool_support;
 
+mod abfs;
 mod azure_entra;
 mod capabilities;
 mod cli_transfer;

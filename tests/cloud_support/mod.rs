@@ -5,10 +5,13 @@
 //! check, PDEATHSIG). Test binaries using this also declare `mod s3_support;`.
 #![allow(dead_code)]
 
+pub mod dfs;
+
 use std::process::Command;
 use std::sync::{Once, OnceLock};
 use std::time::Duration;
 
+use bucketfs::backend::abfs::AbfsBackend;
 use bucketfs::backend::azure::{AzureBackend, AzureConfig, AzureRequest};
 use bucketfs::backend::gcs::{GcsBackend, GcsConfig};
 
@@ -132,6 +135,7 @@ pub fn azure_backend(container: &str) -> AzureBackend {
         account: Some(AZ_ACCOUNT.into()),
         endpoint: Some(server.endpoint.clone()),
         anonymous: false,
+        dfs: false,
     };
     AzureBackend::new(AzureConfig::resolve(&req).expect("Azure config")).unwrap()
 }
@@ -140,5 +144,21 @@ pub fn azure_backend(container: &str) -> AzureBackend {
 pub async fn azure_container(container: &str) -> AzureBackend {
     let b = azure_backend(container);
     b.create_container().await.expect("create container");
+    b
+}
+
+/// A backend for filesystem `fs` of the local DFS test server (see [`dfs`]),
+/// signed with the development key of [`hermetic_env`]; the filesystem is created.
+pub async fn abfs_filesystem(server: &dfs::DfsServer, fs: &str) -> AbfsBackend {
+    hermetic_env();
+    let req = AzureRequest {
+        container: fs.into(),
+        account: Some("acct".into()),
+        endpoint: Some(server.endpoint.clone()),
+        anonymous: false,
+        dfs: true,
+    };
+    let b = AbfsBackend::new(AzureConfig::resolve(&req).expect("abfs config")).unwrap();
+    b.create_filesystem().await.expect("create filesystem");
     b
 }

@@ -10,7 +10,10 @@
 //!   Entra ID token (Azure CLI, workload or managed identity; see [`super::entra`]).
 //! - Endpoint: `--endpoint` (the blob service URL; for Azurite
 //!   `http://127.0.0.1:10000/devstoreaccount1`), else the connection string's
-//!   `BlobEndpoint`, else `https://ACCOUNT.blob.core.windows.net`.
+//!   `BlobEndpoint`, else `https://ACCOUNT.blob.core.windows.net`. For `abfs://`
+//!   ([`AzureRequest::dfs`]) the Data Lake service: `--endpoint` as given, else the
+//!   connection string's `BlobEndpoint` with `.blob.` read as `.dfs.` (connection
+//!   strings have no DFS field), else `https://ACCOUNT.dfs.core.windows.net`.
 //!
 //! Everything here is resolved without the network, so a missing account or
 //! credential fails the mount before it daemonizes. Keys and SAS tokens are
@@ -36,6 +39,8 @@ pub struct AzureRequest {
     pub account: Option<String>,
     pub endpoint: Option<String>,
     pub anonymous: bool,
+    /// The Data Lake Storage Gen2 (DFS) service of `abfs://` rather than the blob service.
+    pub dfs: bool,
 }
 
 #[derive(Clone)]
@@ -64,7 +69,7 @@ impl fmt::Debug for Credential {
 pub struct AzureConfig {
     pub account: String,
     pub container: String,
-    /// Blob service URL without a trailing `/`.
+    /// Blob service URL (DFS service URL for `abfs://`) without a trailing `/`.
     pub endpoint: String,
     pub credential: Credential,
 }
@@ -140,10 +145,13 @@ impl AzureConfig {
                 "no Azure credentials for account {account:?}: set AZURE_STORAGE_KEY, AZURE_STORAGE_SAS_TOKEN or AZURE_STORAGE_CONNECTION_STRING, log in with `az login`, set {AUTH_ENV}=msi on a VM with a managed identity (or --no-sign-request for a public container)"
             )));
         };
+        let service = if req.dfs { "dfs" } else { "blob" };
         let endpoint = match (&req.endpoint, &conn.blob_endpoint) {
-            (Some(e), _) | (None, Some(e)) => e.clone(),
+            (Some(e), _) => e.clone(),
+            (None, Some(e)) if req.dfs => e.replacen(".blob.", ".dfs.", 1),
+            (None, Some(e)) => e.clone(),
             (None, None) => format!(
-                "{}://{account}.blob.{}",
+                "{}://{account}.{service}.{}",
                 conn.protocol.as_deref().unwrap_or("https"),
                 conn.suffix.as_deref().unwrap_or("core.windows.net")
             ),

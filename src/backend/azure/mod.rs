@@ -58,13 +58,13 @@ const MIB: u64 = 1024 * 1024;
 const MAX_PUT: u64 = 5000 * MIB;
 
 pub struct AzureBackend {
-    cfg: AzureConfig,
+    pub(crate) cfg: AzureConfig,
     http: reqwest::Client,
     retries: std::sync::atomic::AtomicU64,
 }
 
 /// One request before signing: everything the signature covers.
-struct Req<'a> {
+pub(crate) struct Req<'a> {
     method: Method,
     /// Blob name, or `None` for a container-level request.
     blob: Option<&'a str>,
@@ -76,18 +76,18 @@ struct Req<'a> {
 }
 
 impl<'a> Req<'a> {
-    fn new(method: Method, blob: Option<&'a str>) -> Self {
+    pub(crate) fn new(method: Method, blob: Option<&'a str>) -> Self {
         Req { method, blob, query: Vec::new(), headers: Vec::new(), body: Bytes::new() }
     }
-    fn q(mut self, k: &'static str, v: impl Into<String>) -> Self {
+    pub(crate) fn q(mut self, k: &'static str, v: impl Into<String>) -> Self {
         self.query.push((k, v.into()));
         self
     }
-    fn h(mut self, k: impl Into<String>, v: impl Into<String>) -> Self {
+    pub(crate) fn h(mut self, k: impl Into<String>, v: impl Into<String>) -> Self {
         self.headers.push((k.into().to_ascii_lowercase(), v.into()));
         self
     }
-    fn body(mut self, b: Bytes) -> Self {
+    pub(crate) fn body(mut self, b: Bytes) -> Self {
         self.body = b;
         self
     }
@@ -111,12 +111,12 @@ impl AzureBackend {
         }
     }
 
-    fn ctx<'a>(&'a self, op: &'static str, key: &'a str) -> Ctx<'a> {
+    pub(crate) fn ctx<'a>(&'a self, op: &'static str, key: &'a str) -> Ctx<'a> {
         Ctx { target: "azure", op, key, retries: &self.retries, endpoint: &self.cfg.endpoint }
     }
 
     /// URL path of the container or a blob in it (encoded).
-    fn path(&self, blob: Option<&str>) -> String {
+    pub(crate) fn path(&self, blob: Option<&str>) -> String {
         let base_path = url_path(&self.cfg.endpoint);
         match blob {
             Some(b) => format!("{base_path}/{}/{}", http::encode(&self.cfg.container), http::encode_path(b)),
@@ -165,20 +165,21 @@ impl AzureBackend {
         }
         if !r.body.is_empty() {
             rb = rb.body(r.body.clone());
-        } else if matches!(r.method, Method::PUT | Method::POST) {
-            // Azure wants a Content-Length on every write; reqwest sends none for an empty body.
+        } else if matches!(r.method, Method::PUT | Method::POST | Method::PATCH) {
+            // Azure wants a Content-Length on every write (a DFS flush is an empty PATCH);
+            // reqwest sends none for an empty body.
             rb = rb.header("content-length", "0");
         }
         Ok(rb)
     }
 
     /// Sends with retries; an error answer becomes a [`BackendError`].
-    async fn call(&self, op: &'static str, key: &str, r: Req<'_>) -> BackendResult<Response> {
+    pub(crate) async fn call(&self, op: &'static str, key: &str, r: Req<'_>) -> BackendResult<Response> {
         self.call_raw(op, key, r).await?.map_err(|e| e.into_error(self.ctx(op, key), &self.cfg.container))
     }
 
     /// Like [`Self::call`] but hands back an error answer as an [`ErrorAnswer`].
-    async fn call_raw(
+    pub(crate) async fn call_raw(
         &self,
         op: &'static str,
         key: &str,
@@ -238,7 +239,7 @@ impl AzureBackend {
         Ok(page)
     }
 
-    async fn get_range_impl(
+    pub(crate) async fn get_range_impl(
         &self,
         key: &str,
         range: Option<Range<u64>>,
@@ -310,7 +311,7 @@ fn url_path(url: &str) -> &str {
     }
 }
 
-fn quote(etag: &str) -> String {
+pub(crate) fn quote(etag: &str) -> String {
     format!("\"{etag}\"")
 }
 
@@ -383,7 +384,7 @@ pub fn decode_meta_name(name: &str) -> String {
     }
 }
 
-fn meta_from_headers(key: &str, r: &Response) -> ObjectMeta {
+pub(crate) fn meta_from_headers(key: &str, r: &Response) -> ObjectMeta {
     let h = r.headers();
     let get = |n: &str| h.get(n).and_then(|v| v.to_str().ok());
     let size = http::content_range_total(get("content-range"))
@@ -407,16 +408,28 @@ fn meta_from_headers(key: &str, r: &Response) -> ObjectMeta {
     }
 }
 
+/// What a write of `size` bytes with `opts` stored, as its answer tells (the ETag).
+pub(crate) fn written_meta(key: &str, size: u64, answer: &Response, opts: &PutOptions) -> ObjectMeta {
+    ObjectMeta {
+        key: key.to_owned(),
+        size,
+        etag: meta_from_headers(key, answer).etag,
+        last_modified: SystemTime::now(),
+        content_type: opts.content_type.clone(),
+        user_metadata: opts.user_metadata.clone(),
+    }
+}
+
 /// An error answer: status, `x-ms-error-code`, message.
 #[derive(Debug)]
 pub(crate) struct ErrorAnswer {
-    status: u16,
-    code: String,
+    pub(crate) status: u16,
+    pub(crate) code: String,
     message: String,
 }
 
 impl ErrorAnswer {
-    fn into_error(self, ctx: Ctx<'_>, container: &str) -> BackendError {
+    pub(crate) fn into_error(self, ctx: Ctx<'_>, container: &str) -> BackendError {
         classify(self.status, &self.code, &self.message, ctx, container)
     }
 }
@@ -424,8 +437,11 @@ impl ErrorAnswer {
 /// Azure error codes first, then the status.
 fn classify(status: u16, code: &str, message: &str, ctx: Ctx<'_>, container: &str) -> BackendError {
     match code {
-        "ContainerNotFound" => BackendError::no_such_bucket(container),
-        "BlobNotFound" => BackendError::not_found(ctx.key),
+        // the Data Lake (DFS) service's codes beside the blob service's: abfs shares this
+        "ContainerNotFound" | "FilesystemNotFound" => BackendError::no_such_bucket(container),
+        "BlobNotFound" | "PathNotFound" | "SourcePathNotFound" => BackendError::not_found(ctx.key),
+        "DirectoryNotEmpty" => BackendError::directory_not_empty(format!("{} {:?}", ctx.op, ctx.key)),
+        "PathAlreadyExists" => BackendError::precondition_failed(ctx.key),
         "ConditionNotMet" | "BlobAlreadyExists" | "TargetConditionNotMet" | "SourceConditionNotMet" => {
             BackendError::precondition_failed(ctx.key)
         }
@@ -542,6 +558,7 @@ impl StorageBackend for AzureBackend {
             max_part_size: multipart::MAX_BLOCK,
             max_parts: multipart::MAX_BLOCKS,
             rename: false,
+            native_dirs: false,
             conditional_put: true,
             list_metadata: true,
             list_attrs: true,
@@ -615,15 +632,7 @@ impl StorageBackend for AzureBackend {
         let r = Req::new(Method::PUT, Some(key)).h("x-ms-blob-type", "BlockBlob").body(data);
         let r = self.write_headers(r, opts, "x-ms-blob-content-type");
         let resp = self.call("put", key, r).await?;
-        let m = meta_from_headers(key, &resp);
-        Ok(ObjectMeta {
-            key: key.to_owned(),
-            size,
-            etag: m.etag,
-            last_modified: SystemTime::now(),
-            content_type: opts.content_type.clone(),
-            user_metadata: opts.user_metadata.clone(),
-        })
+        Ok(written_meta(key, size, &resp, opts))
     }
 
     async fn delete(&self, key: &str) -> BackendResult<()> {

@@ -333,6 +333,7 @@ impl StorageBackend for GcsBackend {
             // A composite object has at most 1024 components.
             max_parts: multipart::MAX_PARTS,
             rename: false,
+            native_dirs: false,
             conditional_put: true,
             list_metadata: true,
             list_attrs: true,

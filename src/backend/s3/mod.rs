@@ -301,6 +301,7 @@ impl StorageBackend for S3Backend {
             max_part_size: 5 * 1024 * MIB,
             max_parts: 10_000,
             rename: false,
+            native_dirs: false,
             conditional_put: true,
             list_metadata: false,
             list_attrs: false,

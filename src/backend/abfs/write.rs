@@ -1,0 +1,161 @@
+//! Writes over the DFS API: create (`PUT ?resource=file|directory`, carrying
+//! properties, content type and the write condition), append
+//! (`PATCH ?action=append&position=N`) and flush
+//! (`PATCH ?action=flush&position=N&close=true`), which makes the appended
+//! bytes the file's content. Copies, which the DFS API lacks, stream the
+//! source through a hidden file in bounded chunks and rename it into place.
+
+use bytes::Bytes;
+use reqwest::Method;
+
+use super::{encode_properties, path_of, AbfsBackend, Req, RESERVED_DIR};
+use crate::backend::azure::{quote, written_meta};
+use crate::backend::*;
+
+const MIB: u64 = 1024 * 1024;
+/// Largest single append (service versions from 2019-12-12).
+pub(super) const MAX_APPEND: u64 = 4000 * MIB;
+/// Chunk of a server-side copy held in memory at a time.
+const COPY_CHUNK: u64 = 8 * MIB;
+
+impl AbfsBackend {
+    /// Creates (or truncates) the file, or creates the directory, at `key`'s path
+    /// with `opts`' properties, content type and condition.
+    pub(super) async fn create(&self, key: &str, opts: &PutOptions) -> BackendResult<reqwest::Response> {
+        let resource = if key.ends_with('/') { "directory" } else { "file" };
+        let mut r = Req::new(Method::PUT, Some(path_of(key))).q("resource", resource);
+        if !opts.user_metadata.is_empty() {
+            r = r.h("x-ms-properties", encode_properties(&opts.user_metadata));
+        }
+        if let Some(ct) = &opts.content_type {
+            r = r.h("x-ms-content-type", ct.clone());
+        }
+        if opts.if_none_match_any {
+            r = r.h("if-none-match", "*");
+        }
+        if let Some(e) = &opts.if_match {
+            r = r.h("if-match", quote(e));
+        }
+        self.az.call("create", key, r).await
+    }
+
+    /// Appends `data` at `position` of `path` (uncommitted until the flush).
+    pub(super) async fn append(&self, path: &str, position: u64, data: Bytes) -> BackendResult<()> {
+        let r = Req::new(Method::PATCH, Some(path))
+            .q("action", "append")
+            .q("position", position.to_string())
+            .body(data);
+        self.az.call("append", path, r).await.map(|_| ())
+    }
+
+    /// Commits the first `len` appended bytes of `path` and closes it.
+    pub(super) async fn flush(
+        &self,
+        path: &str,
+        len: u64,
+        content_type: Option<&str>,
+    ) -> BackendResult<reqwest::Response> {
+        let mut r = Req::new(Method::PATCH, Some(path))
+            .q("action", "flush")
+            .q("position", len.to_string())
+            .q("close", "true");
+        // a flush sets the content headers: repeat the type given at creation
+        if let Some(ct) = content_type {
+            r = r.h("x-ms-content-type", ct.to_owned());
+        }
+        self.az.call("flush", path, r).await
+    }
+
+    pub(super) async fn put_impl(
+        &self,
+        key: &str,
+        data: Bytes,
+        opts: &PutOptions,
+    ) -> BackendResult<ObjectMeta> {
+        let size = data.len() as u64;
+        if key.ends_with('/') && size > 0 {
+            return Err(BackendError::invalid_argument(format!("put {key:?}: a directory holds no data")));
+        }
+        if size > MAX_APPEND {
+            return Err(BackendError::invalid_argument(format!(
+                "put {key:?}: {size} bytes exceed one append (4000 MiB); use a multipart upload"
+            )));
+        }
+        let mut resp = self.create(key, opts).await?;
+        if size > 0 {
+            self.append(path_of(key), 0, data).await?;
+            resp = self.flush(path_of(key), size, opts.content_type.as_deref()).await?;
+        }
+        Ok(written_meta(key, size, &resp, opts))
+    }
+
+    /// Replaces the properties (and content type) of `key` in place.
+    pub(super) async fn set_properties(&self, key: &str, opts: &PutOptions) -> BackendResult<()> {
+        let mut r = Req::new(Method::PATCH, Some(path_of(key)))
+            .q("action", "setProperties")
+            .h("x-ms-properties", encode_properties(&opts.user_metadata));
+        if let Some(ct) = &opts.content_type {
+            r = r.h("x-ms-content-type", ct.clone());
+        }
+        self.az.call("set_properties", key, r).await.map(|_| ())
+    }
+
+    pub(super) async fn copy_impl(
+        &self,
+        src: &str,
+        dst: &str,
+        metadata: Option<&PutOptions>,
+    ) -> BackendResult<ObjectMeta> {
+        let source = self.head(src).await?;
+        let opts = match metadata {
+            Some(o) => PutOptions {
+                content_type: o.content_type.clone(),
+                user_metadata: o.user_metadata.clone(),
+                ..Default::default()
+            },
+            None => PutOptions {
+                content_type: source.content_type.clone(),
+                user_metadata: source.user_metadata.clone(),
+                ..Default::default()
+            },
+        };
+        if src == dst {
+            if metadata.is_some() {
+                self.set_properties(dst, &opts).await?;
+            }
+            return self.head(dst).await;
+        }
+        if dst.ends_with('/') {
+            self.create(dst, &opts).await?;
+            return self.head(dst).await;
+        }
+        // the copy appears whole or not at all: written aside, renamed into place
+        let tmp = format!("{RESERVED_DIR}/copy-{}", uuid::Uuid::new_v4().simple());
+        let result = async {
+            self.create(&tmp, &opts).await?;
+            let pin = GetOptions { if_match: Some(source.etag.clone()) };
+            let mut pos = 0;
+            while pos < source.size {
+                let end = (pos + COPY_CHUNK).min(source.size);
+                let chunk = self.get_range(src, Some(pos..end), &pin).await?.data;
+                if chunk.is_empty() {
+                    return Err(BackendError::io(format!(
+                        "copy {src:?}: source ended at {pos} of {}",
+                        source.size
+                    )));
+                }
+                let n = chunk.len() as u64;
+                self.append(&tmp, pos, chunk).await?;
+                pos += n;
+            }
+            self.flush(&tmp, pos, opts.content_type.as_deref()).await?;
+            self.rename(&tmp, dst).await
+        }
+        .await;
+        if let Err(e) = result {
+            let _ = self.delete(&tmp).await;
+            return Err(e);
+        }
+        self.head(dst).await
+    }
+}
