@@ -19,7 +19,9 @@
 //!   [`KEEP_BEHIND`], which absorbs small backward reorders) are dropped, and
 //!   when less than half a window is queued ahead of the read, the queue is
 //!   topped up to one window past the read and the window doubles, from
-//!   `initial_window` (1 MiB) up to `max_window` (`--read-ahead`). A top-up is
+//!   `initial_window` (1 MiB) up to `max_window` (`--read-ahead`); a first read of
+//!   a large object at offset 0 in large blocks opens with a ladder of pieces
+//!   queued at once instead (see [`Prefetcher::spawn_ladder`]). A top-up is
 //!   split into requests of at most `request_size` (8 MiB) that run
 //!   concurrently, so a large window becomes several parallel ranged GETs;
 //!   once the window is that large, requests are whole `request_size` pieces
@@ -73,6 +75,11 @@ const MIB: u64 = 1024 * 1024;
 pub const SEQUENTIAL_SLACK: u64 = 256 * 1024;
 /// Consumed bytes kept behind the read position, so reordered reads still hit.
 pub const KEEP_BEHIND: u64 = MIB;
+/// Read-ahead queued at once by a handle's first large read at offset 0 ([`Prefetcher::spawn_ladder`]).
+pub const LADDER_TOP: u64 = 16 * MIB;
+/// A first read at least this large (the kernel asks for blocks this size when the
+/// application reads in blocks of a MiB or more) opens with the ladder.
+pub const LADDER_MIN_READ: u64 = 512 * 1024;
 /// Fraction (1/n) of the memory budget read-ahead never takes, so writers always progress.
 pub const WRITER_SHARE: u64 = 4;
 
@@ -250,6 +257,9 @@ impl Prefetcher {
             let reservation = self.reserve_read_ahead(self.size);
             self.spawn_chunk(0..self.size, reservation);
             self.assemble(offset, end)
+        } else if self.opens_a_long_read(offset, len) {
+            self.spawn_ladder();
+            self.assemble(offset, end)
         } else if self.is_sequential(offset) {
             while self.chunks.front().is_some_and(|c| c.range.end.saturating_add(KEEP_BEHIND) <= offset) {
                 self.chunks.pop_front();
@@ -268,6 +278,45 @@ impl Prefetcher {
         };
         self.last_end = Some(end);
         plan
+    }
+
+    /// The first read of the handle, at offset 0, in large blocks, of an object many
+    /// times the opening ladder: a reader that is most likely about to read on.
+    fn opens_a_long_read(&self, offset: u64, len: u64) -> bool {
+        offset == 0
+            && self.last_end.is_none()
+            && self.chunks.is_empty()
+            && len >= LADDER_MIN_READ
+            && self.size >= 4 * LADDER_TOP
+    }
+
+    /// Queues `initial_window` pieces doubling in size up to [`LADDER_TOP`] at once
+    /// (1, 1, 2, 4, 8 MiB), and leaves the window there. Growing the window one
+    /// read at a time costs a stall of one round trip: the kernel asks for the
+    /// second block only once the first is answered, and what that read queues
+    /// arrives a round trip later, after the reader has drained the first chunk
+    /// (measured at 20 ms: the second GET started 46 ms after the first; a cold
+    /// 256 MiB read took 0.99 s against curl's 0.84 s). The small first piece
+    /// keeps the first answer as quick as before; the cost of a wrong guess is
+    /// at most `LADDER_TOP` downloaded for a reader that stops after one block.
+    fn spawn_ladder(&mut self) {
+        let mut start = 0;
+        let mut piece = self.cfg.initial_window.max(1);
+        let top = LADDER_TOP.max(piece).min(self.cfg.max_window).min(self.size);
+        while start < top {
+            let stop = (start + piece).min(top);
+            match self.reserve_read_ahead(stop - start) {
+                Some(r) => self.spawn_chunk(start..stop, Some(r)),
+                // no memory: the first piece is fetched for the read, nothing ahead
+                None if start == 0 => self.spawn_chunk(start..stop, None),
+                None => break,
+            }
+            if start > 0 {
+                piece *= 2;
+            }
+            start = stop;
+        }
+        self.window = self.chunks.back().map_or(0, |c| c.range.end).max(self.cfg.initial_window.max(1));
     }
 
     fn is_sequential(&self, offset: u64) -> bool {
@@ -483,6 +532,33 @@ mod tests {
         assert!(backend.max_gets_running.load(SeqCst) >= 2, "large windows are fetched in parallel");
         assert!(backend.gets.load(SeqCst) <= 24, "{} requests", backend.gets.load(SeqCst));
         assert!(p.buffered_bytes() <= 32 * MIB + KEEP_BEHIND + 8 * MIB);
+    }
+
+    #[tokio::test]
+    async fn a_first_large_read_at_zero_queues_the_ladder_at_once() {
+        let ranges = |p: &Prefetcher| p.chunks.iter().map(|c| c.range.clone()).collect::<Vec<_>>();
+        // a big object read in MiB blocks from the start: 1, 1, 2, 4, 8 MiB in flight together
+        let (backend, mut p, data, _memory) = setup(64 * MIB, 256 * MIB).await;
+        let b = p.read(0, MIB).await.unwrap();
+        assert_eq!(&b[..], &data[..MIB as usize]);
+        let m = MIB;
+        assert_eq!(ranges(&p), vec![0..m, m..2 * m, 2 * m..4 * m, 4 * m..8 * m, 8 * m..16 * m]);
+        assert_eq!(p.window(), LADDER_TOP);
+        // the next blocks are served from the ladder without a request
+        for i in 1..8 {
+            let b = p.read(i * MIB, MIB).await.unwrap();
+            assert_eq!(&b[..], &data[(i * MIB) as usize..][..MIB as usize]);
+        }
+        assert_eq!(backend.gets.load(SeqCst), 5);
+
+        // small first reads (cat, dd bs=4k), a read elsewhere, a smaller object: the
+        // window grows from one request as before
+        for (size, offset, len) in [(64 * MIB, 0, 128 * 1024), (64 * MIB, 4096, MIB), (63 * MIB, 0, MIB)] {
+            let (backend, mut p, _data, _memory) = setup(size, 256 * MIB).await;
+            p.read(offset, len).await.unwrap();
+            assert!(p.chunks.len() <= 1, "{size} {offset} {len}: {:?}", ranges(&p));
+            assert!(backend.get_bytes.load(SeqCst) <= 2 * MIB);
+        }
     }
 
     #[tokio::test]
