@@ -17,8 +17,9 @@
 //!   previous read ended, or inside the chunks already queued (the kernel may
 //!   reorder or skip a little). Chunks wholly behind the read (by more than
 //!   [`KEEP_BEHIND`], which absorbs small backward reorders) are dropped, and
-//!   when less than half a window is queued ahead of the read, the queue is
-//!   topped up to one window past the read and the window doubles, from
+//!   when less than half a window (a large window: less than the window minus
+//!   one request) is queued ahead of the read, the queue is topped up to one
+//!   window past the read and the window doubles, from
 //!   `initial_window` (1 MiB) up to `max_window` (`--read-ahead`); a first read of
 //!   a large object at offset 0 in large blocks opens with a ladder of pieces
 //!   queued at once instead (see [`Prefetcher::spawn_ladder`]). A top-up is
@@ -335,11 +336,17 @@ impl Prefetcher {
     /// Queues requests so that at least `end` and, memory allowing, one window past it are covered.
     fn top_up(&mut self, offset: u64, end: u64) {
         let queued_end = self.chunks.back().map_or(offset, |c| c.range.end);
-        if queued_end >= end && queued_end - end >= self.window / 2 {
-            return;
-        }
         let request_size = self.cfg.request_size.max(1);
         let aligned = self.window >= request_size;
+        // A small window is refilled when half of it is consumed. A large one is kept
+        // full a request at a time: refilled in halves, the four or more requests of a
+        // refill shared the bandwidth and all finished together, so the one the reader
+        // needed next came last (at 20 ms a 64 MiB window stalled the reader about a
+        // round trip per 32 MiB); one at a time, the next-needed request is the oldest.
+        let refill_below = if aligned { self.window - request_size } else { self.window / 2 };
+        if queued_end >= end && queued_end - end >= refill_below {
+            return;
+        }
         let mut target = end.saturating_add(self.window).min(self.size);
         if aligned {
             // Whole requests on request_size boundaries of the object: every chunk of a
