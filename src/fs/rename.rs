@@ -13,6 +13,11 @@
 //!   copies made so far are removed (best effort); if deleting originals fails,
 //!   both trees exist and the error is returned.
 //!
+//! Backends with real directories (`Capabilities::native_dirs`, Azure Data Lake)
+//! rename a directory with one backend call instead: atomic on the server and
+//! one request whatever the tree's size (an empty directory it replaces is
+//! removed first).
+//!
 //! Flags: `RENAME_NOREPLACE` is honoured (checked before copying, so it is not
 //! atomic against other clients either); `RENAME_EXCHANGE` cannot be done
 //! without atomic multi-key operations and fails with EINVAL, as on other
@@ -83,7 +88,14 @@ impl Fs {
         if dst_kind == Some(Kind::Dir) && !self.dir_is_empty(&dst).await? {
             return Err(FsError::NotEmpty);
         }
-        if src_is_dir {
+        if src_is_dir && self.backend.capabilities().native_dirs {
+            // real directories (Data Lake): one request moves the whole tree, atomically
+            if dst_kind == Some(Kind::Dir) {
+                // empty, as checked above; the server refuses the rename onto it otherwise
+                self.backend.delete(&dir_prefix(&dst)).await?;
+            }
+            self.backend.rename(&dir_prefix(&src), &dir_prefix(&dst)).await?;
+        } else if src_is_dir {
             self.rename_tree(&src, &dst).await?;
         } else {
             // whatever is open at the destination must not overwrite us at close

@@ -14,6 +14,7 @@ mod s3_support;
 #[path = "../tool_support/mod.rs"]
 mod tool_support;
 
+mod mount_abfs;
 mod mount_cloud;
 mod mount_dirs;
 mod mount_files;
