@@ -176,6 +176,8 @@ pub fn open_backend(
     memory: Option<&MemoryLimiter>,
 ) -> Result<Arc<dyn StorageBackend>> {
     let drives = args.drives_for(source)?;
+    // a wasb:// mount, asked after its check whether abfs:// would serve it better
+    let mut blob_service: Option<Arc<AzureBackend>> = None;
     let backend: Arc<dyn StorageBackend> = match source.kind {
         BackendKind::Local => {
             let store = Store::open_pools(drives, args.parity).map_err(|e| anyhow!("{e}"))?;
@@ -216,7 +218,9 @@ pub fn open_backend(
             if dfs {
                 Arc::new(AbfsBackend::new(cfg).map_err(|e| anyhow!("{source}: {e}"))?)
             } else {
-                Arc::new(AzureBackend::new(cfg).map_err(|e| anyhow!("{source}: {e}"))?)
+                let az = Arc::new(AzureBackend::new(cfg).map_err(|e| anyhow!("{source}: {e}"))?);
+                blob_service = Some(az.clone());
+                az
             }
         }
     };
@@ -229,7 +233,11 @@ pub fn open_backend(
         }
     };
     match checked {
-        Ok(Ok(())) => {}
+        Ok(Ok(())) => {
+            if let Some(az) = &blob_service {
+                suggest_abfs(rt, az, source);
+            }
+        }
         Ok(Err(e)) => {
             let hint = match s3_bucket_name_problem(&source.bucket) {
                 Some(p) if source.kind == BackendKind::S3 => {
@@ -246,6 +254,26 @@ pub fn open_backend(
         ),
     }
     Ok(PrefixedBackend::wrap(backend, &source.prefix))
+}
+
+/// Says in one log line that `abfs://` gives real directories and atomic rename when
+/// a `wasb://` mount's account has the hierarchical namespace. Advice only: an account
+/// that does not answer within seconds, or refuses, changes nothing.
+fn suggest_abfs(rt: &tokio::runtime::Runtime, az: &AzureBackend, source: &Source) {
+    // the timer needs the runtime: made inside it
+    let asked = rt.block_on(async {
+        tokio::time::timeout(std::time::Duration::from_secs(5), az.hierarchical_namespace()).await
+    });
+    if let Ok(Ok(true)) = asked {
+        let prefix = if source.prefix.is_empty() { String::new() } else { format!("/{}", source.prefix) };
+        tracing::warn!(
+            target: "bucketfs::cli",
+            "{source}: account {:?} has the hierarchical namespace (Data Lake Storage Gen2): abfs://{}@{}.dfs.core.windows.net{prefix} gives real directories and atomic rename of files and directories in one request",
+            az.cfg.account,
+            source.bucket,
+            az.cfg.account
+        );
+    }
 }
 
 /// The slice of a mount's `--memory-limit` the embedded store's writes take their block

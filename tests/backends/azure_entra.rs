@@ -51,7 +51,8 @@ pub(crate) fn cli_only_env(az_dir: &Path) {
     std::env::set_var("PATH", format!("{}:/usr/bin:/bin", az_dir.display()));
 }
 
-/// Answers every request with an empty blob listing and records its
+/// Answers every request with an empty blob listing, as an account with the
+/// hierarchical namespace (`x-ms-is-hns-enabled: true`), and records its
 /// `authorization` header.
 fn recording_blob_service() -> (String, Arc<Mutex<Vec<String>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -78,7 +79,7 @@ fn recording_blob_service() -> (String, Arc<Mutex<Vec<String>>>) {
             let mut out = conn;
             let _ = write!(
                 out,
-                "HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                "HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nx-ms-is-hns-enabled: true\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
             );
         }
@@ -161,4 +162,22 @@ fn unknown_auth_mode_is_refused() {
     }
     let e = AzureConfig::resolve(&request("http://127.0.0.1:1/acct")).unwrap_err();
     assert!(e.to_string().contains("BUCKETFS_AZURE_AUTH") && e.to_string().contains("msi"), "{e}");
+}
+
+/// A `wasb://` mount of an account with the hierarchical namespace says, in one log
+/// line, that `abfs://` gives atomic rename.
+#[test]
+fn wasb_mount_of_a_hierarchical_namespace_account_points_to_abfs() {
+    let (endpoint, seen) = recording_blob_service();
+    std::env::set_var("AZURE_STORAGE_KEY", crate::cloud_support::AZ_KEY);
+    let m = common::Mount::try_start_source("wasb://c/sub", &["--endpoint", &endpoint, "--account", "acct"])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let log = m.log_text();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("abfs://")).collect();
+    assert_eq!(lines.len(), 1, "{log}");
+    assert!(
+        lines[0].contains("abfs://c@acct.dfs.core.windows.net/sub") && lines[0].contains("atomic rename"),
+        "{log}"
+    );
+    assert!(seen.lock().unwrap().iter().all(|a| a.starts_with("SharedKey acct:")));
 }

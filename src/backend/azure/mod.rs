@@ -111,6 +111,15 @@ impl AzureBackend {
         }
     }
 
+    /// Whether the account has the hierarchical namespace (Get Account Information's
+    /// `x-ms-is-hns-enabled`), where `abfs://` has real directories and atomic renames.
+    pub async fn hierarchical_namespace(&self) -> BackendResult<bool> {
+        let r = Req::new(Method::GET, None).q("restype", "account").q("comp", "properties");
+        let resp = self.call("account_info", "", r).await?;
+        let v = resp.headers().get("x-ms-is-hns-enabled").and_then(|v| v.to_str().ok());
+        Ok(v.is_some_and(|v| v.eq_ignore_ascii_case("true")))
+    }
+
     pub(crate) fn ctx<'a>(&'a self, op: &'static str, key: &'a str) -> Ctx<'a> {
         Ctx { target: "azure", op, key, retries: &self.retries, endpoint: &self.cfg.endpoint }
     }
