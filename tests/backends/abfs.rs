@@ -265,3 +265,34 @@ async fn every_credential_kind_signs_its_own_way() {
         assert_eq!(s.content(&format!("fs/{name}/g")).unwrap(), b"data");
     }
 }
+
+/// `--enable-perms`' mode becomes the path's POSIX permissions (setAccessControl)
+/// on every write that carries it, and only then; properties keep the record.
+#[tokio::test]
+async fn enable_perms_mode_sets_the_path_permissions() {
+    let s = DfsServer::start();
+    let b = cloud_support::abfs_filesystem(&s, "fs").await;
+    let with_mode = |m: &str| PutOptions {
+        user_metadata: BTreeMap::from([("bucketfs-mode".into(), m.into())]),
+        ..Default::default()
+    };
+    b.put("plain", Bytes::from_static(b"x"), &PutOptions::default()).await.unwrap();
+    assert!(!s.requests().iter().any(|r| r.q("action") == Some("setAccessControl")), "no mode, no ACL call");
+    b.put("f", Bytes::from_static(b"x"), &with_mode("100640")).await.unwrap();
+    assert_eq!(s.access("fs/f").unwrap().0, "0640");
+    // chmod: metadata rewritten in place
+    let m = b.copy("f", "f", Some(&with_mode("100600"))).await.unwrap();
+    assert_eq!(s.access("fs/f").unwrap().0, "0600");
+    assert_eq!(
+        m.user_metadata.get("bucketfs-mode").map(String::as_str),
+        Some("100600"),
+        "read back from properties"
+    );
+    // mkdir with a mode, and a multipart upload
+    b.put("d/", Bytes::new(), &with_mode("40750")).await.unwrap();
+    assert_eq!(s.access("fs/d").unwrap().0, "0750");
+    let id = b.create_multipart("d/big", &with_mode("100604")).await.unwrap();
+    let p = b.upload_part("d/big", &id, 1, Bytes::from_static(b"abc")).await.unwrap();
+    b.complete_multipart("d/big", &id, &[p]).await.unwrap();
+    assert_eq!(s.access("fs/d/big").unwrap().0, "0604");
+}

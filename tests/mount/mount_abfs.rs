@@ -2,7 +2,7 @@
 //! `cloud_support::dfs` (Azurite has no DFS endpoint): round trips from 0 B to
 //! 100 MiB, mkdir as a real directory, a directory of 1,000 files renamed with
 //! one rename request, rmdir of a non-empty directory, a refused flush
-//! reported by close.
+//! reported by close, chmod under `--enable-perms` reaching the path's permissions.
 
 use crate::cloud_support::{self, dfs::DfsServer};
 use crate::common::*;
@@ -111,4 +111,18 @@ fn abfs_refused_flush_is_reported_by_close() {
     // the next write commits
     fs::write(m.path("g"), b"ok").unwrap();
     assert_eq!(s.content("fs/g").unwrap(), b"ok");
+}
+
+#[test]
+fn abfs_chmod_with_enable_perms_sets_the_path_permissions() {
+    let s = DfsServer::start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(cloud_support::abfs_filesystem(&s, "fs"));
+    let m = Mount::try_start_source("abfs://fs", &["--endpoint", &s.endpoint, "--enable-perms"])
+        .unwrap_or_else(|e| panic!("{e}"));
+    fs::write(m.path("f"), b"x").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(m.path("f"), fs::Permissions::from_mode(0o604)).unwrap();
+    assert_eq!(s.access("fs/f").unwrap().0, "0604", "the server path's permissions follow chmod");
+    assert_eq!(fs::metadata(m.path("f")).unwrap().permissions().mode() & 0o7777, 0o604);
 }

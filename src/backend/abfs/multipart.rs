@@ -121,6 +121,7 @@ impl MultipartStore for AbfsBackend {
             }
         }
         renamed?;
+        self.apply_mode(key, &opts.user_metadata).await;
         self.head(key).await
     }
 

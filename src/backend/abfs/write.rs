@@ -13,6 +13,9 @@ use crate::backend::azure::{quote, written_meta};
 use crate::backend::*;
 
 const MIB: u64 = 1024 * 1024;
+/// The metadata name of `--enable-perms`' mode (`fs::attr::META_MODE`, which the
+/// backend layer cannot name: the filesystem sits above it).
+const MODE_META: &str = "bucketfs-mode";
 /// Largest single append (service versions from 2019-12-12).
 pub(super) const MAX_APPEND: u64 = 4000 * MIB;
 /// Chunk of a server-side copy held in memory at a time.
@@ -86,7 +89,25 @@ impl AbfsBackend {
             self.append(path_of(key), 0, data).await?;
             resp = self.flush(path_of(key), size, opts.content_type.as_deref()).await?;
         }
+        self.apply_mode(key, &opts.user_metadata).await;
         Ok(written_meta(key, size, &resp, opts))
+    }
+
+    /// With `--enable-perms`' mode in `meta`, sets the path's POSIX permissions to
+    /// it (`setAccessControl`, 4-digit octal), so other Data Lake clients see them.
+    /// The properties stay the record bucketfs reads back; an account or identity
+    /// that refuses (only the owner or a superuser may change them) changes nothing.
+    /// The owner is not mapped: Data Lake owners are Entra object IDs, not uids.
+    pub(super) async fn apply_mode(&self, key: &str, meta: &std::collections::BTreeMap<String, String>) {
+        let Some(mode) = meta.get(MODE_META).and_then(|m| u32::from_str_radix(m.trim(), 8).ok()) else {
+            return;
+        };
+        let r = Req::new(Method::PATCH, Some(path_of(key)))
+            .q("action", "setAccessControl")
+            .h("x-ms-permissions", format!("{:04o}", mode & 0o7777));
+        if let Err(e) = self.az.call("set_access_control", key, r).await {
+            tracing::debug!(target: "bucketfs::backend::abfs", key, error = %e, "permissions kept in properties only");
+        }
     }
 
     /// Replaces the properties (and content type) of `key` in place.
@@ -122,11 +143,13 @@ impl AbfsBackend {
         if src == dst {
             if metadata.is_some() {
                 self.set_properties(dst, &opts).await?;
+                self.apply_mode(dst, &opts.user_metadata).await;
             }
             return self.head(dst).await;
         }
         if dst.ends_with('/') {
             self.create(dst, &opts).await?;
+            self.apply_mode(dst, &opts.user_metadata).await;
             return self.head(dst).await;
         }
         // the copy appears whole or not at all: written aside, renamed into place
@@ -156,6 +179,7 @@ impl AbfsBackend {
             let _ = self.delete(&tmp).await;
             return Err(e);
         }
+        self.apply_mode(dst, &opts.user_metadata).await;
         self.head(dst).await
     }
 }
