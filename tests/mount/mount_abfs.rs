@@ -51,6 +51,14 @@ fn abfs_files_round_trip_from_0_to_100_mib() {
     assert_eq!(names, ["big", "empty", "mid2", "one", "seven"], "no upload state shows");
     let renames: Vec<_> = s.requests().into_iter().filter(|r| r.h("x-ms-rename-source").is_some()).collect();
     assert!(renames.iter().any(|r| r.path == "fs/mid2"), "the file rename is one rename request");
+    // 100 MiB streamed as appends to a hidden file (no local copy), renamed into place once
+    let big = renames.iter().filter(|r| r.path == "fs/big").collect::<Vec<_>>();
+    assert_eq!(big.len(), 1, "{big:?}");
+    let hidden = big[0].h("x-ms-rename-source").unwrap().to_owned();
+    assert!(hidden.starts_with("/fs/.bucketfs-multipart/"), "{hidden}");
+    let appends =
+        s.requests().iter().filter(|r| r.q("action") == Some("append") && hidden.ends_with(&r.path)).count();
+    assert!(appends > 4, "appended in parts: {appends}");
 }
 
 #[test]
