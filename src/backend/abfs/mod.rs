@@ -21,9 +21,11 @@
 //!   delimiter) or marker keys (recursive listings).
 //! - User metadata is the path's `x-ms-properties` (names as on the blob
 //!   service, values base64); listings do not carry it (`list_metadata` false).
-//! - Writes ([`write`]): create + append + flush(close); multipart uploads
+//! - Writes ([`write`]): create + append + flush(close) of a hidden file renamed
+//!   onto the key (an empty file or a directory: one create); multipart uploads
 //!   ([`multipart`]) append in order to a hidden file and rename it into place
-//!   at completion, so the destination changes atomically.
+//!   at completion. Either way the destination changes atomically and the write
+//!   condition is checked by the rename.
 //! - Reads: GET on the path with a range, one range per request
 //!   (`MultiRangeMode::ParallelSingles`), pinned with `If-Match`.
 
@@ -127,7 +129,7 @@ impl AbfsBackend {
         src: &str,
         dst: &str,
         opts: &PutOptions,
-    ) -> BackendResult<()> {
+    ) -> BackendResult<reqwest::Response> {
         let request = || {
             let mut r =
                 Req::new(Method::PUT, Some(path_of(dst))).h("x-ms-rename-source", self.rename_source(src));
@@ -140,14 +142,14 @@ impl AbfsBackend {
             r
         };
         match self.az.call_raw(op, src, request()).await? {
-            Ok(_) => return Ok(()),
+            Ok(resp) => return Ok(resp),
             Err(e) if e.code == "RenameDestinationParentPathNotFound" => {}
             Err(e) => return Err(e.into_error(self.az.ctx(op, src), &self.cfg().container)),
         }
         if let Some((parent, _)) = path_of(dst).rsplit_once('/') {
             self.create(&format!("{parent}/"), &PutOptions::default()).await?;
         }
-        self.az.call(op, src, request()).await.map(|_| ())
+        self.az.call(op, src, request()).await
     }
 
     /// `x-ms-rename-source` of `key`: `/filesystem/path`, encoded, with the SAS
@@ -257,7 +259,7 @@ impl StorageBackend for AbfsBackend {
 
     /// One request whatever the size: a file, or a directory with everything below.
     async fn rename(&self, src: &str, dst: &str) -> BackendResult<()> {
-        self.rename_to("rename", src, dst, &PutOptions::default()).await
+        self.rename_to("rename", src, dst, &PutOptions::default()).await.map(|_| ())
     }
 }
 

@@ -113,7 +113,7 @@ impl MultipartStore for AbfsBackend {
         self.set_properties(&tmp, &opts).await?;
         self.flush(&tmp, position, opts.content_type.as_deref()).await?;
         let renamed = self.rename_to("complete_multipart", &tmp, key, &opts).await;
-        if matches!(&renamed, Ok(()) | Err(BackendError { kind: ErrorKind::PreconditionFailed, .. })) {
+        if matches!(&renamed, Ok(_) | Err(BackendError { kind: ErrorKind::PreconditionFailed, .. })) {
             // the upload is over either way (as on S3)
             self.uploads.lock().unwrap_or_else(|p| p.into_inner()).remove(upload_id);
             if renamed.is_err() {

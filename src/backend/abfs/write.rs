@@ -1,9 +1,12 @@
 //! Writes over the DFS API: create (`PUT ?resource=file|directory`, carrying
-//! properties, content type and the write condition), append
-//! (`PATCH ?action=append&position=N`) and flush
-//! (`PATCH ?action=flush&position=N&close=true`), which makes the appended
-//! bytes the file's content. Copies, which the DFS API lacks, stream the
-//! source through a hidden file in bounded chunks and rename it into place.
+//! properties and content type), append (`PATCH ?action=append&position=N`) and
+//! flush (`PATCH ?action=flush&position=N&close=true`), which makes the appended
+//! bytes the file's content. A create of an existing file truncates it at once, so
+//! data is written aside in a hidden file and renamed onto the key
+//! (`write_aside`; four requests for a small file): readers see
+//! the old content or the new, a failed write keeps the old, and the write
+//! condition rides on the rename. Copies, which the DFS API lacks, stream the
+//! source into such a hidden file in bounded chunks.
 
 use bytes::Bytes;
 use reqwest::Method;
@@ -84,13 +87,56 @@ impl AbfsBackend {
                 "put {key:?}: {size} bytes exceed one append (4000 MiB); use a multipart upload"
             )));
         }
-        let mut resp = self.create(key, opts).await?;
-        if size > 0 {
-            self.append(path_of(key), 0, data).await?;
-            resp = self.flush(path_of(key), size, opts.content_type.as_deref()).await?;
-        }
+        let resp = if size == 0 {
+            // one request, atomic already
+            self.create(key, opts).await?
+        } else {
+            // written aside and renamed into place: readers never see the file empty or
+            // half written, and a failed write leaves the old content
+            self.write_aside("put", key, opts, |tmp| async move {
+                self.append(&tmp, 0, data).await?;
+                Ok(size)
+            })
+            .await?
+        };
         self.apply_mode(key, &opts.user_metadata).await;
         Ok(written_meta(key, size, &resp, opts))
+    }
+
+    /// Writes `dst` aside: a new hidden file with `opts`' content type and
+    /// properties, which `fill` appends to (returning the length), is flushed and
+    /// renamed onto `dst` under `opts`' write condition. On failure the hidden
+    /// file is removed. Returns the rename's answer (the new ETag), or the flush's
+    /// if the rename's carries none.
+    async fn write_aside<F, Fut>(
+        &self,
+        op: &'static str,
+        dst: &str,
+        opts: &PutOptions,
+        fill: F,
+    ) -> BackendResult<reqwest::Response>
+    where
+        F: FnOnce(String) -> Fut,
+        Fut: std::future::Future<Output = BackendResult<u64>>,
+    {
+        let tmp = format!("{RESERVED_DIR}/{op}-{}", uuid::Uuid::new_v4().simple());
+        let plain = PutOptions {
+            content_type: opts.content_type.clone(),
+            user_metadata: opts.user_metadata.clone(),
+            ..Default::default()
+        };
+        let result = async {
+            self.create(&tmp, &plain).await?;
+            let len = fill(tmp.clone()).await?;
+            let flushed = self.flush(&tmp, len, opts.content_type.as_deref()).await?;
+            let renamed = self.rename_to(op, &tmp, dst, opts).await?;
+            Ok(if renamed.headers().contains_key("etag") { renamed } else { flushed })
+        }
+        .await;
+        if result.is_err() {
+            let _ = self.delete(&tmp).await;
+        }
+        result
     }
 
     /// With `--enable-perms`' mode in `meta`, sets the path's POSIX permissions to
@@ -152,11 +198,9 @@ impl AbfsBackend {
             self.apply_mode(dst, &opts.user_metadata).await;
             return self.head(dst).await;
         }
-        // the copy appears whole or not at all: written aside, renamed into place
-        let tmp = format!("{RESERVED_DIR}/copy-{}", uuid::Uuid::new_v4().simple());
-        let result = async {
-            self.create(&tmp, &opts).await?;
-            let pin = GetOptions { if_match: Some(source.etag.clone()) };
+        // the copy appears whole or not at all
+        let pin = GetOptions { if_match: Some(source.etag.clone()) };
+        self.write_aside("copy", dst, &opts, |tmp| async move {
             let mut pos = 0;
             while pos < source.size {
                 let end = (pos + COPY_CHUNK).min(source.size);
@@ -171,14 +215,9 @@ impl AbfsBackend {
                 self.append(&tmp, pos, chunk).await?;
                 pos += n;
             }
-            self.flush(&tmp, pos, opts.content_type.as_deref()).await?;
-            self.rename(&tmp, dst).await
-        }
-        .await;
-        if let Err(e) = result {
-            let _ = self.delete(&tmp).await;
-            return Err(e);
-        }
+            Ok(pos)
+        })
+        .await?;
         self.apply_mode(dst, &opts.user_metadata).await;
         self.head(dst).await
     }
