@@ -42,6 +42,15 @@ pub struct ListRequest {
     pub max_keys: usize,
 }
 
+impl ListRequest {
+    /// One entry of the root: the cheapest listing that proves a bucket answers and
+    /// our credentials may read it (`check_bucket` of the stores without a HEAD of
+    /// the bucket that means as much).
+    pub fn probe() -> Self {
+        ListRequest { delimiter: Some("/".into()), max_keys: 1, ..Default::default() }
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct ListPage {
     /// Objects directly matching, in lexicographic key order.
@@ -61,6 +70,18 @@ pub struct PutOptions {
     pub if_none_match_any: bool,
     /// Fail with `PreconditionFailed` unless the current ETag equals this.
     pub if_match: Option<String>,
+}
+
+impl PutOptions {
+    /// The content type and user metadata alone, for a write the conditions must not
+    /// apply to (a temporary object written before the conditional step).
+    pub fn without_conditions(&self) -> PutOptions {
+        PutOptions {
+            content_type: self.content_type.clone(),
+            user_metadata: self.user_metadata.clone(),
+            ..Default::default()
+        }
+    }
 }
 
 /// Options of a read.

@@ -131,15 +131,9 @@ impl AbfsBackend {
         opts: &PutOptions,
     ) -> BackendResult<reqwest::Response> {
         let request = || {
-            let mut r =
-                Req::new(Method::PUT, Some(path_of(dst))).h("x-ms-rename-source", self.rename_source(src));
-            if opts.if_none_match_any {
-                r = r.h("if-none-match", "*");
-            }
-            if let Some(e) = &opts.if_match {
-                r = r.h("if-match", super::azure::quote(e));
-            }
-            r
+            Req::new(Method::PUT, Some(path_of(dst)))
+                .h("x-ms-rename-source", self.rename_source(src))
+                .conditions(opts)
         };
         match self.az.call_raw(op, src, request()).await? {
             Ok(resp) => return Ok(resp),
@@ -195,12 +189,7 @@ impl StorageBackend for AbfsBackend {
     }
 
     async fn check_bucket(&self) -> BackendResult<()> {
-        let req = ListRequest {
-            prefix: String::new(),
-            delimiter: Some("/".into()),
-            continuation: None,
-            max_keys: 1,
-        };
+        let req = ListRequest::probe();
         match self.list_page(&req, false).await {
             Ok(_) => Ok(()),
             Err(e @ BackendError { kind: ErrorKind::AccessDenied, .. }) => Err(e.map_context(|m| {

@@ -125,9 +125,8 @@ impl MultipartStore for AbfsBackend {
         self.head(key).await
     }
 
-    async fn abort_multipart(&self, key: &str, upload_id: &str) -> BackendResult<()> {
+    async fn abort_multipart(&self, _key: &str, upload_id: &str) -> BackendResult<()> {
         self.uploads.lock().unwrap_or_else(|p| p.into_inner()).remove(upload_id);
-        let _ = key;
         self.delete(&hidden(upload_id)).await
     }
 

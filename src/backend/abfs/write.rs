@@ -12,7 +12,7 @@ use bytes::Bytes;
 use reqwest::Method;
 
 use super::{encode_properties, path_of, AbfsBackend, Req, RESERVED_DIR};
-use crate::backend::azure::{quote, written_meta};
+use crate::backend::azure::written_meta;
 use crate::backend::*;
 
 const MIB: u64 = 1024 * 1024;
@@ -36,13 +36,7 @@ impl AbfsBackend {
         if let Some(ct) = &opts.content_type {
             r = r.h("x-ms-content-type", ct.clone());
         }
-        if opts.if_none_match_any {
-            r = r.h("if-none-match", "*");
-        }
-        if let Some(e) = &opts.if_match {
-            r = r.h("if-match", quote(e));
-        }
-        self.az.call("create", key, r).await
+        self.az.call("create", key, r.conditions(opts)).await
     }
 
     /// Appends `data` at `position` of `path` (uncommitted until the flush).
@@ -120,11 +114,7 @@ impl AbfsBackend {
         Fut: std::future::Future<Output = BackendResult<u64>>,
     {
         let tmp = format!("{RESERVED_DIR}/{op}-{}", uuid::Uuid::new_v4().simple());
-        let plain = PutOptions {
-            content_type: opts.content_type.clone(),
-            user_metadata: opts.user_metadata.clone(),
-            ..Default::default()
-        };
+        let plain = opts.without_conditions();
         let result = async {
             self.create(&tmp, &plain).await?;
             let len = fill(tmp.clone()).await?;
@@ -175,11 +165,7 @@ impl AbfsBackend {
     ) -> BackendResult<ObjectMeta> {
         let source = self.head(src).await?;
         let opts = match metadata {
-            Some(o) => PutOptions {
-                content_type: o.content_type.clone(),
-                user_metadata: o.user_metadata.clone(),
-                ..Default::default()
-            },
+            Some(o) => o.without_conditions(),
             None => PutOptions {
                 content_type: source.content_type.clone(),
                 user_metadata: source.user_metadata.clone(),

@@ -87,6 +87,17 @@ impl<'a> Req<'a> {
         self.headers.push((k.into().to_ascii_lowercase(), v.into()));
         self
     }
+    /// The write conditions of `opts` (`If-None-Match: *`, `If-Match`), on the blob
+    /// service and (for creates and renames) the Data Lake service alike.
+    pub(crate) fn conditions(mut self, opts: &PutOptions) -> Self {
+        if opts.if_none_match_any {
+            self = self.h("if-none-match", "*");
+        }
+        if let Some(e) = &opts.if_match {
+            self = self.h("if-match", quote(e));
+        }
+        self
+    }
     pub(crate) fn body(mut self, b: Bytes) -> Self {
         self.body = b;
         self
@@ -301,13 +312,7 @@ impl AzureBackend {
         for (k, v) in &opts.user_metadata {
             r = r.h(format!("x-ms-meta-{}", encode_meta_name(k)), v.clone());
         }
-        if opts.if_none_match_any {
-            r = r.h("if-none-match", "*");
-        }
-        if let Some(e) = &opts.if_match {
-            r = r.h("if-match", quote(e));
-        }
-        r
+        r.conditions(opts)
     }
 }
 
@@ -577,12 +582,7 @@ impl StorageBackend for AzureBackend {
     }
 
     async fn check_bucket(&self) -> BackendResult<()> {
-        let req = ListRequest {
-            prefix: String::new(),
-            delimiter: Some("/".into()),
-            continuation: None,
-            max_keys: 1,
-        };
+        let req = ListRequest::probe();
         match self.list_raw(&req, false).await {
             Ok(_) => Ok(()),
             Err(BackendError { kind: ErrorKind::NotFound, .. }) => {

@@ -344,12 +344,7 @@ impl StorageBackend for GcsBackend {
 
     async fn check_bucket(&self) -> BackendResult<()> {
         // Listing (not bucket metadata) works for anonymous readers of public buckets too.
-        let req = ListRequest {
-            prefix: String::new(),
-            delimiter: Some("/".into()),
-            continuation: None,
-            max_keys: 1,
-        };
+        let req = ListRequest::probe();
         match self.list_raw(&req).await {
             Ok(_) => Ok(()),
             Err(e @ BackendError { kind: ErrorKind::AccessDenied, .. }) => Err(e.map_context(|m| format!(
