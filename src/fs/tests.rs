@@ -456,7 +456,8 @@ async fn xattrs_map_to_user_metadata() {
     fs.removexattr(f, n("user.Color")).await.unwrap();
     assert_eq!(errno(fs.getxattr(f, n("user.Color")).await), libc::ENODATA);
     assert_eq!(errno(fs.removexattr(f, n("user.Color")).await), libc::ENODATA);
-    assert_eq!(errno(fs.getxattr(f, n("security.selinux")).await), libc::ENODATA);
+    assert_eq!(errno(fs.getxattr(f, n("security.selinux")).await), libc::ENOTSUP);
+    assert_eq!(errno(fs.removexattr(f, n("system.posix_acl_access")).await), libc::ENOTSUP);
     assert_eq!(errno(fs.setxattr(f, n("trusted.x"), b"1", 0).await), libc::ENOTSUP);
     // directories keep theirs on the marker, created for implicit directories
     put(&mem, "d/x", b"x").await;

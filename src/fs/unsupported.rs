@@ -106,10 +106,10 @@ pub const REFUSALS: &[Refusal] = &[
     },
     Refusal {
         op: Refused::XattrNamespace,
-        name: "setxattr outside user.*",
+        name: "getxattr, setxattr, removexattr outside user.*",
         errno: libc::ENOTSUP,
         errno_name: "ENOTSUP",
-        why: "security., system. and trusted. attributes mean something to the kernel that a bucket cannot keep",
+        why: "security., system. and trusted. attributes mean something to the kernel that a bucket cannot keep; `ls -l` asks once per file system, not once per file, when told so",
     },
     Refusal {
         op: Refused::RootAttributes,

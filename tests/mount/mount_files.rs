@@ -155,6 +155,11 @@ fn directories_symlinks_rename_unlink_xattrs_and_stats() {
     set_xattr(&f, "user.color", b"blue");
     assert_eq!(get_xattr(&f, "user.color").as_deref(), Some(&b"blue"[..]));
     assert_eq!(fs::read(&f).unwrap(), b"2", "xattr keeps content");
+    // other namespaces are not supported (ENOTSUP, not "not set"): `ls -l` then
+    // stops asking every file for its SELinux label and ACL
+    for name in ["security.selinux", "system.posix_acl_access"] {
+        assert_eq!(get_xattr_errno(&f, name), libc::EOPNOTSUPP, "{name}");
+    }
 
     // modes: default file and dir modes
     assert_eq!(fs::metadata(&f).unwrap().permissions().mode() & 0o777, 0o644);
@@ -207,6 +212,14 @@ fn set_xattr(p: &std::path::Path, name: &str, value: &[u8]) {
     let n = std::ffi::CString::new(name).unwrap();
     let rc = unsafe { libc::setxattr(c.as_ptr(), n.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
     assert_eq!(rc, 0, "setxattr: {}", std::io::Error::last_os_error());
+}
+
+fn get_xattr_errno(p: &std::path::Path, name: &str) -> i32 {
+    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    let rc = unsafe { libc::getxattr(c.as_ptr(), n.as_ptr(), std::ptr::null_mut(), 0) };
+    assert!(rc < 0, "getxattr {name} answered {rc}");
+    std::io::Error::last_os_error().raw_os_error().unwrap()
 }
 
 fn get_xattr(p: &std::path::Path, name: &str) -> Option<Vec<u8>> {
