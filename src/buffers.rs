@@ -13,7 +13,8 @@
 //! The same held for upload parts: a sequential write filled a fresh 8 MiB
 //! buffer per part, and page faults, zeroing and charging were a third of the
 //! daemon's CPU on a 256 MiB write (`upload::streaming` takes its part buffers
-//! here too).
+//! here too), and again for the copy of each 1 MiB FUSE write's payload that
+//! `fs::BucketFs::write` hands to its task (a quarter of the daemon's CPU).
 //!
 //! So large downloads take their buffer from a small pool of buffers that have
 //! already been touched: [`take`] hands out an empty `Vec` with at least the
