@@ -36,13 +36,13 @@ pub const STATS_XATTR: &str = "user.bucketfs.stats";
 const XATTR_CREATE: i32 = libc::XATTR_CREATE;
 const XATTR_REPLACE: i32 = libc::XATTR_REPLACE;
 
-/// Metadata key of attribute `name` (full name, with `user.`); None outside `user.`.
 /// Whether an attribute called `name` can exist anywhere in this file system: only
 /// `user.` names are stored (see [`encode_name`]); others answer ENOTSUP at once.
 pub fn may_exist(name: &std::ffi::OsStr) -> bool {
     name.as_encoded_bytes().starts_with(b"user.")
 }
 
+/// Metadata key of attribute `name` (full name, with `user.`); None outside `user.`.
 pub fn encode_name(name: &str) -> Option<String> {
     let n = name.strip_prefix("user.")?;
     if n.is_empty() {
@@ -97,6 +97,11 @@ fn name_str(name: &std::ffi::OsStr) -> FsResult<&str> {
     name.to_str().ok_or(FsError::NotSupported("xattr names must be UTF-8"))
 }
 
+/// The metadata key of `name`, or ENOTSUP for a namespace we do not store.
+fn key_of(name: &str) -> FsResult<String> {
+    encode_name(name).ok_or(FsError::Refused(super::unsupported::Refused::XattrNamespace))
+}
+
 impl Fs {
     /// The user metadata of an inode's object (or directory marker), and its pending changes.
     async fn metadata_of(&self, ino: u64) -> FsResult<std::collections::BTreeMap<String, String>> {
@@ -119,7 +124,7 @@ impl Fs {
             m.retries.store(self.handles.backend.retries(), std::sync::atomic::Ordering::Relaxed);
             return Ok(m.render().into_bytes());
         }
-        let key = encode_name(name).ok_or(FsError::Refused(super::unsupported::Refused::XattrNamespace))?;
+        let key = key_of(name)?;
         let md = self.metadata_of(ino).await?;
         md.get(&key).map(|v| decode_value(v)).ok_or(FsError::NoData)
     }
@@ -142,7 +147,7 @@ impl Fs {
 
     pub async fn setxattr(&self, ino: u64, name: &std::ffi::OsStr, value: &[u8], flags: i32) -> FsResult<()> {
         let name = name_str(name)?;
-        let key = encode_name(name).ok_or(FsError::Refused(super::unsupported::Refused::XattrNamespace))?;
+        let key = key_of(name)?;
         if ino == ROOT_INO {
             return Err(FsError::Refused(super::unsupported::Refused::RootAttributes));
         }
@@ -164,7 +169,7 @@ impl Fs {
 
     pub async fn removexattr(&self, ino: u64, name: &std::ffi::OsStr) -> FsResult<()> {
         let name = name_str(name)?;
-        let key = encode_name(name).ok_or(FsError::Refused(super::unsupported::Refused::XattrNamespace))?;
+        let key = key_of(name)?;
         if ino == ROOT_INO {
             return Err(FsError::NoData);
         }

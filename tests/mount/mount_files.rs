@@ -215,21 +215,22 @@ fn set_xattr(p: &std::path::Path, name: &str, value: &[u8]) {
 }
 
 fn get_xattr_errno(p: &std::path::Path, name: &str) -> i32 {
-    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
-    let n = std::ffi::CString::new(name).unwrap();
-    let rc = unsafe { libc::getxattr(c.as_ptr(), n.as_ptr(), std::ptr::null_mut(), 0) };
-    assert!(rc < 0, "getxattr {name} answered {rc}");
-    std::io::Error::last_os_error().raw_os_error().unwrap()
+    xattr(p, name).expect_err(name)
 }
 
 fn get_xattr(p: &std::path::Path, name: &str) -> Option<Vec<u8>> {
+    xattr(p, name).ok()
+}
+
+/// The value of attribute `name`, or getxattr(2)'s errno.
+fn xattr(p: &std::path::Path, name: &str) -> Result<Vec<u8>, i32> {
     let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
     let n = std::ffi::CString::new(name).unwrap();
     let mut buf = vec![0u8; 4096];
     let rc = unsafe { libc::getxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
     if rc < 0 {
-        return None;
+        return Err(std::io::Error::last_os_error().raw_os_error().unwrap());
     }
     buf.truncate(rc as usize);
-    Some(buf)
+    Ok(buf)
 }
