@@ -52,7 +52,6 @@
 //! same name and byte-identical content (same ETag).
 
 use std::collections::{BTreeMap, HashMap};
-use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -111,7 +110,7 @@ impl AttrIndexBackend {
         Arc::new(AttrIndexBackend {
             inner,
             names,
-            known: Mutex::new(LruCache::new(NonZeroUsize::new(KNOWN_CAPACITY).expect("non-zero"))),
+            known: Mutex::new(crate::memory::growing_lru(KNOWN_CAPACITY)),
             indexes: Mutex::default(),
             uploads: Mutex::default(),
         })

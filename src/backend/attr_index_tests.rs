@@ -173,7 +173,7 @@ fn attributes_round_trip_through_keys() {
     let b = AttrIndexBackend {
         inner: raw,
         names: NAMES,
-        known: Mutex::new(LruCache::new(NonZeroUsize::new(4).unwrap())),
+        known: Mutex::new(crate::memory::growing_lru(4)),
         indexes: Mutex::default(),
         uploads: Mutex::default(),
     };

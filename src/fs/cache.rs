@@ -51,6 +51,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use lru::LruCache;
 
+use crate::memory::growing_lru;
+
 use crate::backend::{ListPage, ObjectMeta};
 
 /// The largest symlink target we store (Linux PATH_MAX - 1); a listed object larger
@@ -128,7 +130,7 @@ struct Ttl<V> {
 
 impl<V: Clone> Ttl<V> {
     fn new(ttl: Duration) -> Self {
-        Ttl { ttl, map: Mutex::new(LruCache::new(NonZeroUsize::new(CAPACITY).expect("non-zero"))) }
+        Ttl { ttl, map: Mutex::new(growing_lru(CAPACITY)) }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<String, (V, Instant)>> {
@@ -197,13 +199,12 @@ pub struct MetaCache {
 
 impl MetaCache {
     pub fn new(stat_ttl: Duration, type_ttl: Duration) -> Self {
-        let n = NonZeroUsize::new(CAPACITY).expect("non-zero");
         MetaCache {
             stats: Ttl::new(stat_ttl),
             types: Ttl::new(type_ttl),
-            dir_changes: Mutex::new(LruCache::new(n)),
-            status_changes: Mutex::new(LruCache::new(n)),
-            subdirs: Mutex::new(LruCache::new(n)),
+            dir_changes: Mutex::new(growing_lru(CAPACITY)),
+            status_changes: Mutex::new(growing_lru(CAPACITY)),
+            subdirs: Mutex::new(growing_lru(CAPACITY)),
             first_pages: Mutex::new(LruCache::new(NonZeroUsize::new(FIRST_PAGES).expect("non-zero"))),
             first_page_for: FIRST_PAGE_FOR.min(stat_ttl),
         }
