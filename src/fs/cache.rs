@@ -51,9 +51,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use lru::LruCache;
 
-use crate::memory::growing_lru;
-
 use crate::backend::{ListPage, ObjectMeta};
+use crate::memory::growing_lru;
 
 /// The largest symlink target we store (Linux PATH_MAX - 1); a listed object larger
 /// than this cannot be a symlink, so its listing entry is enough to answer `stat`.

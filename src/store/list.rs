@@ -29,7 +29,6 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::drives;
 use super::error::{StoreError, StoreResult};
 use super::meta;
 use super::object::info;
@@ -132,7 +131,10 @@ impl ErasureSet {
             drives: self
                 .list_slots(bucket)
                 .into_iter()
-                .map(|s| ListDrive::new(&self.drives[s], bucket))
+                .map(|s| ListDrive {
+                    dir: self.drives[s].join(bucket),
+                    counts_subdirs: self.counts_subdirs[s],
+                })
                 .collect(),
             page: ListPage::default(),
             last_token: None,
@@ -141,17 +143,13 @@ impl ErasureSet {
         let (comps, partial) = paths::split_prefix(&req.prefix);
         let Some(rel) = paths::components_to_relpath(&comps) else { return Ok(w.page) };
         let dir_key = &req.prefix[..req.prefix.len() - partial.len()];
-        self.walk_level(&mut w, &rel, dir_key, partial)?;
+        let children = child_components(&w.drives, &rel);
+        self.walk_level(&mut w, &rel, dir_key, partial, children)?;
         Ok(w.page)
     }
 
-    fn walk_level(&self, w: &mut Walk, rel: &Path, dir_key: &str, filter: &str) -> StoreResult<()> {
-        let children = child_components(&w.drives, rel);
-        self.walk_children(w, rel, dir_key, filter, children)
-    }
-
     /// Walks one level whose key components are already known (see the header).
-    fn walk_children(
+    fn walk_level(
         &self,
         w: &mut Walk,
         rel: &Path,
@@ -201,7 +199,7 @@ impl ErasureSet {
                     Fact::Descend(grandchildren) => {
                         debug_assert!(subtree);
                         let child = rel.join(paths::escape_component(c));
-                        self.walk_children(w, &child, key, "", grandchildren)?;
+                        self.walk_level(w, &child, key, "", grandchildren)?;
                     }
                 }
             }
@@ -276,15 +274,11 @@ impl ErasureSet {
 struct ListDrive {
     /// The bucket's directory on the drive.
     dir: PathBuf,
-    /// See `drives::counts_subdirs`.
+    /// See `ErasureSet::counts_subdirs`.
     counts_subdirs: bool,
 }
 
 impl ListDrive {
-    fn new(drive: &Path, bucket: &str) -> Self {
-        ListDrive { dir: drive.join(bucket), counts_subdirs: drives::counts_subdirs(drive) }
-    }
-
     /// Whether the directory `rel` may have subdirectories, i.e. child objects (every
     /// key component is a directory; `%meta` is a file). A link count of 2 proves it
     /// has none without reading it: most directories a listing opens are objects
@@ -499,15 +493,15 @@ mod tests {
         }
         // Both ways of finding a directory's children agree on every directory.
         let drive = s.sets[0].drives[0].clone();
-        let mut by_count = super::ListDrive::new(&drive, "bkt");
-        assert_eq!(by_count.counts_subdirs, super::drives::counts_subdirs(&drive));
+        let mut by_count = super::ListDrive { dir: drive.join("bkt"), counts_subdirs: false };
+        assert_eq!(s.sets[0].counts_subdirs[0], super::super::drives::counts_subdirs(&drive));
         for k in files.iter().take(120) {
             let rel = super::paths::key_to_relpath(k).unwrap();
             by_count.counts_subdirs = true;
             let counted = super::child_components(std::slice::from_ref(&by_count), &rel);
             by_count.counts_subdirs = false;
             let read = super::child_components(std::slice::from_ref(&by_count), &rel);
-            if super::drives::counts_subdirs(&drive) {
+            if s.sets[0].counts_subdirs[0] {
                 assert_eq!(counted, read, "{k}");
             }
             assert_eq!(read.contains("sub"), keys.contains(&format!("{k}/sub/x")), "{k}");

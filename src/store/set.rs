@@ -41,6 +41,9 @@ fn stripe<'a>(locks: &'a [Mutex<()>], name: &str) -> MutexGuard<'a, ()> {
 
 pub struct ErasureSet {
     pub(super) drives: Vec<PathBuf>,
+    /// Per drive, whether its file system's link counts prove a directory a leaf
+    /// (`drives::counts_subdirs`), asked once here rather than at every listing.
+    pub(super) counts_subdirs: Vec<bool>,
     pub(super) data: usize,
     pub(super) parity: usize,
     pub(super) deployment_id: String,
@@ -112,6 +115,7 @@ impl ErasureSet {
     ) -> StoreResult<Arc<ErasureSet>> {
         let n = drives.len();
         let store = Arc::new(ErasureSet {
+            counts_subdirs: drives.iter().map(|d| super::drives::counts_subdirs(d)).collect(),
             drives,
             data: n - parity,
             parity,
