@@ -43,16 +43,20 @@
 //! Wanted ranges are merged when closer than [`MERGE_GAP`] and split into
 //! requests of at most `batch_size` ranges. How a batch is fetched is decided
 //! by [`StorageBackend::multi_range_mode`], never by the backend's name:
-//! `Native` and `Probe` send one `get_ranges` call (a probing S3 backend that
-//! finds a single-range server answers that call with parallel single-range
-//! GETs and reports `ParallelSingles` afterwards), `ParallelSingles` (S3
+//! `Native` sends one `get_ranges` call, `ParallelSingles` (S3
 //! servers without multi-range, GCS, Azure) sends the batch's ranges as
 //! concurrent single-range GETs: one round trip of wall time per batch, and
 //! predicted reads are still fetched ahead. Concurrent misses are not
 //! collected in that mode (each would cost its own request anyway, so the
 //! collection window would only add latency): they go straight to the
-//! ordinary path. Only `Unsupported` (no backend answers it today) turns the
-//! reader off, with one "flag ignored" line per mount.
+//! ordinary path. `Probe` (an S3 server not asked yet) is served as plain
+//! single-range reads, with nothing fetched ahead, while a probe of two 1-byte
+//! ranges, sent in the background the first time a handle reads sparsely (one
+//! round trip before a batch needs it), finds out which of the two it is:
+//! when the first batch was the probe, a single-range server made it cost two
+//! round trips (the refused multi-range GET, then the batch's single GETs), and
+//! concurrent readers lost a round trip to it. Only `Unsupported` (no backend
+//! answers it today) turns the reader off, with one "flag ignored" line per mount.
 //!
 //! - **The whole lattice of a shuffled reader**: a reader of fixed-size records
 //!   in random order (a sampler, a shuffled training epoch) has no stride, but
@@ -63,6 +67,11 @@
 //!   cost a round trip each; s3fs streams 506 MiB through them instead). Fetching
 //!   only the next few lattice points does not work for a random order: most
 //!   reads then miss, and evicting unread records to make room refetches them.
+//!   The lattice is looked for whether the reads come one at a time or from
+//!   several threads at once: it does not depend on their order, so it is the one
+//!   prediction that concurrent readers can use (issue 11: 8 threads preading 64
+//!   shuffled records waited 8 round trips; once 12 records are seen, the rest are
+//!   on their way).
 //!
 //! Where a batch is parallel single-range GETs, each range is its own download,
 //! so a read waits for its own range, not for the slowest of its batch.
@@ -220,6 +229,8 @@ struct State {
     next_batch_id: u64,
     /// The handle's lattice was fetched (once per handle: see the module header).
     lattice_fetched: bool,
+    /// This handle sent a probe of the backend's multi-range support.
+    probed: bool,
 }
 
 /// Counts the reads in flight on one handle (all of them, not only sparse ones).
@@ -289,6 +300,7 @@ impl MultiRangeReader {
                 open: Vec::new(),
                 next_batch_id: 0,
                 lattice_fetched: false,
+                probed: false,
             }),
         }
     }
@@ -345,6 +357,10 @@ impl MultiRangeReader {
                     st.pattern.record(want.clone());
                 }
                 let sparse = st.pattern.analysis().is_sparse(self.cfg.threshold);
+                if sparse && !st.probed {
+                    st.probed = true;
+                    self.probe();
+                }
                 if sparse {
                     // with other reads in flight, arrival order is noise: coalesce them instead
                     let concurrent = self.concurrent();
@@ -411,9 +427,17 @@ impl MultiRangeReader {
     /// Starts a background batch for predicted reads once a full batch of them is
     /// missing; with `ride_along`, a missing `want` is fetched with the predictions.
     fn extrapolate(&self, st: &mut State, want: &Range<u64>, ride_along: bool) {
+        // nothing is fetched ahead until the probe has answered: read-ahead sent as
+        // single GETs meanwhile cost a strided reader 32 GETs that a multi-range
+        // server would have answered in 7
+        if self.probing() {
+            return;
+        }
         let horizon = self.horizon();
         let predicted = st.pattern.predict(2 * horizon, self.size);
-        if predicted.is_empty() && ride_along && !st.lattice_fetched {
+        // a lattice does not depend on arrival order, so concurrent readers (8 threads
+        // preading shuffled records of one file: issue 11) find it too
+        if predicted.is_empty() && !st.lattice_fetched {
             self.fetch_lattice(st, want);
         }
         // a prediction's margin grows with its distance and shrinks as the pattern
@@ -455,7 +479,10 @@ impl MultiRangeReader {
         st.lattice_fetched = true;
         let held = |r: &Range<u64>| st.pieces.iter().any(|p| covers(&p.range, r));
         let want_missing = !held(want);
-        let ahead: Vec<Range<u64>> = records.into_iter().filter(|r| !held(r) && !overlaps(r, want)).collect();
+        // records read already are not fetched again: a shuffled reader visits each once
+        let read = |r: &Range<u64>| st.pattern.records().any(|seen| overlaps(seen, r));
+        let ahead: Vec<Range<u64>> =
+            records.into_iter().filter(|r| !held(r) && !read(r) && !overlaps(r, want)).collect();
         tracing::debug!(target: TARGET, key = %self.key, stride = lattice.stride, records = ahead.len(), bytes,
             "shuffled records on a lattice: fetching all of them");
         if want_missing {
@@ -465,10 +492,47 @@ impl MultiRangeReader {
         self.fetch_pieces(st, &ahead, false, true);
     }
 
+    /// On a backend that has not found out yet whether it answers multi-range GETs
+    /// (S3 servers: the first multi-range request is the probe), asks with a request
+    /// of two 1-byte ranges in the background, as soon as the handle reads sparsely.
+    /// Until it answers, batches are parallel single-range GETs (see the module
+    /// header): issue 11's 8 threads waited 85 ms for a round of reads that was the
+    /// probe instead of 35.
+    /// Both ranges lie in the first 64 KiB of the object, so a server that answers
+    /// with the whole object serves them from its first bytes; they are apart, so a
+    /// server that joins neighbouring ranges into one still has to answer with two.
+    fn probe(&self) {
+        if !self.probing() || self.size < 3 {
+            return;
+        }
+        let second = self.size.min(65537) - 1;
+        let probe = [0..1, second..second + 1];
+        let (backend, key) = (self.backend.clone(), self.key.clone());
+        let opts = GetOptions { if_match: self.etag.clone() };
+        let span = tracing::debug_span!(target: TARGET, "multi_range_probe", key = %key);
+        tokio::spawn(
+            async move {
+                if let Err(e) = backend.get_ranges(&key, &probe, &opts).await {
+                    tracing::debug!(target: TARGET, error = %e, "multi-range probe failed");
+                }
+            }
+            .instrument(span),
+        );
+    }
+
+    /// The backend does not know yet whether it answers multi-range GETs.
+    fn probing(&self) -> bool {
+        self.backend.capabilities().multi_range == MultiRangeMode::Probe
+    }
+
     /// Whether a batch is fetched as parallel single-range GETs (asked each time: an
-    /// S3 backend's mode changes once its probe has answered).
+    /// S3 backend's mode changes once its probe has answered; until then, singles
+    /// cost no round trip more than a multi-range GET would).
     fn parallel_singles(&self) -> bool {
-        self.backend.capabilities().multi_range == MultiRangeMode::ParallelSingles
+        matches!(
+            self.backend.capabilities().multi_range,
+            MultiRangeMode::ParallelSingles | MultiRangeMode::Probe
+        )
     }
 
     /// Predicted reads fetched ahead: one batch where a batch is one request, a
@@ -651,18 +715,14 @@ async fn fetch_batch(
     let span = tracing::debug_span!(target: TARGET, "multi_range", key = %key, ranges = ranges.len(), ?mode);
     let parts = async {
         match mode {
-            MultiRangeMode::Native | MultiRangeMode::Probe if ranges.len() > 1 => {
+            // (a batch of several ranges is only made for a `Native` backend: see parallel_singles)
+            MultiRangeMode::Native if ranges.len() > 1 => {
                 let opts = GetOptions { if_match: etag };
                 let parts = backend.get_ranges(&key, &ranges, &opts).await?;
-                if backend.capabilities().multi_range == MultiRangeMode::Native {
-                    let n = ranges.len() as u64;
-                    Metrics::inc(&metrics.multi_range_requests);
-                    Metrics::add(&metrics.multi_range_ranges, n);
-                    Metrics::add(&metrics.multi_range_requests_saved, n - 1);
-                } else {
-                    // a probe that found a single-range server was answered by parallel singles
-                    Metrics::inc(&metrics.multi_range_parallel_batches);
-                }
+                let n = ranges.len() as u64;
+                Metrics::inc(&metrics.multi_range_requests);
+                Metrics::add(&metrics.multi_range_ranges, n);
+                Metrics::add(&metrics.multi_range_requests_saved, n - 1);
                 Ok(parts)
             }
             _ => {

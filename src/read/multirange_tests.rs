@@ -110,6 +110,36 @@ async fn small_gaps_below_the_threshold_are_not_sparse() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probing_backend_is_probed_as_soon_as_reads_are_sparse() {
+    // an S3 backend finds out whether its server answers multi-range GETs with the
+    // first one it sends; the reader sends it when the handle turns sparse, before any
+    // batch needs the answer, and once per handle
+    let f = fixture(64 * MIB, MultiRangeConfig::default()).await;
+    *f.backend.mode.lock().unwrap() = Some(MultiRangeMode::Probe);
+    for o in [7u64, 51, 13, 40] {
+        assert_eq!(f.read(o * MIB, 8 * KIB).await.0, f.expect(o * MIB, 8 * KIB));
+    }
+    for _ in 0..100 {
+        if f.backend.multi_gets.load(SeqCst) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(f.backend.multi_gets.load(SeqCst), 1, "one probe");
+    assert_eq!(f.backend.multi_get_ranges.load(SeqCst), 2, "of two small ranges");
+    assert_eq!(f.backend.gets.load(SeqCst), 4, "the reads themselves are not held back");
+
+    // a backend that knows its answer is not probed
+    let f = fixture(64 * MIB, MultiRangeConfig::default()).await;
+    *f.backend.mode.lock().unwrap() = Some(MultiRangeMode::ParallelSingles);
+    for o in [7u64, 51, 13, 40] {
+        f.read(o * MIB, 8 * KIB).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(f.backend.multi_gets.load(SeqCst), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lone_random_reads_are_not_batched() {
     let f = fixture(64 * MIB, MultiRangeConfig::default()).await;
     for o in [7u64, 51, 13, 40, 2, 33, 60, 21] {
@@ -303,6 +333,51 @@ async fn shuffled_records_on_a_lattice_are_fetched_once_each() {
     );
     assert!(f.backend.max_gets_running.load(SeqCst) >= 8, "records are fetched concurrently");
     assert!(f.backend.max_gets_running.load(SeqCst) <= PARALLEL_HORIZON as u64 + 2, "read-ahead is bounded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_readers_of_a_lattice_get_it_fetched_ahead() {
+    // issue 11's threads workload: 64 records at an unaligned stride, shuffled, read 8
+    // at a time (8 threads on one handle) from a server without multi-range. Without a
+    // prediction every wave waits for its own GETs; the lattice is found from the
+    // first waves and the later ones are served from records fetched ahead.
+    const RECORDS: u64 = 64;
+    const STRIDE: u64 = MIB - 1;
+    let f = Arc::new(fixture(RECORDS * STRIDE, MultiRangeConfig::default()).await);
+    *f.backend.mode.lock().unwrap() = Some(MultiRangeMode::ParallelSingles);
+    f.backend.get_delay_ms.store(20, SeqCst);
+    let size = f.data.len() as u64;
+    let order = shuffled(RECORDS, 7);
+    let mut from_pieces = 0;
+    for wave in order.chunks(8) {
+        let tasks: Vec<_> = wave
+            .iter()
+            .map(|&k| {
+                let (f, r) = (f.clone(), kernel_read(k * STRIDE, 16 * KIB, size));
+                tokio::spawn(async move { (r.clone(), f.read(r.start, r.end - r.start).await) })
+            })
+            .collect();
+        for t in tasks {
+            let (r, (got, batched)) = t.await.unwrap();
+            assert_eq!(got, f.expect(r.start, r.end - r.start), "range {r:?}");
+            from_pieces += batched as u64;
+        }
+    }
+    let gets = f.backend.gets.load(SeqCst);
+    // each record once: the ones read before the lattice was found are not fetched again
+    assert!(gets <= RECORDS + 4, "{gets} GETs for {RECORDS} records");
+    // the first two waves (12 records make a lattice) wait for their own GETs
+    assert!(
+        from_pieces >= RECORDS - 16,
+        "{from_pieces} of {RECORDS} reads served from records fetched ahead"
+    );
+    assert!(f.backend.max_gets_running.load(SeqCst) > 8, "records were fetched beyond the 8 reads in flight");
+    // records of 16 KiB as the kernel rounds them, and the lattice's margin
+    assert!(
+        f.backend.get_bytes.load(SeqCst) <= RECORDS * 40 * KIB,
+        "{} bytes",
+        f.backend.get_bytes.load(SeqCst)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
