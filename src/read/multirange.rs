@@ -495,9 +495,10 @@ impl MultiRangeReader {
     /// On a backend that has not found out yet whether it answers multi-range GETs
     /// (S3 servers: the first multi-range request is the probe), asks with a request
     /// of two 1-byte ranges in the background, as soon as the handle reads sparsely.
-    /// Until it answers, batches are parallel single-range GETs (see the module
-    /// header): issue 11's 8 threads waited 85 ms for a round of reads that was the
-    /// probe instead of 35.
+    /// Until it answers, reads go out singly and nothing is fetched ahead (see the
+    /// module header): issue 11's 8 threads waited 85 ms for a round of reads that
+    /// was the probe instead of 35. A probe that fails (the connection broke) leaves
+    /// the backend unprobed: this handle keeps reading singly, the next one probes.
     /// Both ranges lie in the first 64 KiB of the object, so a server that answers
     /// with the whole object serves them from its first bytes; they are apart, so a
     /// server that joins neighbouring ranges into one still has to answer with two.
