@@ -631,7 +631,8 @@ async fn concurrent_sparse_reads_of_one_handle_meet_in_one_batch() {
     let data = Arc::new(pattern(64 * MIB, 5));
     let meta = f.put("conc", &data).await;
     let h = Arc::new(f.open("conc", Some(meta), OpenMode { read: true, ..Default::default() }));
-    // two warm-up reads make the pattern sparse; then waves of 5 concurrent reads
+    // two warm-up reads make the pattern sparse; then waves of 5 concurrent reads, at
+    // scattered pages (on a lattice of whole MiB, the whole lattice would be fetched)
     h.read(0, 4096).await.unwrap();
     h.read(63 * MIB, 4096).await.unwrap();
     let before = f.backend.gets.load(SeqCst) + f.backend.multi_gets.load(SeqCst);
@@ -639,7 +640,8 @@ async fn concurrent_sparse_reads_of_one_handle_meet_in_one_batch() {
         let reads: Vec<_> = (0..5u64)
             .map(|i| {
                 let (h, data) = (h.clone(), data.clone());
-                let off = ((wave * 5 + i) * 37 % 60 + 1) * MIB + 8 * KIB;
+                let n = wave * 5 + i;
+                let off = (n * 37 % 60 + 1) * MIB + 8 * KIB + n * 13 % 48 * 4 * KIB;
                 tokio::spawn(async move {
                     let got = h.read(off, 4096).await.unwrap();
                     assert_eq!(&got[..], &data[off as usize..off as usize + 4096]);
