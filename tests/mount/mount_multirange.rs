@@ -100,6 +100,19 @@ fn concurrent_reads(file: File) -> Vec<u8> {
     all.into_iter().flat_map(|(_, b)| b).collect()
 }
 
+/// `0..n` in a fixed pseudo-random order: sorted by the splitmix64 hash of `k + seed`.
+fn shuffled(n: u64, seed: u64) -> Vec<u64> {
+    let splitmix = |k: u64| {
+        let mut z = k.wrapping_add(seed).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let mut order: Vec<u64> = (0..n).collect();
+    order.sort_by_key(|&k| splitmix(k));
+    order
+}
+
 fn expected(data: &[u8], offsets: &[u64]) -> Vec<u8> {
     offsets.iter().flat_map(|&o| data[o as usize..(o + READ) as usize].to_vec()).collect()
 }
@@ -304,14 +317,7 @@ fn shuffled_records_over_a_single_range_server_are_fetched_ahead_once() {
     let server = s3_support::seaweed();
     let bucket = s3_support::unique_bucket("mrange-shuffled");
     let data = upload(&server.endpoint, &bucket, "big");
-    let mut order: Vec<u64> = (0..READS).collect();
-    let mut x = 0x9E37_79B9u64;
-    for i in (1..order.len()).rev() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        order.swap(i, (x % (i as u64 + 1)) as usize);
-    }
+    let order = shuffled(READS, 0x9E37_79B9);
     let args = ["--endpoint", server.endpoint.as_str(), "--region", "us-east-1", "--enable-multi-range"];
     let mut m = Mount::try_start_source(&format!("s3://{bucket}"), &args).unwrap_or_else(|e| panic!("{e}"));
     let file = File::open(m.path("big")).unwrap();
@@ -346,14 +352,7 @@ fn concurrent_shuffled_readers_over_a_single_range_server_get_the_lattice_ahead(
     let server = s3_support::seaweed();
     let bucket = s3_support::unique_bucket("mrange-threads");
     let data = upload(&server.endpoint, &bucket, "big");
-    let mut order: Vec<u64> = (0..RECORDS).collect();
-    let mut x = 0x2545_F491u64;
-    for i in (1..order.len()).rev() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        order.swap(i, (x % (i as u64 + 1)) as usize);
-    }
+    let order = shuffled(RECORDS, 0x2545_F491);
     let args = ["--endpoint", server.endpoint.as_str(), "--region", "us-east-1", "--enable-multi-range"];
     let mut m = Mount::try_start_source(&format!("s3://{bucket}"), &args).unwrap_or_else(|e| panic!("{e}"));
     let file = Arc::new(File::open(m.path("big")).unwrap());
