@@ -7,7 +7,8 @@
 //! - **Remote**: no local copy. Reads go through a [`Prefetcher`] pinned to the
 //!   ETag of the committed object (`base`), or return nothing when the content
 //!   is empty (new file, `O_TRUNC`, `set_len(0)`).
-//! - **Streaming**: the content was empty and the writes so far were
+//! - **Streaming**: the content was empty (no object yet, or an empty one: a
+//!   new file committed at its opener's first close) and the writes so far were
 //!   sequential. They go to a [`StreamingUpload`] (parts uploaded in the
 //!   background, memory bounded by `--memory-limit`) and to **no local disk**
 //!   for a write-only handle, so a 100 GiB `cp` needs no 100 GiB cache. Writes
@@ -334,7 +335,12 @@ impl FileHandle {
             return Ok(0);
         }
         if matches!(st.content, Content::Remote) {
-            if st.base.is_none() && offset <= self.ctx.cfg.part_size {
+            // An empty base holds nothing to keep, so it streams like no base: `dd of=f`
+            // and a shell's `cmd > f` open a new f, dup the descriptor and close the
+            // original before writing, which commits f empty (a new file exists from its
+            // opener's first close); every byte went through the spool after that.
+            let empty = st.base.as_ref().is_none_or(|b| b.size == 0);
+            if empty && offset <= self.ctx.cfg.part_size {
                 self.start_streaming(st).await;
             } else {
                 self.load_spool(st, u64::MAX).await?;

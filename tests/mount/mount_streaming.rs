@@ -73,6 +73,36 @@ fn a_gib_streams_through_a_64_mib_cache_dir() {
     assert_content(&path, 1024, &[]);
 }
 
+/// `dd of=f` and a shell's `cat src > f` stream a new file too, through a cache
+/// directory a quarter of its size. Both open f, dup the descriptor and close the
+/// original before the first write, which commits f empty; every later byte used
+/// to go through the spool (and failed with ENOSPC here).
+#[test]
+fn dd_and_shell_redirects_of_a_new_file_stream_too() {
+    let drives = Drives::new(4);
+    drives.make_bucket("dup");
+    let tmp = tempfile::tempdir_in(test_root()).unwrap();
+    let cache = tmp.path().join("cache");
+    let Some(_fs) = tmpfs(&cache, "16m") else {
+        eprintln!("skipping: cannot mount tmpfs here (needs root)");
+        return;
+    };
+    let src = tmp.path().join("src");
+    let mut f = std::fs::File::create(&src).unwrap();
+    for i in 0..64 {
+        f.write_all(&chunk(i)).unwrap();
+    }
+    drop(f);
+    let m = Mount::start(&drives, "dup", &["--cache-dir", cache.to_str().unwrap()]);
+    for (name, cmd) in [("dd", "dd if={src} of={dst} bs=1M status=none"), ("cat", "cat {src} > {dst}")] {
+        let dst = m.path(name);
+        let before = stat(&m, "bytes_written");
+        sh(&cmd.replace("{src}", src.to_str().unwrap()).replace("{dst}", dst.to_str().unwrap()));
+        assert_eq!(stat(&m, "bytes_written") - before, 64 << 20, "{name}: every byte uploaded once");
+        assert_content(&dst, 64, &[]);
+    }
+}
+
 /// A sequential writer that comes back to offset 0 after 100 MiB (a header filled
 /// in at the end, as archivers and muxers do) ends bit-exact, on both back ends.
 #[test]
