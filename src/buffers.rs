@@ -60,7 +60,8 @@ pub fn pool_limit() -> usize {
 }
 
 struct Pool {
-    /// Idle buffers, empty, each with a capacity that is a whole number of MiB.
+    /// Idle buffers, empty, oldest first: download buffers (a whole number of MiB)
+    /// and fixed-size working buffers given back with [`recycle`].
     idle: Vec<Vec<u8>>,
     idle_bytes: usize,
 }
@@ -84,8 +85,8 @@ pub fn take(len: usize) -> Vec<u8> {
     }
     let class = class_of(len);
     let mut p = pool();
-    if let Some(i) = p.idle.iter().position(|v| v.capacity() == class) {
-        let v = p.idle.swap_remove(i);
+    if let Some(i) = p.idle.iter().rposition(|v| v.capacity() == class) {
+        let v = p.idle.remove(i);
         p.idle_bytes -= v.capacity();
         return v;
     }
@@ -101,6 +102,51 @@ pub fn freeze(buf: Vec<u8>) -> Bytes {
     } else {
         Bytes::from(buf)
     }
+}
+
+/// Smallest buffer [`recycle`] keeps: a parity shard of a 1 MiB erasure block split
+/// over 16 data drives.
+pub const RECYCLE_MIN_LEN: usize = 64 * 1024;
+
+/// An empty buffer whose capacity is exactly `cap`: a recycled one when one is idle,
+/// else a new one. For working buffers of a fixed size that do not leave as
+/// [`Bytes`] (the embedded store's erasure-coded blocks); give them back with
+/// [`recycle`].
+pub fn take_exact(cap: usize) -> Vec<u8> {
+    if (RECYCLE_MIN_LEN..=POOL_MAX_LEN).contains(&cap) {
+        let mut p = pool();
+        if let Some(i) = p.idle.iter().rposition(|v| v.capacity() == cap) {
+            let v = p.idle.remove(i);
+            p.idle_bytes -= v.capacity();
+            return v;
+        }
+    }
+    Vec::with_capacity(cap)
+}
+
+/// Gives `buf`'s allocation to the pool when its capacity is in the pooled range
+/// (else frees it). When the pool is full the oldest idle buffers are freed to make
+/// room, so buffers of a size nobody asks for any more age out.
+pub fn recycle(mut buf: Vec<u8>) {
+    if !(RECYCLE_MIN_LEN..=POOL_MAX_LEN).contains(&buf.capacity()) {
+        return;
+    }
+    buf.clear();
+    let limit = pool_limit();
+    if buf.capacity() > limit {
+        return;
+    }
+    let mut p = pool();
+    let mut evicted = Vec::new();
+    while p.idle_bytes + buf.capacity() > limit && !p.idle.is_empty() {
+        let old = p.idle.remove(0);
+        p.idle_bytes -= old.capacity();
+        evicted.push(old);
+    }
+    p.idle_bytes += buf.capacity();
+    p.idle.push(buf);
+    drop(p);
+    drop(evicted); // freed after the lock
 }
 
 /// Frees every idle buffer.
@@ -129,15 +175,7 @@ impl AsRef<[u8]> for Recycled {
 
 impl Drop for Recycled {
     fn drop(&mut self) {
-        let mut buf = std::mem::take(&mut self.0);
-        buf.clear();
-        let mut p = pool();
-        if p.idle_bytes + buf.capacity() <= pool_limit() {
-            p.idle_bytes += buf.capacity();
-            p.idle.push(buf);
-        }
-        // else: freed here, after the lock (buf drops at the end of scope)
-        drop(p);
+        recycle(std::mem::take(&mut self.0));
     }
 }
 
@@ -182,5 +220,27 @@ mod tests {
         release_idle();
         assert_eq!(idle_bytes(), 0);
         drop(again);
+
+        // working buffers come back at their exact capacity
+        let block = take_exact(MIB + 2);
+        assert_eq!(block.capacity(), MIB + 2);
+        let ptr = block.as_ptr();
+        recycle(block);
+        assert_eq!(idle_bytes(), MIB + 2);
+        assert_eq!(take_exact(MIB).capacity(), MIB, "another size is not handed out");
+        let again = take_exact(MIB + 2);
+        assert_eq!(again.as_ptr(), ptr);
+        recycle(vec![0u8; 1000]);
+        assert_eq!(idle_bytes(), 0, "too small to keep");
+
+        // a full pool frees its oldest buffers for a new one
+        let odd: Vec<Vec<u8>> = (0..DEFAULT_POOL_LIMIT / (4 * MIB)).map(|_| take_exact(4 * MIB)).collect();
+        odd.into_iter().for_each(recycle);
+        assert_eq!(idle_bytes(), DEFAULT_POOL_LIMIT);
+        recycle(again);
+        assert_eq!(idle_bytes(), DEFAULT_POOL_LIMIT - 4 * MIB + MIB + 2);
+        assert_eq!(take_exact(MIB + 2).capacity(), MIB + 2);
+        assert_eq!(idle_bytes(), DEFAULT_POOL_LIMIT - 4 * MIB, "the newest one stayed");
+        release_idle();
     }
 }

@@ -182,9 +182,9 @@ pub(crate) fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usi
 }
 
 fn next_block(r: &mut dyn Read, er: &Erasure) -> StoreResult<Vec<u8>> {
-    // room for the padding `encode` adds, so that it never reallocates (a 1 MiB
-    // buffer padded by a byte would grow to 2 MiB)
-    let mut b = Vec::with_capacity(er.shard_len(BLOCK_SIZE) * er.data);
+    // with room for the padding `encode` adds, so that it never reallocates (a
+    // 1 MiB buffer padded by a byte would grow to 2 MiB)
+    let mut b = er.block_buffer();
     b.resize(BLOCK_SIZE, 0);
     let n = read_full(r, &mut b).ctx(Path::new("<object input>"))?;
     b.truncate(n);
