@@ -49,19 +49,38 @@ fn stat(m: &Mount, name: &str) -> u64 {
         .unwrap()
 }
 
+/// A 4-drive store with `bucket`, mounted with a tmpfs of `size` as its cache
+/// directory, and a scratch directory on disk. Fields drop in order: the mount
+/// before the tmpfs its spool lives on, the tmpfs before the directory holding it.
+struct SmallCache {
+    m: Mount,
+    _fs: Tmpfs,
+    scratch: tempfile::TempDir,
+    _drives: Drives,
+}
+
+impl SmallCache {
+    /// None (and a note) where a tmpfs cannot be mounted (not root).
+    fn mount(bucket: &str, size: &str) -> Option<SmallCache> {
+        let drives = Drives::new(4);
+        drives.make_bucket(bucket);
+        let scratch = tempfile::tempdir_in(test_root()).unwrap();
+        let cache = scratch.path().join("cache");
+        let Some(fs) = tmpfs(&cache, size) else {
+            eprintln!("skipping: cannot mount tmpfs here (needs root)");
+            return None;
+        };
+        let m = Mount::start(&drives, bucket, &["--cache-dir", cache.to_str().unwrap()]);
+        Some(SmallCache { m, _fs: fs, scratch, _drives: drives })
+    }
+}
+
 /// 1 GiB written as `cp` writes (write-only, from offset 0) through a mount whose
 /// cache directory is a 64 MiB tmpfs: the spool tee this replaced needed 1 GiB there.
 #[test]
 fn a_gib_streams_through_a_64_mib_cache_dir() {
-    let drives = Drives::new(4);
-    drives.make_bucket("stream");
-    let tmp = tempfile::tempdir_in(test_root()).unwrap();
-    let cache = tmp.path().join("cache");
-    let Some(_fs) = tmpfs(&cache, "64m") else {
-        eprintln!("skipping: cannot mount tmpfs here (needs root)");
-        return;
-    };
-    let m = Mount::start(&drives, "stream", &["--cache-dir", cache.to_str().unwrap()]);
+    let Some(small) = SmallCache::mount("stream", "64m") else { return };
+    let m = &small.m;
     let path = m.path("big");
     let mut f = OpenOptions::new().write(true).create(true).truncate(true).open(&path).unwrap();
     for i in 0..1024 {
@@ -69,7 +88,7 @@ fn a_gib_streams_through_a_64_mib_cache_dir() {
     }
     f.sync_all().unwrap();
     drop(f);
-    assert_eq!(stat(&m, "bytes_written"), 1 << 30, "every byte uploaded exactly once");
+    assert_eq!(stat(m, "bytes_written"), 1 << 30, "every byte uploaded exactly once");
     assert_content(&path, 1024, &[]);
 }
 
@@ -79,26 +98,19 @@ fn a_gib_streams_through_a_64_mib_cache_dir() {
 /// to go through the spool (and failed with ENOSPC here).
 #[test]
 fn dd_and_shell_redirects_of_a_new_file_stream_too() {
-    let drives = Drives::new(4);
-    drives.make_bucket("dup");
-    let tmp = tempfile::tempdir_in(test_root()).unwrap();
-    let cache = tmp.path().join("cache");
-    let Some(_fs) = tmpfs(&cache, "16m") else {
-        eprintln!("skipping: cannot mount tmpfs here (needs root)");
-        return;
-    };
-    let src = tmp.path().join("src");
+    let Some(small) = SmallCache::mount("dup", "16m") else { return };
+    let m = &small.m;
+    let src = small.scratch.path().join("src");
     let mut f = std::fs::File::create(&src).unwrap();
     for i in 0..64 {
         f.write_all(&chunk(i)).unwrap();
     }
     drop(f);
-    let m = Mount::start(&drives, "dup", &["--cache-dir", cache.to_str().unwrap()]);
     for (name, cmd) in [("dd", "dd if={src} of={dst} bs=1M status=none"), ("cat", "cat {src} > {dst}")] {
         let dst = m.path(name);
-        let before = stat(&m, "bytes_written");
+        let before = stat(m, "bytes_written");
         sh(&cmd.replace("{src}", src.to_str().unwrap()).replace("{dst}", dst.to_str().unwrap()));
-        assert_eq!(stat(&m, "bytes_written") - before, 64 << 20, "{name}: every byte uploaded once");
+        assert_eq!(stat(m, "bytes_written") - before, 64 << 20, "{name}: every byte uploaded once");
         assert_content(&dst, 64, &[]);
     }
 }
