@@ -131,7 +131,7 @@ impl StorageBackend for LocalBackend {
     ) -> BackendResult<GetResult> {
         let (key, opts) = (key.to_string(), opts.clone());
         let (meta, data) = self.run(move |s, b| s.get_object(b, &key, range, &opts)).await?;
-        Ok(GetResult { meta, data: Bytes::from(data) })
+        Ok(GetResult { meta, data: crate::buffers::freeze(data) })
     }
 
     async fn get_ranges(
@@ -142,7 +142,7 @@ impl StorageBackend for LocalBackend {
     ) -> BackendResult<Vec<Bytes>> {
         let (key, opts, ranges) = (key.to_string(), opts.clone(), ranges.to_vec());
         let (_, data) = self.run(move |s, b| s.get_object_ranges(b, &key, &ranges, &opts)).await?;
-        Ok(data.into_iter().map(Bytes::from).collect())
+        Ok(data.into_iter().map(crate::buffers::freeze).collect())
     }
 
     async fn put(&self, key: &str, data: Bytes, opts: &PutOptions) -> BackendResult<ObjectMeta> {

@@ -186,7 +186,8 @@ pub(super) fn segments_stream(
                     .and_then(|r| r.map_err(io::Error::other));
             let state = if next >= r.end { (idx + 1, None) } else { (idx, Some(next)) };
             match res {
-                Ok((_, data)) => Some((Ok(Bytes::from(data)), state)),
+                // the store's buffer goes back to crate::buffers once hyper has sent it
+                Ok((_, data)) => Some((Ok(crate::buffers::freeze(data)), state)),
                 // After an error the stream ends: the state points past the last segment.
                 Err(e) => Some((Err(e), (usize::MAX, None))),
             }

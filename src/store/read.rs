@@ -80,7 +80,18 @@ impl ErasureSet {
             offs.push(o);
             o += p.size;
         }
-        let mut outs: Vec<Vec<u8>> = ranges.iter().map(|x| vec![0u8; (x.end - x.start) as usize]).collect();
+        // Recycled buffers (crate::buffers; the callers hand them out through
+        // `buffers::freeze`): a fresh one per read-ahead chunk was mapped, faulted in
+        // and zeroed page by page, then unmapped.
+        let mut outs: Vec<Vec<u8>> = ranges
+            .iter()
+            .map(|x| {
+                let len = (x.end - x.start) as usize;
+                let mut v = crate::buffers::take(len);
+                v.resize(len, 0);
+                v
+            })
+            .collect();
         let total: usize = outs.iter().map(Vec::len).sum();
         let mut per_shard: Vec<Vec<Seg>> = (0..d).map(|_| Vec::new()).collect();
         for (x, out) in ranges.iter().zip(outs.iter_mut()) {
