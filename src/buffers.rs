@@ -1,4 +1,4 @@
-//! Recycled download and upload-part buffers.
+//! Recycled download, upload-part and erasure-block buffers.
 //!
 //! Why: a cold sequential read of 512 MiB through an S3 mount (SeaweedFS on
 //! 127.0.0.1, 2026-11-29) spent about 40 % of the daemon's CPU in page faults,
@@ -15,6 +15,9 @@
 //! daemon's CPU on a 256 MiB write (`upload::streaming` takes its part buffers
 //! here too), and again for the copy of each 1 MiB FUSE write's payload that
 //! `fs::BucketFs::write` hands to its task (a quarter of the daemon's CPU).
+//! And in the embedded store (2026-11-30): its erasure blocks and parity shards
+//! (a sixth of all CPU of a CPU-bound `local://` write) and the buffers its
+//! reads fill (a third of the daemon's CPU on a cold `local://` read).
 //!
 //! So large downloads take their buffer from a small pool of buffers that have
 //! already been touched: [`take`] hands out an empty `Vec` with at least the
@@ -26,7 +29,10 @@
 //! `--memory-limit`, at most 64 MiB: a sequential reader frees about half its
 //! 64 MiB window between two top-ups; 32 MiB measured 15 % more CPU than 64),
 //! so that the daemon stays within the limit plus the slack README promises;
-//! more are freed as before, and
+//! when it is full the oldest idle buffers are freed first. Working buffers of a
+//! fixed size that never become [`Bytes`] (the store's erasure blocks) use
+//! [`take_exact`] and [`recycle`] instead: their capacity is exact, so that a
+//! parity shard of 512 KiB does not hold a MiB. And
 //! [`release_idle`] frees them all (the heap trimmer calls it when the mount
 //! goes quiet), so an idle mount holds none of them.
 
