@@ -89,15 +89,8 @@ pub fn take(len: usize) -> Vec<u8> {
     if !(POOL_MIN_LEN..=POOL_MAX_LEN).contains(&len) {
         return Vec::with_capacity(len);
     }
-    let class = class_of(len);
-    let mut p = pool();
-    if let Some(i) = p.idle.iter().rposition(|v| v.capacity() == class) {
-        let v = p.idle.remove(i);
-        p.idle_bytes -= v.capacity();
-        return v;
-    }
-    drop(p);
-    Vec::with_capacity(class)
+    // a whole number of MiB, inside the range take_exact recycles
+    take_exact(class_of(len))
 }
 
 /// The bytes of `buf`; its allocation goes back to the pool once the last clone of
