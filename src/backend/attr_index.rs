@@ -465,7 +465,7 @@ backend_wrapper! {
         }
     }
     forward to inner: [
-        retries, check_bucket, get_range, get_ranges, rename, upload_part, list_parts, read_part,
+        retries, check_bucket, get_range, get_ranges, probe_multi_range, rename, upload_part, list_parts, read_part,
         list_multipart, abort_multipart_under,
     ]
 }

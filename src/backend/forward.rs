@@ -87,6 +87,18 @@ macro_rules! backend_wrapper {
             }
         ], [$($acc2)*], [$($rest)*]);
     };
+    (@munch $ty:ty, $inner:ident, [$($acc:tt)*], [$($acc2:tt)*], [probe_multi_range $($rest:ident)*]) => {
+        $crate::backend::forward::backend_wrapper!(@munch $ty, $inner, [$($acc)*
+            async fn probe_multi_range(
+                &self,
+                key: &str,
+                ranges: &[std::ops::Range<u64>],
+                opts: &$crate::backend::GetOptions,
+            ) -> $crate::backend::BackendResult<()> {
+                self.$inner.probe_multi_range(key, ranges, opts).await
+            }
+        ], [$($acc2)*], [$($rest)*]);
+    };
     (@munch $ty:ty, $inner:ident, [$($acc:tt)*], [$($acc2:tt)*], [put $($rest:ident)*]) => {
         $crate::backend::forward::backend_wrapper!(@munch $ty, $inner, [$($acc)*
             async fn put(

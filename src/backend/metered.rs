@@ -118,6 +118,15 @@ impl StorageBackend for MeteredBackend {
         Metrics::add(&self.metrics.bytes_read, r.iter().map(|b| b.len() as u64).sum());
         Ok(r)
     }
+    async fn probe_multi_range(
+        &self,
+        key: &str,
+        ranges: &[Range<u64>],
+        opts: &GetOptions,
+    ) -> BackendResult<()> {
+        let s = span!("probe_multi_range", key = key, ranges = ranges.len());
+        self.run(&self.metrics.requests_head, s, self.inner.probe_multi_range(key, ranges, opts)).await
+    }
     async fn put(&self, key: &str, data: Bytes, opts: &PutOptions) -> BackendResult<ObjectMeta> {
         let n = data.len() as u64;
         let s = span!("put", key = key, size = n);

@@ -168,6 +168,21 @@ pub trait StorageBackend: MultipartStore {
         Ok(out)
     }
 
+    /// Finds out, without fetching data, whether this backend answers multi-range
+    /// GETs, asking about `ranges` (at least two, inside the object) of `key`: after
+    /// it, [`Capabilities::multi_range`] is no longer `Probe` (unless the request
+    /// failed, which is returned). Only a backend that reports `Probe` has anything to
+    /// find out; the rest answer at once.
+    async fn probe_multi_range(
+        &self,
+        key: &str,
+        ranges: &[Range<u64>],
+        opts: &GetOptions,
+    ) -> BackendResult<()> {
+        let _ = (key, ranges, opts);
+        Ok(())
+    }
+
     async fn put(&self, key: &str, data: Bytes, opts: &PutOptions) -> BackendResult<ObjectMeta>;
 
     /// Deletes `key`; deleting a missing key succeeds (S3 semantics).

@@ -75,6 +75,9 @@ backend_wrapper! {
         ) -> BackendResult<Vec<Bytes>> {
             self.inner.get_ranges(&self.full(key), ranges, opts).await
         }
+        async fn probe_multi_range(&self, key: &str, ranges: &[Range<u64>], opts: &GetOptions) -> BackendResult<()> {
+            self.inner.probe_multi_range(&self.full(key), ranges, opts).await
+        }
         async fn put(&self, key: &str, data: Bytes, opts: &PutOptions) -> BackendResult<ObjectMeta> {
             self.inner.put(&self.full(key), data, opts).await.map(|m| self.strip_meta(m))
         }

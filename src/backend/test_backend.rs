@@ -40,6 +40,9 @@ pub(crate) struct InstrumentedBackend {
     pub multi_gets: AtomicU64,
     pub multi_get_ranges: AtomicU64,
     pub max_multi_get_ranges: AtomicU64,
+    /// `probe_multi_range` calls and the ranges they asked about.
+    pub probes: AtomicU64,
+    pub probe_ranges: AtomicU64,
     /// Makes `get_ranges` fail, as a broken multi-range answer would.
     pub fail_get_ranges: AtomicBool,
     /// Overrides the inner backend's `Capabilities::multi_range`.
@@ -123,6 +126,11 @@ backend_wrapper! {
             let parts = self.inner.get_ranges(key, ranges, opts).await?;
             self.get_bytes.fetch_add(parts.iter().map(|p| p.len() as u64).sum(), Ordering::SeqCst);
             Ok(parts)
+        }
+        async fn probe_multi_range(&self, key: &str, ranges: &[Range<u64>], opts: &GetOptions) -> BackendResult<()> {
+            self.probes.fetch_add(1, Ordering::SeqCst);
+            self.probe_ranges.fetch_add(ranges.len() as u64, Ordering::SeqCst);
+            self.inner.probe_multi_range(key, ranges, opts).await
         }
         async fn put(&self, key: &str, data: Bytes, opts: &PutOptions) -> BackendResult<ObjectMeta> {
             self.puts.fetch_add(1, Ordering::SeqCst);

@@ -148,7 +148,7 @@ backend_wrapper! {
         }
     }
     forward to inner: [
-        capabilities, check_bucket, head, list, get_range, get_ranges, delete, delete_many, copy,
+        capabilities, check_bucket, head, list, get_range, get_ranges, probe_multi_range, delete, delete_many, copy,
         rename, list_parts, list_multipart, abort_multipart_under,
     ]
 }

@@ -1,6 +1,8 @@
 //! Multi-range GET (`Range: bytes=a-b,c-d`), which s3s itself rejects.
 //!
-//! An `S3Route` takes GET object requests whose Range header has a comma;
+//! An `S3Route` takes GET and HEAD object requests whose Range header has a comma
+//! (a HEAD gets the same status and headers with no body: clients ask with one
+//! whether the server serves several ranges, without a body to read);
 //! s3s calls it after verifying the signature, and its default
 //! `check_access` refuses requests without credentials. The answer follows
 //! RFC 9110 §14.6: `206 multipart/byteranges`, each part with its own
@@ -184,10 +186,19 @@ fn etag_cond(headers: &HeaderMap, name: &str) -> S3Result<Option<ETagCondition>>
     }
 }
 
+/// The S3 operation a request of this route is, for the anonymous-access rule.
+fn operation(method: &Method) -> &'static str {
+    if method == Method::HEAD {
+        "HeadObject"
+    } else {
+        "GetObject"
+    }
+}
+
 #[async_trait::async_trait]
 impl S3Route for MultiRange {
     fn is_match(&self, method: &Method, uri: &Uri, headers: &HeaderMap, _: &mut Extensions) -> bool {
-        method == Method::GET
+        (method == Method::GET || method == Method::HEAD)
             && headers.get(hyper::header::RANGE).is_some_and(|v| ours(v.as_bytes()))
             && object_path(uri).is_some()
             && plain_query(uri)
@@ -201,13 +212,14 @@ impl S3Route for MultiRange {
         let path = object_path(&req.uri)
             .map(|(bucket, key)| S3Path::Object { bucket: bucket.into(), key: key.into() });
         match path {
-            Some(p) if self.access.allows_anonymous("GetObject", &p) => Ok(()),
+            Some(p) if self.access.allows_anonymous(operation(&req.method), &p) => Ok(()),
             _ => Err(s3_error!(AccessDenied, "Signature is required")),
         }
     }
 
     async fn call(&self, req: S3Request<Body>) -> S3Result<S3Response<Body>> {
         let (bucket, key) = object_path(&req.uri).ok_or_else(|| s3_error!(InvalidURI))?;
+        let head_only = req.method == Method::HEAD;
         let range_header =
             req.headers.get(hyper::header::RANGE).and_then(|v| v.to_str().ok()).unwrap_or_default();
         let conditions = ReadConditions {
@@ -255,7 +267,7 @@ impl S3Route for MultiRange {
                 let boundary = uuid::Uuid::new_v4().simple().to_string();
                 headers.insert("content-type", header(format!("multipart/byteranges; boundary={boundary}"))?);
                 let total: u64 = ranges.iter().map(|r| r.end - r.start).sum();
-                let data = if total <= INLINE_MAX {
+                let data = if total <= INLINE_MAX && !head_only {
                     let (b, k, rs, tag) = (bucket.clone(), key.clone(), ranges.clone(), m.etag.clone());
                     let opts = GetOptions { if_match: Some(tag) };
                     Some(call(&self.store, move |s| s.get_object_ranges(&b, &k, &rs, &opts)).await?.1)
@@ -283,8 +295,12 @@ impl S3Route for MultiRange {
         };
         let len: u64 = segs.iter().map(Seg::len).sum();
         headers.insert("content-length", header(len.to_string())?);
-        let body = segments_stream(self.store.clone(), bucket, key, m.etag.clone(), segs);
-        let mut resp = S3Response::new(Body::from(body));
+        let body = if head_only {
+            Body::empty()
+        } else {
+            Body::from(segments_stream(self.store.clone(), bucket, key, m.etag.clone(), segs))
+        };
+        let mut resp = S3Response::new(body);
         resp.status = Some(status);
         resp.headers = headers;
         Ok(resp)

@@ -50,8 +50,9 @@
 //! collected in that mode (each would cost its own request anyway, so the
 //! collection window would only add latency): they go straight to the
 //! ordinary path. `Probe` (an S3 server not asked yet) is served as plain
-//! single-range reads, with nothing fetched ahead, while a probe of two 1-byte
-//! ranges, sent in the background the first time a handle reads sparsely (one
+//! single-range reads, with nothing fetched ahead, while a probe
+//! ([`StorageBackend::probe_multi_range`]: S3 sends a HEAD asking for two 1-byte
+//! ranges), sent in the background the first time a handle reads sparsely (one
 //! round trip before a batch needs it), finds out which of the two it is:
 //! when the first batch was the probe, a single-range server made it cost two
 //! round trips (the refused multi-range GET, then the batch's single GETs), and
@@ -96,8 +97,7 @@
 //! regardless, as the prefetcher does.
 //!
 //! Counters ([`Metrics`]): `multi_range_parallel_batches` (batches of several
-//! ranges sent as concurrent single-range reads, including a probe answered
-//! that way), `multi_range_requests` (requests that carried more
+//! ranges sent as concurrent single-range reads), `multi_range_requests` (requests that carried more
 //! than one range in one round trip), `multi_range_ranges` (ranges those
 //! requests returned), `multi_range_requests_saved` (ranges minus requests:
 //! the single-range requests they replaced) and `multi_range_bytes_overfetched`
@@ -493,15 +493,16 @@ impl MultiRangeReader {
     }
 
     /// On a backend that has not found out yet whether it answers multi-range GETs
-    /// (S3 servers: the first multi-range request is the probe), asks with a request
-    /// of two 1-byte ranges in the background, as soon as the handle reads sparsely.
+    /// (S3 servers), asks about two 1-byte ranges ([`StorageBackend::probe_multi_range`],
+    /// a HEAD on S3) in the background, as soon as the handle reads sparsely.
     /// Until it answers, reads go out singly and nothing is fetched ahead (see the
     /// module header): issue 11's 8 threads waited 85 ms for a round of reads that
     /// was the probe instead of 35. A probe that fails (the connection broke) leaves
     /// the backend unprobed: this handle keeps reading singly, the next one probes.
-    /// Both ranges lie in the first 64 KiB of the object, so a server that answers
-    /// with the whole object serves them from its first bytes; they are apart, so a
-    /// server that joins neighbouring ranges into one still has to answer with two.
+    /// Both ranges lie in the first 64 KiB of the object, so a server that answers a
+    /// GET probe (Alibaba OSS) with the whole object serves them from its first bytes;
+    /// they are apart, so a server that joins neighbouring ranges into one still has to
+    /// answer with two.
     fn probe(&self) {
         if !self.probing() || self.size < 3 {
             return;
@@ -513,7 +514,7 @@ impl MultiRangeReader {
         let span = tracing::debug_span!(target: TARGET, "multi_range_probe", key = %key);
         tokio::spawn(
             async move {
-                if let Err(e) = backend.get_ranges(&key, &probe, &opts).await {
+                if let Err(e) = backend.probe_multi_range(&key, &probe, &opts).await {
                     tracing::debug!(target: TARGET, error = %e, "multi-range probe failed");
                 }
             }

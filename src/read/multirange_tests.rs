@@ -111,8 +111,8 @@ async fn small_gaps_below_the_threshold_are_not_sparse() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_probing_backend_is_probed_as_soon_as_reads_are_sparse() {
-    // an S3 backend finds out whether its server answers multi-range GETs with the
-    // first one it sends; the reader sends it when the handle turns sparse, before any
+    // an S3 backend finds out whether its server answers multi-range GETs with a
+    // probe (a HEAD); the reader sends it when the handle turns sparse, before any
     // batch needs the answer, and once per handle
     let f = fixture(64 * MIB, MultiRangeConfig::default()).await;
     *f.backend.mode.lock().unwrap() = Some(MultiRangeMode::Probe);
@@ -120,13 +120,14 @@ async fn a_probing_backend_is_probed_as_soon_as_reads_are_sparse() {
         assert_eq!(f.read(o * MIB, 8 * KIB).await.0, f.expect(o * MIB, 8 * KIB));
     }
     for _ in 0..100 {
-        if f.backend.multi_gets.load(SeqCst) > 0 {
+        if f.backend.probes.load(SeqCst) > 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(f.backend.multi_gets.load(SeqCst), 1, "one probe");
-    assert_eq!(f.backend.multi_get_ranges.load(SeqCst), 2, "of two small ranges");
+    assert_eq!(f.backend.probes.load(SeqCst), 1, "one probe");
+    assert_eq!(f.backend.probe_ranges.load(SeqCst), 2, "of two small ranges");
+    assert_eq!(f.backend.multi_gets.load(SeqCst), 0, "the probe is not a multi-range GET");
     assert_eq!(f.backend.gets.load(SeqCst), 4, "the reads themselves are not held back");
 
     // a backend that knows its answer is not probed
@@ -137,6 +138,7 @@ async fn a_probing_backend_is_probed_as_soon_as_reads_are_sparse() {
     }
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(f.backend.multi_gets.load(SeqCst), 0);
+    assert_eq!(f.backend.probes.load(SeqCst), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -277,7 +277,7 @@ backend_wrapper! {
         }
     }
     forward to inner: [
-        capabilities, retries, check_bucket, head, list, get_range, get_ranges, put, delete, delete_many,
+        capabilities, retries, check_bucket, head, list, get_range, get_ranges, probe_multi_range, put, delete, delete_many,
         copy, rename, upload_part, list_parts, read_part, list_multipart, abort_multipart_under,
     ]
 }

@@ -29,6 +29,8 @@ enum Mode {
     Whole,
     /// 400 InvalidArgument.
     Reject,
+    /// A HEAD with ranges answered as nginx would, a GET with ranges with the whole object.
+    LyingHead,
     /// Every other GET fails with 503 SlowDown (the first one included); the rest as `FirstRangeOnly`.
     Flaky,
     /// Like AWS for a bucket in eu-central-1: requests signed for another
@@ -139,24 +141,34 @@ fn serve(
         )?;
         return Ok(());
     }
-    if method == "HEAD" {
+    let ranges = range.as_deref().map(parse_ranges).unwrap_or_default();
+    // A HEAD with several ranges (the probe) is answered as the GET would be, without the body.
+    let head_only = method == "HEAD";
+    if head_only && ranges.len() < 2 {
         write!(conn, "HTTP/1.1 200 OK\r\n{head}Content-Length: 0\r\n\r\n")?;
         return Ok(());
     }
-    let nth_get = gets.fetch_add(1, Ordering::Relaxed);
+    let nth_get = if head_only { 1 } else { gets.fetch_add(1, Ordering::Relaxed) };
     if mode == Mode::Flaky && nth_get % 2 == 0 {
         let body = "<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
         write!(conn, "HTTP/1.1 503 Slow Down\r\nConnection: close\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n{body}", body.len())?;
         return Ok(());
     }
-    let ranges = range.as_deref().map(parse_ranges).unwrap_or_default();
-    if ranges.len() > 1 {
+    if ranges.len() > 1 && !head_only {
         multi.fetch_add(1, Ordering::Relaxed);
     }
     let clamp = |(a, b): (u64, u64)| (a, b.min(size - 1));
+    let mode = match mode {
+        Mode::LyingHead if head_only => Mode::Nginx,
+        Mode::LyingHead => Mode::Whole,
+        m => m,
+    };
     match (ranges.len(), mode) {
-        (0, _) | (2.., Mode::Whole) => {
+        (0, _) | (2.., Mode::Whole | Mode::LyingHead) => {
             write!(conn, "HTTP/1.1 200 OK\r\n{head}Content-Type: application/octet-stream\r\nContent-Length: {size}\r\n\r\n")?;
+            if head_only {
+                return Ok(());
+            }
             write_body(&mut conn, 0, size, served)
         }
         (2.., Mode::Reject) => {
@@ -170,6 +182,9 @@ fn serve(
                 "HTTP/1.1 206 Partial Content\r\n{head}Content-Type: application/octet-stream\r\nContent-Range: bytes {a}-{b}/{size}\r\nContent-Length: {}\r\n\r\n",
                 b - a + 1
             )?;
+            if head_only {
+                return Ok(());
+            }
             write_body(&mut conn, a, b + 1, served)
         }
         (_, Mode::Nginx) => {
@@ -199,6 +214,9 @@ fn serve(
                 "HTTP/1.1 206 Partial Content\r\n{head}Content-Type: multipart/byteranges; boundary={boundary}\r\nContent-Length: {}\r\n\r\n",
                 body.len()
             )?;
+            if head_only {
+                return Ok(());
+            }
             conn.write_all(&body)?;
             served.fetch_add(body.len() as u64, Ordering::Relaxed);
             Ok(())
@@ -297,6 +315,41 @@ async fn whole_object_answer_of_a_large_object_is_not_downloaded() {
     // Known single-range now: only single GETs from here on.
     b.get_ranges("obj", &ranges, &GetOptions::default()).await.unwrap();
     assert_eq!(srv.multi_requests.load(Ordering::Relaxed), 1);
+}
+
+/// The read path's probe is a HEAD with two ranges: every kind of server is told
+/// apart by it without a GET, so none starts sending a whole object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_probe_tells_every_kind_of_server_apart_without_a_get() {
+    let probe = [0..1, 65536..65537];
+    for (mode, want) in [
+        (Mode::Nginx, Support::Multi),
+        (Mode::FirstRangeOnly, Support::Single),
+        (Mode::Whole, Support::Single),
+        (Mode::Reject, Support::Single),
+    ] {
+        let srv = start(mode, 1 << 30);
+        let b = anonymous(&srv.endpoint).await;
+        assert_eq!(b.capabilities().multi_range, MultiRangeMode::Probe);
+        b.probe_multi_range("obj", &probe, &GetOptions::default()).await.unwrap();
+        assert_eq!(b.multi_range_support(), want);
+        assert_eq!(srv.gets.load(Ordering::Relaxed), 0, "no GET was sent");
+        assert_eq!(srv.served.load(Ordering::Relaxed), 0, "no byte of the object was sent");
+        // answered once: the next probe asks nothing
+        b.probe_multi_range("obj", &probe, &GetOptions::default()).await.unwrap();
+        assert_eq!(srv.gets.load(Ordering::Relaxed), 0);
+    }
+    // a HEAD that says yes is checked by the first real answer: a server whose GETs
+    // send the whole object after all becomes single-range, and the bytes are right
+    let size = 1 << 20;
+    let srv = start(Mode::LyingHead, size);
+    let b = anonymous(&srv.endpoint).await;
+    b.probe_multi_range("obj", &probe, &GetOptions::default()).await.unwrap();
+    assert_eq!(b.capabilities().multi_range, MultiRangeMode::Native);
+    let ranges = [10..20, 5000..5100, 700_000..700_010];
+    check(&b.get_ranges("obj", &ranges, &GetOptions::default()).await.unwrap(), &ranges, size);
+    assert_eq!(b.multi_range_support(), Support::Single);
+    assert_eq!(b.capabilities().multi_range, MultiRangeMode::ParallelSingles);
 }
 
 /// 503 SlowDown is retried with backoff, and every retry is counted for `bucketfs stats`.

@@ -162,6 +162,9 @@ async fn multi_range_get_is_one_multipart_byteranges_answer() {
     let data = Bytes::from(pattern(3 << 20, 3));
     b.put("obj", data.clone(), &PutOptions::default()).await.unwrap();
     let ranges = [10..20, 1 << 20..(1 << 20) + 4096, (3 << 20) - 100..(3 << 20) + 50, 500_000..500_001];
+    // the read path's probe (a HEAD) finds out that the gateway serves several ranges
+    b.probe_multi_range("obj", &[0..1, 65536..65537], &GetOptions::default()).await.unwrap();
+    assert_eq!(b.multi_range_support(), Support::Multi);
     let got = b.get_ranges("obj", &ranges, &GetOptions::default()).await.unwrap();
     for (g, r) in got.iter().zip(&ranges) {
         let end = (r.end as usize).min(data.len());
@@ -375,6 +378,17 @@ async fn multi_range_wire_format_limits_and_conditions() {
     assert!(parts[2].contains("Content-Range: bytes 4-5/20") && parts[2].ends_with("\r\n\r\n45\r\n"));
     assert!(parts[3].contains("Content-Range: bytes 17-19/20") && parts[3].ends_with("\r\n\r\nhij\r\n"));
     assert!(parts[4].starts_with("--"));
+    // A HEAD gets the same status and headers, and no body: how a client asks
+    // whether the server serves several ranges without reading an answer.
+    // (that no body follows on the wire is checked with a raw HEAD in
+    // public_read_bucket_allows_only_anonymous_reads)
+    let (status, head_headers, head_body) = curl(&["-I", "-H", "Range: bytes=0-1,4-5,-3", &url]);
+    assert_eq!(status, 206, "{head_headers}");
+    assert!(head_headers.contains("content-type: multipart/byteranges; boundary="), "{head_headers}");
+    let length =
+        |h: &str| h.lines().find_map(|l| l.strip_prefix("content-length: ")).map(|v| v.trim().to_owned());
+    assert_eq!(length(&head_headers), Some(body.len().to_string()), "HEAD announces the GET's length");
+    assert!(String::from_utf8_lossy(&head_body).ends_with("\r\n\r\n"), "curl -I prints the head only");
 
     // Overlapping ranges, or more than the limit: the whole object, 200.
     let (status, _, body) = get("bytes=0-5,4-8", &[]);
@@ -472,6 +486,10 @@ async fn public_read_bucket_allows_only_anonymous_reads() {
         status.contains(" 206 ") && body.contains("multipart/byteranges") && body.contains("public"),
         "{status}"
     );
+    // the probe of a client: a HEAD with ranges is answered 206 multipart, headers only
+    let (status, rest) = req("HEAD", &format!("/{PUBLIC_BUCKET}/doc"), "Range: bytes=0-1,10-15\r\n");
+    assert!(status.contains(" 206 ") && rest.contains("multipart/byteranges"), "{status}\n{rest}");
+    assert!(rest.ends_with("\r\n\r\n") && !rest.contains("public"), "no body after the head: {rest}");
     let (status, body) = req("GET", &format!("/{PUBLIC_BUCKET}?list-type=2"), "");
     assert!(status.contains(" 200 ") && body.contains("<Key>doc</Key>"), "{status}\n{body}");
     for (method, path) in [

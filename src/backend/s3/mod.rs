@@ -437,6 +437,15 @@ impl StorageBackend for S3Backend {
         read::get_ranges(self, key, ranges, opts).await
     }
 
+    async fn probe_multi_range(
+        &self,
+        key: &str,
+        ranges: &[Range<u64>],
+        opts: &GetOptions,
+    ) -> BackendResult<()> {
+        read::probe(self, key, ranges, opts).await
+    }
+
     async fn put(&self, key: &str, data: Bytes, opts: &PutOptions) -> BackendResult<ObjectMeta> {
         let size = data.len() as u64;
         let (sse, kms) = self.sse();
