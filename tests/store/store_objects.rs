@@ -138,6 +138,42 @@ fn corrupt_shard_is_repaired_on_read_and_healed() {
     assert_eq!(s.heal(None, true).unwrap().healed, 0);
 }
 
+/// Small ranges read only the frames they touch (hash and chunk in one read, no
+/// read-ahead): whatever byte of one shard file is damaged, in a frame's hash or in
+/// its chunk, no range returns it; they are rebuilt from the other shards.
+#[test]
+fn small_range_reads_never_return_a_damaged_frame() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = drives(tmp.path(), 4);
+    let s = open(&d, None);
+    s.make_bucket("bkt").unwrap();
+    let data = pattern(3 * MIB + 17, 5);
+    s.put_object("bkt", "obj", &data, &PutOptions::default()).unwrap();
+    s.close(); // no background heal between the damage and the reads
+    for victim in shard_files(&d, "obj") {
+        let original = std::fs::read(&victim).unwrap();
+        // 4 frames (hash, then chunk): 3 chunks of 512 KiB and one of 9 bytes
+        let hash = (original.len() - 3 * 512 * 1024 - 9) / 4;
+        let frame = hash + 512 * 1024;
+        // in a hash, in a chunk, in the next frame's hash and chunk, in the last frame
+        for at in [0, hash + 7, frame + 3, frame + hash + 300_000, 3 * frame + 2, original.len() - 1] {
+            let mut bytes = original.clone();
+            bytes[at] ^= 0x5a;
+            std::fs::write(&victim, &bytes).unwrap();
+            for start in (0..data.len()).step_by(96 * 1024 + 13) {
+                let r = start as u64..(start + 100).min(data.len()) as u64;
+                let (_, got) = s.get_object("bkt", "obj", Some(r.clone()), &GetOptions::default()).unwrap();
+                assert!(
+                    got == data[r.start as usize..r.end as usize],
+                    "{} byte {at}: range {r:?}",
+                    victim.display()
+                );
+            }
+            std::fs::write(&victim, &original).unwrap();
+        }
+    }
+}
+
 #[test]
 fn corrupt_inline_object_and_too_much_corruption() {
     let tmp = tempfile::tempdir().unwrap();
