@@ -97,8 +97,8 @@
 //! regardless, as the prefetcher does.
 //!
 //! Counters ([`Metrics`]): `multi_range_parallel_batches` (batches of several
-//! ranges sent as concurrent single-range reads), `multi_range_requests` (requests that carried more
-//! than one range in one round trip), `multi_range_ranges` (ranges those
+//! ranges sent as concurrent single-range reads), `multi_range_requests`
+//! (requests that carried more than one range in one round trip), `multi_range_ranges` (ranges those
 //! requests returned), `multi_range_requests_saved` (ranges minus requests:
 //! the single-range requests they replaced) and `multi_range_bytes_overfetched`
 //! (bytes fetched by batches that no read used, counted when a piece is

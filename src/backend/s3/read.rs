@@ -350,8 +350,9 @@ pub(super) async fn probe(
             _ => single_range_endpoint(b, "HEAD with two ranges answered without multipart/byteranges"),
         },
         Err(e) => match e.raw_response().map(|r| r.status().as_u16()) {
-            // refused (s3s: one range only; rclone: 501) or no range kept (a server
-            // that does not merge-and-keep two ranges of a big enough object)
+            // refused (s3s: one range only; rclone: 501), or 416: the server found
+            // neither range inside an object that holds both (the read path asks only
+            // about ranges inside the object): not a server to send several ranges to
             Some(status @ (400 | 416 | 501)) => {
                 single_range_endpoint(b, &format!("HEAD with two ranges: HTTP {status}"))
             }
