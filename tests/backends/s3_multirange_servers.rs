@@ -7,7 +7,8 @@
 //! - rclone 1.75 `serve s3` answers 501 Not Implemented.
 //!
 //! In every case the bytes returned are exact and the backend then reports
-//! `multi_range: ParallelSingles` and never asks again.
+//! `multi_range: ParallelSingles` and never asks again. The read path's probe (a
+//! HEAD with two ranges) finds the same out from each, without a byte of the object.
 
 use crate::s3_support;
 
@@ -63,6 +64,14 @@ async fn whole_object_answer_is_cut_short(server: &str, tag: &str) {
     let second = proxy.bytes_from_server() - first;
     let wanted: u64 = rs.iter().map(|r| r.end - r.start).sum();
     assert!(second < wanted + 16 * 1024, "{second} bytes for {wanted} bytes of ranges");
+
+    // The read path's probe (a HEAD) finds the same out without a byte of the object.
+    let before = proxy.bytes_from_server();
+    let fresh = backend(&proxy.endpoint, &bucket).await;
+    fresh.probe_multi_range("big", &[0..1, 65536..65537], &GetOptions::default()).await.unwrap();
+    assert_eq!(fresh.multi_range_support(), Support::Single);
+    let probe = proxy.bytes_from_server() - before;
+    assert!(probe < 4096, "{probe} bytes came from the server for the probe");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -109,4 +118,9 @@ async fn rclone_501_answer_falls_back_to_single_ranges() {
         assert_eq!(b.multi_range_support(), Support::Single);
         assert_ne!(b.capabilities().multi_range, bucketfs::backend::MultiRangeMode::Native);
     }
+    // the read path's probe (a HEAD) says the same
+    let cfg = S3Config { no_sign_request: true, ..config(&r.endpoint, &bucket) };
+    let fresh = S3Backend::connect(cfg).await.unwrap();
+    fresh.probe_multi_range("obj", &[0..1, 65536..65537], &GetOptions::default()).await.unwrap();
+    assert_eq!(fresh.multi_range_support(), Support::Single);
 }
