@@ -54,6 +54,16 @@ struct Seg<'a> {
     buf: &'a mut [u8],
 }
 
+impl Seg<'_> {
+    /// Copies this segment's bytes out of its verified chunk; false if there is none.
+    fn fill_from(&mut self, chunk: Option<&[u8]>) -> bool {
+        let Some(c) = chunk else { return false };
+        let n = self.buf.len();
+        self.buf.copy_from_slice(&c[self.chunk_off..self.chunk_off + n]);
+        true
+    }
+}
+
 /// Reads below this many bytes stay on the calling thread.
 const PARALLEL_MIN: usize = 256 * 1024;
 
@@ -163,24 +173,18 @@ impl ErasureSet {
         let mut failed = Vec::new();
         let mut open: Option<(usize, Option<File>)> = None;
         let mut scratch = Vec::new();
-        for seg in segs {
+        for mut seg in segs {
             let layout = PartLayout { size: m.parts[seg.part].size, data: m.erasure.data };
             let slot = m.erasure.distribution[seg.shard];
             let off = layout.frame_offset(seg.block);
             let cl = layout.chunk_len(seg.block);
+            let whole = seg.chunk_off == 0 && seg.buf.len() == cl;
             let ok = if m.is_inline() {
-                let frame = r.holders[slot]
+                let chunk = r.holders[slot]
                     .as_ref()
                     .and_then(|i| i.get(off as usize..off as usize + HASH_LEN + cl))
                     .and_then(bitrot::verify);
-                match frame {
-                    Some(c) => {
-                        let n = seg.buf.len();
-                        seg.buf.copy_from_slice(&c[seg.chunk_off..seg.chunk_off + n]);
-                        true
-                    }
-                    None => false,
-                }
+                seg.fill_from(chunk)
             } else {
                 if open.as_ref().map(|(p, _)| *p) != Some(seg.part) {
                     let path = self
@@ -188,32 +192,25 @@ impl ErasureSet {
                         .join(format!("{DATA_DIR_PREFIX}{}", m.data_dir.as_deref().unwrap_or_default()))
                         .join(&m.parts[seg.part].file);
                     let file = File::open(path).ok();
-                    if let (Some(f), false) = (&file, seg.chunk_off == 0 && seg.buf.len() == cl) {
+                    if let (Some(f), false) = (&file, whole) {
                         advise_random(f);
                     }
                     open = Some((seg.part, file));
                 }
                 match open.as_ref().and_then(|(_, f)| f.as_ref()) {
                     None => false,
+                    Some(f) if whole => {
+                        let mut h = [0u8; HASH_LEN];
+                        f.read_exact_at(&mut h, off).is_ok()
+                            && f.read_exact_at(seg.buf, off + HASH_LEN as u64).is_ok()
+                            && bitrot::hash(seg.buf) == h
+                    }
                     Some(f) => {
-                        let whole = seg.chunk_off == 0 && seg.buf.len() == cl;
-                        if whole {
-                            let mut h = [0u8; HASH_LEN];
-                            f.read_exact_at(&mut h, off).is_ok()
-                                && f.read_exact_at(seg.buf, off + HASH_LEN as u64).is_ok()
-                                && bitrot::hash(seg.buf) == h
-                        } else {
-                            // the whole frame (hash and chunk) in one read: the hash covers the chunk
-                            scratch.resize(HASH_LEN + cl, 0);
-                            let good = f.read_exact_at(&mut scratch, off).is_ok()
-                                && bitrot::hash(&scratch[HASH_LEN..]) == scratch[..HASH_LEN];
-                            if good {
-                                let n = seg.buf.len();
-                                let from = HASH_LEN + seg.chunk_off;
-                                seg.buf.copy_from_slice(&scratch[from..from + n]);
-                            }
-                            good
-                        }
+                        // the whole frame (hash and chunk) in one read: the hash covers the chunk
+                        scratch.resize(HASH_LEN + cl, 0);
+                        let chunk =
+                            f.read_exact_at(&mut scratch, off).ok().and_then(|()| bitrot::verify(&scratch));
+                        seg.fill_from(chunk)
                     }
                 }
             };
